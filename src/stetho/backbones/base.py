@@ -119,10 +119,16 @@ class Backbone(nn.Module):
         """Install (or remove with ``None``) a SpecAugment layer applied in training mode."""
         self.spec_augment = module
 
-    def _maybe_augment(self, spec: torch.Tensor) -> torch.Tensor:
-        """Apply SpecAugment to a spectrogram when training; identity otherwise."""
+    def _maybe_augment(self, spec: torch.Tensor, time_dim: int, freq_dim: int) -> torch.Tensor:
+        """Apply SpecAugment to a (normalised) spectrogram when training; identity otherwise.
+
+        Args:
+            spec: Batched spectrogram, e.g. ``(B, T, F)`` or ``(B, F, T)``.
+            time_dim: Index of the time axis in ``spec``.
+            freq_dim: Index of the frequency axis in ``spec``.
+        """
         if self.training and self.spec_augment is not None:
-            return self.spec_augment(spec)
+            return self.spec_augment(spec, time_dim=time_dim, freq_dim=freq_dim)
         return spec
 
     # -- forward ---------------------------------------------------------------------------
