@@ -1,0 +1,305 @@
+"""``stetho`` command line: a thin layer over the library's pure functions.
+
+Every sub-command parses its arguments, calls one library function and prints its result. Heavy
+modules are imported inside the handlers so that ``stetho --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+logger = logging.getLogger("stetho")
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+def _cmd_data_scan(args: argparse.Namespace) -> int:
+    from stetho.data import scan_dataset
+    from stetho.data.scan import format_summary
+
+    table = scan_dataset(args.root, year=args.year, check_audio=args.check_audio)
+    print(format_summary(table))
+    if args.csv:
+        table.to_csv(args.csv)
+        print(f"clip table written to {args.csv}")
+    return 1 if (table.problems and args.strict) else 0
+
+
+def _cmd_data_synth(args: argparse.Namespace) -> int:
+    from stetho.data.synth import generate_synthetic_dataset
+
+    kwargs: dict[str, Any] = {"seed": args.seed}
+    if args.machines:
+        kwargs["machines"] = tuple(args.machines)
+    if args.seconds is not None:
+        kwargs["seconds"] = args.seconds
+    if args.eval:
+        kwargs["with_eval"] = True
+    root = generate_synthetic_dataset(args.out, **kwargs)
+    print(f"synthetic DCASE-format dataset written to {root}")
+    return 0
+
+
+def _cmd_data_download(args: argparse.Namespace) -> int:
+    from stetho.data.download import download_dataset
+
+    kwargs: dict[str, Any] = {}
+    if args.base_url:
+        kwargs["base_url"] = args.base_url
+    root = download_dataset(
+        args.name, part=args.part, root=args.root, machines=args.machines or None, **kwargs
+    )
+    print(f"{args.name} ({args.part}) is in {root}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from stetho.evaluation import evaluate_directory
+
+    result = evaluate_directory(args.scores_dir, args.truth, year=args.year, out_dir=args.out)
+    print(result.table())
+    out = Path(args.out) if args.out else Path(args.scores_dir) / "evaluation"
+    print(f"\nresults written to {out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# backbones
+# --------------------------------------------------------------------------------------------
+def _cmd_backbones(args: argparse.Namespace) -> int:
+    from stetho.backbones.tagging import describe_backbones
+
+    rows = describe_backbones()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    header = f"{'name':<26}{'params':>14}{'rate':>8}{'dim':>6}  {'input':<9}weights"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        params = row.get("params")
+        ptxt = f"{params / 1e6:,.2f} M" if isinstance(params, (int, float)) else str(params)
+        print(
+            f"{row['name']:<26}{ptxt:>14}{row['sample_rate']:>8}{row['embed_dim']:>6}  "
+            f"{row['input']:<9}{row['weights']}"
+        )
+    return 0
+
+
+def _cmd_tag(args: argparse.Namespace) -> int:
+    from stetho.backbones import create_backbone
+    from stetho.backbones.tagging import tag_waveform
+    from stetho.data import load_audio
+
+    model = create_backbone(
+        args.backbone, checkpoint=args.checkpoint, trust_checkpoint=args.trust_checkpoint
+    )
+    for path in args.files:
+        wave, sr = load_audio(path, channel=args.channel)
+        tags = tag_waveform(model, wave, sr, top_k=args.top_k)
+        print(f"{path}:")
+        for label, prob in tags:
+            print(f"  {prob:6.3f}  {label}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# training, scoring, demo
+# --------------------------------------------------------------------------------------------
+def _load_experiment(config: str | None, overrides: Sequence[str]) -> Any:
+    from stetho.finetune.config import ExperimentConfig
+
+    cfg = ExperimentConfig.load(config) if config else ExperimentConfig()
+    return cfg.override(list(overrides)) if overrides else cfg
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from stetho.finetune.pipeline import run_training
+
+    cfg = _load_experiment(args.config, args.set)
+    result = run_training(cfg, args.data, args.out, resume=not args.no_resume)
+    if getattr(result, "evaluation", None) is not None:
+        print(result.evaluation.table())
+    print(f"run written to {args.out}")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from stetho.finetune.pipeline import embed_dataset
+
+    path = embed_dataset(args.detector, args.data, args.out)
+    print(f"embeddings written to {path}")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from stetho.finetune.detector import Detector
+    from stetho.finetune.pipeline import score_dataset
+
+    detector = Detector.load(args.detector)
+    out = score_dataset(detector, args.data, args.out, partition=args.partition)
+    print(f"submission files written to {out}")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from stetho.finetune.pipeline import run_sweep
+
+    table = run_sweep(args.configs, args.data, args.out)
+    print(table)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from stetho.finetune.pipeline import run_demo
+
+    kwargs: dict[str, Any] = {"backbone": args.backbone, "checkpoint": args.checkpoint}
+    if args.epochs is not None:
+        kwargs["epochs"] = args.epochs
+    result = run_demo(args.out, **kwargs)
+    print(result.table())
+    print(f"\ndemo run written to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser for all sub-commands."""
+    from stetho import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="stetho",
+        description="Anomalous sound detection of machines with fine-tuned pre-trained audio models.",
+    )
+    parser.add_argument("--version", action="version", version=f"stetho {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # data ------------------------------------------------------------------------------------
+    data = sub.add_parser("data", help="scan, synthesise or download DCASE datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    p = dsub.add_parser("scan", help="inventory of a DCASE Task 2 tree (clips + problems)")
+    p.add_argument("root", help="dataset root (with dev_data/eval_data), or a machine folder")
+    p.add_argument("--year", type=int, default=None, help="DCASE year (default: from the path)")
+    p.add_argument("--check-audio", action="store_true", help="open every file header")
+    p.add_argument("--csv", default=None, help="write the clip table to this CSV file")
+    p.add_argument("--strict", action="store_true", help="exit 1 when problems were found")
+    p.set_defaults(func=_cmd_data_scan)
+
+    p = dsub.add_parser("synth", help="write a synthetic DCASE-format machine-sound dataset")
+    p.add_argument("out", help="output root")
+    p.add_argument("--machines", nargs="+", default=None, help="machine types to generate")
+    p.add_argument("--seconds", type=float, default=None, help="clip length in seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval", action="store_true", help="also write eval_data + ground truth")
+    p.set_defaults(func=_cmd_data_synth)
+
+    p = dsub.add_parser("download", help="download an official DCASE Task 2 dataset (Zenodo)")
+    p.add_argument("name", help="dataset, e.g. dcase2023 (2020-2025)")
+    p.add_argument("--part", choices=["dev", "eval", "all"], default="dev")
+    p.add_argument("--root", required=True, help="where to put dcase<YYYY>t2/")
+    p.add_argument("--machines", nargs="+", default=None, help="only these machine types")
+    p.add_argument("--base-url", default=None, help="mirror base URL (default: Zenodo)")
+    p.set_defaults(func=_cmd_data_download)
+
+    # evaluate --------------------------------------------------------------------------------
+    p = sub.add_parser("evaluate", help="score submission CSVs exactly like the official evaluator")
+    p.add_argument("scores_dir", help="folder with anomaly_score_*.csv (and decision_result_*.csv)")
+    p.add_argument("--truth", required=True, help="dev dataset root or official ground-truth folder")
+    p.add_argument("--year", type=int, default=None, help="DCASE year (default: inferred)")
+    p.add_argument("--out", default=None, help="results folder (default: SCORES_DIR/evaluation)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    # backbones / tag -------------------------------------------------------------------------
+    p = sub.add_parser("backbones", help="list the registered backbones")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_backbones)
+
+    p = sub.add_parser("tag", help="print the top AudioSet labels of audio files")
+    p.add_argument("files", nargs="+", help="audio files")
+    p.add_argument("--backbone", default="efficientat-mn04")
+    p.add_argument("--checkpoint", default=None, help="checkpoint path or URL")
+    p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled checkpoints")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--channel", default=None, help="channel index or 'mix' for multichannel files")
+    p.set_defaults(func=_cmd_tag)
+
+    # train / embed / score / sweep / demo ----------------------------------------------------
+    p = sub.add_parser("train", help="fine-tune a backbone and build a detector")
+    p.add_argument("--config", default=None, help="YAML experiment config (default: built-in)")
+    p.add_argument("--data", required=True, help="dataset root")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("embed", help="write embeddings of a dataset with a saved detector")
+    p.add_argument("--detector", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_embed)
+
+    p = sub.add_parser("score", help="write official submission CSVs for a dev or eval tree")
+    p.add_argument("--detector", required=True, help="saved detector folder")
+    p.add_argument("--data", required=True, help="dataset root")
+    p.add_argument("--out", required=True, help="output folder for the CSV files")
+    p.add_argument("--partition", choices=["dev", "eval"], default="dev")
+    p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("sweep", help="run several configs and write one comparison table")
+    p.add_argument("configs", nargs="+", help="YAML configs")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("demo", help="synthetic data -> train -> score -> evaluate, offline")
+    p.add_argument("--out", default="runs/demo", help="run folder")
+    p.add_argument("--backbone", default="logmel", help="e.g. logmel, efficientat-mn04, beats")
+    p.add_argument("--checkpoint", default=None, help="weights for backbones that need them")
+    p.add_argument("--epochs", type=int, default=None)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stetho`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    if getattr(args, "channel", None) not in (None, "mix"):
+        args.channel = int(args.channel)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError, RuntimeError, OSError) as err:
+        if args.debug:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"stetho: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""EfficientAT log-mel front end (32 kHz, 128 Kaldi-style mel bins), as a batched torch layer.
+
+The EfficientAT MobileNets (Schmid et al., ICASSP 2023) were trained on this exact feature, so it
+must be reproduced bit for bit (spec ``backbones.md`` §7.1). In eval mode, for a batch of mono
+waveforms ``(B, N)`` at 32 kHz:
+
+1. pre-emphasis as a *valid* convolution: ``y[n] = x[n+1] - 0.97 x[n]`` → ``N - 1`` samples;
+2. power STFT, ``n_fft`` 1024, window 800 (symmetric Hann, zero-padded centrally to 1024), hop 320,
+   centred with reflect padding → ``(B, 513, T)`` with ``T = 1 + (N - 1) // 320``;
+3. Kaldi-style triangular mel bank, 128 bins from 0 to 15000 Hz on the ``1127 ln(1 + f/700)``
+   scale, plus a zero column for the Nyquist bin → ``(128, 513)``;
+4. ``ln(mel + 1e-5)``, then ``(x + 4.5) / 5``.
+
+Example:
+    >>> mel = EfficientATMel()
+    >>> mel(torch.zeros(2, 32000)).shape
+    torch.Size([2, 128, 100])
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["EfficientATMel", "kaldi_mel_bank", "kaldi_mel_scale"]
+
+
+def kaldi_mel_scale(freq: float) -> float:
+    """Kaldi's mel scale ``1127 ln(1 + f / 700)`` of a frequency in Hz."""
+    return 1127.0 * math.log(1.0 + freq / 700.0)
+
+
+def kaldi_mel_bank(
+    num_bins: int,
+    n_fft: int,
+    sample_rate: float,
+    low_freq: float = 0.0,
+    high_freq: float = 0.0,
+    *,
+    nyquist_column: bool = True,
+) -> torch.Tensor:
+    """Kaldi-style triangular mel filters (float32), as Kaldi and torchaudio build them.
+
+    The triangles are equally spaced on the ``1127 ln(1 + f/700)`` scale and evaluated on that
+    scale at the FFT bin frequencies ``k · sr / n_fft`` for ``k = 0 .. n_fft/2 - 1``. The Nyquist
+    bin gets a zero weight. All arithmetic is float32 in the order Kaldi uses, so banks match the
+    reference implementation exactly.
+
+    Args:
+        num_bins: Number of mel bins.
+        n_fft: FFT size (even).
+        sample_rate: Sample rate in Hz.
+        low_freq: Lower edge in Hz.
+        high_freq: Upper edge in Hz; ``<= 0`` means an offset from the Nyquist frequency.
+        nyquist_column: Append the zero column for the Nyquist bin (``n_fft/2 + 1`` columns).
+
+    Returns:
+        ``(num_bins, n_fft // 2 + 1)`` (or ``n_fft // 2`` columns without the Nyquist column).
+
+    Raises:
+        ValueError: on an odd ``n_fft`` or band edges outside ``0 <= low < high <= sr/2``.
+    """
+    if n_fft <= 0 or n_fft % 2:
+        raise ValueError(f"n_fft must be a positive even number, got {n_fft}")
+    nyquist = 0.5 * sample_rate
+    if high_freq <= 0.0:
+        high_freq += nyquist
+    if not 0.0 <= low_freq < high_freq <= nyquist:
+        raise ValueError(
+            f"mel band edges must satisfy 0 <= low_freq < high_freq <= {nyquist} Hz, "
+            f"got low_freq={low_freq}, high_freq={high_freq}"
+        )
+    num_fft_bins = n_fft // 2
+    mel_low = kaldi_mel_scale(low_freq)
+    mel_high = kaldi_mel_scale(high_freq)
+    delta = (mel_high - mel_low) / (num_bins + 1)
+    idx = torch.arange(num_bins, dtype=torch.float32).unsqueeze(1)  # (num_bins, 1)
+    left = mel_low + idx * delta
+    centre = mel_low + (idx + 1.0) * delta
+    right = mel_low + (idx + 2.0) * delta
+    bin_hz = (sample_rate / n_fft) * torch.arange(num_fft_bins, dtype=torch.float32)
+    mel = (1127.0 * (1.0 + bin_hz / 700.0).log()).unsqueeze(0)  # (1, num_fft_bins)
+    up = (mel - left) / (centre - left)
+    down = (right - mel) / (right - centre)
+    bank = torch.clamp(torch.minimum(up, down), min=0.0)  # (num_bins, num_fft_bins)
+    if nyquist_column:
+        bank = torch.nn.functional.pad(bank, (0, 1))
+    return bank
+
+
+class EfficientATMel(nn.Module):
+    """Log-mel front end of the EfficientAT models (eval-mode behaviour of the original).
+
+    Args:
+        sample_rate: Input rate in Hz (the released models use 32000).
+        n_mels: Number of mel bins.
+        n_fft: FFT size.
+        win_length: Window length (a symmetric Hann window, zero-padded centrally to ``n_fft``).
+        hop_length: Hop in samples.
+        f_min: Lower mel edge in Hz.
+        f_max: Upper mel edge in Hz; ``None`` means ``sample_rate / 2 - 1000`` (15000 at 32 kHz).
+        preemphasis: Pre-emphasis coefficient of the valid ``[-c, 1]`` convolution.
+        log_offset: Added to the mel energies before the natural log.
+        shift: Added to the log-mel before scaling.
+        scale: Divisor applied after the shift.
+
+    Shapes:
+        ``(B, N)`` waveform → ``(B, n_mels, T)`` with ``T = 1 + (N - 1) // hop_length``.
+
+    The constant tensors are non-persistent buffers, so they never appear in a state dict.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 32000,
+        n_mels: int = 128,
+        n_fft: int = 1024,
+        win_length: int = 800,
+        hop_length: int = 320,
+        f_min: float = 0.0,
+        f_max: float | None = None,
+        preemphasis: float = 0.97,
+        log_offset: float = 1e-5,
+        shift: float = 4.5,
+        scale: float = 5.0,
+    ) -> None:
+        super().__init__()
+        if win_length > n_fft:
+            raise ValueError(f"win_length ({win_length}) must not exceed n_fft ({n_fft})")
+        self.sample_rate = sample_rate
+        self.n_mels = n_mels
+        self.n_fft = n_fft
+        self.win_length = win_length
+        self.hop_length = hop_length
+        self.f_min = f_min
+        self.f_max = sample_rate / 2 - 1000.0 if f_max is None else f_max
+        self.log_offset = log_offset
+        self.shift = shift
+        self.scale = scale
+        self.preemphasis = preemphasis
+        self.register_buffer(
+            "window", torch.hann_window(win_length, periodic=False), persistent=False
+        )
+        self.register_buffer(
+            "mel_bank",
+            kaldi_mel_bank(n_mels, n_fft, sample_rate, self.f_min, self.f_max),
+            persistent=False,
+        )  # (n_mels, n_fft // 2 + 1)
+        self.register_buffer(
+            "preemph_kernel", torch.tensor([[[-preemphasis, 1.0]]]), persistent=False
+        )  # (1, 1, 2)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Number of output frames for ``num_samples`` input samples."""
+        return 1 + (num_samples - 1) // self.hop_length
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """Waveforms ``(B, N)`` → normalised log-mel ``(B, n_mels, T)`` (float32)."""
+        if wave.dim() != 2:
+            raise ValueError(f"expected a batch of waveforms (B, N), got shape {tuple(wave.shape)}")
+        if wave.shape[-1] < 2:
+            raise ValueError(f"waveforms need at least 2 samples, got {wave.shape[-1]}")
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            x = wave.float()
+            x = nn.functional.conv1d(x.unsqueeze(1), self.preemph_kernel).squeeze(1)  # (B, N-1)
+            spec = torch.stft(
+                x,
+                n_fft=self.n_fft,
+                hop_length=self.hop_length,
+                win_length=self.win_length,
+                window=self.window,
+                center=True,
+                pad_mode="reflect",
+                normalized=False,
+                onesided=True,
+                return_complex=True,
+            )  # (B, n_fft/2 + 1, T)
+            power = spec.real.square() + spec.imag.square()
+            mel = torch.matmul(self.mel_bank, power)  # (B, n_mels, T)
+            return ((mel + self.log_offset).log() + self.shift) / self.scale
+
+    def extra_repr(self) -> str:
+        return (
+            f"sample_rate={self.sample_rate}, n_mels={self.n_mels}, n_fft={self.n_fft}, "
+            f"win_length={self.win_length}, hop_length={self.hop_length}, "
+            f"f_min={self.f_min}, f_max={self.f_max}"
+        )
