@@ -11,6 +11,11 @@ from stetho.backbones.registry import create_backbone, get_entry, list_backbones
 
 # Built-in backbones register themselves on import.
 # BACKBONE-IMPORTS (one line per module; helpers add theirs here)
+import stetho.backbones.beats  # noqa: F401
+import stetho.backbones.ced  # noqa: F401
+import stetho.backbones.efficientat  # noqa: F401
+import stetho.backbones.hf  # noqa: F401
+import stetho.backbones.logmel  # noqa: F401
 
 __all__ = [
     "MATRIX_KEYS",

@@ -200,7 +200,9 @@ class CEDMel(nn.Module):
             ``(B, n_mels, 1 + N // hop_length)`` float32 (``(n_mels, T)`` for 1-D input).
         """
         if wave.dim() not in (1, 2):
-            raise ValueError(f"expected a waveform of shape (B, N) or (N,), got {tuple(wave.shape)}")
+            raise ValueError(
+                f"expected a waveform of shape (B, N) or (N,), got {tuple(wave.shape)}"
+            )
         if wave.shape[-1] <= self.cfg.n_fft // 2:
             raise ValueError(
                 f"waveform too short: {wave.shape[-1]} samples; need more than "

@@ -1,0 +1,399 @@
+"""k-nearest-neighbour memory banks and the per-domain anomaly scorer.
+
+The anomaly score of a test clip is its mean distance to the ``k`` nearest normal training
+embeddings of the same (machine, section). Following the DCASE 2022+ domain-generalisation setup,
+every (machine, section) has two banks -- the source-domain and the target-domain training clips --
+and the score is the minimum over the two banks (the target bank is small, ~10 clips, and would be
+swamped if it were pooled with the ~990 source clips)::
+
+    scorer = DomainKNNScorer(KNNConfig(k=1, metric="cosine"))
+    scorer.fit(train_emb, keys=[("fan", "00"), ...], domains=["source", ...])
+    scores = scorer.score(test_emb, ("fan", "00"))        # (M,) higher = more anomalous
+
+Cosine distance is ``1 - cos(q, x)``, computed as ``1 - q̂ · x̂`` on L2-normalised embeddings with
+chunked matrix products. ``index="faiss"`` uses ``faiss.IndexFlatIP`` (exact inner product)
+instead; faiss is optional and imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from stetho.utils.config import ConfigBase
+
+__all__ = ["DomainKNNScorer", "KNNConfig", "MemoryBank"]
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+ArrayLike = np.ndarray | torch.Tensor
+
+#: Domains a bank can hold; clips with an unknown domain (``None``) go to the source bank.
+DOMAINS: tuple[str, str] = ("source", "target")
+
+# Elements of the (chunk, N) similarity matrix computed at once (64 MiB of float32).
+_CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass
+class KNNConfig(ConfigBase):
+    """Settings of the k-NN back-end.
+
+    Attributes:
+        k: Number of neighbours; the score is the mean distance to them (paper: k = 1).
+        metric: ``"cosine"`` (``1 - cos``, on L2-normalised embeddings; the default) or
+            ``"euclidean"`` (L2 distance on the raw embeddings).
+        index: ``"exact"`` (chunked matrix products in torch) or ``"faiss"`` (``IndexFlatIP`` /
+            ``IndexFlatL2``; needs ``pip install faiss-cpu``).
+        domain_banks: Keep separate source and target banks per (machine, section) and take the
+            minimum score over them (DCASE 2022+ practice). ``False`` pools both domains in one bank.
+    """
+
+    k: int = 1
+    metric: Literal["cosine", "euclidean"] = "cosine"
+    index: Literal["exact", "faiss"] = "exact"
+    domain_banks: bool = True
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"KNNConfig.k must be >= 1, got {self.k}")
+
+
+def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x.detach())
+    t = t.to(device="cpu", dtype=torch.float32)
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (N, D) array, got shape {tuple(t.shape)}")
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t.contiguous()
+
+
+def _import_faiss() -> Any:
+    try:
+        import faiss  # type: ignore[import-not-found]
+    except ImportError as err:
+        raise ImportError(
+            "KNNConfig.index='faiss' needs the faiss package, which is not installed. Install it "
+            "with `pip install faiss-cpu` (or `pip install stetho[faiss]`), or use index='exact'."
+        ) from err
+    return faiss
+
+
+class MemoryBank:
+    """A set of reference embeddings with exact k-NN search.
+
+    Args:
+        cfg: k-NN settings (metric, index, default ``k``).
+    """
+
+    def __init__(self, cfg: KNNConfig | None = None) -> None:
+        self.cfg = cfg or KNNConfig()
+        self._emb: torch.Tensor = torch.zeros(0, 0)  # (N, D) stored (normalised for cosine)
+        self._faiss_index: Any = None
+
+    # -- building --------------------------------------------------------------------------
+    def fit(self, emb: ArrayLike) -> MemoryBank:
+        """Store the embeddings ``emb`` (N, D); cosine banks store them L2-normalised."""
+        x = _as_tensor(emb, "emb")
+        if self.cfg.metric == "cosine":
+            x = torch.nn.functional.normalize(x, p=2.0, dim=1, eps=1e-12)
+        self._emb = x
+        self._faiss_index = None
+        return self
+
+    def load_embeddings(self, stored: torch.Tensor) -> MemoryBank:
+        """Restore a bank from :attr:`embeddings` exactly as stored (no re-normalisation)."""
+        self._emb = stored.detach().to("cpu", torch.float32).contiguous()
+        self._faiss_index = None
+        return self
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        """The stored embeddings (N, D) (L2-normalised for the cosine metric)."""
+        return self._emb
+
+    def __len__(self) -> int:
+        return int(self._emb.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Embedding size D (0 for an empty bank)."""
+        return int(self._emb.shape[1]) if self._emb.ndim == 2 else 0
+
+    # -- search ----------------------------------------------------------------------------
+    def search(
+        self, query: ArrayLike, k: int | None = None, *, exclude: ArrayLike | None = None
+    ) -> torch.Tensor:
+        """Distances from each query to its ``k`` nearest bank entries, ascending.
+
+        Args:
+            query: Query embeddings (M, D); normalised here for the cosine metric.
+            k: Number of neighbours (default ``cfg.k``). When fewer than ``k`` entries are
+                available the missing columns are ``inf``.
+            exclude: Optional (M,) bank indices, one per query, to leave out (``-1`` = none);
+                used for leave-one-out scores of the bank's own members.
+
+        Returns:
+            Distances (M, k), float32: ``1 - cos`` (cosine) or L2 distance (euclidean).
+        """
+        k = self.cfg.k if k is None else int(k)
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        q = _as_tensor(query, "query")
+        n, m = len(self), q.shape[0]
+        if n and q.shape[1] != self.dim:
+            raise ValueError(f"query has dimension {q.shape[1]}, the bank holds {self.dim}-d embeddings")
+        excl = None
+        if exclude is not None:
+            excl = torch.as_tensor(np.asarray(exclude), dtype=torch.long).reshape(-1)
+            if excl.shape[0] != m:
+                raise ValueError(f"exclude must have one index per query ({m}), got {excl.shape[0]}")
+        if self.cfg.metric == "cosine":
+            q = torch.nn.functional.normalize(q, p=2.0, dim=1, eps=1e-12)
+        out = torch.full((m, k), float("inf"), dtype=torch.float32)
+        if n == 0 or m == 0:
+            return out
+        if self.cfg.index == "faiss":
+            return self._search_faiss(q, k, excl, out)
+        kk = min(k, n)
+        rows = max(1, _CHUNK_ELEMENTS // n)
+        bank_sq = (self._emb * self._emb).sum(1) if self.cfg.metric == "euclidean" else None
+        for start in range(0, m, rows):
+            qc = q[start : start + rows]  # (c, D)
+            sim = qc @ self._emb.T  # (c, N)
+            if bank_sq is not None:  # squared L2 = |q|² + |x|² - 2 q·x
+                dist = (qc * qc).sum(1, keepdim=True) + bank_sq[None, :] - 2.0 * sim
+                dist = dist.clamp_min_(0.0).sqrt_()
+            else:
+                dist = (1.0 - sim).clamp_(0.0, 2.0)  # rounding can give -1e-7 for identical rows
+            if excl is not None:
+                ec = excl[start : start + rows]
+                valid = ec >= 0
+                dist[torch.arange(len(ec))[valid], ec[valid]] = float("inf")
+            top = torch.topk(dist, kk, dim=1, largest=False, sorted=True).values  # (c, kk)
+            out[start : start + rows, :kk] = top
+        return out
+
+    def _search_faiss(
+        self, q: torch.Tensor, k: int, excl: torch.Tensor | None, out: torch.Tensor
+    ) -> torch.Tensor:
+        faiss = _import_faiss()
+        if self._faiss_index is None:
+            index = (faiss.IndexFlatIP if self.cfg.metric == "cosine" else faiss.IndexFlatL2)(self.dim)
+            index.add(np.ascontiguousarray(self._emb.numpy()))
+            self._faiss_index = index
+        n = len(self)
+        kk = min(k + (1 if excl is not None else 0), n)
+        values, indices = self._faiss_index.search(np.ascontiguousarray(q.numpy()), kk)  # (M, kk)
+        values = np.asarray(values, dtype=np.float64)
+        if self.cfg.metric == "cosine":
+            dist = np.clip(1.0 - values, 0.0, 2.0)
+        else:  # IndexFlatL2 returns squared distances
+            dist = np.sqrt(np.clip(values, 0.0, None))
+        indices = np.asarray(indices)
+        dist[indices < 0] = np.inf
+        if excl is not None:  # leave the query's own entry out (we asked for one extra result)
+            ex = excl.numpy()
+            dist[(indices == ex[:, None]) & (ex[:, None] >= 0)] = np.inf
+        dist = np.sort(dist, axis=1)[:, :k]
+        out[:, : dist.shape[1]] = torch.from_numpy(dist.astype(np.float32))
+        return out
+
+
+class DomainKNNScorer:
+    """Per-(machine, section) source and target memory banks; score = min over banks.
+
+    ``score`` of a clip = ``min(mean kNN distance to the source bank, ... to the target bank)`` of
+    its (machine, section); an empty bank is skipped.
+
+    Args:
+        cfg: k-NN settings.
+    """
+
+    def __init__(self, cfg: KNNConfig | None = None) -> None:
+        self.cfg = cfg or KNNConfig()
+        self.banks: dict[Key, dict[str, MemoryBank]] = {}
+        # For leave-one-out scores of the fitted data: (key, domain, row in that bank) per sample.
+        self._fit_index: list[tuple[Key, str, int]] = []
+
+    @property
+    def keys(self) -> list[Key]:
+        """Fitted (machine, section) keys, sorted."""
+        return sorted(self.banks)
+
+    def _domain(self, domain: str | None) -> str:
+        if not self.cfg.domain_banks or domain is None:
+            return "source"
+        if domain not in DOMAINS:
+            raise ValueError(f"domain must be one of {list(DOMAINS)} or None, got {domain!r}")
+        return domain
+
+    def fit(
+        self,
+        emb: ArrayLike,
+        keys: Sequence[Key],
+        domains: Sequence[str | None],
+        *,
+        replace: bool = True,
+    ) -> DomainKNNScorer:
+        """Build the banks from training embeddings.
+
+        Args:
+            emb: Embeddings (N, D) of normal training clips.
+            keys: (machine, section) of each row.
+            domains: ``"source"``/``"target"`` (``None`` counts as source) of each row.
+            replace: Drop all previously fitted banks (default). ``False`` keeps the banks of
+                keys not present in ``keys`` (keys present are rebuilt).
+
+        Returns:
+            ``self``.
+        """
+        x = _as_tensor(emb, "emb")
+        keys = [(str(m), str(s)) for m, s in keys]
+        if not (len(keys) == len(domains) == x.shape[0]):
+            raise ValueError(
+                f"emb, keys and domains must have the same length, got {x.shape[0]}, {len(keys)}, "
+                f"{len(domains)}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError("cannot fit a k-NN scorer on zero embeddings")
+        if replace:
+            self.banks = {}
+            self._fit_index = []
+        else:
+            dims = {b.dim for banks in self.banks.values() for b in banks.values() if len(b)}
+            if dims and dims != {x.shape[1]}:
+                raise ValueError(f"new embeddings are {x.shape[1]}-d, fitted banks are {dims}-d")
+        groups: dict[Key, dict[str, list[int]]] = {}
+        fit_index: list[tuple[Key, str, int]] = []
+        for i, (key, dom) in enumerate(zip(keys, domains)):
+            d = self._domain(dom)
+            rows = groups.setdefault(key, {name: [] for name in DOMAINS})[d]
+            fit_index.append((key, d, len(rows)))
+            rows.append(i)
+        for key, by_domain in groups.items():
+            self.banks[key] = {
+                d: MemoryBank(self.cfg).fit(x[idx] if idx else x[:0]) for d, idx in by_domain.items()
+            }
+            n_src, n_tgt = len(by_domain["source"]), len(by_domain["target"])
+            if max(n_src, n_tgt) < self.cfg.k:
+                logger.warning(
+                    "%s/%s: banks hold %d source and %d target embeddings, fewer than k=%d",
+                    *key, n_src, n_tgt, self.cfg.k,
+                )
+        self._fit_index = fit_index if replace else self._fit_index + fit_index
+        return self
+
+    def _check_key(self, key: Key) -> dict[str, MemoryBank]:
+        key = (str(key[0]), str(key[1]))
+        if key not in self.banks:
+            fitted = ", ".join(f"{m}/{s}" for m, s in self.keys) or "none"
+            raise KeyError(
+                f"no memory bank for machine {key[0]!r} section {key[1]!r}; fitted keys: {fitted}"
+            )
+        return self.banks[key]
+
+    def score(self, emb: ArrayLike, keys: Key | Sequence[Key]) -> np.ndarray:
+        """Anomaly scores (M,) of embeddings ``emb`` (M, D), higher = more anomalous.
+
+        Args:
+            emb: Query embeddings (M, D).
+            keys: One (machine, section) for all rows, or one per row.
+
+        Raises:
+            KeyError: for a key that was not fitted (the message lists the fitted keys).
+        """
+        x = _as_tensor(emb, "emb")
+        per_row = self._expand_keys(keys, x.shape[0])
+        out = np.empty(x.shape[0], dtype=np.float64)
+        for key in dict.fromkeys(per_row):
+            rows = [i for i, k in enumerate(per_row) if k == key]
+            out[rows] = self._score_key(x[rows], key, None)
+        return out
+
+    def _expand_keys(self, keys: Key | Sequence[Key], m: int) -> list[Key]:
+        if isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(v, str) for v in keys):
+            per_row = [(keys[0], keys[1])] * m
+        else:
+            per_row = [(str(a), str(b)) for a, b in keys]  # type: ignore[misc]
+        if len(per_row) != m:
+            raise ValueError(f"got {len(per_row)} keys for {m} embeddings")
+        return per_row
+
+    def _score_key(self, x: torch.Tensor, key: Key, own: dict[str, np.ndarray] | None) -> np.ndarray:
+        banks = self._check_key(key)
+        best = np.full(x.shape[0], np.inf)
+        for dom, bank in banks.items():
+            if len(bank) == 0:
+                continue  # e.g. no target clips: skip the empty bank
+            exclude = own.get(dom) if own is not None else None
+            dist = bank.search(x, exclude=exclude)  # (M, k), inf where fewer neighbours exist
+            finite = torch.isfinite(dist)
+            count = finite.sum(1)
+            mean = torch.where(finite, dist, torch.zeros_like(dist)).sum(1) / count.clamp_min(1)
+            mean = torch.where(count > 0, mean, torch.full_like(mean, float("inf")))
+            best = np.minimum(best, mean.double().numpy())
+        return best
+
+    def score_fitted(self, leave_one_out: bool = True) -> np.ndarray:
+        """Scores (N,) of the fitted training embeddings, in fit order.
+
+        With ``leave_one_out`` each embedding is scored with itself removed from its own bank
+        (with k = 1 its distance to itself would be 0). A sample whose banks hold nothing else
+        gets ``inf``.
+        """
+        if not self._fit_index:
+            raise RuntimeError("the scorer has not been fitted (or was loaded from a state dict)")
+        out = np.empty(len(self._fit_index), dtype=np.float64)
+        by_key: dict[Key, list[int]] = {}
+        for i, (key, _, _) in enumerate(self._fit_index):
+            by_key.setdefault(key, []).append(i)
+        for key, idx in by_key.items():
+            banks = self._check_key(key)
+            emb = torch.stack([banks[self._fit_index[i][1]].embeddings[self._fit_index[i][2]] for i in idx])
+            own: dict[str, np.ndarray] | None = None
+            if leave_one_out:
+                own = {
+                    d: np.array([self._fit_index[i][2] if self._fit_index[i][1] == d else -1 for i in idx])
+                    for d in DOMAINS
+                }
+            out[idx] = self._score_key(emb, key, own)
+        return out
+
+    def fitted_keys(self) -> list[Key]:
+        """The (machine, section) of each fitted sample, in fit order."""
+        return [key for key, _, _ in self._fit_index]
+
+    # -- persistence -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Flat tensors ``bank/<machine>/<section>/<domain>`` → stored embeddings (safetensors-ready)."""
+        return {
+            f"bank/{m}/{s}/{d}": bank.embeddings.contiguous()
+            for (m, s), banks in sorted(self.banks.items())
+            for d, bank in banks.items()
+        }
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore banks saved by :meth:`state_dict` (exactly, without re-normalising)."""
+        banks: dict[Key, dict[str, MemoryBank]] = {}
+        for name, tensor in state.items():
+            parts = name.split("/")
+            if len(parts) != 4 or parts[0] != "bank" or parts[3] not in DOMAINS:
+                raise ValueError(
+                    f"unexpected entry {name!r} in a k-NN state dict; expected "
+                    "'bank/<machine>/<section>/<source|target>'"
+                )
+            key = (parts[1], parts[2])
+            slot = banks.setdefault(key, {d: MemoryBank(self.cfg).fit(torch.zeros(0, 0)) for d in DOMAINS})
+            if tensor.ndim != 2:
+                raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(tensor.shape)}")
+            slot[parts[3]] = MemoryBank(self.cfg).load_embeddings(tensor)
+        self.banks = banks
+        self._fit_index = []

@@ -1,0 +1,56 @@
+"""Datasets: DCASE Task 2 clip names, dataset scanning, audio loading, synthetic data, downloads."""
+
+from stetho.data.audio import AudioError, AudioInfo, audio_info, load_audio
+from stetho.data.download import (
+    DATASETS,
+    Archive,
+    DatasetSpec,
+    dataset_archives,
+    download_dataset,
+    fetch_record_metadata,
+)
+from stetho.data.names import (
+    AUDIO_EXTENSIONS,
+    CLIP_NAME_PATTERNS,
+    ClipName,
+    ClipNameError,
+    is_audio_file_name,
+    parse_clip_name,
+)
+from stetho.data.scan import (
+    Clip,
+    ClipTable,
+    ScanError,
+    ScanProblem,
+    format_summary,
+    infer_year,
+    scan_dataset,
+)
+from stetho.data.synth import generate_synthetic_dataset
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "CLIP_NAME_PATTERNS",
+    "DATASETS",
+    "Archive",
+    "AudioError",
+    "AudioInfo",
+    "Clip",
+    "ClipName",
+    "ClipNameError",
+    "ClipTable",
+    "DatasetSpec",
+    "ScanError",
+    "ScanProblem",
+    "audio_info",
+    "dataset_archives",
+    "download_dataset",
+    "fetch_record_metadata",
+    "format_summary",
+    "generate_synthetic_dataset",
+    "infer_year",
+    "is_audio_file_name",
+    "load_audio",
+    "parse_clip_name",
+    "scan_dataset",
+]

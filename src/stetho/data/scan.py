@@ -1,0 +1,658 @@
+"""Inventory of a DCASE Task 2 dataset folder: :func:`scan_dataset` → :class:`ClipTable`.
+
+Supported layouts (protocol §1.2):
+
+* ``<root>/{dev_data,eval_data}/raw/<machine>/{train,test,supplemental}/`` (2021–2025 baseline layout),
+* ``<root>/{dev_data,eval_data}/<machine>/{train,test}/`` (2020 layout),
+* ``<root>/<machine>/{train,test}/`` (a bare folder of machines; also ``<root>`` = ``…/dev_data/raw``),
+* ``<root>`` = one machine folder holding ``train/``, ``test/``, … directly,
+* 2021 ``source_test/`` and ``target_test/`` folders (read as split "test").
+
+``attributes_XX.csv`` files in a machine folder are joined by base name into
+``Clip.attribute_values``. ``test_rename/`` (a baseline-made copy of ``test/``) is skipped.
+Everything else that is not a parseable clip is reported as a :class:`ScanProblem`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import re
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, overload
+
+from stetho.data.audio import AudioError, audio_info
+from stetho.data.names import ClipName, ClipNameError, is_audio_file_name, parse_clip_name
+from stetho.utils.io import atomic_write
+
+__all__ = [
+    "Clip",
+    "ClipTable",
+    "ScanError",
+    "ScanProblem",
+    "format_summary",
+    "infer_year",
+    "scan_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+PARTITION_DIRS: dict[str, str] = {"dev": "dev_data", "eval": "eval_data"}
+SPLIT_DIRS: dict[str, tuple[str, str | None]] = {
+    # folder name -> (split, domain implied by the folder)
+    "train": ("train", None),
+    "test": ("test", None),
+    "supplemental": ("supplemental", None),
+    "source_test": ("test", "source"),
+    "target_test": ("test", "target"),
+}
+SKIPPED_DIRS = frozenset({"test_rename"})
+_ATTR_CSV = re.compile(r"attributes_(\d{2})\.csv", re.IGNORECASE)
+_YEAR_RE = re.compile(r"dcase[_-]?(20\d{2})", re.IGNORECASE)
+_ATTR_COL = re.compile(r"d(\d+)([pv])")
+
+
+class ScanError(ValueError):
+    """Raised by :func:`scan_dataset` with ``on_error="raise"`` for a non-name problem."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One audio clip of the dataset.
+
+    Attributes:
+        path: File path.
+        name: File base name.
+        machine: Machine type (from the folder).
+        section: Two-digit section (2020: machine id).
+        domain: "source"/"target"/None (hidden).
+        label: "normal"/"anomaly"/None (hidden).
+        split: "train" | "test" | "supplemental".
+        partition: "dev" | "eval" | "unknown".
+        year: Challenge year or None.
+        attributes: Opaque attribute tail from the name.
+        attribute_values: ``(param, value)`` pairs from ``attributes_XX.csv``.
+        seconds: Duration, known only after ``scan_dataset(check_audio=True)``.
+    """
+
+    path: Path
+    name: str
+    machine: str
+    section: str
+    domain: str | None
+    label: str | None
+    split: str
+    partition: str
+    year: int | None
+    attributes: str | None
+    attribute_values: tuple[tuple[str, str], ...] = ()
+    seconds: float | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """``(machine, section)``."""
+        return (self.machine, self.section)
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    """Something under the dataset root that is not a usable clip."""
+
+    path: Path
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+_CLIP_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Clip))
+
+
+def _sort_key(c: Clip) -> tuple[str, str, str, str, str, str]:
+    return (c.machine, c.section, c.split, c.name, c.partition, str(c.path))
+
+
+class ClipTable(Sequence[Clip]):
+    """Immutable, ordered (machine, section, split, name) collection of clips + scan problems."""
+
+    def __init__(self, clips: Iterable[Clip] = (), problems: Iterable[ScanProblem] = ()) -> None:
+        self._clips: tuple[Clip, ...] = tuple(sorted(clips, key=_sort_key))
+        self.problems: list[ScanProblem] = list(problems)
+
+    # --- Sequence -------------------------------------------------------------------------
+    @overload
+    def __getitem__(self, index: int) -> Clip: ...
+    @overload
+    def __getitem__(self, index: slice) -> ClipTable: ...
+    def __getitem__(self, index: int | slice) -> Clip | ClipTable:
+        if isinstance(index, slice):
+            return ClipTable(self._clips[index], self.problems)
+        return self._clips[index]
+
+    def __len__(self) -> int:
+        return len(self._clips)
+
+    def __iter__(self) -> Iterator[Clip]:
+        return iter(self._clips)
+
+    def __repr__(self) -> str:
+        splits = dict(sorted(Counter(c.split for c in self._clips).items()))
+        parts = dict(sorted(Counter(c.partition for c in self._clips).items()))
+        return (
+            f"ClipTable({len(self)} clips, {len(self.machines())} machines, "
+            f"{len(self.sections())} sections, splits={splits}, partitions={parts}, "
+            f"problems={len(self.problems)})"
+        )
+
+    # --- queries --------------------------------------------------------------------------
+    def filter(self, **criteria: Any) -> ClipTable:
+        """Clips whose fields match all criteria.
+
+        A value may be a scalar (equality, ``None`` included), a collection (membership; not a
+        string), or a callable predicate. Keys: any :class:`Clip` field or ``key``.
+
+        Example: ``table.filter(split="train", machine={"fan", "valve"}, label="normal")``.
+        """
+        valid = (*_CLIP_FIELDS, "key")
+        for k in criteria:
+            if k not in valid:
+                raise ValueError(f"unknown filter field {k!r}; valid fields: {', '.join(valid)}")
+
+        def is_many(k: str, want: Any) -> bool:
+            if isinstance(want, str | bytes) or not isinstance(want, Collection):
+                return False
+            # key=("fan", "00") is one key, key=[("fan", "00"), ...] is several
+            return not (
+                k == "key"
+                and isinstance(want, tuple)
+                and len(want) == 2
+                and all(isinstance(x, str) for x in want)
+            )
+
+        def match(clip: Clip) -> bool:
+            for k, want in criteria.items():
+                have = getattr(clip, k)
+                if callable(want):
+                    if not want(have):
+                        return False
+                elif is_many(k, want):
+                    if have not in want:
+                        return False
+                elif have != want:
+                    return False
+            return True
+
+        return ClipTable((c for c in self._clips if match(c)), self.problems)
+
+    def machines(self) -> list[str]:
+        """Sorted machine types."""
+        return sorted({c.machine for c in self._clips})
+
+    def sections(self) -> list[tuple[str, str]]:
+        """Sorted ``(machine, section)`` keys."""
+        return sorted({c.key for c in self._clips})
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per (partition, machine, section, split): counts by domain/label and clip seconds.
+
+        Keys: partition, machine, section, split, clips, source, target, domain_hidden, normal,
+        anomaly, label_hidden, source_normal, source_anomaly, target_normal, target_anomaly,
+        seconds_min, seconds_max, seconds_total (None unless durations are known for all clips).
+        """
+        groups: dict[tuple[str, str, str, str], list[Clip]] = defaultdict(list)
+        for c in self._clips:
+            groups[(c.partition, c.machine, c.section, c.split)].append(c)
+        rows: list[dict[str, Any]] = []
+        for (part, machine, section, split), clips in sorted(groups.items()):
+            dom = Counter(c.domain for c in clips)
+            lab = Counter(c.label for c in clips)
+            both = Counter((c.domain, c.label) for c in clips)
+            secs = [c.seconds for c in clips]
+            known = [s for s in secs if s is not None]
+            complete = len(known) == len(secs)
+            rows.append(
+                {
+                    "partition": part,
+                    "machine": machine,
+                    "section": section,
+                    "split": split,
+                    "clips": len(clips),
+                    "source": dom["source"],
+                    "target": dom["target"],
+                    "domain_hidden": dom[None],
+                    "normal": lab["normal"],
+                    "anomaly": lab["anomaly"],
+                    "label_hidden": lab[None],
+                    "source_normal": both[("source", "normal")],
+                    "source_anomaly": both[("source", "anomaly")],
+                    "target_normal": both[("target", "normal")],
+                    "target_anomaly": both[("target", "anomaly")],
+                    "seconds_min": min(known) if complete and known else None,
+                    "seconds_max": max(known) if complete and known else None,
+                    "seconds_total": sum(known) if complete and known else None,
+                }
+            )
+        return rows
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One dict per clip (path as text, attribute_values as ``p=v;p=v``)."""
+        return [
+            {
+                "path": str(c.path),
+                "name": c.name,
+                "machine": c.machine,
+                "section": c.section,
+                "domain": c.domain,
+                "label": c.label,
+                "split": c.split,
+                "partition": c.partition,
+                "year": c.year,
+                "attributes": c.attributes,
+                "attribute_values": ";".join(f"{p}={v}" for p, v in c.attribute_values),
+                "seconds": c.seconds,
+            }
+            for c in self._clips
+        ]
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write :meth:`to_rows` as a CSV with header (atomic); returns the path."""
+        path = Path(path)
+        cols = [
+            "path", "name", "machine", "section", "domain", "label", "split", "partition",
+            "year", "attributes", "attribute_values", "seconds",
+        ]  # fmt: skip
+        with atomic_write(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
+            writer.writeheader()
+            for row in self.to_rows():
+                writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        return path
+
+
+# ---------------------------------------------------------------------------------------------
+# scanning
+# ---------------------------------------------------------------------------------------------
+
+
+class _Reporter:
+    def __init__(self, on_error: str) -> None:
+        self.on_error = on_error
+        self.problems: list[ScanProblem] = []
+
+    def __call__(self, path: Path, message: str, exc: BaseException | None = None) -> None:
+        if self.on_error == "raise":
+            if isinstance(exc, ClipNameError):
+                raise exc
+            raise ScanError(f"{path}: {message}") from exc
+        logger.debug("scan problem: %s: %s", path, message)
+        self.problems.append(ScanProblem(path, message))
+
+
+def infer_year(path: str | os.PathLike[str]) -> int | None:
+    """Year from the closest path component like ``dcase2023t2`` (case-insensitive), else None."""
+    for part in reversed(Path(path).absolute().parts):
+        if m := _YEAR_RE.search(part):
+            return int(m[1])
+    return None
+
+
+def _infer_partition(path: Path) -> str:
+    for part in reversed(path.absolute().parts):
+        for key, dirname in PARTITION_DIRS.items():
+            if part == dirname:
+                return key
+    return "unknown"
+
+
+def _read_attribute_csv(path: Path, report: _Reporter) -> dict[str, tuple[tuple[str, str], ...]]:
+    """Parse ``attributes_XX.csv`` → {base name: ((param, value), ...)}; problems are reported."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        report(path, f"cannot read attribute CSV: {err}", err)
+        return {}
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as err:
+        report(path, f"malformed attribute CSV: {err}", err)
+        return {}
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        report(path, "empty attribute CSV (expected header 'file_name,d1p,d1v,...')")
+        return {}
+    header = [h.strip() for h in rows[0]]
+    if not header or header[0] != "file_name":
+        report(
+            path,
+            f"malformed attribute CSV: header must start with 'file_name' "
+            f"(expected 'file_name,d1p,d1v,...'), got {','.join(header)!r}",
+        )
+        return {}
+    # pair dNp / dNv columns
+    cols: dict[int, dict[str, int]] = defaultdict(dict)
+    for j, h in enumerate(header[1:], start=1):
+        if m := _ATTR_COL.fullmatch(h):
+            cols[int(m[1])][m[2]] = j
+    pairs: list[tuple[int, int]] = []
+    for n in sorted(cols):
+        if set(cols[n]) != {"p", "v"}:
+            report(path, f"malformed attribute CSV: column d{n}p or d{n}v missing in header")
+            return {}
+        pairs.append((cols[n]["p"], cols[n]["v"]))
+    out: dict[str, tuple[tuple[str, str], ...]] = {}
+    for lineno, row in enumerate(rows[1:], start=2):
+        if len(row) > len(header):
+            report(
+                path,
+                f"malformed attribute CSV line {lineno}: {len(row)} fields, header has "
+                f"{len(header)}",
+            )
+            continue
+        row = row + [""] * (len(header) - len(row))
+        fname = row[0].strip()
+        if not fname:
+            report(path, f"malformed attribute CSV line {lineno}: empty file_name")
+            continue
+        base = PurePosixPath(fname.replace("\\", "/")).name
+        values = tuple(
+            (row[p].strip(), row[v].strip()) for p, v in pairs if row[p].strip() or row[v].strip()
+        )
+        if base in out and out[base] != values:
+            report(path, f"attribute CSV line {lineno}: conflicting duplicate entry for {base}")
+            continue
+        out[base] = values
+    return out
+
+
+def _scan_machine(
+    mdir: Path,
+    *,
+    partition: str,
+    year: int | None,
+    report: _Reporter,
+    check_audio: bool,
+) -> list[Clip]:
+    machine = mdir.name
+    attrs: dict[str, tuple[tuple[str, str], ...]] = {}
+    split_dirs: list[tuple[Path, str, str | None]] = []
+    try:
+        entries = sorted(os.scandir(mdir), key=lambda e: e.name)
+    except OSError as err:
+        report(mdir, f"cannot list machine folder: {err}", err)
+        return []
+    for entry in entries:
+        p = Path(entry.path)
+        try:
+            is_dir = entry.is_dir()
+        except OSError as err:
+            report(p, f"unreadable entry: {err}", err)
+            continue
+        if is_dir:
+            if entry.name in SPLIT_DIRS:
+                split, dom = SPLIT_DIRS[entry.name]
+                split_dirs.append((p, split, dom))
+            elif entry.name in SKIPPED_DIRS:
+                logger.info("skipping %s (baseline-generated copy of test/)", p)
+            else:
+                report(
+                    p,
+                    f"unexpected folder in machine folder {machine!r}; expected one of "
+                    f"{', '.join(SPLIT_DIRS)}",
+                )
+        elif _ATTR_CSV.fullmatch(entry.name):
+            for base, vals in _read_attribute_csv(p, report).items():
+                if base in attrs and attrs[base] != vals:
+                    report(p, f"conflicting attributes for {base} across attribute CSVs")
+                    continue
+                attrs[base] = vals
+        else:
+            report(
+                p, "unexpected file in machine folder (expected train/, test/, attributes_XX.csv)"
+            )
+
+    clips: list[Clip] = []
+    for sdir, folder_split, folder_domain in split_dirs:
+        try:
+            files = sorted(os.scandir(sdir), key=lambda e: e.name)
+        except OSError as err:
+            report(sdir, f"cannot list folder: {err}", err)
+            continue
+        for entry in files:
+            p = Path(entry.path)
+            try:
+                if not entry.is_file():
+                    report(p, "unexpected non-file entry in a clip folder (ignored)")
+                    continue
+            except OSError as err:
+                report(p, f"unreadable entry: {err}", err)
+                continue
+            if not is_audio_file_name(entry.name):
+                report(p, "not an audio file (expected .wav or .flac); ignored")
+                continue
+            try:
+                cn = parse_clip_name(entry.name)
+            except ClipNameError as err:
+                report(p, str(err), err)
+                continue
+            clip = _make_clip(
+                p, cn, machine, folder_split, folder_domain, partition, year, attrs, report
+            )
+            if clip is None:
+                continue
+            if check_audio:
+                try:
+                    info = audio_info(p)
+                except AudioError as err:
+                    report(p, str(err), err)
+                    continue
+                clip = replace(clip, seconds=info.seconds)
+            clips.append(clip)
+    return clips
+
+
+def _make_clip(
+    path: Path,
+    cn: ClipName,
+    machine: str,
+    folder_split: str,
+    folder_domain: str | None,
+    partition: str,
+    year: int | None,
+    attrs: dict[str, tuple[tuple[str, str], ...]],
+    report: _Reporter,
+) -> Clip | None:
+    split = folder_split
+    if cn.style == "dcase2025-supplemental":
+        split = "supplemental"
+    elif folder_split == "supplemental":
+        pass  # a regular name in supplemental/: keep it out of train
+    elif cn.split is not None and cn.split != folder_split:
+        report(
+            path,
+            f"name says split {cn.split!r} but the file is in a {folder_split!r} folder; "
+            f"using the folder ({folder_split!r})",
+        )
+    domain = cn.domain
+    if folder_domain is not None:
+        if domain is None:
+            domain = folder_domain  # type: ignore[assignment]
+        elif domain != folder_domain:
+            report(
+                path,
+                f"name says domain {domain!r} but the folder says {folder_domain!r}; using the name",
+            )
+    label = cn.label
+    if split == "train" and label == "anomaly":
+        report(path, "anomalous clip in a train folder (training data must be normal)")
+    assert cn.section is not None  # every accepted form carries a section
+    return Clip(
+        path=path,
+        name=cn.name,
+        machine=machine,
+        section=cn.section,
+        domain=domain,
+        label=label,
+        split=split,
+        partition=partition,
+        year=year,
+        attributes=cn.attributes,
+        attribute_values=attrs.get(cn.name, ()),
+    )
+
+
+def _machine_dirs(base: Path, report: _Reporter) -> list[Path]:
+    out: list[Path] = []
+    try:
+        entries = sorted(os.scandir(base), key=lambda e: e.name)
+    except OSError as err:
+        report(base, f"cannot list folder: {err}", err)
+        return out
+    for entry in entries:
+        p = Path(entry.path)
+        try:
+            if entry.is_dir():
+                out.append(p)
+            else:
+                report(p, "unexpected file next to the machine folders (ignored)")
+        except OSError as err:
+            report(p, f"unreadable entry: {err}", err)
+    return out
+
+
+def scan_dataset(
+    root: str | os.PathLike[str],
+    *,
+    year: int | None = None,
+    partitions: Iterable[str] = ("dev", "eval"),
+    on_error: Literal["report", "raise"] = "report",
+    check_audio: bool = False,
+) -> ClipTable:
+    """Inventory a DCASE Task 2 dataset folder (layouts: see the module docstring).
+
+    Args:
+        root: Dataset root (``…/dcase2023t2``), a partition folder, a folder of machine
+            folders, or one machine folder.
+        year: Challenge year; None infers it from the path (``dcase2023t2`` → 2023) or leaves
+            it None.
+        partitions: Which of ``dev_data``/``eval_data`` to scan when ``root`` holds them.
+        on_error: ``"report"`` collects problems in ``ClipTable.problems``; ``"raise"`` raises
+            at the first one (:class:`ClipNameError` for a bad name, else :class:`ScanError`).
+        check_audio: Also read every file header: corrupt/empty files become problems (and are
+            left out), durations go to ``Clip.seconds``. Off by default (no file is opened).
+
+    Returns:
+        The :class:`ClipTable`.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a folder.
+    """
+    if on_error not in ("report", "raise"):
+        raise ValueError(f"on_error must be 'report' or 'raise', got {on_error!r}")
+    parts = tuple(partitions)
+    for p in parts:
+        if p not in PARTITION_DIRS:
+            raise ValueError(f"unknown partition {p!r}; valid: {', '.join(PARTITION_DIRS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root is not a folder: {root}")
+    if year is None:
+        year = infer_year(root)
+    report = _Reporter(on_error)
+
+    # (machine folder, partition)
+    machine_dirs: list[tuple[Path, str]] = []
+    if any((root / d).is_dir() for d in PARTITION_DIRS.values()):
+        for part in parts:
+            pdir = root / PARTITION_DIRS[part]
+            if not pdir.is_dir():
+                continue
+            base = pdir / "raw" if (pdir / "raw").is_dir() else pdir
+            machine_dirs += [(m, part) for m in _machine_dirs(base, report)]
+    elif any((root / d).is_dir() for d in SPLIT_DIRS):
+        machine_dirs.append((root, _infer_partition(root)))
+    else:
+        base = root / "raw" if (root / "raw").is_dir() else root
+        partition = _infer_partition(base)
+        machine_dirs += [(m, partition) for m in _machine_dirs(base, report)]
+
+    clips: list[Clip] = []
+    for mdir, part in machine_dirs:
+        clips += _scan_machine(
+            mdir, partition=part, year=year, report=report, check_audio=check_audio
+        )
+    if not clips:
+        report(
+            root,
+            "no audio clips found; expected <root>/{dev_data,eval_data}/raw/<machine>/{train,test}/ "
+            "or <root>/<machine>/{train,test}/",
+        )
+    table = ClipTable(clips, report.problems)
+    logger.info("scanned %s: %r", root, table)
+    return table
+
+
+def format_summary(table: ClipTable, *, max_problems: int = 20) -> str:
+    """Readable inventory: one line per (partition, machine, section, split) + the problems.
+
+    Columns: clip counts by domain, by label, by (domain, label), clips without label, and the
+    clip length in seconds ("?" unless scanned with ``check_audio=True``).
+    """
+    rows = table.summary()
+    cols: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
+        ("partition", "<", lambda r: r["partition"]),
+        ("machine", "<", lambda r: r["machine"]),
+        ("sec", "<", lambda r: r["section"]),
+        ("split", "<", lambda r: r["split"]),
+        ("clips", ">", lambda r: str(r["clips"])),
+        ("source", ">", lambda r: str(r["source"])),
+        ("target", ">", lambda r: str(r["target"])),
+        ("normal", ">", lambda r: str(r["normal"])),
+        ("anomaly", ">", lambda r: str(r["anomaly"])),
+        ("src N", ">", lambda r: str(r["source_normal"])),
+        ("src A", ">", lambda r: str(r["source_anomaly"])),
+        ("tgt N", ">", lambda r: str(r["target_normal"])),
+        ("tgt A", ">", lambda r: str(r["target_anomaly"])),
+        ("no label", ">", lambda r: str(r["label_hidden"])),
+        (
+            "seconds",
+            ">",
+            lambda r: (
+                "?"
+                if r["seconds_min"] is None
+                else (
+                    f"{r['seconds_min']:.2f}"
+                    if abs(r["seconds_max"] - r["seconds_min"]) < 1e-9
+                    else f"{r['seconds_min']:.2f}-{r['seconds_max']:.2f}"
+                )
+            ),
+        ),
+    ]
+    cells = [[fn(r) for _, _, fn in cols] for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (h, _, _) in enumerate(cols)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            f"{v:{a}{w}}" for v, (_, a, _), w in zip(values, cols, widths, strict=True)
+        ).rstrip()
+
+    out = [line([h for h, _, _ in cols]), line(["-" * w for w in widths])]
+    out += [line(c) for c in cells]
+    years = sorted({str(c.year) for c in table if c.year is not None})
+    out.append(
+        f"{len(table)} clips, {len(table.machines())} machine types, "
+        f"{len(table.sections())} sections"
+        + (f", year {'/'.join(years)}" if years else ", year unknown")
+    )
+    if table.problems:
+        out.append(f"{len(table.problems)} problem(s):")
+        out += [f"  {p}" for p in table.problems[:max_problems]]
+        if len(table.problems) > max_problems:
+            out.append(f"  ... and {len(table.problems) - max_problems} more")
+    else:
+        out.append("no problems")
+    return "\n".join(out)

@@ -1,0 +1,469 @@
+"""Evaluation results: per-section metrics, the official aggregates, tables and result files.
+
+Aggregation follows the official evaluators exactly (protocol §2.4–§2.6), including their value
+order (machines in Python ``sorted()`` order), so Ω and the means come out bit-identical:
+
+* 2022–2025: Ω = ε-clipped harmonic mean of [AUC_source…, AUC_target…, pAUC…] over all
+  (machine, section); a-mean = arithmetic mean of the same values.
+* 2021: Ω₂₀₂₁ = ε-clipped harmonic mean of [AUC…, pAUC…] over all (machine, section, domain).
+* 2020: no official single score; the arithmetic mean of all AUC and pAUC values is reported
+  in its place (``official_score_name`` says so).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from stetho.evaluation.metrics import arithmetic_mean, harmonic_mean
+from stetho.utils.io import atomic_write_text
+
+__all__ = ["EvaluationResult", "SectionResult", "omega_values"]
+
+_OFFICIAL_COLUMNS = (
+    "AUC (all)",
+    "AUC (source)",
+    "AUC (target)",
+    "pAUC",
+    "precision (source)",
+    "precision (target)",
+    "recall (source)",
+    "recall (target)",
+    "F1 score (source)",
+    "F1 score (target)",
+)
+_MEAN_HEADER = ["", "", "AUC", "pAUC", "precision", "recall", "F1 score"]
+_OVER_ALL = "over all machine types, sections, and domains"
+
+
+@dataclass
+class SectionResult:
+    """Metrics of one (machine, section); fields a year does not define are None.
+
+    Attributes:
+        machine, section: The section (2020: section = machine id).
+        auc: AUC over all clips of the section (reported, not in Ω; the 2020 metric).
+        auc_source, auc_target: 2022+: domain normals vs **all** anomalies; 2021: on the
+            domain's own clips.
+        pauc: McClish pAUC (p = 0.1) over the whole section (2022+, 2020).
+        pauc_source, pauc_target: 2021 only: pAUC on the domain's own clips.
+        precision_*, recall_*, f1_*: From decisions on the domain's clips (None without).
+        n_*: Clip counts.
+    """
+
+    machine: str
+    section: str
+    auc: float
+    auc_source: float | None = None
+    auc_target: float | None = None
+    pauc: float | None = None
+    pauc_source: float | None = None
+    pauc_target: float | None = None
+    precision_source: float | None = None
+    precision_target: float | None = None
+    recall_source: float | None = None
+    recall_target: float | None = None
+    f1_source: float | None = None
+    f1_target: float | None = None
+    n_normal: int = 0
+    n_anomaly: int = 0
+    n_source_normal: int | None = None
+    n_source_anomaly: int | None = None
+    n_target_normal: int | None = None
+    n_target_anomaly: int | None = None
+
+    def get(self, metric: str, domain: str) -> float | None:
+        """``metric`` ∈ {auc, pauc, precision, recall, f1} of ``domain`` ∈ {source, target}."""
+        return getattr(self, f"{metric}_{domain}")  # type: ignore[no-any-return]
+
+
+def _req(v: float | None, what: str) -> float:
+    if v is None:
+        raise ValueError(f"{what} is missing")
+    return v
+
+
+def _metric_lists(year: int, sections: list[SectionResult]) -> list[tuple[str, list[float]]]:
+    """The per-metric value lists in the official order (the rows of the paper table)."""
+    secs = sorted(sections, key=lambda r: (r.machine, r.section))
+    if year == 2020:
+        return [("AUC", [r.auc for r in secs]), ("pAUC", [_req(r.pauc, "pAUC") for r in secs])]
+    if year == 2021:
+        return [
+            ("AUC (source)", [_req(r.auc_source, "AUC (source)") for r in secs]),
+            ("AUC (target)", [_req(r.auc_target, "AUC (target)") for r in secs]),
+            ("pAUC (source)", [_req(r.pauc_source, "pAUC (source)") for r in secs]),
+            ("pAUC (target)", [_req(r.pauc_target, "pAUC (target)") for r in secs]),
+        ]
+    return [
+        ("AUC (source)", [_req(r.auc_source, "AUC (source)") for r in secs]),
+        ("AUC (target)", [_req(r.auc_target, "AUC (target)") for r in secs]),
+        ("pAUC (source, target)", [_req(r.pauc, "pAUC") for r in secs]),
+    ]
+
+
+def _rows_2021(sections: list[SectionResult]) -> list[tuple[SectionResult, str]]:
+    """2021 evaluator row order: per machine, domain outer, section inner."""
+    out: list[tuple[SectionResult, str]] = []
+    for machine in sorted({r.machine for r in sections}):
+        secs = sorted((r for r in sections if r.machine == machine), key=lambda r: r.section)
+        out.extend((r, d) for d in ("source", "target") for r in secs)
+    return out
+
+
+def omega_values(year: int, sections: list[SectionResult]) -> list[float]:
+    """The flat value list Ω is the harmonic mean of, in the official evaluator's order.
+
+    2022–2025: all AUC_source, then all AUC_target, then all pAUC (machines ``sorted()``,
+    sections sorted); 2021: all per-domain AUC then all per-domain pAUC (evaluator row order);
+    2020: all AUC then all pAUC (used for the arithmetic mean only).
+    """
+    if year == 2021:
+        rows = _rows_2021(sections)
+        aucs = [_req(r.get("auc", d), "AUC") for r, d in rows]
+        paucs = [_req(r.get("pauc", d), "pAUC") for r, d in rows]
+        return aucs + paucs
+    return [v for _, values in _metric_lists(year, sections) for v in values]
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else repr(float(v))
+
+
+def _csv_text(rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def _opt_mean(values: list[float | None], harmonic: bool = False) -> float | None:
+    if any(v is None for v in values) or not values:
+        return None
+    vals = [float(v) for v in values if v is not None]
+    return harmonic_mean(vals) if harmonic else arithmetic_mean(vals)
+
+
+@dataclass
+class EvaluationResult:
+    """Result of :func:`stetho.evaluation.evaluate`.
+
+    Attributes:
+        year: Challenge year whose rules were applied.
+        sections: One :class:`SectionResult` per (machine, section), sorted.
+        official_score: Ω (2021: Ω₂₀₂₁; 2020: the arithmetic mean, see ``official_score_name``).
+        arithmetic_mean: Arithmetic mean of the values Ω is computed from.
+        system: System name (result file names; default ``"system"``).
+        ci95: The evaluator's "official score ci95" (pooled jackknife, 2022+), or None.
+        notes: Remarks on how the numbers were obtained.
+    """
+
+    year: int
+    sections: list[SectionResult]
+    official_score: float
+    arithmetic_mean: float
+    system: str = "system"
+    ci95: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    # -- aggregates ---------------------------------------------------------------------------
+
+    @property
+    def official_score_name(self) -> str:
+        """What :attr:`official_score` is for this year."""
+        if self.year == 2020:
+            return "arithmetic mean of AUC and pAUC (2020 has no single official score)"
+        if self.year == 2021:
+            return "official score Ω2021 (harmonic mean of per-domain AUC and pAUC)"
+        return "official score Ω (harmonic mean of AUC source, AUC target, pAUC)"
+
+    @property
+    def has_decisions(self) -> bool:
+        """True when precision/recall/F1 were computed."""
+        return any(r.f1_source is not None for r in self.sections)
+
+    def machines(self) -> list[str]:
+        """Machine types in Python ``sorted()`` order."""
+        return sorted({r.machine for r in self.sections})
+
+    def metric_means(self) -> dict[str, dict[str, float | None]]:
+        """Per metric (paper-table row): ``{"h-mean": …, "a-mean": …}`` plus ``TOTAL score``."""
+        out: dict[str, dict[str, float | None]] = {}
+        for name, values in _metric_lists(self.year, self.sections):
+            if name == "pAUC (source, target)":
+                values = values + values  # the evaluator duplicates the pAUC list
+            out[name] = {"h-mean": harmonic_mean(values), "a-mean": arithmetic_mean(values)}
+        out["TOTAL score"] = {
+            "h-mean": None if self.year == 2020 else self.official_score,
+            "a-mean": self.arithmetic_mean,
+        }
+        return out
+
+    def paper_table(self) -> list[dict[str, Any]]:
+        """Rows of the evaluator's paper table: metric × (h-mean, a-mean, per machine a-mean)."""
+        means = self.metric_means()
+        machines = self.machines()
+        per_machine = {
+            m: dict(_metric_lists(self.year, [r for r in self.sections if r.machine == m])) for m in machines
+        }
+        rows: list[dict[str, Any]] = []
+        for name, _values in _metric_lists(self.year, self.sections):
+            row: dict[str, Any] = {"System": self.system, "metric": name, **means[name]}
+            row.update({m: arithmetic_mean(per_machine[m][name]) for m in machines})
+            rows.append(row)
+        total: dict[str, Any] = {"System": self.system, "metric": "TOTAL score", **means["TOTAL score"]}
+        total.update({m: None for m in machines})
+        rows.append(total)
+        return rows
+
+    # -- presentation -------------------------------------------------------------------------
+
+    def table(self) -> str:
+        """Markdown table: one row per machine (mean over its sections), h-/a-mean rows and Ω."""
+        rows = self.paper_table()
+        metric_rows = rows[:-1]
+        cols = [r["metric"] for r in metric_rows]
+        f1_cols: list[str] = []
+        if self.has_decisions:
+            f1_cols = ["F1 (source)", "F1 (target)"]
+
+        def f(v: float | None) -> str:
+            return "–" if v is None else f"{v:.4f}"
+
+        lines = [
+            f"DCASE {self.year} Task 2 — system `{self.system}` — {len(self.machines())} machine "
+            f"type(s), {len(self.sections)} section(s)",
+            "",
+            "| machine | " + " | ".join(cols + f1_cols) + " |",
+            "|---" * (1 + len(cols) + len(f1_cols)) + "|",
+        ]
+        for m in self.machines():
+            vals = [f(r[m]) for r in metric_rows]
+            if f1_cols:
+                secs = [r for r in self.sections if r.machine == m]
+                vals += [f(_opt_mean([r.f1_source for r in secs])), f(_opt_mean([r.f1_target for r in secs]))]
+            lines.append(f"| {m} | " + " | ".join(vals) + " |")
+        for label in ("h-mean", "a-mean"):
+            vals = [f(r[label]) for r in metric_rows]
+            if f1_cols:
+                vals += [
+                    f(_opt_mean([r.f1_source for r in self.sections], harmonic=label == "h-mean")),
+                    f(_opt_mean([r.f1_target for r in self.sections], harmonic=label == "h-mean")),
+                ]
+            lines.append(f"| **{label}** | " + " | ".join(vals) + " |")
+        lines.append("")
+        n = len(omega_values(self.year, self.sections))
+        if self.year == 2020:
+            lines.append(
+                f"2020 has no single official score: arithmetic mean of all {n} AUC and pAUC values "
+                f"= **{self.official_score:.6f}**"
+            )
+        else:
+            lines.append(
+                f"**Official score Ω = {self.official_score:.6f}** (ε-clipped harmonic mean of {n} "
+                f"values); arithmetic mean = {self.arithmetic_mean:.6f}"
+            )
+        lines.extend(f"_Note: {note}_" for note in self.notes)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything, JSON-ready (full-precision floats, None for undefined values)."""
+        return {
+            "year": self.year,
+            "system": self.system,
+            "official_score": self.official_score,
+            "official_score_name": self.official_score_name,
+            "arithmetic_mean": self.arithmetic_mean,
+            "ci95": self.ci95,
+            "omega_values": omega_values(self.year, self.sections),
+            "metric_means": self.metric_means(),
+            "paper_table": self.paper_table(),
+            "notes": list(self.notes),
+            "sections": [asdict(r) for r in self.sections],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
+        """Rebuild from :meth:`to_dict` output (e.g. a loaded ``results.json``)."""
+        return cls(
+            year=int(data["year"]),
+            sections=[SectionResult(**s) for s in data["sections"]],
+            official_score=float(data["official_score"]),
+            arithmetic_mean=float(data["arithmetic_mean"]),
+            system=str(data.get("system", "system")),
+            ci95=data.get("ci95"),
+            notes=list(data.get("notes", [])),
+        )
+
+    # -- files --------------------------------------------------------------------------------
+
+    def sections_rows(self) -> list[list[str]]:
+        """``results.csv``: header + one row per section (floats with ``repr``)."""
+        names = [f.name for f in fields(SectionResult)]
+        rows = [names]
+        for r in self.sections:
+            row = []
+            for n in names:
+                v = getattr(r, n)
+                row.append(_fmt(v) if isinstance(v, float) else ("" if v is None else str(v)))
+            rows.append(row)
+        return rows
+
+    def paper_table_rows(self) -> list[list[str]]:
+        """``paper_table.csv``: ``System,metric,h-mean,a-mean,<machines…>``."""
+        machines = self.machines()
+        header = ["System", "metric", "h-mean", "a-mean", *machines]
+        out = [header]
+        for row in self.paper_table():
+            out.append([row["System"], row["metric"], *(_fmt(row[c]) for c in header[2:])])
+        return out
+
+    def official_result_rows(self) -> list[list[str]]:
+        """The official evaluator's ``<system>_result.csv`` rows for this year (protocol §2.5)."""
+        if self.year == 2020:
+            return self._rows_2020()
+        if self.year == 2021:
+            return self._rows_2021()
+        return self._rows_2022()
+
+    def official_result_name(self) -> str:
+        """File name of the official-layout result CSV."""
+        if self.year == 2020:
+            return f"result_{self.system}.csv"
+        return f"{self.system}_result.csv"
+
+    def _rows_2022(self) -> list[list[str]]:
+        rows: list[list[str]] = []
+        all_perf: list[list[float | None]] = [[], [], [], [], []]
+        n_source = 0
+        src_parts: list[list[list[float | None]]] = []
+        tgt_parts: list[list[list[float | None]]] = []
+        for m in self.machines():
+            secs = sorted((r for r in self.sections if r.machine == m), key=lambda r: r.section)
+            rows.append([m])
+            rows.append(["section", *_OFFICIAL_COLUMNS])
+            for r in secs:
+                rows.append(
+                    [
+                        r.section,
+                        *(
+                            _fmt(v)
+                            for v in (
+                                r.auc,
+                                r.auc_source,
+                                r.auc_target,
+                                r.pauc,
+                                r.precision_source,
+                                r.precision_target,
+                                r.recall_source,
+                                r.recall_target,
+                                r.f1_source,
+                                r.f1_target,
+                            )
+                        ),
+                    ]
+                )
+            src: list[list[float | None]] = [
+                [r.auc_source for r in secs],
+                [r.pauc for r in secs],
+                [r.precision_source for r in secs],
+                [r.recall_source for r in secs],
+                [r.f1_source for r in secs],
+            ]
+            tgt: list[list[float | None]] = [
+                [r.auc_target for r in secs],
+                [r.pauc for r in secs],
+                [r.precision_target for r in secs],
+                [r.recall_target for r in secs],
+                [r.f1_target for r in secs],
+            ]
+            perf = [s + t for s, t in zip(src, tgt)]
+            rows.append(list(_MEAN_HEADER))
+            rows.append(["arithmetic mean", "", *(_fmt(_opt_mean(p)) for p in perf)])
+            rows.append(["harmonic mean", "", *(_fmt(_opt_mean(p, True)) for p in perf)])
+            rows.append(["source harmonic mean", "", *(_fmt(_opt_mean(p, True)) for p in src)])
+            rows.append(["target harmonic mean", "", *(_fmt(_opt_mean(p, True)) for p in tgt)])
+            rows.append([])
+            n_source += len(secs)
+            src_parts.append(src)
+            tgt_parts.append(tgt)
+        all_src = [[v for part in src_parts for v in part[i]] for i in range(5)]
+        all_tgt = [[v for part in tgt_parts for v in part[i]] for i in range(5)]
+        all_perf = [s + t for s, t in zip(all_src, all_tgt)]
+        rows.append(list(_MEAN_HEADER))
+        rows.append([f"arithmetic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(p)) for p in all_perf)])
+        rows.append([f"harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(p, True)) for p in all_perf)])
+        rows.append([f"source harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(p, True)) for p in all_src)])
+        rows.append([f"target harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(p, True)) for p in all_tgt)])
+        rows.append([])
+        rows.append(["official score", "", _fmt(self.official_score)])
+        rows.append(["official score ci95", "", _fmt(self.ci95)])
+        rows.append([])
+        return rows
+
+    def _rows_2021(self) -> list[list[str]]:
+        rows: list[list[str]] = []
+        over_all: list[list[float | None]] = []
+        for m in self.machines():
+            mrows = [(r, d) for r, d in _rows_2021(self.sections) if r.machine == m]
+            rows.append([m])
+            rows.append(["section", "domain", "AUC", "pAUC", "precision", "recall", "F1 score"])
+            perf: list[list[float | None]] = []
+            for r, d in mrows:
+                vals = [r.get(k, d) for k in ("auc", "pauc", "precision", "recall", "f1")]
+                rows.append([r.section, d, *(_fmt(v) for v in vals)])
+                perf.append(vals)
+            cols = list(zip(*perf))
+            rows.append(["arithmetic mean", "", *(_fmt(_opt_mean(list(c))) for c in cols)])
+            rows.append(["harmonic mean", "", *(_fmt(_opt_mean(list(c), True)) for c in cols)])
+            rows.append([])
+            over_all.extend(perf)
+        cols = list(zip(*over_all))
+        rows.append(list(_MEAN_HEADER))
+        rows.append([f"arithmetic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(list(c))) for c in cols)])
+        rows.append([f"harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(list(c), True)) for c in cols)])
+        rows.append([])
+        return rows
+
+    def _rows_2020(self) -> list[list[str]]:
+        rows: list[list[str]] = []
+        for m in self.machines():
+            secs = sorted((r for r in self.sections if r.machine == m), key=lambda r: r.section)
+            rows.append([m])
+            rows.append(["id", "AUC", "pAUC"])
+            for r in secs:
+                rows.append([r.section, _fmt(r.auc), _fmt(r.pauc)])
+            rows.append(
+                ["Average", _fmt(_opt_mean([r.auc for r in secs])), _fmt(_opt_mean([r.pauc for r in secs]))]
+            )
+            rows.append([])
+        return rows
+
+    def write(self, out_dir: str | os.PathLike[str]) -> list[Path]:
+        """Write ``results.json``, ``results.csv``, ``paper_table.csv`` and the official-layout
+        result CSV (``<system>_result.csv``; 2020: ``result_<system>.csv``), atomically.
+
+        Returns:
+            The paths written.
+        """
+        out = Path(out_dir)
+        files = {
+            "results.json": json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n",
+            "results.csv": _csv_text(self.sections_rows()),
+            "paper_table.csv": _csv_text(self.paper_table_rows()),
+            self.official_result_name(): _csv_text(self.official_result_rows()),
+        }
+        paths = []
+        for name, text in files.items():
+            path = out / name
+            atomic_write_text(path, text)
+            paths.append(path)
+        return paths
+
