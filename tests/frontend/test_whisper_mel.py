@@ -19,7 +19,7 @@ SR = 16000
 def _signal(seconds: float, seed: int = 0) -> np.ndarray:
     """A chirp with harmonics and noise: energy across the whole band, not a flat spectrum."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(round(seconds * SR))) / SR
+    t = np.arange(round(seconds * SR)) / SR
     x = 0.3 * np.sin(2 * np.pi * (150 + 2000 * t) * t) + 0.1 * np.sin(2 * np.pi * 3100 * t)
     x = x + 0.03 * rng.standard_normal(t.size)
     return x.astype(np.float32)

@@ -151,12 +151,19 @@ class BEATsConfig(ConfigBase):
                 f"{self.input_patch_size} (the official class default -1 means the checkpoint cfg "
                 "lacks this field)"
             )
-        if self.encoder_attention_heads <= 0 or self.encoder_embed_dim % self.encoder_attention_heads:
+        if (
+            self.encoder_attention_heads <= 0
+            or self.encoder_embed_dim % self.encoder_attention_heads
+        ):
             raise ConfigError(
                 f"encoder_embed_dim ({self.encoder_embed_dim}) must be divisible by "
                 f"encoder_attention_heads ({self.encoder_attention_heads})"
             )
-        if self.conv_pos <= 0 or self.conv_pos_groups <= 0 or self.encoder_embed_dim % self.conv_pos_groups:
+        if (
+            self.conv_pos <= 0
+            or self.conv_pos_groups <= 0
+            or self.encoder_embed_dim % self.conv_pos_groups
+        ):
             raise ConfigError(
                 f"conv_pos ({self.conv_pos}) must be positive and conv_pos_groups "
                 f"({self.conv_pos_groups}) must divide encoder_embed_dim ({self.encoder_embed_dim})"
@@ -168,8 +175,14 @@ class BEATsConfig(ConfigBase):
                 f"activation_fn {self.activation_fn!r} is not a valid choice; expected one of "
                 f"{list(_ACTIVATIONS)}"
             )
-        for name in ("dropout", "attention_dropout", "activation_dropout", "encoder_layerdrop",
-                     "dropout_input", "predictor_dropout"):
+        for name in (
+            "dropout",
+            "attention_dropout",
+            "activation_dropout",
+            "encoder_layerdrop",
+            "dropout_input",
+            "predictor_dropout",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.num_buckets < 4 or self.max_distance <= self.num_buckets // 4:
@@ -189,7 +202,9 @@ class BEATsConfig(ConfigBase):
             ConfigError: a value has the wrong type or the resulting architecture is invalid.
         """
         if not isinstance(cfg, dict):
-            raise ConfigError(f"expected the checkpoint 'cfg' to be a dict, got {type(cfg).__name__}")
+            raise ConfigError(
+                f"expected the checkpoint 'cfg' to be a dict, got {type(cfg).__name__}"
+            )
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(cfg) - set(fields))
         if unknown:
@@ -198,7 +213,11 @@ class BEATsConfig(ConfigBase):
         for key, value in cfg.items():
             if key not in fields:
                 continue
-            if isinstance(OFFICIAL_CLASS_DEFAULTS[key], bool) and value in (0, 1) and not isinstance(value, bool):
+            if (
+                isinstance(OFFICIAL_CLASS_DEFAULTS[key], bool)
+                and value in (0, 1)
+                and not isinstance(value, bool)
+            ):
                 value = bool(value)
             data[key] = value
         return cls.from_dict(data)
@@ -297,9 +316,12 @@ def relative_position_bucket(
     dist = relative_position.abs()
     max_exact = half // 2
     far = dist.clamp_min(max_exact).float()  # avoid log(0); near offsets use the exact branch
-    far_bucket = max_exact + (
-        torch.log(far / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)
-    ).long()
+    far_bucket = (
+        max_exact
+        + (
+            torch.log(far / max_exact) / math.log(max_distance / max_exact) * (half - max_exact)
+        ).long()
+    )
     far_bucket = far_bucket.clamp_max(half - 1)
     return bucket + torch.where(dist < max_exact, dist, far_bucket)
 
@@ -400,7 +422,11 @@ class BEATsSelfAttention(nn.Module):
                 bias = self.gate(q) * bias  # (B, H, L, L)
             mask = bias.to(q.dtype)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
             scale=hd**-0.5,
         )  # (B, H, L, d)
         y = y.transpose(1, 2).reshape(b, length, d)
@@ -434,7 +460,9 @@ class BEATsEncoderLayer(nn.Module):
         if self.layer_norm_first:
             x = x + self.dropout1(self.self_attn(self.self_attn_layer_norm(x), position_bias))
             return x + self._ffn(self.final_layer_norm(x))
-        x = self.self_attn_layer_norm(x * self.alpha + self.dropout1(self.self_attn(x, position_bias)))
+        x = self.self_attn_layer_norm(
+            x * self.alpha + self.dropout1(self.self_attn(x, position_bias))
+        )
         return self.final_layer_norm(x * self.alpha + self._ffn(x))
 
 
@@ -454,12 +482,13 @@ class BEATsEncoder(nn.Module):
         )
         self.layer_norm = nn.LayerNorm(d)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(BEATsEncoderLayer(cfg) for _ in range(cfg.encoder_layers))
+        layers = [BEATsEncoderLayer(cfg) for _ in range(cfg.encoder_layers)]
         self.relative_position_embedding = cfg.relative_position_embedding
         if cfg.relative_position_embedding:
             shared = nn.Embedding(cfg.num_buckets, cfg.encoder_attention_heads)
-            for layer in self.layers:
+            for layer in layers:
                 layer.self_attn.relative_attention_bias = shared  # same module in every layer
+        self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, D) patch features → (B, L, D) last-layer output."""
@@ -469,7 +498,9 @@ class BEATsEncoder(nn.Module):
         x = self.dropout(x)
         bias = None
         if self.relative_position_embedding:
-            bias = self.layers[0].self_attn.compute_bias(x.shape[1], x.device)  # (H, L, L)
+            first = self.layers[0]
+            assert isinstance(first, BEATsEncoderLayer)
+            bias = first.self_attn.compute_bias(x.shape[1], x.device)  # (H, L, L)
         for layer in self.layers:
             if self.grad_decay != 1.0 and x.requires_grad:
                 x = _GradScale.apply(x, self.grad_decay)
@@ -503,8 +534,14 @@ def _init_weights(model: BEATs) -> None:
         for layer in enc.layers:
             assert isinstance(layer, BEATsEncoderLayer)
             attn = layer.self_attn
-            for lin, gain in ((attn.q_proj, 1.0), (attn.k_proj, 1.0), (attn.v_proj, beta),
-                              (attn.out_proj, beta), (layer.fc1, beta), (layer.fc2, beta)):
+            for lin, gain in (
+                (attn.q_proj, 1.0),
+                (attn.k_proj, 1.0),
+                (attn.v_proj, beta),
+                (attn.out_proj, beta),
+                (layer.fc1, beta),
+                (layer.fc2, beta),
+            ):
                 nn.init.xavier_normal_(lin.weight, gain=gain)
 
 
@@ -529,15 +566,21 @@ class BEATs(Backbone):
     }
     layers_pattern: ClassVar[str | None] = "layers"
 
-    def __init__(self, cfg: BEATsConfig | None = None, pretrained_cfg: PretrainedCfg | None = None) -> None:
+    def __init__(
+        self, cfg: BEATsConfig | None = None, pretrained_cfg: PretrainedCfg | None = None
+    ) -> None:
         cfg = cfg if cfg is not None else BEATsConfig()
-        super().__init__(pretrained_cfg if pretrained_cfg is not None else _pretrained_cfg("beats", cfg))
+        super().__init__(
+            pretrained_cfg if pretrained_cfg is not None else _pretrained_cfg("beats", cfg)
+        )
         self.cfg = cfg
         #: ``label_dict`` of a fine-tuned checkpoint (class index → AudioSet label), if any.
         self.label_dict: Any = None
         self.fbank = KaldiFbank(KaldiFbankConfig(num_mel_bins=NUM_MEL_BINS))
         p = cfg.input_patch_size
-        self.patch_embedding = nn.Conv2d(1, cfg.embed_dim, kernel_size=p, stride=p, bias=cfg.conv_bias)
+        self.patch_embedding = nn.Conv2d(
+            1, cfg.embed_dim, kernel_size=p, stride=p, bias=cfg.conv_bias
+        )
         self.layer_norm = nn.LayerNorm(cfg.embed_dim)
         self.post_extract_proj = (
             nn.Linear(cfg.embed_dim, cfg.encoder_embed_dim)
@@ -579,7 +622,9 @@ class BEATs(Backbone):
         """
         p = self.cfg.input_patch_size
         if fbank.dim() != 3 or fbank.shape[-1] != NUM_MEL_BINS:
-            raise ValueError(f"expected a fbank (B, T, {NUM_MEL_BINS}), got shape {tuple(fbank.shape)}")
+            raise ValueError(
+                f"expected a fbank (B, T, {NUM_MEL_BINS}), got shape {tuple(fbank.shape)}"
+            )
         if fbank.shape[1] < p:
             raise ValueError(
                 f"BEATs needs at least {p} fbank frames (one patch, {400 + (p - 1) * 160} samples at "
@@ -689,15 +734,23 @@ def _build(
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: weights do not match the BEATs architecture: {err}") from err
+        raise CheckpointError(
+            f"{path}: weights do not match the BEATs architecture: {err}"
+        ) from err
     if isinstance(ckpt, dict) and ckpt.get("label_dict") is not None:
         model.label_dict = ckpt["label_dict"]
-    logger.info("loaded BEATs weights from %s (%d layers, dim %d)", path, cfg.encoder_layers,
-                cfg.encoder_embed_dim)
+    logger.info(
+        "loaded BEATs weights from %s (%d layers, dim %d)",
+        path,
+        cfg.encoder_layers,
+        cfg.encoder_embed_dim,
+    )
     return model
 
 
-@register_backbone("beats", description="BEATs iter3 audio transformer (Microsoft, 90 M params, 768-d)")
+@register_backbone(
+    "beats", description="BEATs iter3 audio transformer (Microsoft, 90 M params, 768-d)"
+)
 def beats(checkpoint: str | None = None, trust_checkpoint: bool = False, **overrides: Any) -> BEATs:
     """BEATs with the iter3 architecture; ``checkpoint`` is an official ``BEATs_*.pt`` file.
 
@@ -711,8 +764,12 @@ def beats(checkpoint: str | None = None, trust_checkpoint: bool = False, **overr
 
 
 @register_backbone(
-    "beats-tiny", description="tiny random BEATs (2 layers, 64-d) for tests and demos", needs_weights=False
+    "beats-tiny",
+    description="tiny random BEATs (2 layers, 64-d) for tests and demos",
+    needs_weights=False,
 )
-def beats_tiny(checkpoint: str | None = None, trust_checkpoint: bool = False, **overrides: Any) -> BEATs:
+def beats_tiny(
+    checkpoint: str | None = None, trust_checkpoint: bool = False, **overrides: Any
+) -> BEATs:
     """The BEATs code at a tiny size (:data:`BEATS_TINY_CONFIG`), randomly initialised."""
     return _build("beats-tiny", BEATS_TINY_CONFIG, checkpoint, trust_checkpoint, overrides)

@@ -20,12 +20,13 @@ a prefix of that table, which is exactly the computation of a model configured f
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -101,15 +102,37 @@ def _offline_hint() -> str:
     )
 
 
+@contextlib.contextmanager
+def _hub_offline_mode() -> Iterator[None]:
+    """Mirror stetho's offline flag into ``huggingface_hub`` for the duration of a hub call.
+
+    ``huggingface_hub`` reads ``HF_HUB_OFFLINE`` once, at import. If offline mode is switched on
+    later (or through ``STETHO_OFFLINE``), even ``local_files_only`` look-ups still make a request
+    (its agent-detection registry fetch while building headers). Setting its flag prevents that.
+    """
+    if not is_offline():
+        yield
+        return
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+
+
 def _hub_file(repo_id: str, filename: str) -> Path | None:
     """Download (or find in the cache) one file of a hub repository; ``None`` if unavailable."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 
     try:
-        path = hf_hub_download(
-            repo_id, filename, cache_dir=str(_hf_cache()), local_files_only=is_offline()
-        )
+        with _hub_offline_mode():
+            path = hf_hub_download(
+                repo_id, filename, cache_dir=str(_hf_cache()), local_files_only=is_offline()
+            )
     except EntryNotFoundError:  # not in the repo, or (offline / unreachable) not in the cache
         return None
     except HFValidationError as err:
@@ -180,7 +203,9 @@ def _checkpoint_files(spec: str, prefix: str | None) -> list[Path]:
     return _weight_files(spec, prefix)
 
 
-def _read_prefixed(files: Iterable[Path], prefixes: tuple[str, ...], marker: str) -> dict[str, torch.Tensor]:
+def _read_prefixed(
+    files: Iterable[Path], prefixes: tuple[str, ...], marker: str
+) -> dict[str, torch.Tensor]:
     """Read the tensors under the first prefix ``p`` for which ``p + marker`` exists; strip ``p``.
 
     Safetensors files are read lazily, so only the selected tensors are materialised.
@@ -243,7 +268,9 @@ def _load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], what: s
 
 def _check_overrides(overrides: dict[str, Any], actual: dict[str, Any], where: str) -> None:
     """Explicit architecture overrides must agree with what the checkpoint defines."""
-    clash = {k: (overrides[k], v) for k, v in actual.items() if k in overrides and overrides[k] != v}
+    clash = {
+        k: (overrides[k], v) for k, v in actual.items() if k in overrides and overrides[k] != v
+    }
     if clash:
         detail = ", ".join(f"{k}={a!r} but checkpoint has {b!r}" for k, (a, b) in clash.items())
         raise ValueError(f"architecture overrides contradict {where}: {detail}")
@@ -341,8 +368,12 @@ class Wav2Vec2Backbone(Backbone):
     }
     layers_pattern: ClassVar[str | None] = "layers"
 
-    def __init__(self, pretrained_cfg: PretrainedCfg, model: Wav2Vec2Model, cfg: Wav2Vec2Cfg) -> None:
-        super().__init__(dataclasses.replace(pretrained_cfg, embed_dim=int(model.config.hidden_size)))
+    def __init__(
+        self, pretrained_cfg: PretrainedCfg, model: Wav2Vec2Model, cfg: Wav2Vec2Cfg
+    ) -> None:
+        super().__init__(
+            dataclasses.replace(pretrained_cfg, embed_dim=int(model.config.hidden_size))
+        )
         self.cfg = cfg
         self.norm = WaveformNorm(eps=1e-7)
         self.wav2vec2 = model
@@ -364,7 +395,9 @@ class Wav2Vec2Backbone(Backbone):
         if wave.dim() != 2:
             raise ValueError(f"expected waveforms of shape (B, N), got {tuple(wave.shape)}")
         if self.num_frames(wave.shape[-1]) < 1:
-            raise ValueError(f"waveform of {wave.shape[-1]} samples is too short for Wav2Vec2 (need >= 400)")
+            raise ValueError(
+                f"waveform of {wave.shape[-1]} samples is too short for Wav2Vec2 (need >= 400)"
+            )
         x = self.norm(wave)  # (B, N)
         x = x.to(next(self.wav2vec2.parameters()).dtype)
         out = self.wav2vec2(input_values=x)
@@ -398,13 +431,14 @@ def _wav2vec2_from_pretrained(spec: str, cfg: Wav2Vec2Cfg) -> Wav2Vec2Model:
         )
     reg = {k: getattr(cfg, k) for k in _W2V_REGULARISATION if getattr(cfg, k) is not None}
     try:
-        model = Wav2Vec2Model.from_pretrained(
-            str(local) if local.is_dir() else spec,
-            cache_dir=str(_hf_cache()),
-            local_files_only=is_offline() or local.is_dir(),
-            **_NO_HF_MASKING,
-            **reg,
-        )
+        with _hub_offline_mode():
+            model = Wav2Vec2Model.from_pretrained(
+                str(local) if local.is_dir() else spec,
+                cache_dir=str(_hf_cache()),
+                local_files_only=is_offline() or local.is_dir(),
+                **_NO_HF_MASKING,
+                **reg,
+            )
     except (OSError, ValueError) as err:
         where = f"directory {local}" if local.is_dir() else f"hub id {spec!r}"
         hint = (
@@ -416,7 +450,12 @@ def _wav2vec2_from_pretrained(spec: str, cfg: Wav2Vec2Cfg) -> Wav2Vec2Model:
     return model
 
 
-def _build_wav2vec2(pretrained: PretrainedCfg, defaults: Wav2Vec2Cfg, checkpoint: str | None, overrides: dict[str, Any]) -> Wav2Vec2Backbone:
+def _build_wav2vec2(
+    pretrained: PretrainedCfg,
+    defaults: Wav2Vec2Cfg,
+    checkpoint: str | None,
+    overrides: dict[str, Any],
+) -> Wav2Vec2Backbone:
     cfg = dataclass_overrides(defaults, overrides)
     if checkpoint is None:
         model = _wav2vec2_from_config(cfg)
@@ -452,16 +491,22 @@ _W2V_TINY = Wav2Vec2Cfg(
 )
 
 
-@register_backbone("wav2vec2", "Wav2Vec2 (HF transformers, default facebook/wav2vec2-base), raw 16 kHz waveform")
+@register_backbone(
+    "wav2vec2", "Wav2Vec2 (HF transformers, default facebook/wav2vec2-base), raw 16 kHz waveform"
+)
 def wav2vec2(checkpoint: str | None = None, **overrides: Any) -> Wav2Vec2Backbone:
     """Wav2Vec2 (HF transformers, default facebook/wav2vec2-base), raw 16 kHz waveform."""
     return _build_wav2vec2(_W2V_PRETRAINED, Wav2Vec2Cfg(), checkpoint, overrides)
 
 
-@register_backbone("wav2vec2-tiny", "Tiny random Wav2Vec2 for tests (D=32, 2 layers)", needs_weights=False)
+@register_backbone(
+    "wav2vec2-tiny", "Tiny random Wav2Vec2 for tests (D=32, 2 layers)", needs_weights=False
+)
 def wav2vec2_tiny(checkpoint: str | None = None, **overrides: Any) -> Wav2Vec2Backbone:
     """Tiny random Wav2Vec2 for tests (D=32, 2 layers)."""
-    pretrained = dataclasses.replace(_W2V_PRETRAINED, name="wav2vec2-tiny", hub_id=None, source="random")
+    pretrained = dataclasses.replace(
+        _W2V_PRETRAINED, name="wav2vec2-tiny", hub_id=None, source="random"
+    )
     return _build_wav2vec2(pretrained, _W2V_TINY, checkpoint, overrides)
 
 
@@ -558,14 +603,20 @@ class _WhisperStyleBackbone(Backbone):
         self.cfg = dataclasses.replace(cfg, encoder_attention_heads=cfg.heads())
         self.max_positions = clip_positions(cfg.clip_seconds)
         if self.avg_pool and self.max_positions < 2:
-            raise ValueError(f"clip_seconds={cfg.clip_seconds} is too short for the Qwen-Audio encoder")
+            raise ValueError(
+                f"clip_seconds={cfg.clip_seconds} is too short for the Qwen-Audio encoder"
+            )
         self.frontend = WhisperLogMel(
             sample_rate=SAMPLE_RATE, n_mels=cfg.num_mel_bins, pad_to_samples=PAD_TO_SAMPLES
         )
         self.encoder = self._make_encoder(self.cfg, self.max_positions)
         with torch.no_grad():
-            self.encoder.embed_positions.weight.copy_(whisper_sinusoids(self.max_positions, cfg.d_model))
-        self.proj: nn.Linear | None = nn.Linear(cfg.d_model, cfg.output_dim) if cfg.output_proj else None
+            self.encoder.embed_positions.weight.copy_(
+                whisper_sinusoids(self.max_positions, cfg.d_model)
+            )
+        self.proj: nn.Linear | None = (
+            nn.Linear(cfg.d_model, cfg.output_dim) if cfg.output_proj else None
+        )
 
     @staticmethod
     def _make_encoder(cfg: WhisperEncoderCfg, max_positions: int) -> nn.Module:
@@ -596,7 +647,9 @@ class _WhisperStyleBackbone(Backbone):
         t = cnn_length(min(num_samples, PAD_TO_SAMPLES) // HOP_LENGTH)
         return t // 2 if self.avg_pool else t
 
-    def load_encoder_state_dict(self, state_dict: dict[str, torch.Tensor], what: str = "checkpoint") -> None:
+    def load_encoder_state_dict(
+        self, state_dict: dict[str, torch.Tensor], what: str = "checkpoint"
+    ) -> None:
         """Strictly load HF-named encoder weights; the position table is sliced to ``T_cnn``.
 
         A missing ``embed_positions.weight`` is filled with the sinusoidal table (logged).
@@ -652,7 +705,9 @@ class _WhisperStyleBackbone(Backbone):
             raise ValueError(f"expected waveforms of shape (B, N), got {tuple(wave.shape)}")
         n = wave.shape[-1]
         if n > PAD_TO_SAMPLES:
-            raise ValueError(f"input of {n} samples exceeds the 30 s ({PAD_TO_SAMPLES} samples) limit")
+            raise ValueError(
+                f"input of {n} samples exceeds the 30 s ({PAD_TO_SAMPLES} samples) limit"
+            )
         t_cnn = cnn_length(n // HOP_LENGTH)
         if t_cnn < (2 if self.avg_pool else 1):
             raise ValueError(f"waveform of {n} samples is too short for this encoder")
@@ -696,7 +751,9 @@ class QwenAudioEncoderBackbone(_WhisperStyleBackbone):
         from transformers import Qwen2AudioEncoderConfig
         from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
 
-        config = Qwen2AudioEncoderConfig(**_WhisperStyleBackbone._encoder_config_kwargs(cfg, max_positions))
+        config = Qwen2AudioEncoderConfig(
+            **_WhisperStyleBackbone._encoder_config_kwargs(cfg, max_positions)
+        )
         return Qwen2AudioEncoder(config)
 
 
@@ -736,7 +793,9 @@ def qwen_audio_key_map(
         ValueError: an audio key matches no rule (the message lists them).
     """
     if any(k.startswith(_QWEN_PREFIX) for k in state_dict):
-        items = {k[len(_QWEN_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(_QWEN_PREFIX)}
+        items = {
+            k[len(_QWEN_PREFIX) :]: v for k, v in state_dict.items() if k.startswith(_QWEN_PREFIX)
+        }
         logger.debug("ignoring %d non-audio keys", len(state_dict) - len(items))
     else:
         items = dict(state_dict)
@@ -788,8 +847,15 @@ def _infer_whisper_arch(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
         layers = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("layers."))
         ffn = sd["layers.0.fc1.weight"].shape[0]
     except (KeyError, ValueError) as err:
-        raise CheckpointError(f"cannot read the encoder architecture from the weights: missing {err}") from err
-    return {"num_mel_bins": n_mels, "d_model": d_model, "encoder_layers": layers, "encoder_ffn_dim": ffn}
+        raise CheckpointError(
+            f"cannot read the encoder architecture from the weights: missing {err}"
+        ) from err
+    return {
+        "num_mel_bins": n_mels,
+        "d_model": d_model,
+        "encoder_layers": layers,
+        "encoder_ffn_dim": ffn,
+    }
 
 
 # -- factories -------------------------------------------------------------------------------
@@ -808,14 +874,20 @@ def _build_whisper_style(
     actual = _infer_whisper_arch(encoder_sd)
     if cfg.output_proj:
         if "proj.weight" not in extra:
-            raise CheckpointError(f"output_proj=True but checkpoint {checkpoint!r} has no proj.weight")
+            raise CheckpointError(
+                f"output_proj=True but checkpoint {checkpoint!r} has no proj.weight"
+            )
         actual["output_dim"] = int(extra["proj.weight"].shape[0])
     _check_overrides(overrides, actual, f"checkpoint {checkpoint!r}")
     cfg = dataclasses.replace(cfg, **actual)
     model = cls(dataclasses.replace(pretrained, source=str(checkpoint)), cfg)
     model.load_encoder_state_dict(encoder_sd, what=str(checkpoint))
     if model.proj is not None:
-        _load_strict(model.proj, {k[5:]: v for k, v in extra.items() if k.startswith("proj.")}, str(checkpoint))
+        _load_strict(
+            model.proj,
+            {k[5:]: v for k, v in extra.items() if k.startswith("proj.")},
+            str(checkpoint),
+        )
     return model
 
 
@@ -862,40 +934,73 @@ _QWEN_PRETRAINED = PretrainedCfg(
     frontend={**_MEL_FRONTEND, "n_mels": 80},
 )
 _TINY_ENCODER = WhisperEncoderCfg(
-    d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, clip_seconds=2.0,
+    d_model=64,
+    encoder_layers=2,
+    encoder_attention_heads=4,
+    encoder_ffn_dim=128,
+    clip_seconds=2.0,
     output_dim=96,
 )
 
 
-@register_backbone("whisper-encoder", "Whisper-large-v2 encoder (HF WhisperEncoder), Whisper log-mel")
+@register_backbone(
+    "whisper-encoder", "Whisper-large-v2 encoder (HF WhisperEncoder), Whisper log-mel"
+)
 def whisper_encoder(checkpoint: str | None = None, **overrides: Any) -> _WhisperStyleBackbone:
     """Whisper-large-v2 encoder (HF WhisperEncoder), Whisper log-mel."""
     return _build_whisper_style(
-        WhisperEncoderBackbone, _WHISPER_PRETRAINED, WhisperEncoderCfg(), checkpoint, overrides, _read_whisper
+        WhisperEncoderBackbone,
+        _WHISPER_PRETRAINED,
+        WhisperEncoderCfg(),
+        checkpoint,
+        overrides,
+        _read_whisper,
     )
 
 
-@register_backbone("whisper-encoder-tiny", "Tiny random Whisper encoder for tests (D=64, 2 layers)", needs_weights=False)
+@register_backbone(
+    "whisper-encoder-tiny",
+    "Tiny random Whisper encoder for tests (D=64, 2 layers)",
+    needs_weights=False,
+)
 def whisper_encoder_tiny(checkpoint: str | None = None, **overrides: Any) -> _WhisperStyleBackbone:
     """Tiny random Whisper encoder for tests (D=64, 2 layers)."""
-    pretrained = dataclasses.replace(_WHISPER_PRETRAINED, name="whisper-encoder-tiny", hub_id=None, source="random")
+    pretrained = dataclasses.replace(
+        _WHISPER_PRETRAINED, name="whisper-encoder-tiny", hub_id=None, source="random"
+    )
     return _build_whisper_style(
         WhisperEncoderBackbone, pretrained, _TINY_ENCODER, checkpoint, overrides, _read_whisper
     )
 
 
-@register_backbone("qwen-audio-encoder", "Qwen-Audio audio encoder (HF Qwen2AudioEncoder, 80 mels), Whisper log-mel")
+@register_backbone(
+    "qwen-audio-encoder",
+    "Qwen-Audio audio encoder (HF Qwen2AudioEncoder, 80 mels), Whisper log-mel",
+)
 def qwen_audio_encoder(checkpoint: str | None = None, **overrides: Any) -> _WhisperStyleBackbone:
     """Qwen-Audio audio encoder (HF Qwen2AudioEncoder, 80 mels), Whisper log-mel."""
     return _build_whisper_style(
-        QwenAudioEncoderBackbone, _QWEN_PRETRAINED, WhisperEncoderCfg(), checkpoint, overrides, _read_qwen
+        QwenAudioEncoderBackbone,
+        _QWEN_PRETRAINED,
+        WhisperEncoderCfg(),
+        checkpoint,
+        overrides,
+        _read_qwen,
     )
 
 
-@register_backbone("qwen-audio-encoder-tiny", "Tiny random Qwen-Audio encoder for tests (D=64, 2 layers)", needs_weights=False)
-def qwen_audio_encoder_tiny(checkpoint: str | None = None, **overrides: Any) -> _WhisperStyleBackbone:
+@register_backbone(
+    "qwen-audio-encoder-tiny",
+    "Tiny random Qwen-Audio encoder for tests (D=64, 2 layers)",
+    needs_weights=False,
+)
+def qwen_audio_encoder_tiny(
+    checkpoint: str | None = None, **overrides: Any
+) -> _WhisperStyleBackbone:
     """Tiny random Qwen-Audio encoder for tests (D=64, 2 layers)."""
-    pretrained = dataclasses.replace(_QWEN_PRETRAINED, name="qwen-audio-encoder-tiny", hub_id=None, source="random")
+    pretrained = dataclasses.replace(
+        _QWEN_PRETRAINED, name="qwen-audio-encoder-tiny", hub_id=None, source="random"
+    )
     return _build_whisper_style(
         QwenAudioEncoderBackbone, pretrained, _TINY_ENCODER, checkpoint, overrides, _read_qwen
     )

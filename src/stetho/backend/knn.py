@@ -288,7 +288,9 @@ class DomainKNNScorer:
                     "%s/%s: banks hold %d source and %d target embeddings, fewer than k=%d",
                     *key, n_src, n_tgt, self.cfg.k,
                 )
-        self._fit_index = fit_index if replace else self._fit_index + fit_index
+        if not replace:  # entries of rebuilt keys point into the old banks: drop them
+            fit_index = [e for e in self._fit_index if e[0] not in groups] + fit_index
+        self._fit_index = fit_index
         return self
 
     def _check_key(self, key: Key) -> dict[str, MemoryBank]:

@@ -97,16 +97,16 @@ def audio_info(path: PathLike) -> AudioInfo:
     """
     path = Path(path)
     info = _open_info(path)
+    if short := _riff_data_shortfall(path):
+        raise AudioError(
+            f"truncated audio file {path}: header declares {short[0]} data bytes, "
+            f"only {short[1]} present"
+        )
     if info.frames <= 0:
         raise AudioError(f"audio file has no samples (0 frames): {path}")
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError(
             f"invalid audio header in {path}: rate {info.samplerate}, channels {info.channels}"
-        )
-    if short := _riff_data_shortfall(path):
-        raise AudioError(
-            f"truncated audio file {path}: header declares {short[0]} data bytes, "
-            f"only {short[1]} present"
         )
     return AudioInfo(
         path=path,
@@ -167,7 +167,9 @@ def load_audio(
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise AudioError(f"cannot decode audio data of {path}: {err}") from err
+        raise AudioError(
+            f"cannot decode audio data of {path} (corrupt or truncated file): {err}"
+        ) from err
     if data.shape[0] != info.frames:
         raise AudioError(
             f"truncated or corrupt audio file {path}: header declares {info.frames} frames, "

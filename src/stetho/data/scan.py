@@ -317,7 +317,7 @@ def _read_attribute_csv(path: Path, report: _Reporter) -> dict[str, tuple[tuple[
         report(path, f"cannot read attribute CSV: {err}", err)
         return {}
     try:
-        rows = list(csv.reader(io.StringIO(text)))
+        rows = list(csv.reader(io.StringIO(text), strict=True))
     except csv.Error as err:
         report(path, f"malformed attribute CSV: {err}", err)
         return {}

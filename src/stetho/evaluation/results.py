@@ -208,14 +208,19 @@ class EvaluationResult:
         means = self.metric_means()
         machines = self.machines()
         per_machine = {
-            m: dict(_metric_lists(self.year, [r for r in self.sections if r.machine == m])) for m in machines
+            m: dict(_metric_lists(self.year, [r for r in self.sections if r.machine == m]))
+            for m in machines
         }
         rows: list[dict[str, Any]] = []
         for name, _values in _metric_lists(self.year, self.sections):
             row: dict[str, Any] = {"System": self.system, "metric": name, **means[name]}
             row.update({m: arithmetic_mean(per_machine[m][name]) for m in machines})
             rows.append(row)
-        total: dict[str, Any] = {"System": self.system, "metric": "TOTAL score", **means["TOTAL score"]}
+        total: dict[str, Any] = {
+            "System": self.system,
+            "metric": "TOTAL score",
+            **means["TOTAL score"],
+        }
         total.update({m: None for m in machines})
         rows.append(total)
         return rows
@@ -245,7 +250,10 @@ class EvaluationResult:
             vals = [f(r[m]) for r in metric_rows]
             if f1_cols:
                 secs = [r for r in self.sections if r.machine == m]
-                vals += [f(_opt_mean([r.f1_source for r in secs])), f(_opt_mean([r.f1_target for r in secs]))]
+                vals += [
+                    f(_opt_mean([r.f1_source for r in secs])),
+                    f(_opt_mean([r.f1_target for r in secs])),
+                ]
             lines.append(f"| {m} | " + " | ".join(vals) + " |")
         for label in ("h-mean", "a-mean"):
             vals = [f(r[label]) for r in metric_rows]
@@ -341,8 +349,6 @@ class EvaluationResult:
 
     def _rows_2022(self) -> list[list[str]]:
         rows: list[list[str]] = []
-        all_perf: list[list[float | None]] = [[], [], [], [], []]
-        n_source = 0
         src_parts: list[list[list[float | None]]] = []
         tgt_parts: list[list[list[float | None]]] = []
         for m in self.machines():
@@ -391,7 +397,6 @@ class EvaluationResult:
             rows.append(["source harmonic mean", "", *(_fmt(_opt_mean(p, True)) for p in src)])
             rows.append(["target harmonic mean", "", *(_fmt(_opt_mean(p, True)) for p in tgt)])
             rows.append([])
-            n_source += len(secs)
             src_parts.append(src)
             tgt_parts.append(tgt)
         all_src = [[v for part in src_parts for v in part[i]] for i in range(5)]
@@ -399,9 +404,15 @@ class EvaluationResult:
         all_perf = [s + t for s, t in zip(all_src, all_tgt)]
         rows.append(list(_MEAN_HEADER))
         rows.append([f"arithmetic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(p)) for p in all_perf)])
-        rows.append([f"harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(p, True)) for p in all_perf)])
-        rows.append([f"source harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(p, True)) for p in all_src)])
-        rows.append([f"target harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(p, True)) for p in all_tgt)])
+        rows.append(
+            [f"harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(p, True)) for p in all_perf)]
+        )
+        rows.append(
+            [f"source harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(p, True)) for p in all_src)]
+        )
+        rows.append(
+            [f"target harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(p, True)) for p in all_tgt)]
+        )
         rows.append([])
         rows.append(["official score", "", _fmt(self.official_score)])
         rows.append(["official score ci95", "", _fmt(self.ci95)])
@@ -428,7 +439,9 @@ class EvaluationResult:
         cols = list(zip(*over_all))
         rows.append(list(_MEAN_HEADER))
         rows.append([f"arithmetic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(list(c))) for c in cols)])
-        rows.append([f"harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(list(c), True)) for c in cols)])
+        rows.append(
+            [f"harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(list(c), True)) for c in cols)]
+        )
         rows.append([])
         return rows
 
@@ -441,7 +454,11 @@ class EvaluationResult:
             for r in secs:
                 rows.append([r.section, _fmt(r.auc), _fmt(r.pauc)])
             rows.append(
-                ["Average", _fmt(_opt_mean([r.auc for r in secs])), _fmt(_opt_mean([r.pauc for r in secs]))]
+                [
+                    "Average",
+                    _fmt(_opt_mean([r.auc for r in secs])),
+                    _fmt(_opt_mean([r.pauc for r in secs])),
+                ]
             )
             rows.append([])
         return rows
@@ -466,4 +483,3 @@ class EvaluationResult:
             atomic_write_text(path, text)
             paths.append(path)
         return paths
-

@@ -59,10 +59,13 @@ BASELINE_TAG = "_id(0_)"
 _KINDS = "(?P<kind>anomaly_score|decision_result)"
 _PLAIN = re.compile(_KINDS + r"_(?P<m>[^_]+)_section_(?P<s>\d{2})_test\.csv")
 _BASELINE = re.compile(
-    _KINDS + r"_DCASE(?P<y>\d{4})T2(?P<m>[^_]+)_section_(?P<s>\d{2})_test_seed(?P<seed>\d+)(?P<tag>.*?)"
+    _KINDS
+    + r"_DCASE(?P<y>\d{4})T2(?P<m>[^_]+)_section_(?P<s>\d{2})_test_seed(?P<seed>\d+)(?P<tag>.*?)"
     r"(?P<eval>_Eval)?\.csv"
 )
-_PLAIN_2021 = re.compile(_KINDS + r"_(?P<m>[^_]+)_section_(?P<s>\d{2})_(?P<d>source|target)_test\.csv")
+_PLAIN_2021 = re.compile(
+    _KINDS + r"_(?P<m>[^_]+)_section_(?P<s>\d{2})_(?P<d>source|target)_test\.csv"
+)
 _PLAIN_2020 = re.compile(r"(?P<kind>anomaly_score)_(?P<m>[^_]+)_id_(?P<s>\d{2})\.csv")
 _SECTION = re.compile(r"\d{2}")
 
@@ -108,7 +111,9 @@ def _match_file(name: str, year: int) -> tuple[re.Match[str], str] | None:
     return None
 
 
-def find_submission_files(scores_dir: str | os.PathLike[str], *, year: int = 2023) -> list[SubmissionFile]:
+def find_submission_files(
+    scores_dir: str | os.PathLike[str], *, year: int = 2023
+) -> list[SubmissionFile]:
     """Submission files directly inside ``scores_dir`` whose names follow the ``year``'s forms."""
     year = check_year(year)
     root = Path(scores_dir)
@@ -168,7 +173,7 @@ def submission_file_names(
 
 
 def _check_name(name: str, machine: str, section: str) -> str:
-    if not isinstance(name, str) or not name or any(c in name for c in ",\n\r\"/\\"):
+    if not isinstance(name, str) or not name or any(c in name for c in ',\n\r"/\\'):
         raise ValueError(
             f"{machine} section {section}: clip name {name!r} must be a non-empty base file name "
             "without ',', quotes, line breaks or path separators"
@@ -223,19 +228,29 @@ def write_submission(
         _check_name(name, machine, section)
         v = float(value)
         if not math.isfinite(v):
-            raise ValueError(f"{machine} section {section}: score of {name!r} is not finite ({v!r})")
+            raise ValueError(
+                f"{machine} section {section}: score of {name!r} is not finite ({v!r})"
+            )
         score_rows[name] = repr(v)
     decision_rows: dict[str, str] | None = None
     if decisions is not None and year == 2020:
-        logger.warning("2020 submissions have no decision files; decisions for %s %s not written", machine, section)
+        logger.warning(
+            "2020 submissions have no decision files; decisions for %s %s not written",
+            machine,
+            section,
+        )
     elif decisions is not None:
         if set(decisions) != set(scores):
             diff = sorted(set(decisions) ^ set(scores))[:5]
-            raise ValueError(f"{machine} section {section}: scores and decisions name different clips, e.g. {diff}")
+            raise ValueError(
+                f"{machine} section {section}: scores and decisions name different clips, e.g. {diff}"
+            )
         decision_rows = {}
         for name, d in decisions.items():
             if isinstance(d, str) or d not in (0, 1):
-                raise ValueError(f"{machine} section {section}: decision of {name!r} must be 0 or 1, got {d!r}")
+                raise ValueError(
+                    f"{machine} section {section}: decision of {name!r} must be 0 or 1, got {d!r}"
+                )
             decision_rows[name] = str(int(d))
 
     groups: dict[str | None, list[str]] = defaultdict(list)
@@ -256,12 +271,14 @@ def write_submission(
 
     written: list[Path] = []
     out = Path(out_dir)
-    for domain, names in sorted(groups.items(), key=lambda kv: str(kv[0])):
+    for file_domain, names in sorted(groups.items(), key=lambda kv: str(kv[0])):
         kinds: list[tuple[Kind, dict[str, str]]] = [("anomaly_score", score_rows)]
         if decision_rows is not None:
             kinds.append(("decision_result", decision_rows))
         for kind, rows in kinds:
-            fname = submission_file_names(machine, section, kind=kind, style=style, year=year, domain=domain)
+            fname = submission_file_names(
+                machine, section, kind=kind, style=style, year=year, domain=file_domain
+            )
             path = out / fname
             atomic_write_text(path, "".join(f"{n},{rows[n]}\n" for n in names))
             written.append(path)
@@ -302,13 +319,21 @@ def _read_rows(path: Path, kind: str) -> list[tuple[int, str, float]]:
                     f"{path}, row {i}: {fields!r} looks like a header row; submission files have no "
                     f"header, every row must be 'file name,{what}'"
                 ) from None
-            raise SubmissionError(f"{path}, row {i}: {what} {text_value!r} is not a number") from None
+            raise SubmissionError(
+                f"{path}, row {i}: {what} {text_value!r} is not a number"
+            ) from None
         if not math.isfinite(value):
-            raise SubmissionError(f"{path}, row {i}: {what} for {name!r} is not finite ({text_value!r})")
+            raise SubmissionError(
+                f"{path}, row {i}: {what} for {name!r} is not finite ({text_value!r})"
+            )
         if kind == "decision_result" and value not in (0.0, 1.0):
-            raise SubmissionError(f"{path}, row {i}: decision for {name!r} must be 0 or 1, got {text_value!r}")
+            raise SubmissionError(
+                f"{path}, row {i}: decision for {name!r} must be 0 or 1, got {text_value!r}"
+            )
         if name in seen:
-            raise SubmissionError(f"{path}, row {i}: duplicate file name {name!r} (first in row {seen[name]})")
+            raise SubmissionError(
+                f"{path}, row {i}: duplicate file name {name!r} (first in row {seen[name]})"
+            )
         seen[name] = i
         rows.append((i, name, value))
     if not rows:
@@ -349,7 +374,9 @@ def align_values(
                 f"{st.section}){hint}"
             )
         if canon not in expected:
-            raise SubmissionError(f"{at}: clip {name!r} does not belong in this file (other domain)")
+            raise SubmissionError(
+                f"{at}: clip {name!r} does not belong in this file (other domain)"
+            )
         if canon in out:
             prev = first_row[canon]
             raise SubmissionError(
@@ -409,7 +436,9 @@ def read_submission(
     slots = _group_files(files)
     for f in files:
         if f.year is not None and f.year != year:
-            logger.warning("%s: baseline prefix DCASE%dT2 but evaluating as %d", f.path.name, f.year, year)
+            logger.warning(
+                "%s: baseline prefix DCASE%dT2 but evaluating as %d", f.path.name, f.year, year
+            )
     has_decisions = any(f.kind == "decision_result" for f in files)
 
     scores: Scores = {}
@@ -418,26 +447,36 @@ def read_submission(
         if not files:
             raise SubmissionError(f"{scores_dir}: no submission files for {year} ({_forms(year)})")
         for f in files:
-            rows = _read_rows(f.path, f.kind)
-            target = scores if f.kind == "anomaly_score" else decisions
-            bucket = target.setdefault((f.machine, f.section), {})
-            for _, name, value in rows:
-                if name in bucket:
-                    raise SubmissionError(f"{f.path}: {name!r} also appears in the other domain file")
-                bucket[name] = value if f.kind == "anomaly_score" else int(value)  # type: ignore[assignment]
+            values = {name: value for _, name, value in _read_rows(f.path, f.kind)}
+            key = (f.machine, f.section)
+            previous = scores.get(key, {}) if f.kind == "anomaly_score" else decisions.get(key, {})
+            if clash := sorted(set(values) & set(previous)):
+                raise SubmissionError(
+                    f"{f.path}: {clash[0]!r} also appears in the other domain file"
+                )
+            if f.kind == "anomaly_score":
+                scores.setdefault(key, {}).update(values)
+            else:
+                decisions.setdefault(key, {}).update({n: int(v) for n, v in values.items()})
         return scores, (decisions if has_decisions else None)
 
     domains: tuple[str | None, ...] = DOMAINS if year == 2021 else (None,)
-    kinds: tuple[str, ...] = ("anomaly_score", "decision_result") if has_decisions else ("anomaly_score",)
+    kinds: tuple[Kind, ...] = (
+        ("anomaly_score", "decision_result") if has_decisions else ("anomaly_score",)
+    )
     missing: list[str] = []
     for key in sorted(truth):
         machine, section = key
         for kind in kinds:
             for domain in domains:
                 if (kind, machine, section, domain or "") not in slots:
-                    name = submission_file_names(machine, section, kind=kind, year=year, domain=domain)  # type: ignore[arg-type]
+                    name = submission_file_names(
+                        machine, section, kind=kind, year=year, domain=domain
+                    )
                     if year >= 2022:
-                        alt = submission_file_names(machine, section, kind=kind, style="baseline", year=year)  # type: ignore[arg-type]
+                        alt = submission_file_names(
+                            machine, section, kind=kind, style="baseline", year=year
+                        )
                         name = f"{name} (or {alt})"
                     missing.append(name)
     if missing:
@@ -447,11 +486,13 @@ def read_submission(
             + "\n  ".join(missing)
             + f"\nsubmission files found: {found}"
         )
-    for (kind, machine, section, _), f in sorted(slots.items(), key=lambda kv: str(kv[0])):
+    for (file_kind, machine, section, _), f in sorted(slots.items(), key=lambda kv: str(kv[0])):
         if (machine, section) not in truth:
-            logger.warning("%s: %s section %s is not in the truth; file ignored", f.path, machine, section)
+            logger.warning(
+                "%s: %s section %s is not in the truth; file ignored", f.path, machine, section
+            )
             continue
-        if kind not in kinds:
+        if file_kind not in kinds:
             continue
         st = truth[(machine, section)]
         expected = None
@@ -460,12 +501,14 @@ def read_submission(
                 raise SubmissionError(f"2021 truth for {machine} section {section} has no domains")
             dom = DOMAINS.index(f.domain or "")
             expected = {n for n, d in zip(st.names, st.domains.tolist()) if d == dom}
-        rows = _read_rows(f.path, kind)
+        rows = _read_rows(f.path, file_kind)
         values = align_values(st, [(r, n, v) for r, n, v in rows], str(f.path), expected)
-        if kind == "anomaly_score":
+        if file_kind == "anomaly_score":
             scores.setdefault((machine, section), {}).update(values)
         else:
-            decisions.setdefault((machine, section), {}).update({n: int(v) for n, v in values.items()})
+            decisions.setdefault((machine, section), {}).update(
+                {n: int(v) for n, v in values.items()}
+            )
     return scores, (decisions if has_decisions else None)
 
 

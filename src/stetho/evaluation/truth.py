@@ -53,7 +53,9 @@ SUPPORTED_YEARS: tuple[int, ...] = (2020, 2021, 2022, 2023, 2024, 2025, 2026)
 DOMAINS: tuple[str, str] = ("source", "target")
 
 _GT_FILE = re.compile(r"ground_truth_(?P<m>[^_]+)_section_(?P<s>\d{2})_test\.csv")
-_GT_FILE_2021 = re.compile(r"ground_truth_(?P<m>[^_]+)_section_(?P<s>\d{2})_(?P<d>source|target)_test\.csv")
+_GT_FILE_2021 = re.compile(
+    r"ground_truth_(?P<m>[^_]+)_section_(?P<s>\d{2})_(?P<d>source|target)_test\.csv"
+)
 _EVAL_LIST = re.compile(r"eval_data_list(?:_(?P<y>\d{4}))?\.csv")
 
 
@@ -101,14 +103,18 @@ class SectionTruth:
             dup = sorted({n for n in names if names.count(n) > 1})
             raise GroundTruthError(f"{where}: duplicate clip names {dup[:5]}")
         if labels.size and not np.isin(labels, (0, 1)).all():
-            raise GroundTruthError(f"{where}: labels must be 0/1, found {sorted(set(labels.tolist()))}")
+            raise GroundTruthError(
+                f"{where}: labels must be 0/1, found {sorted(set(labels.tolist()))}"
+            )
         order = sorted(range(len(names)), key=names.__getitem__)
         self.names = [names[i] for i in order]
         self.labels = labels[order].astype(np.int8)
         if self.domains is not None:
             domains = np.asarray(self.domains).reshape(-1)
             if domains.shape[0] != len(names):
-                raise GroundTruthError(f"{where}: {len(names)} names but {domains.shape[0]} domains")
+                raise GroundTruthError(
+                    f"{where}: {len(names)} names but {domains.shape[0]} domains"
+                )
             if domains.size and not np.isin(domains, (0, 1)).all():
                 raise GroundTruthError(
                     f"{where}: domains must be 0 (source) / 1 (target), found {sorted(set(domains.tolist()))}"
@@ -185,7 +191,9 @@ def _build_section(
         domains = None
     elif any(d is None for d in doms):
         missing = [n for n, _, d in rows if d is None][:5]
-        raise GroundTruthError(f"{where}: some names carry a domain and some do not, e.g. {missing}")
+        raise GroundTruthError(
+            f"{where}: some names carry a domain and some do not, e.g. {missing}"
+        )
     else:
         domains = np.asarray(doms, dtype=np.int8)
     return SectionTruth(
@@ -221,7 +229,9 @@ def truth_from_names(names: Mapping[tuple[str, str], Iterable[str]]) -> Truth:
             base = os.path.basename(str(name))
             label, domain, sec = _label_domain_from_name(base, where)
             if sec is not None and sec != section:
-                raise GroundTruthError(f"{where}: clip {base!r} belongs to section {sec}, not {section}")
+                raise GroundTruthError(
+                    f"{where}: clip {base!r} belongs to section {sec}, not {section}"
+                )
             rows.append((base, label, domain))
         if not rows:
             raise GroundTruthError(f"{where}: no clip names given")
@@ -289,7 +299,9 @@ def _read_name_value(path: Path, what: str) -> dict[str, int]:
     out: dict[str, int] = {}
     for row, fields in read_csv_rows(path):
         if len(fields) != 2:
-            raise GroundTruthError(f"{path}, row {row}: expected 2 columns (name,{what}), got {len(fields)}")
+            raise GroundTruthError(
+                f"{path}, row {row}: expected 2 columns (name,{what}), got {len(fields)}"
+            )
         name, value = fields
         if name in out:
             raise GroundTruthError(f"{path}, row {row}: duplicate clip name {name!r}")
@@ -304,10 +316,14 @@ def _read_aliases(path: Path, known: set[str]) -> dict[str, str]:
     aliases: dict[str, str] = {}
     for row, fields in read_csv_rows(path):
         if len(fields) < 2:
-            raise GroundTruthError(f"{path}, row {row}: expected at least 2 columns (anon_name,full_name)")
+            raise GroundTruthError(
+                f"{path}, row {row}: expected at least 2 columns (anon_name,full_name)"
+            )
         anon, full = fields[0], fields[1] + ".wav"
         if anon not in known:
-            raise GroundTruthError(f"{path}, row {row}: {anon!r} is not a clip of the ground_truth_data file")
+            raise GroundTruthError(
+                f"{path}, row {row}: {anon!r} is not a clip of the ground_truth_data file"
+            )
         if full in aliases and aliases[full] != anon:
             raise GroundTruthError(f"{path}, row {row}: name {full!r} is listed for two clips")
         if full != anon:
@@ -324,7 +340,11 @@ def _load_folders(root: Path, year: int) -> Truth:
         other = _GT_FILE if year == 2021 else _GT_FILE_2021
         hint = ""
         if any(other.fullmatch(p.name) for p in files):
-            hint = " (the files look like " + ("2022+" if year == 2021 else "2021") + " ground truth: check year)"
+            hint = (
+                " (the files look like "
+                + ("2022+" if year == 2021 else "2021")
+                + " ground truth: check year)"
+            )
         expected = (
             "ground_truth_<machine>_section_<XX>_<source|target>_test.csv"
             if year == 2021
@@ -343,7 +363,9 @@ def _load_folders(root: Path, year: int) -> Truth:
             for name, label in _read_name_value(path, "label").items():
                 per_key[(m["m"], m["s"])].append((name, label, dom))
         for key, rows in sorted(per_key.items()):
-            truth[key] = _build_section(key[0], key[1], rows, f"{data_dir} {key[0]} section {key[1]}")
+            truth[key] = _build_section(
+                key[0], key[1], rows, f"{data_dir} {key[0]} section {key[1]}"
+            )
         return truth
 
     for path, m in matched:
@@ -363,7 +385,9 @@ def _load_folders(root: Path, year: int) -> Truth:
             if attr_path.is_file():
                 aliases = _read_aliases(attr_path, set(names))
             else:
-                logger.warning("no attribute ground truth %s: only anonymised names accepted", attr_path)
+                logger.warning(
+                    "no attribute ground truth %s: only anonymised names accepted", attr_path
+                )
         truth[(machine, section)] = SectionTruth(
             machine=machine,
             section=section,
@@ -394,9 +418,13 @@ def _load_list(path: Path, year: int) -> Truth:
                 )
             continue
         if machine is None:
-            raise GroundTruthError(f"{path}, row {row}: clip row before any machine-type header line")
+            raise GroundTruthError(
+                f"{path}, row {row}: clip row before any machine-type header line"
+            )
         if len(fields) not in (2, 3):
-            raise GroundTruthError(f"{path}, row {row}: expected anon_name,full_name[,label], got {len(fields)} columns")
+            raise GroundTruthError(
+                f"{path}, row {row}: expected anon_name,full_name[,label], got {len(fields)} columns"
+            )
         anon, full = fields[0], fields[1]
         where = f"{path}, row {row}"
         try:
@@ -420,7 +448,9 @@ def _load_list(path: Path, year: int) -> Truth:
             if full_parsed.label is not None:
                 name_label = 1 if full_parsed.label == "anomaly" else 0
                 if label is not None and label != name_label:
-                    raise GroundTruthError(f"{where}: label column {label} contradicts name {full!r}")
+                    raise GroundTruthError(
+                        f"{where}: label column {label} contradicts name {full!r}"
+                    )
                 label = name_label
             dom = full_parsed.domain or anon_parsed.domain
             domain = None if dom is None or year == 2020 else DOMAINS.index(dom)
@@ -436,7 +466,9 @@ def _load_list(path: Path, year: int) -> Truth:
         raise GroundTruthError(f"{path}: no clip rows found")
     truth: Truth = {}
     for key, rows in sorted(rows_by_key.items()):
-        truth[key] = _build_section(key[0], key[1], rows, f"{path} {key[0]} section {key[1]}", aliases[key])
+        truth[key] = _build_section(
+            key[0], key[1], rows, f"{path} {key[0]} section {key[1]}", aliases[key]
+        )
     return truth
 
 
@@ -494,7 +526,9 @@ def load_ground_truth(gt_dir: str | os.PathLike[str], year: int = 2023) -> Truth
         raise FileNotFoundError(f"ground-truth path does not exist: {root}")
     if root.is_dir() and (root / "ground_truth_data").is_dir():
         if year == 2020:
-            raise GroundTruthError(f"{root}: 2020 ground truth is an eval_data_list.csv file, not folders")
+            raise GroundTruthError(
+                f"{root}: 2020 ground truth is an eval_data_list.csv file, not folders"
+            )
         truth = _load_folders(root, year)
     else:
         lst = find_eval_list(root, year)
@@ -505,7 +539,11 @@ def load_ground_truth(gt_dir: str | os.PathLike[str], year: int = 2023) -> Truth
             )
         truth = _load_list(lst, year)
     logger.info(
-        "ground truth %s (%d): %d sections, %d clips", root, year, len(truth), sum(len(t) for t in truth.values())
+        "ground truth %s (%d): %d sections, %d clips",
+        root,
+        year,
+        len(truth),
+        sum(len(t) for t in truth.values()),
     )
     return truth
 

@@ -210,7 +210,10 @@ def parse_pattern_key(key: str) -> tuple[tuple[str, ...], str | tuple[int, ...]]
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
-            raise ValueError(f"empty layer range {item!r} in LoRA pattern key {key!r} (N-M needs N <= M)")
+            raise ValueError(
+                f"empty layer range {item!r} in LoRA pattern key {key!r} (N-M needs N <= M); "
+                f"expected {KEY_SYNTAX}"
+            )
         layers.extend(i for i in range(lo, hi + 1) if i not in layers)
     return matrices, tuple(layers)
 

@@ -138,10 +138,11 @@ class ProxyHead(nn.Module):
         if self.classifier is not None:
             return self.classifier(z)
         # fp32 for the cosine/margin maths, also under autocast
-        zn = F.normalize(z.float(), dim=-1)  # (B, E)
-        wn = F.normalize(self.weight.float(), dim=-1)  # (C, E)
-        cosine = zn @ wn.t()  # (B, C)
-        return arcface_logits(cosine, labels, self.cfg.scale, self.cfg.margin, self.cfg.easy_margin)
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            zn = F.normalize(z.float(), dim=-1)  # (B, E)
+            wn = F.normalize(self.weight.float(), dim=-1)  # (C, E)
+            cosine = zn @ wn.t()  # (B, C)
+            return arcface_logits(cosine, labels, self.cfg.scale, self.cfg.margin, self.cfg.easy_margin)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone embedding ``(B, D)`` → logits ``(B, C)``.

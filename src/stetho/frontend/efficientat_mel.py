@@ -112,6 +112,10 @@ class EfficientATMel(nn.Module):
     The constant tensors are non-persistent buffers, so they never appear in a state dict.
     """
 
+    window: torch.Tensor  # (win_length,)
+    mel_bank: torch.Tensor  # (n_mels, n_fft // 2 + 1)
+    preemph_kernel: torch.Tensor  # (1, 1, 2)
+
     def __init__(
         self,
         sample_rate: int = 32000,

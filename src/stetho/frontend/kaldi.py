@@ -91,7 +91,9 @@ class KaldiFbankConfig(ConfigBase):
         if self.num_mel_bins < 3:
             raise ConfigError(f"num_mel_bins must be >= 3, got {self.num_mel_bins}")
         if self.window not in _WINDOWS:
-            raise ConfigError(f"window {self.window!r} is not a valid choice; expected one of {list(_WINDOWS)}")
+            raise ConfigError(
+                f"window {self.window!r} is not a valid choice; expected one of {list(_WINDOWS)}"
+            )
         if self.window_size <= 1 or self.window_shift <= 0:
             raise ConfigError(
                 f"frame_length_ms={self.frame_length_ms} and frame_shift_ms={self.frame_shift_ms} "
@@ -143,7 +145,9 @@ def kaldi_window(window: str, size: int) -> torch.Tensor:
     if window == "hanning":
         return torch.hann_window(size, periodic=False, dtype=torch.float32)
     if window == "hamming":
-        return torch.hamming_window(size, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float32)
+        return torch.hamming_window(
+            size, periodic=False, alpha=0.54, beta=0.46, dtype=torch.float32
+        )
     if window == "rectangular":
         return torch.ones(size, dtype=torch.float32)
     if window == "blackman":
@@ -158,7 +162,11 @@ def _mel(freq: float) -> float:
 
 
 def kaldi_mel_banks(
-    num_bins: int, padded_window_size: int, sample_frequency: float, low_freq: float, high_freq: float
+    num_bins: int,
+    padded_window_size: int,
+    sample_frequency: float,
+    low_freq: float,
+    high_freq: float,
 ) -> torch.Tensor:
     """Kaldi's triangular mel filters, ``(num_bins, padded_window_size // 2 + 1)`` in float32.
 
@@ -250,7 +258,9 @@ class KaldiFbank(nn.Module):
         if wave.dim() == 1:
             wave = wave.unsqueeze(0)
         if wave.dim() != 2:
-            raise ValueError(f"KaldiFbank expects a waveform (B, N) or (N,), got shape {tuple(wave.shape)}")
+            raise ValueError(
+                f"KaldiFbank expects a waveform (B, N) or (N,), got shape {tuple(wave.shape)}"
+            )
         if c.num_frames(wave.shape[-1]) < 1:
             raise ValueError(
                 f"KaldiFbank needs at least {c.window_size} samples (one {c.frame_length_ms} ms frame "

@@ -105,6 +105,9 @@ class LogMel(nn.Module):
         amin: Floor applied to the mel power before ``10 · log10`` (1e-10 → −100 dB).
     """
 
+    window: torch.Tensor  # (n_fft,)
+    mel_bank: torch.Tensor  # (n_mels, n_fft // 2 + 1)
+
     def __init__(
         self,
         sample_rate: int = 16000,

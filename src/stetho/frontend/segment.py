@@ -99,9 +99,7 @@ def num_segments(length: int, win: int, hop: int, pad: SegmentPad = "repeat") ->
     return 1 + -(-(length - win) // hop)  # ceil: the last window reaches past the end
 
 
-def segment(
-    wave: torch.Tensor, win: int, hop: int, pad: SegmentPad = "repeat"
-) -> torch.Tensor:
+def segment(wave: torch.Tensor, win: int, hop: int, pad: SegmentPad = "repeat") -> torch.Tensor:
     """Cut a clip into windows of ``win`` samples, one every ``hop`` samples.
 
     Window ``s`` covers samples ``[s·hop, s·hop + win)``. With ``pad="repeat"`` or ``"zero"``
@@ -132,6 +130,10 @@ def segment(
             f"clip of {length} samples is shorter than one window of {win}; use pad='repeat' or 'zero'"
         )
     needed = (s - 1) * hop + win
-    x = wave if needed <= length else fix_length(wave, needed, mode="zero" if pad == "zero" else "repeat")
+    x = (
+        wave
+        if needed <= length
+        else fix_length(wave, needed, mode="zero" if pad == "zero" else "repeat")
+    )
     windows = x[..., :needed].unfold(-1, win, hop)  # (..., S, win), a view of x
     return windows.clone(memory_format=torch.contiguous_format)

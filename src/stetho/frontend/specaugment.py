@@ -48,7 +48,9 @@ class SpecAugmentConfig(ConfigBase):
     def __post_init__(self) -> None:
         for name in ("num_freq_masks", "freq_mask_width", "num_time_masks", "time_mask_width"):
             if getattr(self, name) < 0:
-                raise ConfigError(f"SpecAugmentConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(
+                    f"SpecAugmentConfig.{name} must be >= 0, got {getattr(self, name)}"
+                )
 
 
 def band_mask(batch: int, size: int, num_masks: int, max_width: int) -> torch.Tensor:
@@ -106,7 +108,9 @@ class SpecAugment(nn.Module):
             freq_dim = freq_dim + 1 if freq_dim >= 0 else freq_dim
         nd = spec.dim()
         if nd < 3:
-            raise ValueError(f"SpecAugment expects a batched spectrogram (B, ..., F, T), got {tuple(spec.shape)}")
+            raise ValueError(
+                f"SpecAugment expects a batched spectrogram (B, ..., F, T), got {tuple(spec.shape)}"
+            )
         dims = []
         for name, d in (("time_dim", time_dim), ("freq_dim", freq_dim)):
             if not -nd <= d < nd:
@@ -121,7 +125,10 @@ class SpecAugment(nn.Module):
         c = self.cfg
         b = spec.shape[0]
         mask = torch.zeros((b,) + (1,) * (nd - 1), dtype=torch.bool)  # (B, 1, ..., 1)
-        for d, num, width in ((f_dim, c.num_freq_masks, c.freq_mask_width), (t_dim, c.num_time_masks, c.time_mask_width)):
+        for d, num, width in (
+            (f_dim, c.num_freq_masks, c.freq_mask_width),
+            (t_dim, c.num_time_masks, c.time_mask_width),
+        ):
             band = band_mask(b, spec.shape[d], num, width)  # (B, S)
             view = [b] + [1] * (nd - 1)
             view[d] = spec.shape[d]

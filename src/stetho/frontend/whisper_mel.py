@@ -111,7 +111,9 @@ class WhisperLogMel(nn.Module):
     ) -> None:
         super().__init__()
         if pad_to_samples is not None and pad_to_samples <= 0:
-            raise ValueError(f"pad_to_samples must be a positive number of samples or None, got {pad_to_samples}")
+            raise ValueError(
+                f"pad_to_samples must be a positive number of samples or None, got {pad_to_samples}"
+            )
         self.sample_rate = sample_rate
         self.n_fft = n_fft
         self.hop_length = hop_length

@@ -1,0 +1,1 @@
+"""Scoring new audio with a saved detector: files, folders, streams and HTTP."""
