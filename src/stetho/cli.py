@@ -42,8 +42,8 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
         kwargs["machines"] = tuple(args.machines)
     if args.seconds is not None:
         kwargs["seconds"] = args.seconds
-    if args.eval:
-        kwargs["with_eval"] = True
+    if args.eval_machines:
+        kwargs["eval_machines"] = tuple(args.eval_machines)
     root = generate_synthetic_dataset(args.out, **kwargs)
     print(f"synthetic DCASE-format dataset written to {root}")
     return 0
@@ -206,7 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--machines", nargs="+", default=None, help="machine types to generate")
     p.add_argument("--seconds", type=float, default=None, help="clip length in seconds")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval", action="store_true", help="also write eval_data + ground truth")
+    p.add_argument(
+        "--eval-machines", nargs="+", default=None,
+        help="also write eval_data (anonymised test names) + official-layout ground truth for these",
+    )
     p.set_defaults(func=_cmd_data_synth)
 
     p = dsub.add_parser("download", help="download an official DCASE Task 2 dataset (Zenodo)")

@@ -451,6 +451,37 @@ def test_bad_checkpoint_spec_lists_accepted_forms(no_network: list[str]) -> None
         )  # dir without weights
 
 
+@pytest.mark.parametrize("name", TINY)
+def test_extra_config_rebuilds_same_architecture(name: str) -> None:
+    model = create_backbone(name, clip_seconds=1.0) if "wav2vec2" not in name else create_backbone(name)
+    extra = json.loads(json.dumps(model.extra_config()))  # as stored in an artifact
+    rebuilt = create_backbone(name, **extra)
+    own, other = model.state_dict(), rebuilt.state_dict()
+    assert {k: v.shape for k, v in own.items()} == {k: v.shape for k, v in other.items()}
+    assert rebuilt.extra_config() == model.extra_config()
+
+
+def test_extra_config_is_accepted_with_checkpoint(tmp_path: Path) -> None:
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    cfg = Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=[32] * 7,
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
+    Wav2Vec2Model(cfg).save_pretrained(tmp_path / "w2v")
+    model = create_backbone("wav2vec2", checkpoint=str(tmp_path / "w2v"))
+    assert model.num_layers == 1 and model.embed_dim == 32
+    assert model.describe()["weights"] == str(tmp_path / "w2v")
+    extra = json.loads(json.dumps(model.extra_config()))
+    again = create_backbone("wav2vec2", checkpoint=str(tmp_path / "w2v"), **extra)
+    assert again.extra_config() == model.extra_config()
+
+
 def test_input_validation() -> None:
     qwen = create_backbone("qwen-audio-encoder-tiny")
     with pytest.raises(ValueError, match="too short"):

@@ -133,7 +133,12 @@ def test_path_input_uses_base_name(tmp_path: Path) -> None:
     for arg in (full, str(full)):
         cn = parse_clip_name(arg)
         assert cn.name == full.name
-        assert (cn.domain, cn.label, cn.split, cn.attributes) == ("target", "anomaly", "test", "m-n_X")
+        assert (cn.domain, cn.label, cn.split, cn.attributes) == (
+            "target",
+            "anomaly",
+            "test",
+            "m-n_X",
+        )
 
 
 def test_clip_name_is_frozen() -> None:

@@ -278,11 +278,11 @@ def test_problems_are_reported_not_dropped(tree: Path) -> None:
 
 def test_on_error_raise(tree: Path) -> None:
     _touch(tree / "dev_data" / "raw" / "fan" / "test" / "oops.wav")
-    with pytest.raises(ClipNameError, match="oops.wav"):
+    with pytest.raises(ClipNameError, match=r"oops\.wav"):
         scan_dataset(tree, on_error="raise")
     (tree / "dev_data" / "raw" / "fan" / "test" / "oops.wav").unlink()
     _touch(tree / "dev_data" / "raw" / "fan" / "train" / "notes.txt")
-    with pytest.raises(ScanError, match="notes.txt"):
+    with pytest.raises(ScanError, match=r"notes\.txt"):
         scan_dataset(tree, on_error="raise")
     with pytest.raises(ValueError, match="on_error"):
         scan_dataset(tree, on_error="ignore")  # type: ignore[arg-type]

@@ -72,9 +72,12 @@ def test_layout_names_attributes_and_ground_truth(tmp_path: Path) -> None:
     for sec in ("00", "01"):
         fname = f"ground_truth_ToyDrone_section_{sec}_test.csv"
         data = [ln.split(",") for ln in (gt / "ground_truth_data" / fname).read_text().splitlines()]
-        dom = [ln.split(",") for ln in (gt / "ground_truth_domain" / fname).read_text().splitlines()]
+        dom = [
+            ln.split(",") for ln in (gt / "ground_truth_domain" / fname).read_text().splitlines()
+        ]
         att = [
-            ln.split(",") for ln in (gt / "ground_truth_attributes" / fname).read_text().splitlines()
+            ln.split(",")
+            for ln in (gt / "ground_truth_attributes" / fname).read_text().splitlines()
         ]
         anon_names = sorted(c.name for c in anon.filter(section=sec))
         assert [r[0] for r in data] == [r[0] for r in dom] == [r[0] for r in att] == anon_names

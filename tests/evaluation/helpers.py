@@ -109,3 +109,57 @@ def build_section(
             domains.append(0 if dom == "source" else 1)
             scores.append(2.0 * (n_pos - c) + 1.0)
     return Synthetic(names, np.array(labels), np.array(domains), np.array(scores))
+
+
+@dataclass
+class GtClip:
+    """One clip of a synthetic ground truth: anonymised name, label, domain, revealed name."""
+
+    anon: str
+    label: int
+    domain: int
+    full: str  # revealed name without ".wav" (as in ground_truth_attributes column 2)
+
+
+def make_gt_clips(n: int, seed: int, attrs: str = "mode_A") -> list[GtClip]:
+    """n anonymised clips with random labels/domains (both classes in both domains)."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for i in range(n):
+        label = int(i % 2) if i < 4 else int(rng.integers(0, 2))
+        domain = int((i // 2) % 2) if i < 4 else int(rng.integers(0, 2))
+        dom = ("source", "target")[domain]
+        lab = ("normal", "anomaly")[label]
+        clips.append(GtClip(f"section_00_{i:04d}.wav", label, domain, f"section_00_{dom}_test_{lab}_{i:04d}_{attrs}"))
+    return clips
+
+
+def write_gt_folder(
+    root, sections: dict[tuple[str, str], list[GtClip]], *, three_columns: frozenset[str] = frozenset()
+) -> None:
+    """Write a synthetic 2022–2025-layout ground-truth folder (our own made-up data).
+
+    Machines in ``three_columns`` get 2024-style 3-column attribute files: anon, the
+    ``noAttribute`` form, and the full-attribute name with ``.wav``.
+    """
+    from pathlib import Path
+
+    root = Path(root)
+    for sub in ("ground_truth_data", "ground_truth_domain", "ground_truth_attributes"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for (m, s), clips in sections.items():
+        fname = f"ground_truth_{m}_section_{s}_test.csv"
+        clips = sorted(clips, key=lambda c: c.anon)
+        (root / "ground_truth_data" / fname).write_text("".join(f"{c.anon},{c.label}\n" for c in clips))
+        (root / "ground_truth_domain" / fname).write_text("".join(f"{c.anon},{c.domain}\n" for c in clips))
+        if m in three_columns:
+            rows = [f"{c.anon},{noattr(c.full)},{c.full}.wav\n" for c in clips]
+        else:
+            rows = [f"{c.anon},{c.full}\n" for c in clips]
+        (root / "ground_truth_attributes" / fname).write_text("".join(rows))
+
+
+def noattr(full: str) -> str:
+    """The concealed-attribute form of a revealed name (tail replaced by ``noAttribute``)."""
+    head = "_".join(full.split("_")[:6])
+    return f"{head}_noAttribute"

@@ -173,7 +173,10 @@ def test_lora_config_validation(kw: dict[str, object], msg: str) -> None:
 
 def test_finetune_config_roundtrip_and_choices(tmp_path) -> None:
     cfg = FinetuneConfig.from_dict(
-        {"strategy": "lora", "lora": {"r": 8, "targets": ["q", "v"], "rank_pattern": {"v@6-11": 12}}}
+        {
+            "strategy": "lora",
+            "lora": {"r": 8, "targets": ["q", "v"], "rank_pattern": {"v@6-11": 12}},
+        }
     )
     assert cfg.lora.targets == ("q", "v") and cfg.lora.alpha == 64.0
     cfg.save(tmp_path / "ft.json")
@@ -212,7 +215,9 @@ def test_strategy3_plan_and_peft_keys() -> None:
 
 
 def test_alpha_not_scaled_when_disabled() -> None:
-    plan = plan_lora(tiny(), LoRAConfig(r=64, alpha=64, preset="table6-3", scale_alpha_with_rank=False))
+    plan = plan_lora(
+        tiny(), LoRAConfig(r=64, alpha=64, preset="table6-3", scale_alpha_with_rank=False)
+    )
     assert {a for _, a in plan.values()} == {64.0}
     assert {r for r, _ in plan.values()} == {64, 96}
 
@@ -242,7 +247,9 @@ def test_pattern_entries_apply_in_order_and_peft_agrees() -> None:
     )
     model = tiny()
     plan = plan_lora(model, cfg)
-    want_rank = {n: 4 for n in names("q", range(12)) | names("fc1", range(12)) | names("fc2", range(12))}
+    want_rank = {
+        n: 4 for n in names("q", range(12)) | names("fc1", range(12)) | names("fc2", range(12))
+    }
     want_rank |= {n: 8 for n in names("v", range(6))} | {n: 12 for n in names("v", range(6, 12))}
     want_rank |= {n: 2 for n in names("q", [0, 1]) | names("fc2", [0, 1])}
     assert {n: r for n, (r, _) in plan.items()} == want_rank
@@ -284,12 +291,16 @@ def test_lora_is_noop_at_init_and_only_lora_trains(wave: torch.Tensor) -> None:
     assert torch.equal(model.embed(wave), before)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
-    assert {n.rsplit(".lora_", 1)[0] for n in trainable} == names("q", range(12)) | names("v", range(12))
+    assert {n.rsplit(".lora_", 1)[0] for n in trainable} == names("q", range(12)) | names(
+        "v", range(12)
+    )
     # 12 layers x 2 matrices x r(in + out) = 12 * 2 * 4 * 32
     assert trainable_parameter_count(model) == 3072
     # gradients reach LoRA B only (A gets none while B == 0)
     model.embed(wave).pow(2).sum().backward()
-    grads = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    grads = {
+        n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0
+    }
     assert grads and all(".lora_B." in n for n in grads)
 
 
@@ -308,7 +319,9 @@ def test_layers_subset_adapts_only_those_layers() -> None:
     apply_finetuning(model, lora(r=4, alpha=4, targets=("k", "out", "fc"), layers=[1, 5, 10]))
     got = adapted_modules(model)
     layers = [1, 5, 10]
-    assert set(got) == names("k", layers) | names("out", layers) | names("fc1", layers) | names("fc2", layers)
+    assert set(got) == names("k", layers) | names("out", layers) | names("fc1", layers) | names(
+        "fc2", layers
+    )
 
 
 @pytest.mark.parametrize("target", ["q", "k", "v", "out", "fc1", "fc2"])
@@ -346,7 +359,9 @@ def test_double_apply_and_non_transformer_errors() -> None:
 
 def test_unknown_target_for_backbone() -> None:
     class QOnly(TinyBEATsLike):
-        lora_target_templates: ClassVar[dict[str, str]] = {"q": "encoder.layers.{i}.self_attn.q_proj"}
+        lora_target_templates: ClassVar[dict[str, str]] = {
+            "q": "encoder.layers.{i}.self_attn.q_proj"
+        }
 
     torch.manual_seed(0)
     with pytest.raises(ValueError, match=r"no LoRA target\(s\) \['v'\]; valid: \['q'\]"):
@@ -365,7 +380,10 @@ def test_lora_state_dict_roundtrip_via_safetensors(tmp_path, wave: torch.Tensor)
     perturb_lora(model)
     sd = lora_state_dict(model)
     assert len(sd) == 2 * 24
-    assert all(re.fullmatch(r"encoder\.layers\.\d+\.self_attn\.[qv]_proj\.lora_[AB]\.weight", k) for k in sd)
+    assert all(
+        re.fullmatch(r"encoder\.layers\.\d+\.self_attn\.[qv]_proj\.lora_[AB]\.weight", k)
+        for k in sd
+    )
     assert sd["encoder.layers.7.self_attn.v_proj.lora_A.weight"].shape == (6, 16)
     save_file(sd, str(tmp_path / "adapter.safetensors"))
     expected = model.embed(wave)
@@ -400,7 +418,11 @@ def test_merge_matches_unmerged_and_restores_names(wave: torch.Tensor) -> None:
     assert not torch.equal(merged, tiny().embed(wave))  # the LoRA update is really in the weights
     assert list(model.state_dict()) == original_keys
     assert not adapted_modules(model) and not hasattr(model, "peft_config")
-    assert all(type(m) is nn.Linear for n, m in model.named_modules() if n.endswith(("_proj", "fc1", "fc2")))
+    assert all(
+        type(m) is nn.Linear
+        for n, m in model.named_modules()
+        if n.endswith(("_proj", "fc1", "fc2"))
+    )
     merge_lora(model)  # no-op without LoRA layers
     apply_finetuning(model, lora(r=2, alpha=2))  # a fresh LoRA can go on top
     assert len(adapted_modules(model)) == 24
@@ -445,7 +467,12 @@ def test_full_size_strategy3_counts_on_meta(name: str, q: str, v: str) -> None:
 @pytest.mark.parametrize(
     ("name", "kw", "q", "v"),
     [
-        ("beats-tiny", {"encoder_layers": 12}, "encoder.layers.{i}.self_attn.q_proj", "encoder.layers.{i}.self_attn.v_proj"),
+        (
+            "beats-tiny",
+            {"encoder_layers": 12},
+            "encoder.layers.{i}.self_attn.q_proj",
+            "encoder.layers.{i}.self_attn.v_proj",
+        ),
         ("ced-test", {"depth": 12}, "blocks.{i}.attn.q_proj", "blocks.{i}.attn.v_proj"),
     ],
 )

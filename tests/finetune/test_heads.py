@@ -17,7 +17,13 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 def test_defaults_and_config_roundtrip(tmp_path) -> None:
     cfg = HeadConfig()
-    assert (cfg.kind, cfg.embed_dim, cfg.scale, cfg.margin, cfg.easy_margin) == ("arcface", 128, 30.0, 0.5, False)
+    assert (cfg.kind, cfg.embed_dim, cfg.scale, cfg.margin, cfg.easy_margin) == (
+        "arcface",
+        128,
+        30.0,
+        0.5,
+        False,
+    )
     cfg2 = HeadConfig(kind="linear", embed_dim=None, scale=16.0)
     cfg2.save(tmp_path / "head.json")
     assert HeadConfig.load(tmp_path / "head.json") == cfg2
@@ -103,7 +109,11 @@ def test_gradients_finite_at_cos_one() -> None:
     x = torch.eye(3, 8).clone().requires_grad_(True)  # each embedding == its class centre: cos = 1
     loss = head.loss(x, torch.tensor([0, 1, 2]))
     loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(x.grad).all() and torch.isfinite(head.weight.grad).all()
+    assert (
+        torch.isfinite(loss)
+        and torch.isfinite(x.grad).all()
+        and torch.isfinite(head.weight.grad).all()
+    )
 
 
 @pytest.mark.parametrize("kind", ["arcface", "linear"])

@@ -61,7 +61,10 @@ def test_build_sorted_unique_and_index() -> None:
 
 def test_unseen_combination_raises_clear_error() -> None:
     cmap = build_class_map(TRAIN)
-    with pytest.raises(UnknownClassError, match=r"fan/00/m-n_Z.*known classes for fan/00: \['fan/00/m-n_X', 'fan/00/m-n_Y'\]"):
+    with pytest.raises(
+        UnknownClassError,
+        match=r"fan/00/m-n_Z.*known classes for fan/00: \['fan/00/m-n_X', 'fan/00/m-n_Y'\]",
+    ):
         cmap.index(clip("fan", "00", "m-n_Z", split="test"))
     with pytest.raises(UnknownClassError, match="known classes for valve/00: none"):
         cmap.index(clip("valve", "00", "pat_01"))

@@ -266,10 +266,22 @@ def _load_strict(module: nn.Module, state_dict: dict[str, torch.Tensor], what: s
     module.load_state_dict(state_dict, strict=True)
 
 
+def _loaded_from(pretrained: PretrainedCfg, checkpoint: str) -> PretrainedCfg:
+    """``pretrained`` with its origin fields set to the checkpoint actually loaded."""
+    hub = checkpoint if _looks_like_hub_id(checkpoint) and not Path(checkpoint).exists() else None
+    return dataclasses.replace(pretrained, source=checkpoint, hub_id=hub, url=None)
+
+
 def _check_overrides(overrides: dict[str, Any], actual: dict[str, Any], where: str) -> None:
     """Explicit architecture overrides must agree with what the checkpoint defines."""
+
+    def norm(v: Any) -> Any:  # configs saved as JSON turn tuples into lists
+        return tuple(v) if isinstance(v, list) else v
+
     clash = {
-        k: (overrides[k], v) for k, v in actual.items() if k in overrides and overrides[k] != v
+        k: (overrides[k], v)
+        for k, v in actual.items()
+        if k in overrides and norm(overrides[k]) != norm(v)
     }
     if clash:
         detail = ", ".join(f"{k}={a!r} but checkpoint has {b!r}" for k, (a, b) in clash.items())
@@ -466,7 +478,7 @@ def _build_wav2vec2(
             actual[k] = tuple(actual[k])
         _check_overrides(overrides, actual, f"checkpoint {checkpoint!r}")
         cfg = dataclasses.replace(cfg, **actual)
-        pretrained = dataclasses.replace(pretrained, source=str(checkpoint))
+        pretrained = _loaded_from(pretrained, str(checkpoint))
     return Wav2Vec2Backbone(pretrained, model, cfg)
 
 
@@ -609,7 +621,8 @@ class _WhisperStyleBackbone(Backbone):
         self.frontend = WhisperLogMel(
             sample_rate=SAMPLE_RATE, n_mels=cfg.num_mel_bins, pad_to_samples=PAD_TO_SAMPLES
         )
-        self.encoder = self._make_encoder(self.cfg, self.max_positions)
+        #: The HF ``WhisperEncoder`` / ``Qwen2AudioEncoder`` (typed ``Any``: its attributes are HF's).
+        self.encoder: Any = self._make_encoder(self.cfg, self.max_positions)
         with torch.no_grad():
             self.encoder.embed_positions.weight.copy_(
                 whisper_sinusoids(self.max_positions, cfg.d_model)
@@ -619,7 +632,7 @@ class _WhisperStyleBackbone(Backbone):
         )
 
     @staticmethod
-    def _make_encoder(cfg: WhisperEncoderCfg, max_positions: int) -> nn.Module:
+    def _make_encoder(cfg: WhisperEncoderCfg, max_positions: int) -> Any:
         raise NotImplementedError
 
     @staticmethod
@@ -676,7 +689,7 @@ class _WhisperStyleBackbone(Backbone):
         Identical to the HF encoder's ``forward`` when ``T == max_source_positions``; shorter inputs
         use the first ``T`` rows of the position table.
         """
-        enc = self.encoder
+        enc: Any = self.encoder
         t_cnn = cnn_length(mel.shape[-1])
         if t_cnn > self.max_positions:
             raise ValueError(
@@ -731,7 +744,7 @@ class WhisperEncoderBackbone(_WhisperStyleBackbone):
     avg_pool: ClassVar[bool] = False
 
     @staticmethod
-    def _make_encoder(cfg: WhisperEncoderCfg, max_positions: int) -> nn.Module:
+    def _make_encoder(cfg: WhisperEncoderCfg, max_positions: int) -> Any:
         from transformers import WhisperConfig
         from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -747,7 +760,7 @@ class QwenAudioEncoderBackbone(_WhisperStyleBackbone):
     avg_pool: ClassVar[bool] = True
 
     @staticmethod
-    def _make_encoder(cfg: WhisperEncoderCfg, max_positions: int) -> nn.Module:
+    def _make_encoder(cfg: WhisperEncoderCfg, max_positions: int) -> Any:
         from transformers import Qwen2AudioEncoderConfig
         from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioEncoder
 
@@ -880,7 +893,7 @@ def _build_whisper_style(
         actual["output_dim"] = int(extra["proj.weight"].shape[0])
     _check_overrides(overrides, actual, f"checkpoint {checkpoint!r}")
     cfg = dataclasses.replace(cfg, **actual)
-    model = cls(dataclasses.replace(pretrained, source=str(checkpoint)), cfg)
+    model = cls(_loaded_from(pretrained, str(checkpoint)), cfg)
     model.load_encoder_state_dict(encoder_sd, what=str(checkpoint))
     if model.proj is not None:
         _load_strict(

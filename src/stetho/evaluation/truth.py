@@ -311,16 +311,23 @@ def _read_name_value(path: Path, what: str) -> dict[str, int]:
     return out
 
 
-def _read_aliases(path: Path, known: set[str]) -> dict[str, str]:
-    """``anon,full_without_wav[,…]`` → {full + ".wav": anon}; only column 2 counts (§2.1)."""
+def _read_aliases(
+    path: Path, labels: Mapping[str, int], domains: Mapping[str, int]
+) -> dict[str, str]:
+    """``anon,full_without_wav[,…]`` → {full + ".wav": anon}; only column 2 counts (§2.1).
+
+    A revealed name whose label/domain tokens contradict the GT data/domain files is logged (the
+    data/domain files are authoritative, as in the official evaluator).
+    """
     aliases: dict[str, str] = {}
+    contradictions: list[str] = []
     for row, fields in read_csv_rows(path):
         if len(fields) < 2:
             raise GroundTruthError(
                 f"{path}, row {row}: expected at least 2 columns (anon_name,full_name)"
             )
         anon, full = fields[0], fields[1] + ".wav"
-        if anon not in known:
+        if anon not in labels:
             raise GroundTruthError(
                 f"{path}, row {row}: {anon!r} is not a clip of the ground_truth_data file"
             )
@@ -328,6 +335,22 @@ def _read_aliases(path: Path, known: set[str]) -> dict[str, str]:
             raise GroundTruthError(f"{path}, row {row}: name {full!r} is listed for two clips")
         if full != anon:
             aliases[full] = anon
+        try:
+            parsed = parse_clip_name(full)
+        except ClipNameError:
+            continue
+        if (parsed.label is not None and (parsed.label == "anomaly") != bool(labels[anon])) or (
+            parsed.domain is not None and DOMAINS.index(parsed.domain) != domains[anon]
+        ):
+            contradictions.append(f"{anon} ↔ {full}")
+    if contradictions:
+        logger.warning(
+            "%s: %d revealed name(s) contradict the label/domain ground truth, e.g. %s "
+            "(ground_truth_data/_domain are used)",
+            path,
+            len(contradictions),
+            contradictions[:3],
+        )
     return aliases
 
 
@@ -383,7 +406,7 @@ def _load_folders(root: Path, year: int) -> Truth:
         attr_path = root / "ground_truth_attributes" / path.name
         if year >= 2023:  # the 2022 evaluator has no attribute mapping (§2.6)
             if attr_path.is_file():
-                aliases = _read_aliases(attr_path, set(names))
+                aliases = _read_aliases(attr_path, labels, domains)
             else:
                 logger.warning(
                     "no attribute ground truth %s: only anonymised names accepted", attr_path

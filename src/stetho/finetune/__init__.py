@@ -20,19 +20,49 @@ from stetho.finetune.adapt import (
     trainable_parameter_count,
     valid_strategies,
 )
-from stetho.finetune.heads import HeadConfig, ProxyHead, arcface_logits
-from stetho.finetune.labels import ClassMap, UnknownClassError, build_class_map, class_id
 
 # B-EXPORTS
+from stetho.finetune.config import (
+    BackboneConfig,
+    DataConfig,
+    ExperimentConfig,
+    ScoringConfig,
+    TrainConfig,
+    load_experiment_config,
+)
+from stetho.finetune.detector import Detector, DetectorError
+from stetho.finetune.heads import HeadConfig, ProxyHead, arcface_logits
+from stetho.finetune.labels import ClassMap, UnknownClassError, build_class_map, class_id
+from stetho.finetune.pipeline import (
+    RunResult,
+    SweepResult,
+    embed_dataset,
+    run_demo,
+    run_sweep,
+    run_training,
+    score_dataset,
+)
+from stetho.finetune.train import StepInfo, TrainResult, train
 
 __all__ = [
     "LORA_PRESETS",
     "STRATEGIES",
+    "BackboneConfig",
     "ClassMap",
+    "DataConfig",
+    "Detector",
+    "DetectorError",
+    "ExperimentConfig",
     "FinetuneConfig",
     "HeadConfig",
     "LoRAConfig",
     "ProxyHead",
+    "RunResult",
+    "ScoringConfig",
+    "StepInfo",
+    "SweepResult",
+    "TrainConfig",
+    "TrainResult",
     "UnknownClassError",
     "adapted_modules",
     "apply_finetuning",
@@ -40,12 +70,18 @@ __all__ = [
     "build_class_map",
     "build_lora_config",
     "class_id",
+    "embed_dataset",
+    "load_experiment_config",
     "load_lora_state_dict",
     "lora_state_dict",
     "merge_lora",
     "parse_pattern_key",
     "plan_lora",
+    "run_demo",
+    "run_sweep",
+    "run_training",
+    "score_dataset",
+    "train",
     "trainable_parameter_count",
     "valid_strategies",
-    # B-EXPORTS (add B's names here)
 ]

@@ -47,7 +47,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -85,7 +85,10 @@ LORA_PRESETS: dict[str, tuple[tuple[str, ...], float]] = {
 }
 
 _ADAPTER = "default"
-_MATRIX_ALIASES: dict[str, tuple[str, ...]] = {**{m: (m,) for m in MATRIX_KEYS}, "fc": ("fc1", "fc2")}
+_MATRIX_ALIASES: dict[str, tuple[str, ...]] = {
+    **{m: (m,) for m in MATRIX_KEYS},
+    "fc": ("fc1", "fc2"),
+}
 _LAYER_WORDS = ("all", "first-half", "latter-half")
 _ITEM_RE = re.compile(r"^(\d+)(?:-(\d+))?$")
 
@@ -138,13 +141,19 @@ class LoRAConfig(ConfigBase):
             if not self.layers:
                 raise ValueError("lora.layers is an empty list; use null for all layers")
             if any(i < 0 for i in self.layers):
-                raise ValueError(f"lora.layers must be 0-based non-negative indices, got {self.layers}")
+                raise ValueError(
+                    f"lora.layers must be 0-based non-negative indices, got {self.layers}"
+                )
         if self.preset is not None and self.preset not in LORA_PRESETS:
-            raise ValueError(f"unknown lora.preset {self.preset!r}; valid choices: {sorted(LORA_PRESETS)}")
+            raise ValueError(
+                f"unknown lora.preset {self.preset!r}; valid choices: {sorted(LORA_PRESETS)}"
+            )
         for key, rank in self.rank_pattern.items():
             parse_pattern_key(key)
             if int(rank) != rank or rank <= 0:
-                raise ValueError(f"lora.rank_pattern[{key!r}] must be a positive integer, got {rank}")
+                raise ValueError(
+                    f"lora.rank_pattern[{key!r}] must be a positive integer, got {rank}"
+                )
         for key, alpha in self.alpha_pattern.items():
             parse_pattern_key(key)
             if alpha <= 0:
@@ -206,7 +215,9 @@ def parse_pattern_key(key: str) -> tuple[tuple[str, ...], str | tuple[int, ...]]
     for item in lay.split(","):
         m = _ITEM_RE.match(item.strip())
         if m is None:
-            raise ValueError(f"bad layer item {item!r} in LoRA pattern key {key!r}; expected {KEY_SYNTAX}")
+            raise ValueError(
+                f"bad layer item {item!r} in LoRA pattern key {key!r}; expected {KEY_SYNTAX}"
+            )
         lo = int(m.group(1))
         hi = int(m.group(2)) if m.group(2) is not None else lo
         if hi < lo:
@@ -219,16 +230,18 @@ def parse_pattern_key(key: str) -> tuple[tuple[str, ...], str | tuple[int, ...]]
 
 
 def _resolve_layers(spec: str | tuple[int, ...], n: int, key: str) -> set[int]:
+    if isinstance(spec, tuple):
+        bad = [i for i in spec if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"LoRA pattern key {key!r}: layer(s) {bad} out of range 0..{n - 1}")
+        return set(spec)
     if spec == "all":
         return set(range(n))
     if spec == "first-half":
         return set(range(n // 2))
     if spec == "latter-half":
         return set(range(n // 2, n))
-    bad = [i for i in spec if not 0 <= i < n]
-    if bad:
-        raise ValueError(f"LoRA pattern key {key!r}: layer(s) {bad} out of range 0..{n - 1}")
-    return set(spec)
+    raise ValueError(f"LoRA pattern key {key!r}: unknown layer spec {spec!r}; expected {KEY_SYNTAX}")
 
 
 # -- planning -------------------------------------------------------------------------------------
@@ -330,9 +343,12 @@ def plan_lora(backbone: Backbone, cfg: LoRAConfig) -> dict[str, tuple[int, float
         keys, factor = LORA_PRESETS[cfg.preset]
         entries += [(k, float(math.floor(factor * cfg.r + 0.5))) for k in keys]
     entries += [(k, float(v)) for k, v in cfg.rank_pattern.items()]
-    _apply_entries(targets, ranks, entries, n, "rank_pattern" if not cfg.preset else "preset/rank_pattern")
+    _apply_entries(
+        targets, ranks, entries, n, "rank_pattern" if not cfg.preset else "preset/rank_pattern"
+    )
     alphas: dict[str, float] = {
-        name: (cfg.alpha * r / cfg.r if cfg.scale_alpha_with_rank else cfg.alpha) for name, r in ranks.items()
+        name: (cfg.alpha * r / cfg.r if cfg.scale_alpha_with_rank else cfg.alpha)
+        for name, r in ranks.items()
     }
     _apply_entries(targets, alphas, list(cfg.alpha_pattern.items()), n, "alpha_pattern")
     return {t.name: (int(ranks[t.name]), float(alphas[t.name])) for t in targets}
@@ -354,7 +370,8 @@ def _pattern_dict(
         if v != default:
             groups.setdefault((t.matrix, v), []).append(t.layer)
     return {
-        _group_regex(backbone.lora_target_templates[m], layers): v for (m, v), layers in groups.items()
+        _group_regex(backbone.lora_target_templates[m], layers): v
+        for (m, v), layers in groups.items()
     }
 
 
@@ -395,7 +412,7 @@ def build_lora_config(backbone: Backbone, cfg: LoRAConfig) -> Any:
     alpha_pattern = _pattern_dict(backbone, targets, alphas, float(cfg.alpha))
     return LoraConfig(
         r=cfg.r,
-        lora_alpha=cfg.alpha,
+        lora_alpha=cast(Any, cfg.alpha),  # peft annotates int; a float alpha works the same
         lora_dropout=cfg.dropout,
         bias="none",
         target_modules=tails,
@@ -408,7 +425,7 @@ def build_lora_config(backbone: Backbone, cfg: LoRAConfig) -> Any:
 
 
 # -- applying -------------------------------------------------------------------------------------
-def _lora_layers(module: nn.Module) -> dict[str, nn.Module]:
+def _lora_layers(module: nn.Module) -> dict[str, Any]:
     from peft.tuners.lora import LoraLayer
 
     return {name: m for name, m in module.named_modules() if isinstance(m, LoraLayer)}
@@ -526,17 +543,23 @@ def load_lora_state_dict(backbone: nn.Module, sd: Mapping[str, torch.Tensor]) ->
     expected = lora_state_dict(backbone)
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
-    shapes = sorted(k for k in set(expected) & set(sd) if tuple(sd[k].shape) != tuple(expected[k].shape))
+    shapes = sorted(
+        k for k in set(expected) & set(sd) if tuple(sd[k].shape) != tuple(expected[k].shape)
+    )
     if missing or unexpected or shapes:
         detail = "; ".join(
             f"{label} ({len(keys)}): {keys[:4]}"
-            for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes))
+            for label, keys in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("shape mismatch", shapes),
+            )
             if keys
         )
         raise ValueError(
             f"LoRA state dict does not fit this backbone's adapters (same LoRA config needed): {detail}"
         )
-    result = set_peft_model_state_dict(backbone, dict(sd), adapter_name=_ADAPTER)
+    result: Any = set_peft_model_state_dict(backbone, dict(sd), adapter_name=_ADAPTER)
     bad = [k for k in result.unexpected_keys if "lora_" in k]
     if bad:  # pragma: no cover - guarded by the key check above
         raise ValueError(f"LoRA keys not loaded: {bad[:4]}")

@@ -111,29 +111,39 @@ class ProxyHead(nn.Module):
         super().__init__()
         cfg = cfg if cfg is not None else HeadConfig()
         if in_dim <= 0 or num_classes <= 0:
-            raise ValueError(f"ProxyHead needs in_dim > 0 and num_classes > 0, got {in_dim}, {num_classes}")
+            raise ValueError(
+                f"ProxyHead needs in_dim > 0 and num_classes > 0, got {in_dim}, {num_classes}"
+            )
         self.cfg = cfg
         self.in_dim = in_dim
         self.num_classes = num_classes
         self.out_dim = cfg.embed_dim if cfg.embed_dim is not None else in_dim
         self.proj: nn.Module = (
-            nn.Linear(in_dim, cfg.embed_dim, bias=cfg.bias) if cfg.embed_dim is not None else nn.Identity()
+            nn.Linear(in_dim, cfg.embed_dim, bias=cfg.bias)
+            if cfg.embed_dim is not None
+            else nn.Identity()
         )
         if cfg.kind == "arcface":
-            self.weight = nn.Parameter(torch.empty(num_classes, self.out_dim))  # (C, E) class centres
+            self.weight = nn.Parameter(
+                torch.empty(num_classes, self.out_dim)
+            )  # (C, E) class centres
             nn.init.xavier_uniform_(self.weight)
             self.classifier: nn.Linear | None = None
         elif cfg.kind == "linear":
             self.register_parameter("weight", None)
             self.classifier = nn.Linear(self.out_dim, num_classes)
         else:
-            raise ValueError(f"unknown head kind {cfg.kind!r}; valid choices: ['arcface', 'linear']")
+            raise ValueError(
+                f"unknown head kind {cfg.kind!r}; valid choices: ['arcface', 'linear']"
+            )
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone embedding ``(B, D)`` → projected embedding ``(B, E)`` (not normalised)."""
         return self.proj(x)
 
-    def logits_from_embedding(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def logits_from_embedding(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Projected embedding ``(B, E)`` → logits ``(B, C)`` (margin only when labels given)."""
         if self.classifier is not None:
             return self.classifier(z)
@@ -142,7 +152,9 @@ class ProxyHead(nn.Module):
             zn = F.normalize(z.float(), dim=-1)  # (B, E)
             wn = F.normalize(self.weight.float(), dim=-1)  # (C, E)
             cosine = zn @ wn.t()  # (B, C)
-            return arcface_logits(cosine, labels, self.cfg.scale, self.cfg.margin, self.cfg.easy_margin)
+            return arcface_logits(
+                cosine, labels, self.cfg.scale, self.cfg.margin, self.cfg.easy_margin
+            )
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Backbone embedding ``(B, D)`` → logits ``(B, C)``.

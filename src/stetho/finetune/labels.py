@@ -20,7 +20,14 @@ from typing import Protocol
 
 from stetho.utils.config import ConfigBase
 
-__all__ = ["NO_ATTRIBUTE", "ClassMap", "ClipLike", "UnknownClassError", "build_class_map", "class_id"]
+__all__ = [
+    "NO_ATTRIBUTE",
+    "ClassMap",
+    "ClipLike",
+    "UnknownClassError",
+    "build_class_map",
+    "class_id",
+]
 
 #: Attribute tail that DCASE uses for clips without attributes.
 NO_ATTRIBUTE = "noAttribute"

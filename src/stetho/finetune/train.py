@@ -456,6 +456,8 @@ def _train(
     # -- resume -----------------------------------------------------------------------------
     ckpt_path = out_dir / CHECKPOINT_NAME
     epoch, step_in_epoch, global_step = 0, 0, 0
+    loss_sum, loss_count = 0.0, 0  # running sums of the current epoch (kept in checkpoints)
+    lr = tc.lr
     history: list[dict[str, Any]] = []
     cfg_dict = cfg.to_dict()
     if resume and ckpt_path.is_file():
@@ -477,6 +479,7 @@ def _train(
         head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
         epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["step"]
+        loss_sum, loss_count = float(state["epoch_loss_sum"]), int(state["epoch_loss_count"])
         history = list(state["history"])
         rngs = state["rng"]
         _set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
@@ -514,6 +517,8 @@ def _train(
             "class_map": list(class_map.classes),
             "config": cfg_dict,
             "history": history,
+            "epoch_loss_sum": loss_sum,
+            "epoch_loss_count": loss_count,
         }
         with atomic_write(ckpt_path, "wb") as fh:
             torch.save(state, fh)
@@ -536,8 +541,6 @@ def _train(
             module.train()
             if not (has_params and cfg.finetune.strategy == "full"):
                 _freeze_norm_statistics(backbone)
-            loss_sum = torch.zeros((), dtype=torch.float64)
-            loss_count = 0
             bar = _progress(progress and info.is_main, steps_per_epoch, step_in_epoch, f"epoch {epoch + 1}/{tc.epochs}")
             for batch in loader:
                 n_global = batch_sizes[step_in_epoch]
@@ -590,8 +593,8 @@ def _train(
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "step": global_step,
-                "loss": float(loss_sum) / max(1, loss_count) if loss_count else float("nan"),
-                "lr": lr if loss_count else float("nan"),
+                "loss": loss_sum / loss_count if loss_count else float("nan"),
+                "lr": lr,
                 "seconds": round(time.monotonic() - t0, 3),
             }
             if val_clips and tc.val_every and (epoch + 1) % tc.val_every == 0:
@@ -608,6 +611,7 @@ def _train(
             )
             epoch += 1
             step_in_epoch = 0
+            loss_sum, loss_count = 0.0, 0
             save_checkpoint(epoch, 0)
             logger.info(
                 "epoch %d/%d: loss %.4f%s",
@@ -669,7 +673,9 @@ def _validate(
             logger.warning("validation skipped: no validation clip belongs to a trained machine/section")
             return {}
         scores = det.score_clips(usable)
-        result = evaluate(scores, truth_from_clips(usable), year=cfg.data.year or 2023)
+        years = [c.year for c in usable if c.year is not None]
+        year = cfg.data.year or (max(set(years), key=years.count) if years else 2023)
+        result = evaluate(scores, truth_from_clips(usable), year=year, ci95=False)
     finally:
         backbone.set_spec_augment(spec)
         backbone.train(was_training[0])

@@ -101,6 +101,9 @@ class WhisperLogMel(nn.Module):
             STFT (480 000 for the 30 s Whisper / Qwen-Audio recipe).
     """
 
+    window: torch.Tensor
+    mel_fb: torch.Tensor
+
     def __init__(
         self,
         sample_rate: int = 16000,

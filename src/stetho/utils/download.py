@@ -131,6 +131,12 @@ def download_file(
                     ) from err
                 fh.flush()
                 os.fsync(fh.fileno())
+            received = part.stat().st_size
+            if length is not None and received != total:
+                raise DownloadError(
+                    f"{url}: connection closed after {received} of {total} bytes; "
+                    "run again to resume"
+                )
     try:
         _verify(part, size, md5, sha256, url)
     except DownloadError:
