@@ -453,7 +453,9 @@ def test_bad_checkpoint_spec_lists_accepted_forms(no_network: list[str]) -> None
 
 @pytest.mark.parametrize("name", TINY)
 def test_extra_config_rebuilds_same_architecture(name: str) -> None:
-    model = create_backbone(name, clip_seconds=1.0) if "wav2vec2" not in name else create_backbone(name)
+    model = (
+        create_backbone(name, clip_seconds=1.0) if "wav2vec2" not in name else create_backbone(name)
+    )
     extra = json.loads(json.dumps(model.extra_config()))  # as stored in an artifact
     rebuilt = create_backbone(name, **extra)
     own, other = model.state_dict(), rebuilt.state_dict()

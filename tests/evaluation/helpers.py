@@ -130,12 +130,22 @@ def make_gt_clips(n: int, seed: int, attrs: str = "mode_A") -> list[GtClip]:
         domain = int((i // 2) % 2) if i < 4 else int(rng.integers(0, 2))
         dom = ("source", "target")[domain]
         lab = ("normal", "anomaly")[label]
-        clips.append(GtClip(f"section_00_{i:04d}.wav", label, domain, f"section_00_{dom}_test_{lab}_{i:04d}_{attrs}"))
+        clips.append(
+            GtClip(
+                f"section_00_{i:04d}.wav",
+                label,
+                domain,
+                f"section_00_{dom}_test_{lab}_{i:04d}_{attrs}",
+            )
+        )
     return clips
 
 
 def write_gt_folder(
-    root, sections: dict[tuple[str, str], list[GtClip]], *, three_columns: frozenset[str] = frozenset()
+    root,
+    sections: dict[tuple[str, str], list[GtClip]],
+    *,
+    three_columns: frozenset[str] = frozenset(),
 ) -> None:
     """Write a synthetic 2022–2025-layout ground-truth folder (our own made-up data).
 
@@ -150,8 +160,12 @@ def write_gt_folder(
     for (m, s), clips in sections.items():
         fname = f"ground_truth_{m}_section_{s}_test.csv"
         clips = sorted(clips, key=lambda c: c.anon)
-        (root / "ground_truth_data" / fname).write_text("".join(f"{c.anon},{c.label}\n" for c in clips))
-        (root / "ground_truth_domain" / fname).write_text("".join(f"{c.anon},{c.domain}\n" for c in clips))
+        (root / "ground_truth_data" / fname).write_text(
+            "".join(f"{c.anon},{c.label}\n" for c in clips)
+        )
+        (root / "ground_truth_domain" / fname).write_text(
+            "".join(f"{c.anon},{c.domain}\n" for c in clips)
+        )
         if m in three_columns:
             rows = [f"{c.anon},{noattr(c.full)},{c.full}.wav\n" for c in clips]
         else:

@@ -126,7 +126,7 @@ def test_precision_recall_f1_match_the_evaluator_formula() -> None:
         n = int(rng.integers(1, 60))
         y = rng.integers(0, 2, n)
         d = rng.integers(0, 2, n) if i % 4 else np.zeros(n, int)
-        tn, fp, fn, tp = confusion_matrix(y, d, labels=[0, 1]).ravel()
+        _tn, fp, fn, tp = confusion_matrix(y, d, labels=[0, 1]).ravel()
         prec = tp / np.maximum(tp + fp, EPS)
         rec = tp / np.maximum(tp + fn, EPS)
         f1 = 2.0 * prec * rec / np.maximum(prec + rec, EPS)

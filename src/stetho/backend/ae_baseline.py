@@ -355,7 +355,7 @@ def _train_section(
             opt.zero_grad()
             loss.backward()
             opt.step()
-            train_batch_losses.append(float(loss))
+            train_batch_losses.append(loss.item())
         vl = val_losses()
         logger.debug(
             "%s epoch %d/%d: loss %.4f, val_loss %.4f",

@@ -241,7 +241,9 @@ def _resolve_layers(spec: str | tuple[int, ...], n: int, key: str) -> set[int]:
         return set(range(n // 2))
     if spec == "latter-half":
         return set(range(n // 2, n))
-    raise ValueError(f"LoRA pattern key {key!r}: unknown layer spec {spec!r}; expected {KEY_SYNTAX}")
+    raise ValueError(
+        f"LoRA pattern key {key!r}: unknown layer spec {spec!r}; expected {KEY_SYNTAX}"
+    )
 
 
 # -- planning -------------------------------------------------------------------------------------
@@ -435,7 +437,7 @@ def adapted_modules(backbone: nn.Module) -> dict[str, tuple[int, float]]:
     """``{module name: (rank, alpha)}`` of the LoRA layers currently in ``backbone``."""
     out: dict[str, tuple[int, float]] = {}
     for name, layer in _lora_layers(backbone).items():
-        out[name] = (int(layer.r[_ADAPTER]), float(layer.lora_alpha[_ADAPTER]))  # type: ignore[index]
+        out[name] = (int(layer.r[_ADAPTER]), float(layer.lora_alpha[_ADAPTER]))
     return out
 
 
@@ -577,10 +579,10 @@ def merge_lora(backbone: Backbone) -> Backbone:
         logger.info("merge_lora: backbone has no LoRA layers; nothing to merge")
         return backbone
     for name, layer in layers.items():
-        layer.merge(safe_merge=True, adapter_names=[_ADAPTER])  # type: ignore[operator]
+        layer.merge(safe_merge=True, adapter_names=[_ADAPTER])
         parent_name, _, child = name.rpartition(".")
         parent = backbone.get_submodule(parent_name) if parent_name else backbone
-        setattr(parent, child, layer.get_base_layer())  # type: ignore[operator]
+        setattr(parent, child, layer.get_base_layer())
     if hasattr(backbone, "peft_config"):
         del backbone.peft_config
     return backbone

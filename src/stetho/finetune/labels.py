@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from stetho.utils.config import ConfigBase
 
@@ -108,7 +108,7 @@ class ClassMap(ConfigBase):
     def __contains__(self, clip: object) -> bool:
         if isinstance(clip, str):
             return clip in self._table()
-        return class_id(clip) in self._table()  # type: ignore[arg-type]
+        return class_id(cast(ClipLike, clip)) in self._table()
 
     def name(self, index: int) -> str:
         """Class id of an integer label."""
