@@ -252,10 +252,11 @@ def test_files_for_sections_not_in_the_truth_are_ignored(
 ) -> None:
     truth = anon_truth()
     write_submission(tmp_path, "ToyCar", "00", random_scores(truth[("ToyCar", "00")].names))
-    write_submission(tmp_path, "valve", "00", {"x.wav": 1.0})
+    write_submission(tmp_path, "valve", "00", {"x.wav": 1.0}, {"x.wav": 1})
     with caplog.at_level(logging.WARNING):
-        scores, _ = read_submission(tmp_path, truth, year=2023)
+        scores, decisions = read_submission(tmp_path, truth, year=2023)
     assert list(scores) == [("ToyCar", "00")]
+    assert decisions is None  # the only decision file belongs to an ignored section
     assert "valve section 00 is not in the truth" in caplog.text
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
@@ -25,6 +26,16 @@ from stetho.finetune.adapt import (
     trainable_parameter_count,
     valid_strategies,
 )
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    # Tiny tensors: thread hand-offs cost far more than they save on a busy 2-core machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 # -- a tiny backbone named like BEATs (encoder.layers.{i}.self_attn.{q,k,v,out}_proj, fc1, fc2) -----
 
@@ -505,3 +516,28 @@ def test_tiny_real_backbones(name: str, kw: dict[str, int], q: str, v: str) -> N
     diff = (model.embed(wave) - unmerged).abs().max().item()
     assert diff <= 1e-5, diff
     assert not any(".base_layer." in k or ".lora_" in k for k in model.state_dict())
+
+
+@pytest.mark.parametrize(
+    "name", ["wav2vec2-tiny", "whisper-encoder-tiny", "qwen-audio-encoder-tiny"]
+)
+def test_hf_tiny_backbones_roundtrip_and_merge(name: str) -> None:
+    _need(name)
+    torch.manual_seed(0)
+    model = create_backbone(name)
+    wave = torch.randn(2, model.sample_rate // 2, generator=torch.Generator().manual_seed(3))
+    before = model.embed(wave)
+    cfg = lora(r=4, alpha=8, targets=("q", "v", "fc"), preset="table6-2")
+    apply_finetuning(model, cfg)
+    n = model.num_layers
+    assert len(adapted_modules(model)) == 4 * n
+    assert torch.equal(model.embed(wave), before)
+    perturb_lora(model, std=0.05)
+    adapted = model.embed(wave)
+    torch.manual_seed(0)
+    fresh = create_backbone(name)
+    apply_finetuning(fresh, cfg)
+    load_lora_state_dict(fresh, lora_state_dict(model))
+    assert torch.equal(fresh.embed(wave), adapted)
+    merge_lora(model)
+    assert (model.embed(wave) - adapted).abs().max().item() <= 1e-5

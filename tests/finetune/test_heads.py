@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from stetho.finetune.heads import HeadConfig, ProxyHead, arcface_logits
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    # Tiny tensors: thread hand-offs cost far more than they save on a busy 2-core machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from stetho.finetune.adapt import (
@@ -15,6 +17,16 @@ from stetho.finetune.adapt import (
 )
 from stetho.finetune.heads import HeadConfig
 from tests.finetune.test_adapt import TinyBEATsLike
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    # Tiny tensors: thread hand-offs cost far more than they save on a busy 2-core machine.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 PAPER = Path(__file__).resolve().parents[2] / "configs" / "paper"
 

@@ -230,8 +230,6 @@ def evaluate(
     values = omega_values(year, sections)
     a_mean = arithmetic_mean(values)
     omega = a_mean if year == 2020 else official_score(values)
-    if year == 2020:
-        notes.append("2020 has no single official score; official_score is the arithmetic mean")
     ci = None
     if ci95 and year >= 2022:
         try:

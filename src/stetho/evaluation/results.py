@@ -271,9 +271,10 @@ class EvaluationResult:
                 f"= **{self.official_score:.6f}**"
             )
         else:
+            omega = "Ω2021" if self.year == 2021 else "Ω"
             lines.append(
-                f"**Official score Ω = {self.official_score:.6f}** (ε-clipped harmonic mean of {n} "
-                f"values); arithmetic mean = {self.arithmetic_mean:.6f}"
+                f"**Official score {omega} = {self.official_score:.6f}** (ε-clipped harmonic mean of "
+                f"{n} values); arithmetic mean = {self.arithmetic_mean:.6f}"
             )
         lines.extend(f"_Note: {note}_" for note in self.notes)
         return "\n".join(lines)

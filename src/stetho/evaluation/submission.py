@@ -439,7 +439,10 @@ def read_submission(
             logger.warning(
                 "%s: baseline prefix DCASE%dT2 but evaluating as %d", f.path.name, f.year, year
             )
-    has_decisions = any(f.kind == "decision_result" for f in files)
+    has_decisions = any(
+        f.kind == "decision_result" and (truth is None or (f.machine, f.section) in truth)
+        for f in files
+    )
 
     scores: Scores = {}
     decisions: Decisions = {}
