@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,16 @@ from torch import nn
 from stetho.backbones import create_backbone, get_entry
 from stetho.backbones.logmel import LogMelBackbone
 from stetho.frontend.logmel import LogMel, hz_to_mel_slaney, mel_to_hz_slaney, slaney_mel_bank
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    # Conv inference with 2 intra-op threads on 2 shared, oversubscribed cores ran 10-30x slower
+    # (0.7 s -> 18 s for the 28 clips); one thread is fast and stable.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def tone(freq: float, amplitude: float, seconds: float = 2.0, sr: int = 16000) -> torch.Tensor:

@@ -1,0 +1,130 @@
+"""The ``stetho`` command line: thin commands over the library, same numbers, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stetho.cli import build_parser, main
+from stetho.data import scan_dataset
+from stetho.data.synth import generate_synthetic_dataset
+from stetho.evaluation import (
+    evaluate,
+    read_submission,
+    truth_from_clips,
+    write_submission,
+)
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    return generate_synthetic_dataset(
+        root / "dcase2023t2",
+        machines=("fan", "valve"),
+        n_train_source=6,
+        n_train_target=2,
+        n_test_per_group=4,
+        seconds=0.5,
+        seed=3,
+    )
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("data", "evaluate", "backbones", "tag", "train", "embed", "score", "sweep", "demo"):
+        assert cmd in out
+
+
+def test_data_scan_prints_inventory(synth_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["data", "scan", str(synth_root)]) == 0
+    out = capsys.readouterr().out
+    assert "fan" in out and "valve" in out
+    assert "no problems" in out
+
+
+def test_data_scan_strict_exit_code_on_problems(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    test_dir = tmp_path / "dev_data" / "raw" / "fan" / "test"
+    test_dir.mkdir(parents=True)
+    (test_dir / "not_a_dcase_name.wav").write_bytes(b"RIFF")
+    assert main(["data", "scan", str(tmp_path), "--strict"]) == 1
+    assert "not_a_dcase_name.wav" in capsys.readouterr().out
+
+
+def _scores_for(root: Path, out: Path) -> None:
+    """Write a submission whose scores are a deterministic function of the clip name."""
+    table = scan_dataset(root)
+    rng = np.random.default_rng(0)
+    for machine, section in table.filter(split="test").sections():
+        clips = table.filter(split="test", machine=machine, section=section)
+        scores = {
+            c.name: float(rng.normal() + (1.5 if c.label == "anomaly" else 0.0)) for c in clips
+        }
+        decisions = {n: int(s > 0.7) for n, s in scores.items()}
+        write_submission(out, machine, section, scores, decisions)
+
+
+def test_evaluate_matches_library(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scores_dir = tmp_path / "scores"
+    _scores_for(synth_root, scores_dir)
+    out_dir = tmp_path / "results"
+    assert main(["evaluate", str(scores_dir), "--truth", str(synth_root), "--out", str(out_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "Ω" in printed or "official" in printed.lower()
+
+    truth = truth_from_clips([c for c in scan_dataset(synth_root) if c.split == "test"])
+    scores, decisions = read_submission(scores_dir, truth)
+    expected = evaluate(scores, truth, decisions, year=2023)
+    written = json.loads((out_dir / "results.json").read_text())
+    assert written["official_score"] == pytest.approx(expected.official_score, abs=0, rel=0)
+    assert 0.0 < expected.official_score <= 1.0
+
+
+def test_evaluate_missing_folder_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["evaluate", str(tmp_path / "nope"), "--truth", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "stetho: error:" in err and "nope" in err
+
+
+def test_backbones_lists_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backbones", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    names = {r["name"] for r in rows}
+    assert {"beats", "ced-base", "efficientat-mn04", "logmel", "wav2vec2"} <= names
+    beats = next(r for r in rows if r["name"] == "beats")
+    assert beats["params"] == 90_311_792
+    assert beats["sample_rate"] == 16000 and beats["embed_dim"] == 768
+
+
+def test_unknown_backbone_lists_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["tag", "x.wav", "--backbone", "no-such-model"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no-such-model" in err and "beats" in err
+
+
+def test_tag_real_clip(mn04_checkpoint: Path, shared_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = next((shared_dir / "data/dcase2023t2_mini/dev_data/raw/fan/train").glob("*0040*.wav"))
+    code = main(["tag", str(clip), "--checkpoint", str(mn04_checkpoint), "--top-k", "3"])
+    assert code == 0
+    out = capsys.readouterr().out
+    print(out)
+    assert "hum" in out.lower()
+
+
+def test_parser_defaults() -> None:
+    args = build_parser().parse_args(["demo"])
+    assert args.backbone == "logmel"
