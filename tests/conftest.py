@@ -41,5 +41,6 @@ def mn04_checkpoint(shared_dir: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def _torch_threads() -> None:
-    # CI has 2 cores; keep torch from oversubscribing them.
-    torch.set_num_threads(2)
+    # Tests use small tensors: one intra-op thread is fastest and never oversubscribes the
+    # 2-core CI machine (helper subprocesses such as torchrun workers set their own).
+    torch.set_num_threads(1)

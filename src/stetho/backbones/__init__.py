@@ -5,27 +5,26 @@
 >>> emb = model.embed(wave)  # (B, N) at model.sample_rate -> (B, 768)   # doctest: +SKIP
 """
 
+# Built-in backbones register themselves on import (one module per family).
+from stetho.backbones import beats, ced, efficientat, hf, logmel
 from stetho.backbones.base import MATRIX_KEYS, Backbone, PretrainedCfg
 from stetho.backbones.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from stetho.backbones.registry import create_backbone, get_entry, list_backbones, register_backbone
-
-# Built-in backbones register themselves on import.
-# BACKBONE-IMPORTS (one line per module; helpers add theirs here)
-import stetho.backbones.beats  # noqa: F401
-import stetho.backbones.ced  # noqa: F401
-import stetho.backbones.efficientat  # noqa: F401
-import stetho.backbones.hf  # noqa: F401
-import stetho.backbones.logmel  # noqa: F401
 
 __all__ = [
     "MATRIX_KEYS",
     "Backbone",
     "CheckpointError",
     "PretrainedCfg",
+    "beats",
+    "ced",
     "create_backbone",
+    "efficientat",
     "get_entry",
+    "hf",
     "list_backbones",
     "load_checkpoint",
+    "logmel",
     "register_backbone",
     "resolve_checkpoint",
 ]
