@@ -68,7 +68,13 @@ def _cmd_data_download(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from stetho.evaluation import evaluate_directory
 
-    result = evaluate_directory(args.scores_dir, args.truth, year=args.year, out_dir=args.out)
+    result = evaluate_directory(
+        args.scores_dir,
+        args.truth,
+        year=args.year,
+        out_dir=args.out,
+        allow_undefined=args.allow_undefined,
+    )
     print(result.table())
     out = Path(args.out) if args.out else Path(args.scores_dir) / "evaluation"
     print(f"\nresults written to {out}")
@@ -226,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", required=True, help="dev dataset root or official ground-truth folder")
     p.add_argument("--year", type=int, default=None, help="DCASE year (default: inferred)")
     p.add_argument("--out", default=None, help="results folder (default: SCORES_DIR/evaluation)")
+    p.add_argument(
+        "--allow-undefined",
+        action="store_true",
+        help="small/unbalanced sets: report one-class metrics as n/a and a partial score "
+        "instead of failing (the official evaluator fails)",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
     # backbones / tag -------------------------------------------------------------------------

@@ -92,7 +92,9 @@ def test_pooled_banks_option() -> None:
 
 
 def test_unknown_key_lists_fitted_keys() -> None:
-    scorer = DomainKNNScorer().fit(np.ones((2, 3)), [("fan", "00"), ("valve", "02")], ["source"] * 2)
+    scorer = DomainKNNScorer().fit(
+        np.ones((2, 3)), [("fan", "00"), ("valve", "02")], ["source"] * 2
+    )
     with pytest.raises(KeyError, match=r"fitted keys: fan/00, valve/02"):
         scorer.score(np.ones((1, 3)), ("slider", "00"))
 

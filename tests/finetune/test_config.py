@@ -86,7 +86,7 @@ def test_partial_yaml_keeps_other_defaults(tmp_path: Path) -> None:
 def test_bad_keys_and_values_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="valid keys are"):
         ExperimentConfig().override(["train.learning_rate=1"])
-    with pytest.raises(ConfigError, match="valid choices|not a valid choice"):
+    with pytest.raises(ConfigError, match=r"valid choices|not a valid choice"):
         ExperimentConfig().override(["train.schedule=exponential"])
     with pytest.raises(ConfigError, match="epochs"):
         TrainConfig(epochs=-1)
@@ -99,10 +99,14 @@ def test_bad_keys_and_values_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_shipped_configs_load() -> None:
-    paths = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "configs" / "paper").glob("*.yaml"))
+    paths = sorted((REPO / "configs").glob("*.yaml")) + sorted(
+        (REPO / "configs" / "paper").glob("*.yaml")
+    )
     assert any(p.name == "default.yaml" for p in paths)
     for path in paths:
         cfg = load_experiment_config(path)
         assert isinstance(cfg, ExperimentConfig), path
     # configs/default.yaml spells out exactly the defaults
-    assert load_experiment_config(REPO / "configs" / "default.yaml") == ExperimentConfig(name="default")
+    assert load_experiment_config(REPO / "configs" / "default.yaml") == ExperimentConfig(
+        name="default"
+    )

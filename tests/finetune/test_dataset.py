@@ -24,7 +24,12 @@ from stetho.finetune.labels import build_class_map
 def train_clips(tmp_path_factory: pytest.TempPathFactory) -> ClipTable:
     root = tmp_path_factory.mktemp("synth")
     generate_synthetic_dataset(
-        root, machines=("fan", "valve"), n_train_source=4, n_train_target=2, n_test_per_group=1, seconds=1.0
+        root,
+        machines=("fan", "valve"),
+        n_train_source=4,
+        n_train_target=2,
+        n_test_per_group=1,
+        seconds=1.0,
     )
     return scan_dataset(root).filter(split="train")
 
@@ -40,13 +45,19 @@ def test_crops_depend_only_on_seed_epoch_index(train_clips: ClipTable) -> None:
     starts = [s for s in range(full.shape[0] - 4000 + 1) if torch.equal(full[s : s + 4000], a)]
     assert starts
     # a fresh dataset object (another process/worker) reproduces it
-    assert torch.equal(ClipDataset(train_clips, 16000, crop_samples=4000, seed=7)[(0, 3)]["wave"], a)
-    assert not torch.equal(ClipDataset(train_clips, 16000, crop_samples=4000, seed=8)[(0, 3)]["wave"], a)
+    assert torch.equal(
+        ClipDataset(train_clips, 16000, crop_samples=4000, seed=7)[(0, 3)]["wave"], a
+    )
+    assert not torch.equal(
+        ClipDataset(train_clips, 16000, crop_samples=4000, seed=8)[(0, 3)]["wave"], a
+    )
 
 
 def test_short_clips_are_repeat_padded_and_labels_follow_class_map(train_clips: ClipTable) -> None:
     cmap = build_class_map(train_clips)
-    ds = ClipDataset(train_clips, 8000, cmap, crop_samples=12000, seed=0)  # clips are 8000 samples at 8 kHz
+    ds = ClipDataset(
+        train_clips, 8000, cmap, crop_samples=12000, seed=0
+    )  # clips are 8000 samples at 8 kHz
     item = ds[0]
     assert item["wave"].shape == (12000,)
     assert item["label"] == cmap.index(train_clips[0])
@@ -64,7 +75,9 @@ def test_global_batches_shard_across_processes() -> None:
     assert global_batch_sizes(11, 4, 1) == [4, 4, 3]
     assert global_batch_sizes(9, 4, 2) == [4, 4]  # a last batch of 1 cannot feed 2 processes
     single = list(GlobalBatchSampler(11, 4, seed=3, epoch=2))
-    shards = [list(GlobalBatchSampler(11, 4, seed=3, epoch=2, rank=r, world_size=2)) for r in (0, 1)]
+    shards = [
+        list(GlobalBatchSampler(11, 4, seed=3, epoch=2, rank=r, world_size=2)) for r in (0, 1)
+    ]
     assert len(single) == len(shards[0]) == len(shards[1]) == 3
     for b, batch in enumerate(single):
         assert sorted(shards[0][b] + shards[1][b]) == sorted(batch)
@@ -107,9 +120,11 @@ def test_waveform_cache_is_bounded(train_clips: ClipTable) -> None:
 
 
 def test_collate_rejects_mixed_lengths() -> None:
-    items = [{"wave": torch.zeros(3), "label": 0, "index": 0}, {"wave": torch.zeros(4), "label": 0, "index": 1}]
+    items = [
+        {"wave": torch.zeros(3), "label": 0, "index": 0},
+        {"wave": torch.zeros(4), "label": 0, "index": 1},
+    ]
     with pytest.raises(ValueError, match="different lengths"):
         collate_batch(items)
     out = collate_batch(items[:1])
     assert out["wave"].shape == (1, 3) and out["label"].dtype == torch.long
-

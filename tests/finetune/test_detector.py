@@ -32,7 +32,12 @@ from stetho.utils.io import sha256_file
 def table(tmp_path_factory: pytest.TempPathFactory) -> ClipTable:
     root = tmp_path_factory.mktemp("synth")
     generate_synthetic_dataset(
-        root, machines=("fan", "valve"), n_train_source=5, n_train_target=3, n_test_per_group=1, seconds=1.0
+        root,
+        machines=("fan", "valve"),
+        n_train_source=5,
+        n_train_target=3,
+        n_test_per_group=1,
+        seconds=1.0,
     )
     return scan_dataset(root)
 
@@ -84,7 +89,9 @@ def test_lora_without_checkpoint_saves_full_weights_and_reloads_exactly(
         "thresholds.json",
     ]
     meta = json.loads((folder / "config.json").read_text())
-    assert meta["backbone"]["name"] == "beats-tiny" and meta["backbone"]["checkpoint_sha256"] is None
+    assert (
+        meta["backbone"]["name"] == "beats-tiny" and meta["backbone"]["checkpoint_sha256"] is None
+    )
     assert meta["class_map"]["classes"] == lora_detector.class_map.classes
     assert meta["experiment"] == lora_detector.cfg.to_dict() and meta["stetho_version"]
     loaded = Detector.load(folder)
@@ -95,13 +102,18 @@ def test_lora_without_checkpoint_saves_full_weights_and_reloads_exactly(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_lora_with_checkpoint_saves_adapter_only_and_checks_sha(table: ClipTable, tmp_path: Path) -> None:
+def test_lora_with_checkpoint_saves_adapter_only_and_checks_sha(
+    table: ClipTable, tmp_path: Path
+) -> None:
     ckpt = tmp_path / "beats_tiny.pt"
     torch.manual_seed(5)
     torch.save(create_backbone("beats-tiny").state_dict(), ckpt)
     det = _fit(tiny_cfg(f"backbone.checkpoint={ckpt}"), table, tmp_path / "train")
     folder = det.save(tmp_path / "det")
-    assert not (folder / "backbone.safetensors").exists() and (folder / "adapter.safetensors").is_file()
+    assert (
+        not (folder / "backbone.safetensors").exists()
+        and (folder / "adapter.safetensors").is_file()
+    )
     meta = json.loads((folder / "config.json").read_text())
     assert meta["backbone"]["checkpoint_sha256"] == sha256_file(ckpt)
     _assert_same_scores(det, Detector.load(folder), table)
@@ -122,7 +134,9 @@ def test_frozen_random_init_backbone_round_trip(table: ClipTable, tmp_path: Path
     cfg = tiny_cfg("backbone.name=efficientat-tiny", "finetune.strategy=frozen", "train.epochs=0")
     det = _fit(cfg, table, tmp_path / "train")
     folder = det.save(tmp_path / "det")
-    assert (folder / "backbone.safetensors").is_file() and not (folder / "adapter.safetensors").exists()
+    assert (folder / "backbone.safetensors").is_file() and not (
+        folder / "adapter.safetensors"
+    ).exists()
     _assert_same_scores(det, Detector.load(folder), table)
 
 
@@ -142,7 +156,9 @@ def test_scoring_paths_agree_and_decisions(lora_detector: Detector, table: ClipT
     paths = [c.path for c in test]
     from_files = lora_detector.score_files(paths, "fan", "00")
     waves = [load_audio(p, sr=16000)[0] for p in paths]
-    np.testing.assert_allclose(lora_detector.score_waveforms(waves, "fan", "00"), from_files, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        lora_detector.score_waveforms(waves, "fan", "00"), from_files, rtol=0, atol=1e-6
+    )
     assert from_files.shape == (len(paths),) and np.isfinite(from_files).all()
     # other rates are resampled; variable lengths are fine
     w8 = [load_audio(p, sr=8000)[0] for p in paths]
@@ -150,7 +166,9 @@ def test_scoring_paths_agree_and_decisions(lora_detector: Detector, table: ClipT
     s8 = lora_detector.score_waveforms(w8, "fan", "00", sample_rate=8000)
     assert s8.shape == (len(paths),) and np.isfinite(s8).all()
     dec = lora_detector.decide(from_files, ("fan", "00"))
-    np.testing.assert_array_equal(dec, (from_files > lora_detector.thresholds[("fan", "00")]).astype(int))
+    np.testing.assert_array_equal(
+        dec, (from_files > lora_detector.thresholds[("fan", "00")]).astype(int)
+    )
     np.testing.assert_array_equal(lora_detector.decide(from_files, "fan/00"), dec)
     with pytest.raises(KeyError, match="fitted keys: fan/00, valve/00"):
         lora_detector.score_files(paths, "pump", "00")
@@ -172,7 +190,9 @@ def test_windowed_scoring_averages_window_embeddings(lora_detector: Detector) ->
 
 
 @pytest.mark.shared
-def test_real_clips_efficientat_mn04_end_to_end(shared_dir: Path, mn04_checkpoint: Path, tmp_path: Path) -> None:
+def test_real_clips_efficientat_mn04_end_to_end(
+    shared_dir: Path, mn04_checkpoint: Path, tmp_path: Path
+) -> None:
     """28 real DCASE 2023 clips: frozen mn04 → banks → scores → submission files → evaluation."""
     table = scan_dataset(shared_dir / "data" / "dcase2023t2_mini")
     train_clips, test_clips = table.filter(split="train"), table.filter(split="test")
@@ -193,7 +213,9 @@ def test_real_clips_efficientat_mn04_end_to_end(shared_dir: Path, mn04_checkpoin
     scores = det.score_clips(test_clips)
     decisions = det.decisions(scores)
     for (machine, section), named in scores.items():
-        write_submission(tmp_path / "scores", machine, section, named, decisions[(machine, section)])
+        write_submission(
+            tmp_path / "scores", machine, section, named, decisions[(machine, section)]
+        )
     truth = truth_from_clips(test_clips)
     back, back_dec = read_submission(tmp_path / "scores", truth)
     assert back == scores and back_dec == decisions
@@ -208,7 +230,10 @@ def test_real_clips_efficientat_mn04_end_to_end(shared_dir: Path, mn04_checkpoin
     pooled_dec = {("pooled", "00"): {n: d for named in back_dec.values() for n, d in named.items()}}
     result = evaluate(pooled_scores, truth_from_names({("pooled", "00"): names}), pooled_dec)
     assert np.isfinite(result.official_score) and 0.0 < result.official_score <= 1.0
-    lines = ["| machine | clip | label | domain | score | threshold | decision |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| machine | clip | label | domain | score | threshold | decision |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in test_clips:
         s = scores[c.key][c.name]
         lines.append(

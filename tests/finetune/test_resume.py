@@ -22,7 +22,12 @@ class Killed(RuntimeError):
 def clips(tmp_path_factory: pytest.TempPathFactory) -> ClipTable:
     root = tmp_path_factory.mktemp("synth")
     generate_synthetic_dataset(
-        root, machines=("fan", "valve"), n_train_source=4, n_train_target=2, n_test_per_group=0, seconds=1.0
+        root,
+        machines=("fan", "valve"),
+        n_train_source=4,
+        n_train_target=2,
+        n_test_per_group=0,
+        seconds=1.0,
     )
     return scan_dataset(root).filter(split="train")
 
@@ -43,7 +48,9 @@ def cfg(**extra: object) -> ExperimentConfig:
         "train.deterministic=true",
         "data.segment_seconds=0.6",  # random crops (per-sample RNG) + SpecAugment (global RNG)
     ]
-    return ExperimentConfig().override(base + [f"{k.replace('__', '.')}={v}" for k, v in extra.items()])
+    return ExperimentConfig().override(
+        base + [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
+    )
 
 
 def _all_state(result: TrainResult) -> dict[str, torch.Tensor]:
@@ -72,7 +79,9 @@ def test_killed_run_resumes_to_identical_weights(clips: ClipTable, tmp_path: Pat
     assert (state["epoch"], state["step_in_epoch"], state["step"]) == (1, 1, 4)
 
     seen: list[int] = []
-    resumed = train(run_cfg, clips, tmp_path / "run", progress=False, callback=lambda i: seen.append(i.step))
+    resumed = train(
+        run_cfg, clips, tmp_path / "run", progress=False, callback=lambda i: seen.append(i.step)
+    )
     assert seen == [5, 6]  # only the missing steps ran
     ref_state, res_state = _all_state(reference), _all_state(resumed)
     assert ref_state.keys() == res_state.keys()
@@ -82,25 +91,35 @@ def test_killed_run_resumes_to_identical_weights(clips: ClipTable, tmp_path: Pat
     assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history]
     # the interrupted run's rows after the checkpoint were dropped: the log equals the reference's
     assert _steps(tmp_path / "run") == _steps(tmp_path / "ref")
-    ref_opt = torch.load(tmp_path / "ref" / CHECKPOINT_NAME, weights_only=True)["optimizer"]["state"]
-    res_opt = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)["optimizer"]["state"]
+    ref_opt = torch.load(tmp_path / "ref" / CHECKPOINT_NAME, weights_only=True)["optimizer"][
+        "state"
+    ]
+    res_opt = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)["optimizer"][
+        "state"
+    ]
     for idx in ref_opt:
         for name in ("exp_avg", "exp_avg_sq"):
             assert torch.equal(ref_opt[idx][name], res_opt[idx][name])
 
 
-def test_finished_run_returns_at_once_and_config_changes_are_refused(clips: ClipTable, tmp_path: Path) -> None:
+def test_finished_run_returns_at_once_and_config_changes_are_refused(
+    clips: ClipTable, tmp_path: Path
+) -> None:
     first = train(cfg(train__epochs=1), clips, tmp_path, progress=False)
 
     def fail(info: StepInfo) -> None:
         raise AssertionError("a finished run must not train again")
 
-    again = train(cfg(train__epochs=1, train__log_every=5), clips, tmp_path, progress=False, callback=fail)
+    again = train(
+        cfg(train__epochs=1, train__log_every=5), clips, tmp_path, progress=False, callback=fail
+    )
     assert again.steps == first.steps == 3
     for key, value in _all_state(first).items():
         assert torch.equal(value, _all_state(again)[key])
     with pytest.raises(ValueError, match=r"different configuration.*train\.lr"):
         train(cfg(train__epochs=1, train__lr=1e-2), clips, tmp_path, progress=False)
-    restarted = train(cfg(train__epochs=1, train__lr=1e-2), clips, tmp_path, resume=False, progress=False)
+    restarted = train(
+        cfg(train__epochs=1, train__lr=1e-2), clips, tmp_path, resume=False, progress=False
+    )
     assert restarted.steps == 3
     assert not torch.equal(_all_state(restarted)["head.weight"], _all_state(first)["head.weight"])

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
-import importlib
 import csv
+import dataclasses
+import importlib
+import itertools
 import logging
 import math
 from pathlib import Path
@@ -29,7 +31,12 @@ train_module = importlib.import_module("stetho.finetune.train")
 def table(tmp_path_factory: pytest.TempPathFactory) -> ClipTable:
     root = tmp_path_factory.mktemp("synth")
     generate_synthetic_dataset(
-        root, machines=("fan", "valve"), n_train_source=4, n_train_target=2, n_test_per_group=1, seconds=1.0
+        root,
+        machines=("fan", "valve"),
+        n_train_source=4,
+        n_train_target=2,
+        n_test_per_group=1,
+        seconds=1.0,
     )
     return scan_dataset(root)
 
@@ -66,14 +73,26 @@ def lora_run(table: ClipTable, tmp_path_factory: pytest.TempPathFactory) -> dict
     cfg = tiny_cfg("lora", train__epochs=3)
     train_clips = table.filter(split="train")
     # epochs=0 builds exactly the initial model (same seed, same code path)
-    initial = _states(train(cfg.replace(train=cfg.train.replace(epochs=0)), train_clips, out / "init", progress=False))
+    initial = _states(
+        train(
+            cfg.replace(train=cfg.train.replace(epochs=0)),
+            train_clips,
+            out / "init",
+            progress=False,
+        )
+    )
     losses: list[float] = []
 
     def record(info: StepInfo) -> None:
         losses.append(info.loss)
 
     result = train(
-        cfg, train_clips, out / "run", val_clips=table.filter(split="test"), progress=False, callback=record
+        cfg,
+        train_clips,
+        out / "run",
+        val_clips=table.filter(split="test"),
+        progress=False,
+        callback=record,
     )
     return {"result": result, "initial": initial, "losses": losses, "out": out / "run", "cfg": cfg}
 
@@ -108,21 +127,33 @@ def test_loss_falls_and_validation_reports_omega(lora_run: dict[str, object]) ->
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     out = lora_run["out"]
     assert isinstance(out, Path)
-    rows = list(csv.DictReader(open(out / "metrics.csv", encoding="utf-8")))
-    assert [r["kind"] for r in rows].count("step") == 9 and [r["kind"] for r in rows].count("epoch") == 3
+    rows = list(csv.DictReader((out / "metrics.csv").read_text(encoding="utf-8").splitlines()))
+    assert [r["kind"] for r in rows].count("step") == 9 and [r["kind"] for r in rows].count(
+        "epoch"
+    ) == 3
     epoch_rows = [r for r in rows if r["kind"] == "epoch"]
-    assert float(epoch_rows[-1]["val_official_score"]) == pytest.approx(result.history[-1]["val_official_score"])
+    assert float(epoch_rows[-1]["val_official_score"]) == pytest.approx(
+        result.history[-1]["val_official_score"]
+    )
     assert (out / "checkpoint.pt").is_file() and (out / "config.json").is_file()
     assert ExperimentConfig.load(out / "config.json") == lora_run["cfg"]
 
 
-def test_merged_and_unmerged_embeddings_agree(lora_run: dict[str, object], table: ClipTable) -> None:
+def test_merged_and_unmerged_embeddings_agree(
+    lora_run: dict[str, object], table: ClipTable
+) -> None:
     result = lora_run["result"]
     assert isinstance(result, TrainResult)
-    unmerged = Detector(result.config, copy.deepcopy(result.backbone), result.head, result.class_map)
+    unmerged = Detector(
+        result.config, copy.deepcopy(result.backbone), result.head, result.class_map
+    )
     waves = [load_audio(c.path, sr=16000)[0] for c in table.filter(split="test")]
     before = unmerged.embed_waveforms(waves)
-    merged = Detector.from_training(copy.copy(result))
+    # from_training merges in place: give it a copy so the shared fixture stays unmerged
+    merged = Detector.from_training(
+        dataclasses.replace(result, backbone=copy.deepcopy(result.backbone))
+    )
+    assert any(".lora_" in name for name, _ in result.backbone.named_parameters())
     assert not any(".lora_" in name for name, _ in merged.backbone.named_parameters())
     after = merged.embed_waveforms(waves)
     diff = float(np.abs(after - before).max())
@@ -131,7 +162,9 @@ def test_merged_and_unmerged_embeddings_agree(lora_run: dict[str, object], table
     assert np.abs(before).max() > 1e-3  # not trivially zero
 
 
-def test_full_and_frozen_strategies(table: ClipTable, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_full_and_frozen_strategies(
+    table: ClipTable, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     clips = table.filter(split="train")
     init = _states(train(tiny_cfg("full", train__epochs=0), clips, tmp_path / "i", progress=False))
     full = train(tiny_cfg("full", train__epochs=1), clips, tmp_path / "full", progress=False)
@@ -154,9 +187,9 @@ def test_full_and_frozen_strategies(table: ClipTable, tmp_path: Path, caplog: py
 def test_schedule() -> None:
     assert [lr_factor(s, 4, 20) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     lin = [lr_factor(s, 4, 20) for s in range(4, 20)]
-    assert lin[0] == 1.0 and all(a > b for a, b in zip(lin, lin[1:])) and lin[-1] > 0
+    assert lin[0] == 1.0 and all(a > b for a, b in itertools.pairwise(lin)) and lin[-1] > 0
     cos = [lr_factor(s, 0, 10, "cosine", 0.1) for s in range(10)]
-    assert cos[0] == 1.0 and min(cos) > 0.1 and all(a >= b for a, b in zip(cos, cos[1:]))
+    assert cos[0] == 1.0 and min(cos) > 0.1 and all(a >= b for a, b in itertools.pairwise(cos))
     assert lr_factor(7, 2, 10, "constant") == 1.0
     with pytest.raises(ValueError, match="valid"):
         lr_factor(5, 0, 10, "step")
@@ -166,7 +199,9 @@ class _Probe(Backbone):
     """A tiny backbone that records what training feeds it."""
 
     def __init__(self, kind: str) -> None:
-        super().__init__(PretrainedCfg(name=f"probe-{kind}", sample_rate=16000, input_kind=kind, embed_dim=8))  # type: ignore[arg-type]
+        super().__init__(
+            PretrainedCfg(name=f"probe-{kind}", sample_rate=16000, input_kind=kind, embed_dim=8)
+        )  # type: ignore[arg-type]
         self.proj = nn.Linear(4, 8)
         self.lengths: list[int] = []
         self.augmented: list[bool] = []
@@ -187,7 +222,9 @@ def test_specaugment_and_crops_by_input_kind(
     cfg = tiny_cfg("full", train__epochs=1)
     result = train(cfg, table.filter(split="train"), tmp_path, progress=False)
     assert len(probe.lengths) == 3
-    if kind == "waveform":  # raw-waveform model: 2 s crops (1-s clips repeat-padded), no SpecAugment
+    if (
+        kind == "waveform"
+    ):  # raw-waveform model: 2 s crops (1-s clips repeat-padded), no SpecAugment
         assert set(probe.lengths) == {32000} and not any(probe.augmented)
     else:  # spectrogram model: whole clips, SpecAugment installed while training
         assert set(probe.lengths) == {16000} and all(probe.augmented)
@@ -199,3 +236,16 @@ def test_train_refuses_test_clips(table: ClipTable, tmp_path: Path) -> None:
         train(tiny_cfg(), table.filter(split="test"), tmp_path, progress=False)
     with pytest.raises(ValueError, match="at least one"):
         train(tiny_cfg(), [], tmp_path, progress=False)
+
+
+def test_unusable_validation_set_is_skipped(
+    table: ClipTable, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = tiny_cfg("frozen", backbone__name="logmel", train__epochs=1)
+    normals_only = table.filter(split="test", label="normal")  # no anomalies: AUC undefined
+    with caplog.at_level(logging.WARNING, logger="stetho.finetune.train"):
+        result = train(
+            cfg, table.filter(split="train"), tmp_path, val_clips=normals_only, progress=False
+        )
+    assert "validation skipped" in caplog.text
+    assert result.epochs == 1 and "val_official_score" not in result.history[0]

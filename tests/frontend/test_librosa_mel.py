@@ -114,7 +114,7 @@ def test_sine_power_and_log_floor() -> None:
     np.testing.assert_allclose(mel[:, 10], mel_filters(sr, 1024) @ p[:, 10], rtol=1e-12)
     # silence → the baseline's floor 10·log10(float eps)
     lm = log_mel_spectrogram(np.zeros(4096), sr)
-    assert EPS == sys.float_info.epsilon
+    assert sys.float_info.epsilon == EPS
     np.testing.assert_allclose(lm, 10 * math.log10(EPS))
     lm_sine = log_mel_spectrogram(y, sr)
     assert lm_sine[:, 10].max() == pytest.approx(10 * np.log10(mel[:, 10].max()))

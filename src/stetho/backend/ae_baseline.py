@@ -37,6 +37,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -127,7 +128,9 @@ class AEBaselineConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 2:
-            raise ValueError(f"need epochs >= 0 and batch_size >= 2, got {self.epochs}, {self.batch_size}")
+            raise ValueError(
+                f"need epochs >= 0 and batch_size >= 2, got {self.epochs}, {self.batch_size}"
+            )
         if not 0.0 <= self.validation_split < 1.0:
             raise ValueError(f"validation_split must be in [0, 1), got {self.validation_split}")
         if min(self.hidden_dim, self.hidden_layers, self.latent_dim) < 1:
@@ -255,7 +258,9 @@ def _inverse(cov: np.ndarray) -> np.ndarray:
 def _score_name(mode: str, faithful: bool) -> str:
     if mode not in SCORE_MODES:
         raise ValueError(f"unknown score mode {mode!r}; valid: {', '.join(SCORE_MODES)}")
-    return "mahala" if mode == "mahala" and faithful else ("mse" if mode == "mse" else "mahala-frame")
+    return (
+        "mahala" if mode == "mahala" and faithful else ("mse" if mode == "mse" else "mahala-frame")
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -275,12 +280,13 @@ def _residuals(model: DenseAE, x: np.ndarray, device: str) -> np.ndarray:
 
 
 def _group_scores(
-    res: np.ndarray, bounds: Sequence[tuple[int, int]], sec: AESection, n_mels: int
+    res: np.ndarray, offsets: Sequence[int], sec: AESection, n_mels: int
 ) -> dict[str, np.ndarray]:
-    """Per-group scores (all three kinds) from residuals ``(V, D)`` and row ranges."""
+    """Per-group scores (all three kinds) from residuals ``(V, D)``; group ``g`` is rows
+    ``offsets[g]:offsets[g + 1]``."""
     p_s, p_t = sec.precisions
     out: dict[str, list[float]] = {"mse": [], "mahala": [], "mahala-frame": []}
-    for a, b in bounds:
+    for a, b in itertools.pairwise(offsets):
         r = res[a:b]  # (v, D)
         blocks = r.reshape(-1, n_mels)  # (v·frames, n_mels)
         out["mse"].append(float(np.mean(r**2)))
@@ -424,14 +430,14 @@ def _train_section(
         groups = [x_tr[idx].cpu().numpy() for idx in batches(x_tr.shape[0])]
         groups += [x_val[i : i + bs].cpu().numpy() for i in range(0, x_val.shape[0], bs)]
         for g in groups:
-            s = _group_scores(_residuals(model, g, device), [(0, g.shape[0])], sec, n_mels)
+            s = _group_scores(_residuals(model, g, device), [0, g.shape[0]], sec, n_mels)
             samples["mahala"].append(float(s["mahala"][0]))
             samples["mahala-frame"].append(float(s["mahala-frame"][0]))
         fit_on = {k: np.asarray(v) for k, v in samples.items()}
     else:
         bounds = np.cumsum([0] + [v.shape[0] for v in clip_vectors])
         res = _residuals(model, x_all, device)
-        fit_on = _group_scores(res, list(zip(bounds[:-1], bounds[1:])), sec, n_mels)
+        fit_on = _group_scores(res, bounds.tolist(), sec, n_mels)
     sec.thresholds = {k: fit_threshold(v, cfg.threshold) for k, v in fit_on.items()}
     sec.stats = {
         "n_clips": len(clip_vectors),
@@ -526,7 +532,9 @@ class AEBaseline:
         key = (str(key[0]), str(key[1]))
         if key not in self.sections:
             valid = ", ".join(f"{m}/{s}" for m, s in self.sections)
-            raise KeyError(f"no AE baseline for machine {key[0]!r} section {key[1]!r}; valid: {valid}")
+            raise KeyError(
+                f"no AE baseline for machine {key[0]!r} section {key[1]!r}; valid: {valid}"
+            )
         return self.sections[key]
 
     def vectors(self, wave: np.ndarray, key: Key, sample_rate: int | None = None) -> np.ndarray:
@@ -574,7 +582,7 @@ class AEBaseline:
             return np.zeros(0, dtype=np.float64)
         bounds = np.cumsum([0] + [v.shape[0] for v in vecs])
         res = _residuals(sec.model, np.concatenate(vecs), self.cfg.device)
-        scores = _group_scores(res, list(zip(bounds[:-1], bounds[1:])), sec, self.cfg.features.n_mels)
+        scores = _group_scores(res, bounds.tolist(), sec, self.cfg.features.n_mels)
         return scores[name]
 
     def score_files(
@@ -590,7 +598,9 @@ class AEBaseline:
         waves = [load_audio(p, sr=sec.sample_rate)[0] for p in paths]
         return self.score(waves, key, mode, faithful=faithful)
 
-    def threshold(self, key: Key, mode: ScoreMode = "mse", *, faithful: bool | None = None) -> float:
+    def threshold(
+        self, key: Key, mode: ScoreMode = "mse", *, faithful: bool | None = None
+    ) -> float:
         """The gamma decision threshold of a section and score mode."""
         name = _score_name(mode, self.cfg.faithful if faithful is None else faithful)
         return self._section(key).thresholds[name]
@@ -604,7 +614,9 @@ class AEBaseline:
         faithful: bool | None = None,
     ) -> np.ndarray:
         """Decisions ``(B,)`` int: 1 iff score > threshold."""
-        return decide(scores, self.threshold(key, mode, faithful=faithful))
+        return decide(
+            np.asarray(scores, dtype=np.float64), self.threshold(key, mode, faithful=faithful)
+        )
 
     # --- persistence -----------------------------------------------------------------------------
 
@@ -764,5 +776,7 @@ def run_ae_baseline(
         scores, truth_from_clips(test), decisions, year=year, system=f"ae_baseline_{mode}"
     )
     result.write(out / "results")
-    logger.info("AE baseline (%s) on %s: official score %.4f", mode, data_root, result.official_score)
+    logger.info(
+        "AE baseline (%s) on %s: official score %.4f", mode, data_root, result.official_score
+    )
     return result

@@ -149,12 +149,16 @@ class MemoryBank:
         q = _as_tensor(query, "query")
         n, m = len(self), q.shape[0]
         if n and q.shape[1] != self.dim:
-            raise ValueError(f"query has dimension {q.shape[1]}, the bank holds {self.dim}-d embeddings")
+            raise ValueError(
+                f"query has dimension {q.shape[1]}, the bank holds {self.dim}-d embeddings"
+            )
         excl = None
         if exclude is not None:
             excl = torch.as_tensor(np.asarray(exclude), dtype=torch.long).reshape(-1)
             if excl.shape[0] != m:
-                raise ValueError(f"exclude must have one index per query ({m}), got {excl.shape[0]}")
+                raise ValueError(
+                    f"exclude must have one index per query ({m}), got {excl.shape[0]}"
+                )
         if self.cfg.metric == "cosine":
             q = torch.nn.functional.normalize(q, p=2.0, dim=1, eps=1e-12)
         out = torch.full((m, k), float("inf"), dtype=torch.float32)
@@ -186,7 +190,9 @@ class MemoryBank:
     ) -> torch.Tensor:
         faiss = _import_faiss()
         if self._faiss_index is None:
-            index = (faiss.IndexFlatIP if self.cfg.metric == "cosine" else faiss.IndexFlatL2)(self.dim)
+            index = (faiss.IndexFlatIP if self.cfg.metric == "cosine" else faiss.IndexFlatL2)(
+                self.dim
+            )
             index.add(np.ascontiguousarray(self._emb.numpy()))
             self._faiss_index = index
         n = len(self)
@@ -280,20 +286,29 @@ class DomainKNNScorer:
             rows.append(i)
         for key, by_domain in groups.items():
             self.banks[key] = {
-                d: MemoryBank(self.cfg).fit(x[idx] if idx else x[:0]) for d, idx in by_domain.items()
+                d: MemoryBank(self.cfg).fit(x[idx] if idx else x[:0])
+                for d, idx in by_domain.items()
             }
             n_src, n_tgt = len(by_domain["source"]), len(by_domain["target"])
             if max(n_src, n_tgt) < self.cfg.k:
                 logger.warning(
                     "%s/%s: banks hold %d source and %d target embeddings, fewer than k=%d",
-                    *key, n_src, n_tgt, self.cfg.k,
+                    *key,
+                    n_src,
+                    n_tgt,
+                    self.cfg.k,
                 )
         if not replace:  # entries of rebuilt keys point into the old banks: drop them
             fit_index = [e for e in self._fit_index if e[0] not in groups] + fit_index
         self._fit_index = fit_index
         return self
 
-    def _check_key(self, key: Key) -> dict[str, MemoryBank]:
+    def require_key(self, key: Key) -> dict[str, MemoryBank]:
+        """The banks of ``key``.
+
+        Raises:
+            KeyError: the key was not fitted (the message lists the fitted keys).
+        """
         key = (str(key[0]), str(key[1]))
         if key not in self.banks:
             fitted = ", ".join(f"{m}/{s}" for m, s in self.keys) or "none"
@@ -322,15 +337,17 @@ class DomainKNNScorer:
 
     def _expand_keys(self, keys: Key | Sequence[Key], m: int) -> list[Key]:
         if isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(v, str) for v in keys):
-            per_row = [(keys[0], keys[1])] * m
+            per_row = [(str(keys[0]), str(keys[1]))] * m
         else:
-            per_row = [(str(a), str(b)) for a, b in keys]  # type: ignore[misc]
+            per_row = [(str(k[0]), str(k[1])) for k in keys]
         if len(per_row) != m:
             raise ValueError(f"got {len(per_row)} keys for {m} embeddings")
         return per_row
 
-    def _score_key(self, x: torch.Tensor, key: Key, own: dict[str, np.ndarray] | None) -> np.ndarray:
-        banks = self._check_key(key)
+    def _score_key(
+        self, x: torch.Tensor, key: Key, own: dict[str, np.ndarray] | None
+    ) -> np.ndarray:
+        banks = self.require_key(key)
         best = np.full(x.shape[0], np.inf)
         for dom, bank in banks.items():
             if len(bank) == 0:
@@ -358,12 +375,16 @@ class DomainKNNScorer:
         for i, (key, _, _) in enumerate(self._fit_index):
             by_key.setdefault(key, []).append(i)
         for key, idx in by_key.items():
-            banks = self._check_key(key)
-            emb = torch.stack([banks[self._fit_index[i][1]].embeddings[self._fit_index[i][2]] for i in idx])
+            banks = self.require_key(key)
+            emb = torch.stack(
+                [banks[self._fit_index[i][1]].embeddings[self._fit_index[i][2]] for i in idx]
+            )
             own: dict[str, np.ndarray] | None = None
             if leave_one_out:
                 own = {
-                    d: np.array([self._fit_index[i][2] if self._fit_index[i][1] == d else -1 for i in idx])
+                    d: np.array(
+                        [self._fit_index[i][2] if self._fit_index[i][1] == d else -1 for i in idx]
+                    )
                     for d in DOMAINS
                 }
             out[idx] = self._score_key(emb, key, own)
@@ -393,7 +414,9 @@ class DomainKNNScorer:
                     "'bank/<machine>/<section>/<source|target>'"
                 )
             key = (parts[1], parts[2])
-            slot = banks.setdefault(key, {d: MemoryBank(self.cfg).fit(torch.zeros(0, 0)) for d in DOMAINS})
+            slot = banks.setdefault(
+                key, {d: MemoryBank(self.cfg).fit(torch.zeros(0, 0)) for d in DOMAINS}
+            )
             if tensor.ndim != 2:
                 raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(tensor.shape)}")
             slot[parts[3]] = MemoryBank(self.cfg).load_embeddings(tensor)

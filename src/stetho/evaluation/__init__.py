@@ -14,6 +14,10 @@ or, from Python objects::
 
 Numbers equal the official evaluators' (bit-identical AUC/pAUC/Ω for well-formed input), but
 rows are joined by clip name and malformed submissions raise instead of being mis-aligned.
+A subset with one class raises :class:`MetricError` like the official tool; on small dev sets
+``evaluate(..., allow_undefined=True)`` instead returns a *partial* result (undefined metrics
+None, aggregates over the defined values, ``result.partial`` set; not comparable to official
+scores).
 """
 
 from stetho.evaluation.evaluator import (

@@ -105,20 +105,56 @@ def _counts(st: SectionTruth) -> dict[str, int | None]:
     }
 
 
+def _one_class_reason(y: np.ndarray, normals: str, anomalies: str) -> str | None:
+    """Why an AUC on labels ``y`` (n,) is undefined (``"no <normals>"`` …), or None if it is not."""
+    n_pos = int(np.sum(y == 1))
+    n_neg = int(y.size) - n_pos
+    missing = [what for what, n in ((normals, n_neg), (anomalies, n_pos)) if n == 0]
+    return "no " + " and no ".join(missing) if missing else None
+
+
 def _section_result(
-    st: SectionTruth, s: np.ndarray, dec: np.ndarray | None, year: int
+    st: SectionTruth,
+    s: np.ndarray,
+    dec: np.ndarray | None,
+    year: int,
+    undefined: list[str] | None = None,
 ) -> SectionResult:
-    """Metrics of one section for ``year`` (protocol §2.3 / §2.6)."""
+    """Metrics of one section for ``year`` (protocol §2.3 / §2.6).
+
+    With ``undefined`` (a list, partial mode) a metric whose subset has one class becomes None
+    and a note ``"<machine> <section>: <metric> undefined: <reason>"`` is appended to it;
+    without (strict), such a metric raises :class:`MetricError`.
+    """
     where = f"{st.machine} section {st.section}"
     y = st.labels
+
+    def metric(
+        name: str,
+        mask: np.ndarray | None,
+        normals: str = "normals",
+        anomalies: str = "anomalies",
+        max_fpr: float | None = None,
+    ) -> float | None:
+        yy, ss = (y, s) if mask is None else (y[mask], s[mask])  # (n,), (n,)
+        if undefined is not None:
+            reason = _one_class_reason(yy, normals, anomalies)
+            if reason is not None:
+                undefined.append(f"{st.machine} {st.section}: {name} undefined: {reason}")
+                return None
+        what = f"{where}: {name}"
+        if max_fpr is None:
+            return auc_score(yy, ss, what=what)
+        return pauc_score(yy, ss, max_fpr, what=what)
+
     res = SectionResult(
         machine=st.machine,
         section=st.section,
-        auc=auc_score(y, s, what=f"{where}: AUC (all)"),
+        auc=metric("AUC (all)", None),
         **_counts(st),  # type: ignore[arg-type]
     )
     if year == 2020:
-        res.pauc = pauc_score(y, s, MAX_FPR, what=f"{where}: pAUC")
+        res.pauc = metric("pAUC", None, max_fpr=MAX_FPR)
         return res
     if st.domains is None:
         raise GroundTruthError(
@@ -127,19 +163,20 @@ def _section_result(
         )
     dom = st.domains
     if year >= 2022:
-        res.pauc = pauc_score(y, s, MAX_FPR, what=f"{where}: pAUC")
+        res.pauc = metric("pAUC", None, max_fpr=MAX_FPR)
     for d, name in enumerate(DOMAINS):
         in_domain = dom == d
         if year == 2021:  # domain normals vs domain anomalies
-            auc = auc_score(y[in_domain], s[in_domain], what=f"{where}: AUC ({name})")
+            normals, anomalies = f"{name} normals", f"{name} anomalies"
+            auc = metric(f"AUC ({name})", in_domain, normals, anomalies)
             setattr(
                 res,
                 f"pauc_{name}",
-                pauc_score(y[in_domain], s[in_domain], MAX_FPR, what=f"{where}: pAUC ({name})"),
+                metric(f"pAUC ({name})", in_domain, normals, anomalies, max_fpr=MAX_FPR),
             )
         else:  # domain normals vs ALL anomalies
             mask = in_domain | (y != 0)
-            auc = auc_score(y[mask], s[mask], what=f"{where}: AUC ({name})")
+            auc = metric(f"AUC ({name})", mask, f"{name} normals")
         setattr(res, f"auc_{name}", auc)
         if dec is not None:
             p, r, f1 = precision_recall_f1(
@@ -176,6 +213,7 @@ def evaluate(
     year: int = 2023,
     system: str = "system",
     ci95: bool = True,
+    allow_undefined: bool = False,
 ) -> EvaluationResult:
     """Evaluate anomaly scores (and optional decisions) against the truth.
 
@@ -190,7 +228,15 @@ def evaluate(
         decisions: Optional ``{(machine, section): {clip name: 0/1}}`` (ignored for 2020).
         year: Challenge year (2020–2025; 2026 uses the 2022–2025 rules).
         system: System name used in result file names.
-        ci95: Compute the evaluator's jackknife ``official score ci95`` (2022+; O(N²)).
+        ci95: Compute the evaluator's jackknife ``official score ci95`` (2022+; O(N²)); left
+            None (with a warning, and a note in partial mode) when the pooled clips have fewer
+            than 2 clips of a class.
+        allow_undefined: Partial mode for small or unbalanced (dev) sets. Default False is
+            strict, like the official tool: a one-class subset raises. True: such a metric
+            becomes None, is listed in ``notes``, and Ω / a-mean / per-metric means are taken
+            over the defined values only; the result has ``partial=True`` when anything was
+            undefined and is then NOT comparable to official scores. Fully defined input gives
+            the same result as strict mode.
 
     Returns:
         The :class:`EvaluationResult`.
@@ -198,7 +244,8 @@ def evaluate(
     Raises:
         SubmissionError: Sections or clip names do not match the truth, non-finite scores,
             decisions other than 0/1.
-        MetricError: A subset has one class only (the message names section and metric).
+        MetricError: A subset has one class only (strict mode; the message names section and
+            metric), or, with ``allow_undefined``, no Ω value at all is defined.
         GroundTruthError: The truth lacks domains needed for ``year``.
     """
     year = check_year(year)
@@ -217,17 +264,27 @@ def evaluate(
     sections: list[SectionResult] = []
     pooled_y: list[np.ndarray] = []
     pooled_s: list[np.ndarray] = []
+    undefined: list[str] | None = [] if allow_undefined else None
     for key in sorted(truth):
         st = truth[key]
         s = _aligned(st, scores[key], "scores")
         dec = (
             None if decisions is None else _aligned(st, decisions[key], "decisions", decisions=True)
         )
-        sections.append(_section_result(st, s, dec, year))
+        sections.append(_section_result(st, s, dec, year, undefined))
         pooled_y.append(st.labels)
         pooled_s.append(s)
 
-    values = omega_values(year, sections)
+    partial = bool(undefined)
+    values = omega_values(year, sections, allow_undefined=partial)
+    if not values:
+        raise MetricError(
+            f"no metric is defined: every AUC/pAUC subset of the {len(sections)} section(s) has "
+            "one class only, so there is no score even with allow_undefined=True; evaluate on "
+            "test clips with both normal and anomalous sounds"
+        )
+    if undefined:
+        notes.extend(undefined)
     a_mean = arithmetic_mean(values)
     omega = a_mean if year == 2020 else official_score(values)
     ci = None
@@ -236,8 +293,10 @@ def evaluate(
             ci = jackknife_ci95(np.concatenate(pooled_y), np.concatenate(pooled_s))
         except MetricError as err:  # fewer than two clips of a class pooled
             logger.warning("official score ci95 not computed: %s", err)
+            if allow_undefined:
+                notes.append(f"official score ci95 undefined: {err}")
     name = Path(system).name or "system"
-    return EvaluationResult(
+    result = EvaluationResult(
         year=year,
         sections=sections,
         official_score=omega,
@@ -245,7 +304,15 @@ def evaluate(
         system=name,
         ci95=ci,
         notes=notes,
+        partial=partial,
     )
+    if partial:
+        logger.warning(
+            "%s: one-class subsets left out, Ω and the means are over the defined values only "
+            "(see the result notes)",
+            result.partial_summary,
+        )
+    return result
 
 
 def infer_evaluation_year(
@@ -300,6 +367,7 @@ def evaluate_directory(
     *,
     year: int | None = None,
     out_dir: str | os.PathLike[str] | None = None,
+    allow_undefined: bool = False,
 ) -> EvaluationResult:
     """Evaluate a submission folder and write the result files (the CLI's ``evaluate``).
 
@@ -310,6 +378,8 @@ def evaluate_directory(
             ``ground_truth_data/``; or an ``eval_data_list*.csv`` file / folder).
         year: Challenge year; None infers it (:func:`infer_evaluation_year`).
         out_dir: Where to write results (default ``<scores_dir>/evaluation``).
+        allow_undefined: Partial mode for small or unbalanced dev sets: one-class metrics
+            become None instead of raising (see :func:`evaluate`). Default: strict.
 
     Returns:
         The :class:`EvaluationResult` (also written to ``out_dir``).
@@ -329,7 +399,14 @@ def evaluate_directory(
     else:
         truth = _dev_truth(src, year)
     scores, decisions = read_submission(sdir, truth, year=year)
-    result = evaluate(scores, truth, decisions, year=year, system=sdir.resolve().name)
+    result = evaluate(
+        scores,
+        truth,
+        decisions,
+        year=year,
+        system=sdir.resolve().name,
+        allow_undefined=allow_undefined,
+    )
     paths = result.write(Path(out_dir) if out_dir is not None else sdir / "evaluation")
     logger.info("results written: %s", ", ".join(str(p) for p in paths))
     return result

@@ -8,6 +8,11 @@ order (machines in Python ``sorted()`` order), so Ω and the means come out bit-
 * 2021: Ω₂₀₂₁ = ε-clipped harmonic mean of [AUC…, pAUC…] over all (machine, section, domain).
 * 2020: no official single score; the arithmetic mean of all AUC and pAUC values is reported
   in its place (``official_score_name`` says so).
+
+A *partial* result (``evaluate(..., allow_undefined=True)`` on a small or unbalanced set) holds
+None for every metric whose subset had one class; Ω, the means and the per-metric h-means are
+then taken over the defined values only and are not comparable to official scores. Undefined
+values are written as ``n/a`` (tables), empty cells (CSV) and ``null`` (JSON).
 """
 
 from __future__ import annotations
@@ -47,18 +52,21 @@ class SectionResult:
 
     Attributes:
         machine, section: The section (2020: section = machine id).
-        auc: AUC over all clips of the section (reported, not in Ω; the 2020 metric).
+        auc: AUC over all clips of the section (reported, not in Ω; the 2020 metric); None
+            when undefined (one-class section, partial evaluation only).
         auc_source, auc_target: 2022+: domain normals vs **all** anomalies; 2021: on the
             domain's own clips.
         pauc: McClish pAUC (p = 0.1) over the whole section (2022+, 2020).
         pauc_source, pauc_target: 2021 only: pAUC on the domain's own clips.
         precision_*, recall_*, f1_*: From decisions on the domain's clips (None without).
         n_*: Clip counts.
+
+    In a partial evaluation any AUC/pAUC field may be None because its subset had one class.
     """
 
     machine: str
     section: str
-    auc: float
+    auc: float | None
     auc_source: float | None = None
     auc_target: float | None = None
     pauc: float | None = None
@@ -88,22 +96,44 @@ def _req(v: float | None, what: str) -> float:
     return v
 
 
-def _metric_lists(year: int, sections: list[SectionResult]) -> list[tuple[str, list[float]]]:
-    """The per-metric value lists in the official order (the rows of the paper table)."""
+def _defined(values: list[float | None], what: str, allow_undefined: bool) -> list[float]:
+    """Strict: every value must be set (ValueError otherwise); else the non-None values."""
+    if allow_undefined:
+        return [v for v in values if v is not None]
+    return [_req(v, what) for v in values]
+
+
+def _metric_slots(year: int, sections: list[SectionResult]) -> list[tuple[str, list[float | None]]]:
+    """The per-metric value lists in the official order, None where undefined."""
     secs = sorted(sections, key=lambda r: (r.machine, r.section))
     if year == 2020:
-        return [("AUC", [r.auc for r in secs]), ("pAUC", [_req(r.pauc, "pAUC") for r in secs])]
+        return [("AUC", [r.auc for r in secs]), ("pAUC", [r.pauc for r in secs])]
     if year == 2021:
         return [
-            ("AUC (source)", [_req(r.auc_source, "AUC (source)") for r in secs]),
-            ("AUC (target)", [_req(r.auc_target, "AUC (target)") for r in secs]),
-            ("pAUC (source)", [_req(r.pauc_source, "pAUC (source)") for r in secs]),
-            ("pAUC (target)", [_req(r.pauc_target, "pAUC (target)") for r in secs]),
+            ("AUC (source)", [r.auc_source for r in secs]),
+            ("AUC (target)", [r.auc_target for r in secs]),
+            ("pAUC (source)", [r.pauc_source for r in secs]),
+            ("pAUC (target)", [r.pauc_target for r in secs]),
         ]
     return [
-        ("AUC (source)", [_req(r.auc_source, "AUC (source)") for r in secs]),
-        ("AUC (target)", [_req(r.auc_target, "AUC (target)") for r in secs]),
-        ("pAUC (source, target)", [_req(r.pauc, "pAUC") for r in secs]),
+        ("AUC (source)", [r.auc_source for r in secs]),
+        ("AUC (target)", [r.auc_target for r in secs]),
+        ("pAUC (source, target)", [r.pauc for r in secs]),
+    ]
+
+
+def _metric_lists(
+    year: int, sections: list[SectionResult], allow_undefined: bool = False
+) -> list[tuple[str, list[float]]]:
+    """The per-metric value lists in the official order (the rows of the paper table).
+
+    Strict (default): a None raises ValueError; ``allow_undefined``: None values are dropped
+    (a list may then be empty).
+    """
+    what = {"pAUC (source, target)": "pAUC"}
+    return [
+        (name, _defined(values, what.get(name, name), allow_undefined))
+        for name, values in _metric_slots(year, sections)
     ]
 
 
@@ -116,19 +146,40 @@ def _rows_2021(sections: list[SectionResult]) -> list[tuple[SectionResult, str]]
     return out
 
 
-def omega_values(year: int, sections: list[SectionResult]) -> list[float]:
+def _omega_slots(year: int, sections: list[SectionResult]) -> list[tuple[str, float | None]]:
+    """(metric name, value or None) for every value Ω is built from, in the official order."""
+    if year == 2021:
+        rows = _rows_2021(sections)
+        return [("AUC", r.get("auc", d)) for r, d in rows] + [
+            ("pAUC", r.get("pauc", d)) for r, d in rows
+        ]
+    what = {"pAUC (source, target)": "pAUC"}
+    return [
+        (what.get(name, name), v) for name, values in _metric_slots(year, sections) for v in values
+    ]
+
+
+def omega_values(
+    year: int, sections: list[SectionResult], *, allow_undefined: bool = False
+) -> list[float]:
     """The flat value list Ω is the harmonic mean of, in the official evaluator's order.
 
     2022–2025: all AUC_source, then all AUC_target, then all pAUC (machines ``sorted()``,
     sections sorted); 2021: all per-domain AUC then all per-domain pAUC (evaluator row order);
     2020: all AUC then all pAUC (used for the arithmetic mean only).
+
+    Args:
+        year: Challenge year.
+        sections: Per-section results.
+        allow_undefined: Drop None (undefined) values instead of raising (partial results).
+
+    Raises:
+        ValueError: A value is None and ``allow_undefined`` is False.
     """
-    if year == 2021:
-        rows = _rows_2021(sections)
-        aucs = [_req(r.get("auc", d), "AUC") for r, d in rows]
-        paucs = [_req(r.get("pauc", d), "pAUC") for r, d in rows]
-        return aucs + paucs
-    return [v for _, values in _metric_lists(year, sections) for v in values]
+    slots = _omega_slots(year, sections)
+    if allow_undefined:
+        return [v for _, v in slots if v is not None]
+    return [_req(v, name) for name, v in slots]
 
 
 def _fmt(v: float | None) -> str:
@@ -142,9 +193,14 @@ def _csv_text(rows: list[list[str]]) -> str:
 
 
 def _opt_mean(values: list[float | None], harmonic: bool = False) -> float | None:
-    if any(v is None for v in values) or not values:
-        return None
+    """Mean of the defined (non-None) values; None when there is none.
+
+    Strict results have all-or-nothing lists (e.g. no decisions), so this equals the plain mean
+    there; partial results get the mean over the defined values.
+    """
     vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return None
     return harmonic_mean(vals) if harmonic else arithmetic_mean(vals)
 
 
@@ -159,7 +215,11 @@ class EvaluationResult:
         arithmetic_mean: Arithmetic mean of the values Ω is computed from.
         system: System name (result file names; default ``"system"``).
         ci95: The evaluator's "official score ci95" (pooled jackknife, 2022+), or None.
-        notes: Remarks on how the numbers were obtained.
+        notes: Remarks on how the numbers were obtained (every undefined metric of a partial
+            result is listed here).
+        partial: True when some metric was undefined (one-class subset) and left out: Ω and
+            the means are then over the defined values only and not comparable to official
+            scores.
     """
 
     year: int
@@ -169,6 +229,7 @@ class EvaluationResult:
     system: str = "system"
     ci95: float | None = None
     notes: list[str] = field(default_factory=list)
+    partial: bool = False
 
     # -- aggregates ---------------------------------------------------------------------------
 
@@ -182,6 +243,26 @@ class EvaluationResult:
         return "official score Ω (harmonic mean of AUC source, AUC target, pAUC)"
 
     @property
+    def n_values(self) -> int:
+        """How many values Ω is defined over (M: defined and undefined together)."""
+        return len(_omega_slots(self.year, self.sections))
+
+    @property
+    def n_undefined(self) -> int:
+        """How many of the :attr:`n_values` values are undefined (None); 0 for strict results."""
+        return sum(v is None for _, v in _omega_slots(self.year, self.sections))
+
+    @property
+    def partial_summary(self) -> str | None:
+        """``"partial: N of M values undefined; …"`` for partial results, else None."""
+        if not self.partial:
+            return None
+        return (
+            f"partial: {self.n_undefined} of {self.n_values} values undefined; "
+            "not comparable to official scores"
+        )
+
+    @property
     def has_decisions(self) -> bool:
         """True when precision/recall/F1 were computed."""
         return any(r.f1_source is not None for r in self.sections)
@@ -191,11 +272,17 @@ class EvaluationResult:
         return sorted({r.machine for r in self.sections})
 
     def metric_means(self) -> dict[str, dict[str, float | None]]:
-        """Per metric (paper-table row): ``{"h-mean": …, "a-mean": …}`` plus ``TOTAL score``."""
+        """Per metric (paper-table row): ``{"h-mean": …, "a-mean": …}`` plus ``TOTAL score``.
+
+        Partial results: over the defined values; None for a metric with none defined.
+        """
         out: dict[str, dict[str, float | None]] = {}
-        for name, values in _metric_lists(self.year, self.sections):
+        for name, values in _metric_lists(self.year, self.sections, self.partial):
             if name == "pAUC (source, target)":
                 values = values + values  # the evaluator duplicates the pAUC list
+            if not values:
+                out[name] = {"h-mean": None, "a-mean": None}
+                continue
             out[name] = {"h-mean": harmonic_mean(values), "a-mean": arithmetic_mean(values)}
         out["TOTAL score"] = {
             "h-mean": None if self.year == 2020 else self.official_score,
@@ -208,13 +295,20 @@ class EvaluationResult:
         means = self.metric_means()
         machines = self.machines()
         per_machine = {
-            m: dict(_metric_lists(self.year, [r for r in self.sections if r.machine == m]))
+            m: dict(
+                _metric_lists(self.year, [r for r in self.sections if r.machine == m], self.partial)
+            )
             for m in machines
         }
         rows: list[dict[str, Any]] = []
-        for name, _values in _metric_lists(self.year, self.sections):
+        for name, _values in _metric_slots(self.year, self.sections):
             row: dict[str, Any] = {"System": self.system, "metric": name, **means[name]}
-            row.update({m: arithmetic_mean(per_machine[m][name]) for m in machines})
+            row.update(
+                {
+                    m: arithmetic_mean(per_machine[m][name]) if per_machine[m][name] else None
+                    for m in machines
+                }
+            )
             rows.append(row)
         total: dict[str, Any] = {
             "System": self.system,
@@ -237,12 +331,16 @@ class EvaluationResult:
             f1_cols = ["F1 (source)", "F1 (target)"]
 
         def f(v: float | None) -> str:
-            return "–" if v is None else f"{v:.4f}"
+            return "n/a" if v is None else f"{v:.4f}"
 
         lines = [
             f"DCASE {self.year} Task 2 — system `{self.system}` — {len(self.machines())} machine "
             f"type(s), {len(self.sections)} section(s)",
             "",
+        ]
+        if self.partial:
+            lines += [f"**WARNING — {self.partial_summary}**", ""]
+        lines += [
             "| machine | " + " | ".join(cols + f1_cols) + " |",
             "|---" * (1 + len(cols) + len(f1_cols)) + "|",
         ]
@@ -264,17 +362,21 @@ class EvaluationResult:
                 ]
             lines.append(f"| **{label}** | " + " | ".join(vals) + " |")
         lines.append("")
-        n = len(omega_values(self.year, self.sections))
+        n = len(omega_values(self.year, self.sections, allow_undefined=self.partial))
+        of_n = f"{n} defined (of {self.n_values})" if self.partial else f"{n}"
         if self.year == 2020:
+            how_many = of_n if self.partial else f"all {n}"
+            tag = " (partial)" if self.partial else ""
             lines.append(
-                f"2020 has no single official score: arithmetic mean of all {n} AUC and pAUC values "
-                f"= **{self.official_score:.6f}**"
+                f"2020 has no single official score: arithmetic mean of {how_many} AUC and pAUC "
+                f"values = **{self.official_score:.6f}**{tag}"
             )
         else:
             omega = "Ω2021" if self.year == 2021 else "Ω"
+            label = "Partial score" if self.partial else "Official score"
             lines.append(
-                f"**Official score {omega} = {self.official_score:.6f}** (ε-clipped harmonic mean of "
-                f"{n} values); arithmetic mean = {self.arithmetic_mean:.6f}"
+                f"**{label} {omega} = {self.official_score:.6f}** (ε-clipped harmonic mean of "
+                f"{of_n} values); arithmetic mean = {self.arithmetic_mean:.6f}"
             )
         lines.extend(f"_Note: {note}_" for note in self.notes)
         return "\n".join(lines)
@@ -291,7 +393,9 @@ class EvaluationResult:
             "official_score_name": self.official_score_name,
             "arithmetic_mean": self.arithmetic_mean,
             "ci95": self.ci95,
-            "omega_values": omega_values(self.year, self.sections),
+            "partial": self.partial,
+            "undefined_values": self.n_undefined,
+            "omega_values": omega_values(self.year, self.sections, allow_undefined=self.partial),
             "metric_means": self.metric_means(),
             "paper_table": self.paper_table(),
             "notes": list(self.notes),
@@ -300,7 +404,8 @@ class EvaluationResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluationResult:
-        """Rebuild from :meth:`to_dict` output (e.g. a loaded ``results.json``)."""
+        """Rebuild from :meth:`to_dict` output (e.g. a loaded ``results.json``; ``null`` values
+        become None)."""
         return cls(
             year=int(data["year"]),
             sections=[SectionResult(**s) for s in data["sections"]],
@@ -309,6 +414,7 @@ class EvaluationResult:
             system=str(data.get("system", "system")),
             ci95=data.get("ci95"),
             notes=list(data.get("notes", [])),
+            partial=bool(data.get("partial", False)),
         )
 
     # -- files --------------------------------------------------------------------------------
@@ -418,6 +524,13 @@ class EvaluationResult:
         rows.append(["official score", "", _fmt(self.official_score)])
         rows.append(["official score ci95", "", _fmt(self.ci95)])
         rows.append([])
+        return self._partial_rows(rows)
+
+    def _partial_rows(self, rows: list[list[str]]) -> list[list[str]]:
+        """Append the partial-result marker row (partial results only; layout unchanged else)."""
+        if self.partial:
+            rows.append(["partial", "", str(self.partial_summary)])
+            rows.append([])
         return rows
 
     def _rows_2021(self) -> list[list[str]]:
@@ -444,7 +557,7 @@ class EvaluationResult:
             [f"harmonic mean {_OVER_ALL}", "", *(_fmt(_opt_mean(list(c), True)) for c in cols)]
         )
         rows.append([])
-        return rows
+        return self._partial_rows(rows)
 
     def _rows_2020(self) -> list[list[str]]:
         rows: list[list[str]] = []
@@ -462,7 +575,7 @@ class EvaluationResult:
                 ]
             )
             rows.append([])
-        return rows
+        return self._partial_rows(rows)
 
     def write(self, out_dir: str | os.PathLike[str]) -> list[Path]:
         """Write ``results.json``, ``results.csv``, ``paper_table.csv`` and the official-layout

@@ -87,7 +87,9 @@ class DataConfig(ConfigBase):
 
     def __post_init__(self) -> None:
         if isinstance(self.segment_seconds, float | int) and self.segment_seconds <= 0:
-            raise ConfigError(f"data.segment_seconds must be > 0, 'auto' or null, got {self.segment_seconds}")
+            raise ConfigError(
+                f"data.segment_seconds must be > 0, 'auto' or null, got {self.segment_seconds}"
+            )
 
     def crop_seconds(self, input_kind: str) -> float | None:
         """Resolved training crop length for a backbone of ``input_kind`` (None = whole clip)."""

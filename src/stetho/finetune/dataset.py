@@ -103,11 +103,11 @@ def resolve_crop_samples(clips: Sequence[Clip], sample_rate: int, seconds: float
             every batch has one length and the choice does not depend on batch composition.
     """
     if seconds is not None:
-        return max(1, int(round(seconds * sample_rate)))
+        return max(1, round(seconds * sample_rate))
     if not clips:
         raise ValueError("cannot size crops without clips")
     shortest = min(info.frames / info.samplerate for info in (audio_info(c.path) for c in clips))
-    n = max(1, int(math.floor(shortest * sample_rate)))
+    n = max(1, math.floor(shortest * sample_rate))
     logger.info("whole-clip training: crops of %d samples (shortest clip %.3f s)", n, shortest)
     return n
 
@@ -184,7 +184,9 @@ def collate_batch(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         }
     lengths = {it["wave"].shape[0] for it in items}
     if len(lengths) != 1:
-        raise ValueError(f"cannot batch waveforms of different lengths {sorted(lengths)}; set a crop")
+        raise ValueError(
+            f"cannot batch waveforms of different lengths {sorted(lengths)}; set a crop"
+        )
     return {
         "wave": torch.stack([it["wave"] for it in items]),
         "label": torch.tensor([it["label"] for it in items], dtype=torch.long),
@@ -236,7 +238,12 @@ class GlobalBatchSampler(Sampler[list[tuple[int, int]]]):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is out of range for world size {world_size}")
         self.n, self.batch_size, self.seed, self.epoch = n, batch_size, seed, epoch
-        self.rank, self.world_size, self.start_step, self.shuffle = rank, world_size, start_step, shuffle
+        self.rank, self.world_size, self.start_step, self.shuffle = (
+            rank,
+            world_size,
+            start_step,
+            shuffle,
+        )
         self.sizes = global_batch_sizes(n, batch_size, world_size)
 
     def order(self) -> np.ndarray:

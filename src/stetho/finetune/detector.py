@@ -48,7 +48,12 @@ from stetho.backbones import Backbone, create_backbone, resolve_checkpoint
 from stetho.backend.knn import DomainKNNScorer
 from stetho.backend.threshold import decide, fit_threshold
 from stetho.data import Clip, load_audio
-from stetho.finetune.adapt import apply_finetuning, load_lora_state_dict, lora_state_dict, merge_lora
+from stetho.finetune.adapt import (
+    apply_finetuning,
+    load_lora_state_dict,
+    lora_state_dict,
+    merge_lora,
+)
 from stetho.finetune.config import ExperimentConfig
 from stetho.finetune.heads import ProxyHead
 from stetho.finetune.labels import ClassMap
@@ -134,7 +139,9 @@ class Detector:
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_training(cls, result: TrainResult, *, merge: bool = True, device: str | None = None) -> Detector:
+    def from_training(
+        cls, result: TrainResult, *, merge: bool = True, device: str | None = None
+    ) -> Detector:
         """A detector from a :class:`~stetho.finetune.train.TrainResult` (not yet fitted).
 
         For LoRA runs the adapter weights are kept for saving and, with ``merge``, folded into
@@ -176,9 +183,9 @@ class Detector:
         sec = self.cfg.scoring.window_seconds(self.cfg.data, self.backbone.input_kind)
         if sec is None:
             return None, None
-        win = max(1, int(round(sec * self.sample_rate)))
+        win = max(1, round(sec * self.sample_rate))
         hop_s = self.cfg.scoring.hop_seconds
-        hop = max(1, int(round(hop_s * self.sample_rate))) if hop_s else max(1, win // 2)
+        hop = max(1, round(hop_s * self.sample_rate)) if hop_s else max(1, win // 2)
         return win, hop
 
     @torch.inference_mode()
@@ -227,13 +234,17 @@ class Detector:
         out = []
         for w in items:
             if w.ndim != 1 or w.shape[0] == 0:
-                raise ValueError(f"each waveform must be a non-empty 1-D array, got shape {tuple(w.shape)}")
+                raise ValueError(
+                    f"each waveform must be a non-empty 1-D array, got shape {tuple(w.shape)}"
+                )
             w = w.detach().to("cpu", torch.float32)
             if sample_rate is not None and int(sample_rate) != self.sample_rate:
                 import soxr
 
                 w = torch.from_numpy(
-                    np.ascontiguousarray(soxr.resample(w.numpy(), int(sample_rate), self.sample_rate, quality="HQ"))
+                    np.ascontiguousarray(
+                        soxr.resample(w.numpy(), int(sample_rate), self.sample_rate, quality="HQ")
+                    )
                 ).float()
             out.append(w)
         return out
@@ -255,7 +266,9 @@ class Detector:
             wave, _ = load_audio(path, sr=self.sample_rate)
         return torch.from_numpy(np.array(wave, dtype=np.float32))
 
-    def embed_files(self, paths: Sequence[str | os.PathLike[str]], *, progress: bool = False) -> np.ndarray:
+    def embed_files(
+        self, paths: Sequence[str | os.PathLike[str]], *, progress: bool = False
+    ) -> np.ndarray:
         """k-NN embeddings (M, E) of audio files (decoded and resampled to :attr:`sample_rate`)."""
         out = np.zeros((len(paths), self.embed_dim), dtype=np.float32)
         bar = None
@@ -332,14 +345,19 @@ class Detector:
         self, waves: WaveInput, machine: str, section: str, sample_rate: int | None = None
     ) -> np.ndarray:
         """Anomaly scores (B,) of waveforms of one machine/section (higher = more anomalous)."""
-        self.scorer._check_key((machine, section))  # fail before the expensive embedding
+        self.scorer.require_key((machine, section))  # fail before the expensive embedding
         return self.score_embeddings(self.embed_waveforms(waves, sample_rate), machine, section)
 
     def score_files(
-        self, paths: Sequence[str | os.PathLike[str]], machine: str, section: str, *, progress: bool = False
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        machine: str,
+        section: str,
+        *,
+        progress: bool = False,
     ) -> np.ndarray:
         """Anomaly scores (M,) of audio files of one machine/section."""
-        self.scorer._check_key((machine, section))
+        self.scorer.require_key((machine, section))
         return self.score_embeddings(self.embed_files(paths, progress=progress), machine, section)
 
     def score_clips(self, clips: Iterable[Clip], *, progress: bool = False) -> Scores:
@@ -392,7 +410,9 @@ class Detector:
 
         dest = Path(directory)
         if _has_lora(self.backbone):
-            raise DetectorError("merge the LoRA layers (Detector.from_training(merge=True)) before saving")
+            raise DetectorError(
+                "merge the LoRA layers (Detector.from_training(merge=True)) before saving"
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
         ckpt_path, ckpt_sha = self._checkpoint_info()
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
@@ -415,7 +435,10 @@ class Detector:
             ]
             atomic_write_text(
                 tmp / "thresholds.json",
-                json.dumps({"config": self.cfg.threshold.to_dict(), "thresholds": thresholds}, indent=2) + "\n",
+                json.dumps(
+                    {"config": self.cfg.threshold.to_dict(), "thresholds": thresholds}, indent=2
+                )
+                + "\n",
             )
             meta = {
                 "format": DETECTOR_FORMAT,
@@ -432,7 +455,10 @@ class Detector:
                     "input_kind": self.backbone.input_kind,
                     "extra_config": self.backbone.extra_config(),
                 },
-                "head": {"in_dim": int(self.head.in_dim), "num_classes": int(self.head.num_classes)},
+                "head": {
+                    "in_dim": int(self.head.in_dim),
+                    "num_classes": int(self.head.num_classes),
+                },
                 "embedding_dim": self.embed_dim,
                 "weights": weights,
                 "keys": [f"{m}/{s}" for m, s in self.keys],
@@ -440,7 +466,9 @@ class Detector:
             atomic_write_text(tmp / "config.json", json.dumps(meta, indent=2) + "\n")
             old = None
             if dest.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent))
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent)
+                )
                 os.replace(dest, old / dest.name)
             os.replace(tmp, dest)
             if old is not None:
@@ -485,7 +513,11 @@ class Detector:
         cfg = ExperimentConfig.from_dict(meta["experiment"])
         binfo = meta["backbone"]
         weights = meta["weights"]
-        for name in [w for w in weights.values() if w] + ["head.safetensors", "backend.safetensors", "thresholds.json"]:
+        for name in [w for w in weights.values() if w] + [
+            "head.safetensors",
+            "backend.safetensors",
+            "thresholds.json",
+        ]:
             if not (src / name).is_file():
                 raise DetectorError(f"{src}: missing {name}")
         if weights.get("backbone"):
@@ -493,7 +525,9 @@ class Detector:
             try:
                 backbone.load_state_dict(load_file(str(src / weights["backbone"])), strict=True)
             except RuntimeError as err:
-                raise DetectorError(f"{src}: backbone weights do not fit {binfo['name']!r}: {err}") from err
+                raise DetectorError(
+                    f"{src}: backbone weights do not fit {binfo['name']!r}: {err}"
+                ) from err
         else:
             path = cls._verified_checkpoint(binfo, cfg, checkpoint)
             kwargs = dict(cfg.backbone.overrides)
@@ -505,14 +539,18 @@ class Detector:
                 load_lora_state_dict(backbone, load_file(str(src / weights["adapter"])))
                 merge_lora(backbone)
         if backbone.extra_config() != binfo["extra_config"]:
-            logger.warning("%s: rebuilt backbone's architecture settings differ from the saved ones", src)
+            logger.warning(
+                "%s: rebuilt backbone's architecture settings differ from the saved ones", src
+            )
         class_map = ClassMap.from_dict(meta["class_map"])
         head = ProxyHead(meta["head"]["in_dim"], meta["head"]["num_classes"], cfg.head)
         head.load_state_dict(load_file(str(src / "head.safetensors")))
         scorer = DomainKNNScorer(cfg.backend)
         scorer.load_state_dict(load_file(str(src / "backend.safetensors")))
         tjson = json.loads((src / "thresholds.json").read_text(encoding="utf-8"))
-        thresholds = {(t["machine"], t["section"]): float(t["threshold"]) for t in tjson["thresholds"]}
+        thresholds = {
+            (t["machine"], t["section"]): float(t["threshold"]) for t in tjson["thresholds"]
+        }
         adapter = load_file(str(src / weights["adapter"])) if weights.get("adapter") else None
         backbone.eval()
         head.eval()
@@ -531,9 +569,13 @@ class Detector:
     def _verified_checkpoint(
         binfo: dict[str, Any], cfg: ExperimentConfig, override: str | os.PathLike[str] | None
     ) -> Path:
-        spec = override if override is not None else binfo.get("checkpoint") or cfg.backbone.checkpoint
+        spec = (
+            override if override is not None else binfo.get("checkpoint") or cfg.backbone.checkpoint
+        )
         if spec is None:
-            raise DetectorError("the detector has neither backbone weights nor a checkpoint to rebuild from")
+            raise DetectorError(
+                "the detector has neither backbone weights nor a checkpoint to rebuild from"
+            )
         try:
             path = resolve_checkpoint(spec)
         except Exception as err:

@@ -117,7 +117,11 @@ def select_clips(
 
 
 def _write_scores(
-    detector: Detector, scores: Scores, out_dir: Path, year: int, style: Literal["plain", "baseline"]
+    detector: Detector,
+    scores: Scores,
+    out_dir: Path,
+    year: int,
+    style: Literal["plain", "baseline"],
 ) -> tuple[list[Path], dict[tuple[str, str], dict[str, int]]]:
     decisions = detector.decisions(scores)
     files: list[Path] = []
@@ -146,7 +150,8 @@ def run_training(
         progress: Progress bars.
 
     Returns:
-        A :class:`RunResult`.
+        A :class:`RunResult`. Under ``torchrun`` all processes train; only rank 0 then fits,
+        saves, scores and evaluates (other ranks get an unfitted detector and no evaluation).
     """
     t0 = time.monotonic()
     out = Path(out_dir)
@@ -157,7 +162,9 @@ def run_training(
             f"no normal dev training clips under {data_root} (machines={cfg.data.machines}, "
             f"sections={cfg.data.sections}); found {len(table)} clips in total"
         )
-    test_clips = select_clips(table, cfg, partition="dev", split="test").filter(key=set(train_clips.sections()))
+    test_clips = select_clips(table, cfg, partition="dev", split="test").filter(
+        key=set(train_clips.sections())
+    )
     labelled = len(test_clips) > 0 and all(c.label is not None for c in test_clips)
     year = _year(cfg, list(table))
     logger.info(
@@ -166,8 +173,16 @@ def run_training(
         len(train_clips.sections()), year,
     )  # fmt: skip
     result = train(
-        cfg, train_clips, out / "train", resume=resume, val_clips=test_clips if labelled else None, progress=progress
+        cfg,
+        train_clips,
+        out / "train",
+        resume=resume,
+        val_clips=test_clips if labelled else None,
+        progress=progress,
     )
+    if int(os.environ.get("RANK", "0")) != 0:
+        # under torchrun only rank 0 fits, saves, scores and evaluates
+        return RunResult(out, Detector.from_training(result), result, None, {}, [], 0.0)
     detector = Detector.from_training(result).fit(train_clips, progress=progress)
     detector.save(out / "detector")
     scores: Scores = {}
@@ -177,11 +192,15 @@ def run_training(
         scores = detector.score_clips(test_clips, progress=progress)
         files, decisions = _write_scores(detector, scores, out / "scores", year, "plain")
         if labelled:
-            evaluation = evaluate(scores, truth_from_clips(test_clips), decisions, year=year, system=cfg.name)
+            evaluation = evaluate(
+                scores, truth_from_clips(test_clips), decisions, year=year, system=cfg.name
+            )
             evaluation.write(out / "evaluation")
             atomic_write_text(out / "evaluation" / "table.md", evaluation.table() + "\n")
             logger.info("run %s: official score Ω = %.4f", cfg.name, evaluation.official_score)
-    return RunResult(out, detector, result, evaluation, scores, files, round(time.monotonic() - t0, 3))
+    return RunResult(
+        out, detector, result, evaluation, scores, files, round(time.monotonic() - t0, 3)
+    )
 
 
 def embed_dataset(
@@ -204,7 +223,9 @@ def embed_dataset(
     table = scan_dataset(root)
     clips = [c for c in table if c.partition in partitions and c.split in splits]
     if not clips:
-        raise ValueError(f"no clips of partitions {list(partitions)} / splits {list(splits)} under {root}")
+        raise ValueError(
+            f"no clips of partitions {list(partitions)} / splits {list(splits)} under {root}"
+        )
     dest = Path(out)
     if isinstance(detector_or_cfg, Detector):
         emb = detector_or_cfg.embed_clips(clips, progress=progress)
@@ -266,18 +287,28 @@ def score_dataset(
                 f"the detector has no banks for {[f'{m}/{s}' for m, s in missing]}; fitted keys: "
                 f"{[f'{m}/{s}' for m, s in detector.keys]} (use fit_missing=True)"
             )
-        extra = select_clips(table, detector.cfg, partition=partition, split="train").filter(key=set(missing))
+        extra = select_clips(table, detector.cfg, partition=partition, split="train").filter(
+            key=set(missing)
+        )
         lacking = sorted(set(missing) - set(extra.sections()))
         if lacking:
-            raise KeyError(f"no {partition} train clips to fit banks for {[f'{m}/{s}' for m, s in lacking]}")
-        logger.info("fitting banks for %d new machine/section(s) from %d train clips", len(missing), len(extra))
+            raise KeyError(
+                f"no {partition} train clips to fit banks for {[f'{m}/{s}' for m, s in lacking]}"
+            )
+        logger.info(
+            "fitting banks for %d new machine/section(s) from %d train clips",
+            len(missing),
+            len(extra),
+        )
         detector.fit(extra, replace=False, progress=progress)
     scores = detector.score_clips(test, progress=progress)
     _write_scores(detector, scores, Path(out_dir), year or _year(detector.cfg, list(table)), style)
     return scores
 
 
-def demo_config(backbone: str = "logmel", checkpoint: str | None = None, strategy: str | None = None) -> ExperimentConfig:
+def demo_config(
+    backbone: str = "logmel", checkpoint: str | None = None, strategy: str | None = None
+) -> ExperimentConfig:
     """The tiny, fast training setup of :func:`run_demo` (not the paper's 30 epochs).
 
     ``strategy`` defaults to LoRA when the backbone supports it, else frozen (head only).

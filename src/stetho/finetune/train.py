@@ -232,8 +232,13 @@ def _rng_state() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": [str(name), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
-                  int(has_gauss), float(cached)],  # fmt: skip
+        "numpy": [
+            str(name),
+            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
@@ -297,7 +302,9 @@ class _TrainModule(nn.Module):
 class _MetricsLog:
     """``metrics.csv`` (rewritten atomically) + optional TensorBoard, on rank 0 only."""
 
-    def __init__(self, out_dir: Path, active: bool, tensorboard: bool, keep_until_step: int) -> None:
+    def __init__(
+        self, out_dir: Path, active: bool, tensorboard: bool, keep_until_step: int
+    ) -> None:
         self.path = out_dir / METRICS_NAME
         self.active = active
         self.rows: list[dict[str, Any]] = []
@@ -306,15 +313,15 @@ class _MetricsLog:
             return
         if keep_until_step > 0 and self.path.is_file():
             with open(self.path, newline="", encoding="utf-8") as fh:
+                # rows written after the checkpoint by an interrupted run are dropped
                 self.rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= keep_until_step]
-            if self.rows and self.rows[-1]["kind"] == "step" and int(self.rows[-1]["step"]) == keep_until_step:
-                pass  # rows after the checkpoint (from the interrupted run) were dropped
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.writer = SummaryWriter(
-                    str(out_dir / "tensorboard"), purge_step=keep_until_step if keep_until_step else None
+                    str(out_dir / "tensorboard"),
+                    purge_step=keep_until_step if keep_until_step else None,
                 )
             except Exception as err:  # tensorboard missing or broken: the CSV is enough
                 logger.info("TensorBoard logging disabled: %s", err)
@@ -375,7 +382,9 @@ def train(
         raise ValueError("train() needs at least one training clip, got none")
     n_test = sum(1 for c in clips if c.split == "test" or c.label == "anomaly")
     if n_test:
-        raise ValueError(f"{n_test} of the training clips are test or anomalous clips; train on normal train clips only")
+        raise ValueError(
+            f"{n_test} of the training clips are test or anomalous clips; train on normal train clips only"
+        )
     info = init_distributed()
     try:
         with _determinism(cfg.train.deterministic):
@@ -441,9 +450,13 @@ def _train(
     )
 
     # -- data -------------------------------------------------------------------------------
-    crop = resolve_crop_samples(clips, backbone.sample_rate, cfg.data.crop_seconds(backbone.input_kind))
+    crop = resolve_crop_samples(
+        clips, backbone.sample_rate, cfg.data.crop_seconds(backbone.input_kind)
+    )
     cache = WaveformCache(cfg.data.cache_mb << 20)
-    dataset = ClipDataset(clips, backbone.sample_rate, class_map, crop_samples=crop, seed=tc.seed, cache=cache)
+    dataset = ClipDataset(
+        clips, backbone.sample_rate, class_map, crop_samples=crop, seed=tc.seed, cache=cache
+    )
     batch_sizes = global_batch_sizes(len(dataset), tc.batch_size, info.world_size)
     steps_per_epoch = len(batch_sizes)
     if steps_per_epoch == 0:
@@ -451,7 +464,11 @@ def _train(
             f"{len(dataset)} training clips are too few for {info.world_size} processes"
         )
     total_steps = steps_per_epoch * tc.epochs
-    warmup = tc.warmup_steps if tc.warmup_steps is not None else int(round(tc.warmup_epochs * steps_per_epoch))
+    warmup = (
+        tc.warmup_steps
+        if tc.warmup_steps is not None
+        else round(tc.warmup_epochs * steps_per_epoch)
+    )
 
     # -- resume -----------------------------------------------------------------------------
     ckpt_path = out_dir / CHECKPOINT_NAME
@@ -471,10 +488,14 @@ def _train(
                 "use another output folder or resume=False to start over"
             )
         if state["class_map"] != class_map.classes:
-            raise ValueError(f"{ckpt_path}: the training clips' classes differ from the checkpoint's")
+            raise ValueError(
+                f"{ckpt_path}: the training clips' classes differ from the checkpoint's"
+            )
         missing = set(_backbone_state(backbone, full_state)) - set(state["backbone"])
         if missing:
-            raise ValueError(f"{ckpt_path}: backbone weights missing from the checkpoint: {sorted(missing)[:5]}")
+            raise ValueError(
+                f"{ckpt_path}: backbone weights missing from the checkpoint: {sorted(missing)[:5]}"
+            )
         backbone.load_state_dict(state["backbone"], strict=False)
         head.load_state_dict(state["head"])
         optimizer.load_state_dict(state["optimizer"])
@@ -527,7 +548,13 @@ def _train(
     try:
         while epoch < tc.epochs:
             sampler = GlobalBatchSampler(
-                len(dataset), tc.batch_size, tc.seed, epoch, info.rank, info.world_size, start_step=step_in_epoch
+                len(dataset),
+                tc.batch_size,
+                tc.seed,
+                epoch,
+                info.rank,
+                info.world_size,
+                start_step=step_in_epoch,
             )
             loader = DataLoader(
                 dataset,
@@ -541,10 +568,17 @@ def _train(
             module.train()
             if not (has_params and cfg.finetune.strategy == "full"):
                 _freeze_norm_statistics(backbone)
-            bar = _progress(progress and info.is_main, steps_per_epoch, step_in_epoch, f"epoch {epoch + 1}/{tc.epochs}")
+            bar = _progress(
+                progress and info.is_main,
+                steps_per_epoch,
+                step_in_epoch,
+                f"epoch {epoch + 1}/{tc.epochs}",
+            )
             for batch in loader:
                 n_global = batch_sizes[step_in_epoch]
-                lr = tc.lr * lr_factor(global_step, warmup, total_steps, tc.schedule, tc.min_lr_ratio)
+                lr = tc.lr * lr_factor(
+                    global_step, warmup, total_steps, tc.schedule, tc.min_lr_ratio
+                )
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 wave = batch["wave"].to(device, non_blocking=True)
@@ -564,7 +598,8 @@ def _train(
                 global_step += 1
                 step_in_epoch += 1
                 step_loss = float(
-                    all_reduce_sum(loss_mean.detach().double().cpu() * wave.shape[0], info) / n_global
+                    all_reduce_sum(loss_mean.detach().double().cpu() * wave.shape[0], info)
+                    / n_global
                 )
                 loss_sum += step_loss
                 loss_count += 1
@@ -599,14 +634,21 @@ def _train(
             }
             if val_clips and tc.val_every and (epoch + 1) % tc.val_every == 0:
                 if info.is_main:
-                    record.update(_validate(cfg, backbone, head, class_map, clips, val_clips, device))
+                    record.update(
+                        _validate(
+                            cfg, backbone, head, class_map, clips, val_clips, device, cache.load
+                        )
+                    )
                 barrier(info)
             history.append(record)
             metrics.log(
                 "epoch",
                 epoch + 1,
                 global_step,
-                {k: record.get(k, "") for k in ("lr", "loss", "val_official_score", "val_arithmetic_mean")}
+                {
+                    k: record.get(k, "")
+                    for k in ("lr", "loss", "val_official_score", "val_arithmetic_mean")
+                }
                 | {"elapsed_s": record["seconds"]},
             )
             epoch += 1
@@ -618,7 +660,9 @@ def _train(
                 epoch,
                 tc.epochs,
                 record["loss"],
-                f", val Ω {record['val_official_score']:.4f}" if "val_official_score" in record else "",
+                f", val Ω {record['val_official_score']:.4f}"
+                if "val_official_score" in record
+                else "",
             )
     finally:
         metrics.close()
@@ -656,26 +700,37 @@ def _validate(
     train_clips: Sequence[Clip],
     val_clips: Sequence[Clip],
     device: torch.device,
+    loader: Callable[[Path, int], np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """Embed train clips → k-NN banks → score the labelled val clips → Ω."""
-    from stetho.evaluation import evaluate, truth_from_clips
+    """Embed train clips → k-NN banks → score the labelled val clips → Ω.
+
+    A validation set the official metrics cannot be computed on (e.g. a section without
+    anomalies) is logged and skipped instead of stopping the training.
+    """
+    from stetho.evaluation import GroundTruthError, MetricError, evaluate, truth_from_clips
     from stetho.finetune.detector import Detector
 
     was_training = backbone.training, head.training
     spec = backbone.spec_augment
     backbone.set_spec_augment(None)
     try:
-        det = Detector(cfg, backbone, head, class_map, device=device)
+        det = Detector(cfg, backbone, head, class_map, device=device, waveform_loader=loader)
         det.fit(train_clips, fit_thresholds=False)
         keys = set(det.keys)
         usable = [c for c in val_clips if c.key in keys]
         if not usable:
-            logger.warning("validation skipped: no validation clip belongs to a trained machine/section")
+            logger.warning(
+                "validation skipped: no validation clip belongs to a trained machine/section"
+            )
             return {}
         scores = det.score_clips(usable)
         years = [c.year for c in usable if c.year is not None]
         year = cfg.data.year or (max(set(years), key=years.count) if years else 2023)
-        result = evaluate(scores, truth_from_clips(usable), year=year, ci95=False)
+        try:
+            result = evaluate(scores, truth_from_clips(usable), year=year, ci95=False)
+        except (MetricError, GroundTruthError) as err:
+            logger.warning("validation skipped: %s", err)
+            return {}
     finally:
         backbone.set_spec_augment(spec)
         backbone.train(was_training[0])

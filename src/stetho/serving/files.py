@@ -1,0 +1,301 @@
+"""Score audio files and folders with a saved detector.
+
+::
+
+    det = Detector.load("runs/x/detector")
+    records = score_paths(det, ["recordings/", "one.wav"])          # folders walked recursively
+    print(format_records(records))
+    write_records_csv(records, "scores.csv")
+
+Each file's (machine, section) is, in this order: the ``machine``/``section`` arguments; the
+detector's only key when it has one; inferred from a DCASE layout (section from the file name,
+e.g. ``section_00_…``, machine from the nearest folder named like one of the detector's machines,
+e.g. ``fan/test/section_00_….wav``). A file whose key cannot be resolved, or that cannot be
+decoded, becomes an error record naming the file (``on_error="report"``) or raises
+(``on_error="raise"``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from stetho.data import AudioError, ClipNameError, is_audio_file_name, load_audio, parse_clip_name
+from stetho.utils.io import atomic_write
+
+if TYPE_CHECKING:
+    from stetho.finetune.detector import Detector
+
+__all__ = [
+    "CSV_COLUMNS",
+    "KeyResolutionError",
+    "ScoreRecord",
+    "expand_paths",
+    "format_records",
+    "normalize_section",
+    "resolve_key",
+    "score_paths",
+    "write_records_csv",
+]
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+PathLike = str | os.PathLike[str]
+CSV_COLUMNS: tuple[str, ...] = (
+    "path",
+    "machine",
+    "section",
+    "score",
+    "decision",
+    "threshold",
+    "error",
+)
+_CHUNK = 32  # files decoded and scored at once
+
+
+class KeyResolutionError(ValueError):
+    """The (machine, section) of a file is unknown to the detector or cannot be inferred."""
+
+
+@dataclass(frozen=True)
+class ScoreRecord:
+    """The outcome of scoring one file.
+
+    Attributes:
+        path: The file.
+        machine, section: Its key (None when it could not be resolved).
+        score: Anomaly score (higher = more anomalous); None on error.
+        decision: 1 = anomalous, 0 = normal; None on error or without a fitted threshold.
+        threshold: The key's decision threshold (None when unknown).
+        error: Why the file could not be scored (None on success).
+    """
+
+    path: Path
+    machine: str | None
+    section: str | None
+    score: float | None
+    decision: int | None
+    threshold: float | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the file was scored."""
+        return self.error is None
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat dict with the :data:`CSV_COLUMNS` (None → empty string; scores in ``repr``)."""
+        return {
+            "path": str(self.path),
+            "machine": self.machine or "",
+            "section": self.section or "",
+            "score": "" if self.score is None else repr(float(self.score)),
+            "decision": "" if self.decision is None else int(self.decision),
+            "threshold": "" if self.threshold is None else repr(float(self.threshold)),
+            "error": self.error or "",
+        }
+
+
+def normalize_section(section: str | int) -> str:
+    """``"0"``, ``0``, ``"section_00"`` → ``"00"``; other strings are returned unchanged."""
+    s = str(section).strip()
+    if s.lower().startswith("section_"):
+        s = s[len("section_") :]
+    return s.zfill(2) if s.isdigit() and len(s) < 2 else s
+
+
+def expand_paths(paths: PathLike | Iterable[PathLike]) -> list[tuple[Path, str | None]]:
+    """Files to score: each file as given; folders walked recursively for ``.wav``/``.flac``.
+
+    Returns:
+        ``(path, problem)`` pairs in input order (folders sorted); ``problem`` is None or a
+        message for a path that does not exist / a folder without audio files.
+    """
+    items = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    out: list[tuple[Path, str | None]] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and is_audio_file_name(f.name))
+            if not found:
+                out.append((p, f"folder {p} contains no .wav or .flac files"))
+            out += [(f, None) for f in found]
+        elif p.is_file():
+            out.append((p, None))
+        else:
+            out.append((p, f"no such file or folder: {p}"))
+    return out
+
+
+def _valid_keys(keys: Sequence[Key]) -> str:
+    return ", ".join(f"{m}/{s}" for m, s in keys) or "none"
+
+
+def resolve_key(
+    path: Path, keys: Sequence[Key], machine: str | None = None, section: str | None = None
+) -> Key:
+    """The (machine, section) a file belongs to (see the module docstring).
+
+    Args:
+        path: The audio file.
+        keys: The detector's (machine, section) keys.
+        machine, section: Given values (either may be None).
+
+    Raises:
+        KeyResolutionError: the key cannot be inferred or the detector has no model for it; the
+            message names the file and lists the detector's keys.
+    """
+    keys = list(keys)
+    sec = normalize_section(section) if section is not None else None
+    if machine is None or sec is None:
+        if len(keys) == 1 and (machine in (None, keys[0][0])) and (sec in (None, keys[0][1])):
+            return keys[0]
+        machines = {m for m, _ in keys}
+        if machine is None:
+            machine = next((part.name for part in path.parents if part.name in machines), None)
+        if sec is None:
+            try:
+                sec = parse_clip_name(path.name).section
+            except ClipNameError:
+                sec = None
+        if machine is None or sec is None:
+            missing = " and ".join(
+                w for w, v in (("machine", machine), ("section", sec)) if v is None
+            )
+            raise KeyResolutionError(
+                f"{path}: cannot infer the {missing} (expected a DCASE layout such as "
+                f"<machine>/test/section_XX_….wav); give machine and section explicitly. "
+                f"Detector keys: {_valid_keys(keys)}"
+            )
+    key = (str(machine), sec)
+    if key not in keys:
+        raise KeyResolutionError(
+            f"{path}: the detector has no model for machine {key[0]!r} section {key[1]!r}; "
+            f"valid keys: {_valid_keys(keys)}"
+        )
+    return key
+
+
+def score_paths(
+    detector: Detector,
+    paths: PathLike | Iterable[PathLike],
+    machine: str | None = None,
+    section: str | None = None,
+    on_error: Literal["report", "raise"] = "report",
+) -> list[ScoreRecord]:
+    """Score audio files and folders (walked recursively for ``.wav``/``.flac``).
+
+    Args:
+        detector: A fitted detector (:class:`stetho.finetune.Detector`).
+        paths: Files and/or folders.
+        machine, section: The key of all files (default: resolved per file, see module docs).
+        on_error: ``"report"``: unreadable files / unresolvable keys become records with
+            ``error`` set; ``"raise"``: raise at the first problem.
+
+    Returns:
+        One :class:`ScoreRecord` per file, in input order.
+
+    Raises:
+        FileNotFoundError: (``on_error="raise"``) a path does not exist or a folder has no audio.
+        KeyResolutionError: (``on_error="raise"``) a file's key is unknown or cannot be inferred.
+        AudioError: (``on_error="raise"``) a file cannot be decoded.
+    """
+    if on_error not in ("report", "raise"):
+        raise ValueError(f"on_error must be 'report' or 'raise', got {on_error!r}")
+    keys = list(detector.keys)
+    thresholds = dict(detector.thresholds)
+    records: list[ScoreRecord | None] = []
+    groups: dict[Key, list[tuple[int, Path]]] = {}
+
+    def fail(i: int, path: Path, key: Key | None, message: str) -> None:
+        m, s = key if key is not None else (machine, section)
+        records[i] = ScoreRecord(
+            path, m, s, None, None, thresholds.get(key) if key else None, message
+        )
+        logger.warning("%s", message)
+
+    for i, (path, problem) in enumerate(expand_paths(paths)):
+        records.append(None)
+        if problem is not None:
+            if on_error == "raise":
+                raise FileNotFoundError(problem)
+            fail(i, path, None, problem)
+            continue
+        try:
+            key = resolve_key(path, keys, machine, section)
+        except KeyResolutionError as err:
+            if on_error == "raise":
+                raise
+            fail(i, path, None, str(err))
+            continue
+        groups.setdefault(key, []).append((i, path))
+
+    sr = detector.sample_rate
+    for key, items in groups.items():
+        thr = thresholds.get(key)
+        for start in range(0, len(items), _CHUNK):
+            waves: list[np.ndarray] = []
+            ok: list[tuple[int, Path]] = []
+            for i, path in items[start : start + _CHUNK]:
+                try:
+                    wave, _ = load_audio(path, sr=sr)
+                    if wave.size == 0:
+                        raise AudioError(f"audio file {path} contains no samples")
+                except AudioError as err:
+                    if on_error == "raise":
+                        raise
+                    fail(i, path, key, str(err))
+                    continue
+                waves.append(wave)
+                ok.append((i, path))
+            if not waves:
+                continue
+            scores = detector.score_waveforms(waves, key[0], key[1])  # (b,)
+            for (i, path), score in zip(ok, scores):
+                dec = None if thr is None else int(float(score) > thr)
+                records[i] = ScoreRecord(path, key[0], key[1], float(score), dec, thr)
+    return [r for r in records if r is not None]
+
+
+def write_records_csv(records: Iterable[ScoreRecord], path: PathLike) -> Path:
+    """Atomically write records as CSV with a header (:data:`CSV_COLUMNS`); returns the path."""
+    dest = Path(path)
+    with atomic_write(dest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+        writer.writeheader()
+        for rec in records:
+            writer.writerow(rec.to_row())
+    return dest
+
+
+def format_records(records: Sequence[ScoreRecord]) -> str:
+    """A readable table (file, key, score, decision, threshold) plus a summary line and errors."""
+    rows = [("file", "machine/section", "score", "decision", "threshold")]
+    errors = []
+    for r in records:
+        key = f"{r.machine}/{r.section}" if r.machine and r.section else "?"
+        if r.ok:
+            dec = "-" if r.decision is None else ("ANOMALY" if r.decision else "normal")
+            thr = "-" if r.threshold is None else f"{r.threshold:.6g}"
+            rows.append((str(r.path), key, f"{r.score:.6g}", dec, thr))
+        else:
+            rows.append((str(r.path), key, "-", "ERROR", "-"))
+            errors.append(f"  {r.path}: {r.error}")
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    n_ok = sum(r.ok for r in records)
+    n_anom = sum(1 for r in records if r.ok and r.decision == 1)
+    lines.append(
+        f"{len(records)} file(s): {n_ok} scored, {n_anom} anomalous, {len(records) - n_ok} error(s)"
+    )
+    if errors:
+        lines += ["errors:", *errors]
+    return "\n".join(lines)
