@@ -124,19 +124,13 @@ def _cmd_tag(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 # training, scoring, demo
 # --------------------------------------------------------------------------------------------
-def _load_experiment(config: str | None, overrides: Sequence[str]) -> Any:
-    from stetho.finetune.config import ExperimentConfig
-
-    cfg = ExperimentConfig.load(config) if config else ExperimentConfig()
-    return cfg.override(list(overrides)) if overrides else cfg
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
+    from stetho.finetune.config import load_experiment_config
     from stetho.finetune.pipeline import run_training
 
-    cfg = _load_experiment(args.config, args.set)
+    cfg = load_experiment_config(args.config, args.set)
     result = run_training(cfg, args.data, args.out, resume=not args.no_resume)
-    if getattr(result, "evaluation", None) is not None:
+    if result.evaluation is not None:
         print(result.evaluation.table())
     print(f"run written to {args.out}")
     return 0
@@ -192,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Anomalous sound detection of machines with fine-tuned pre-trained audio models.",
     )
     parser.add_argument("--version", action="version", version=f"stetho {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -213,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=None, help="clip length in seconds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--eval-machines", nargs="+", default=None,
+        "--eval-machines",
+        nargs="+",
+        default=None,
         help="also write eval_data (anonymised test names) + official-layout ground truth for these",
     )
     p.set_defaults(func=_cmd_data_synth)
@@ -229,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     # evaluate --------------------------------------------------------------------------------
     p = sub.add_parser("evaluate", help="score submission CSVs exactly like the official evaluator")
     p.add_argument("scores_dir", help="folder with anomaly_score_*.csv (and decision_result_*.csv)")
-    p.add_argument("--truth", required=True, help="dev dataset root or official ground-truth folder")
+    p.add_argument(
+        "--truth", required=True, help="dev dataset root or official ground-truth folder"
+    )
     p.add_argument("--year", type=int, default=None, help="DCASE year (default: inferred)")
     p.add_argument("--out", default=None, help="results folder (default: SCORES_DIR/evaluation)")
     p.add_argument(

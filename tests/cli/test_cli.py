@@ -78,7 +78,9 @@ def test_evaluate_matches_library(
     scores_dir = tmp_path / "scores"
     _scores_for(synth_root, scores_dir)
     out_dir = tmp_path / "results"
-    assert main(["evaluate", str(scores_dir), "--truth", str(synth_root), "--out", str(out_dir)]) == 0
+    assert (
+        main(["evaluate", str(scores_dir), "--truth", str(synth_root), "--out", str(out_dir)]) == 0
+    )
     printed = capsys.readouterr().out
     assert "Ω" in printed or "official" in printed.lower()
 
@@ -116,7 +118,9 @@ def test_unknown_backbone_lists_choices(capsys: pytest.CaptureFixture[str]) -> N
     assert "no-such-model" in err and "beats" in err
 
 
-def test_tag_real_clip(mn04_checkpoint: Path, shared_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_tag_real_clip(
+    mn04_checkpoint: Path, shared_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     clip = next((shared_dir / "data/dcase2023t2_mini/dev_data/raw/fan/train").glob("*0040*.wav"))
     code = main(["tag", str(clip), "--checkpoint", str(mn04_checkpoint), "--top-k", "3"])
     assert code == 0

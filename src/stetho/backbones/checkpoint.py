@@ -25,7 +25,13 @@ import torch
 
 from stetho.utils.download import DownloadError, download_file, file_hash
 
-__all__ = ["CheckpointError", "cache_dir", "load_checkpoint", "resolve_checkpoint", "unwrap_state_dict"]
+__all__ = [
+    "CheckpointError",
+    "cache_dir",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "unwrap_state_dict",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +120,18 @@ def load_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
         raise CheckpointError(f"{path}: cannot load checkpoint: {err}") from err
 
 
-def unwrap_state_dict(obj: Any, keys: tuple[str, ...] = ("model", "state_dict")) -> dict[str, torch.Tensor]:
+def unwrap_state_dict(
+    obj: Any, keys: tuple[str, ...] = ("model", "state_dict")
+) -> dict[str, torch.Tensor]:
     """Return the state dict inside common wrappers (``{'model': sd}``, ``{'state_dict': sd}``)."""
     if isinstance(obj, dict):
         for key in keys:
             inner = obj.get(key)
-            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            if (
+                isinstance(inner, dict)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
+            ):
                 return inner
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             return obj

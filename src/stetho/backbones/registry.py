@@ -44,7 +44,9 @@ def register_backbone(
     def deco(fn: Callable[..., Backbone]) -> Callable[..., Backbone]:
         if name in _REGISTRY and _REGISTRY[name].factory is not fn:
             raise ValueError(f"backbone {name!r} is already registered")
-        _REGISTRY[name] = BackboneEntry(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0], needs_weights)
+        _REGISTRY[name] = BackboneEntry(
+            name, fn, description or (fn.__doc__ or "").strip().split("\n")[0], needs_weights
+        )
         return fn
 
     return deco

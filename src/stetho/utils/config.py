@@ -55,7 +55,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {value!r} matches none of {tp}: {'; '.join(errors)}")
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not a valid choice; expected one of {list(args)}")
+            raise ConfigError(
+                f"{where}: {value!r} is not a valid choice; expected one of {list(args)}"
+            )
         return value
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if isinstance(value, tp):
@@ -189,7 +191,9 @@ class ConfigBase:
             else:
                 data = json.loads(text)
         except Exception as err:
-            raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {err}") from err
+            raise ConfigError(
+                f"{path}: not valid {path.suffix.lstrip('.') or 'JSON'}: {err}"
+            ) from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         try:
@@ -217,7 +221,9 @@ class ConfigBase:
                 node = node[part]
             if not isinstance(node, dict) or parts[-1] not in node:
                 valid = sorted(node) if isinstance(node, dict) else []
-                raise ConfigError(f"override {item!r}: unknown key {parts[-1]!r}; valid keys are {valid}")
+                raise ConfigError(
+                    f"override {item!r}: unknown key {parts[-1]!r}; valid keys are {valid}"
+                )
             node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else raw
         return type(self).from_dict(data)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -54,7 +53,9 @@ def _verify(path: Path, size: int | None, md5: str | None, sha256: str | None, u
         if expected:
             got = file_hash(path, algo)
             if got.lower() != expected.lower():
-                raise DownloadError(f"{url}: {algo} mismatch for {path}: expected {expected}, got {got}")
+                raise DownloadError(
+                    f"{url}: {algo} mismatch for {path}: expected {expected}, got {got}"
+                )
 
 
 def download_file(
@@ -103,7 +104,7 @@ def download_file(
             response = None
         else:
             raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
-    except (urllib.error.URLError, socket.timeout, OSError) as err:
+    except (TimeoutError, urllib.error.URLError, OSError) as err:
         raise OfflineError(
             f"cannot reach {url} ({getattr(err, 'reason', err)}); you appear to be offline. "
             f"Download it elsewhere and place it at {dest}"
@@ -116,15 +117,23 @@ def download_file(
             length = response.headers.get("Content-Length")
             total = (int(length) + offset) if length is not None else size
             mode = "ab" if offset else "wb"
-            with open(part, mode) as fh, tqdm(
-                total=total, initial=offset, unit="B", unit_scale=True, desc=dest.name,
-                disable=not progress, leave=False,
-            ) as bar:
+            with (
+                open(part, mode) as fh,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    desc=dest.name,
+                    disable=not progress,
+                    leave=False,
+                ) as bar,
+            ):
                 try:
                     while block := response.read(chunk_size):
                         fh.write(block)
                         bar.update(len(block))
-                except (OSError, socket.timeout) as err:
+                except (TimeoutError, OSError) as err:
                     raise DownloadError(
                         f"{url}: transfer interrupted after {part.stat().st_size} bytes ({err}); "
                         "run again to resume"

@@ -19,7 +19,9 @@ __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "sha256_fi
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: Any) -> Iterator[IO[Any]]:
+def atomic_write(
+    path: str | os.PathLike[str], mode: str = "w", **open_kwargs: Any
+) -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path`` and atomically move it into place on success.
 
     Args:
