@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,3 +119,20 @@ def test_sine_power_and_log_floor() -> None:
     np.testing.assert_allclose(lm, 10 * math.log10(EPS))
     lm_sine = log_mel_spectrogram(y, sr)
     assert lm_sine[:, 10].max() == pytest.approx(10 * np.log10(mel[:, 10].max()))
+
+
+@pytest.mark.shared
+def test_real_dcase_clips_give_the_documented_vector_counts(shared_dir: Path) -> None:
+    from stetho.data import load_audio
+
+    raw = shared_dir / "data" / "dcase2023t2_mini" / "dev_data" / "raw"
+    fan = sorted((raw / "fan" / "train").glob("*.wav"))
+    toycar = sorted((raw / "ToyCar" / "train").glob("*.wav"))
+    if not fan or not toycar:
+        pytest.skip(f"real fan/ToyCar clips not found under {raw}")
+    wave, sr = load_audio(fan[0])  # 10 s at 16 kHz → T = 313 → 309 vectors
+    assert (sr, wave.size) == (16000, 160000)
+    v = baseline_vectors(wave, sr)
+    assert v.shape == (309, 640) and np.isfinite(v).all()
+    wave, sr = load_audio(toycar[0])  # 12 s → T = 1 + 192000 // 512 = 376 → 372 vectors
+    assert baseline_vectors(wave, sr).shape == (1 + wave.size // 512 - 4, 640)

@@ -24,7 +24,7 @@ from stetho.serving import ScoringHTTPServer, make_server
 @pytest.fixture()
 def running(detector: Detector) -> Iterator[ScoringHTTPServer]:
     server = make_server(detector, "127.0.0.1", 0, max_body_mb=0.25)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         yield server
@@ -121,7 +121,7 @@ def test_single_key_detector_needs_no_parameters(
     clip = next(iter(table.filter(split="test", machine="fan")))
     server = make_server(single_key_detector)  # defaults: 127.0.0.1, free port
     assert server.server_address[0] == "127.0.0.1" and server.server_address[1] > 0
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
         status, out = _request(server, "/score", clip.path.read_bytes())

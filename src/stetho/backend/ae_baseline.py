@@ -421,23 +421,26 @@ def _train_section(
     sec = AESection(model, cov_source, cov_target, {}, sample_rate)
 
     # --- threshold samples ----------------------------------------------------------------------
+    samples: dict[str, list[float]] = {"mse": [], "mahala": [], "mahala-frame": []}
     if cfg.threshold_samples == "batches":
-        samples: dict[str, list[float]] = {
-            "mse": train_batch_losses + val_mse,
-            "mahala": [],
-            "mahala-frame": [],
-        }
-        groups = [x_tr[idx].cpu().numpy() for idx in batches(x_tr.shape[0])]
-        groups += [x_val[i : i + bs].cpu().numpy() for i in range(0, x_val.shape[0], bs)]
+        samples["mse"] = train_batch_losses + val_mse
+        groups = itertools.chain(
+            (x_tr[idx] for idx in batches(x_tr.shape[0])),
+            (x_val[i : i + bs] for i in range(0, x_val.shape[0], bs)),
+        )
         for g in groups:
-            s = _group_scores(_residuals(model, g, device), [0, g.shape[0]], sec, n_mels)
+            xg = g.cpu().numpy()
+            s = _group_scores(_residuals(model, xg, device), [0, xg.shape[0]], sec, n_mels)
             samples["mahala"].append(float(s["mahala"][0]))
             samples["mahala-frame"].append(float(s["mahala-frame"][0]))
-        fit_on = {k: np.asarray(v) for k, v in samples.items()}
-    else:
-        bounds = np.cumsum([0] + [v.shape[0] for v in clip_vectors])
-        res = _residuals(model, x_all, device)
-        fit_on = _group_scores(res, bounds.tolist(), sec, n_mels)
+    else:  # per-clip scores, a few clips at a time
+        bounds = np.cumsum([0] + [v.shape[0] for v in clip_vectors])  # (C+1,)
+        for c in range(0, len(clip_vectors), 64):
+            off = bounds[c : c + 65]
+            res = _residuals(model, x_all[off[0] : off[-1]], device)
+            for k, v in _group_scores(res, (off - off[0]).tolist(), sec, n_mels).items():
+                samples[k] += v.tolist()
+    fit_on = {k: np.asarray(v) for k, v in samples.items()}
     sec.thresholds = {k: fit_threshold(v, cfg.threshold) for k, v in fit_on.items()}
     sec.stats = {
         "n_clips": len(clip_vectors),

@@ -32,7 +32,14 @@ from typing import Any, Literal
 import numpy as np
 
 from stetho.data import Clip, ClipTable, scan_dataset
-from stetho.evaluation import EvaluationResult, Scores, evaluate, truth_from_clips, write_submission
+from stetho.evaluation import (
+    EvaluationResult,
+    MetricError,
+    Scores,
+    evaluate,
+    truth_from_clips,
+    write_submission,
+)
 from stetho.finetune.config import BackboneConfig, ExperimentConfig, load_experiment_config
 from stetho.finetune.detector import Detector
 from stetho.finetune.train import TrainResult, build_backbone, train
@@ -192,9 +199,14 @@ def run_training(
         scores = detector.score_clips(test_clips, progress=progress)
         files, decisions = _write_scores(detector, scores, out / "scores", year, "plain")
         if labelled:
-            evaluation = evaluate(
-                scores, truth_from_clips(test_clips), decisions, year=year, system=cfg.name
-            )
+            truth = truth_from_clips(test_clips)
+            try:
+                evaluation = evaluate(scores, truth, decisions, year=year, system=cfg.name)
+            except MetricError as err:  # small / unbalanced dev sets: report a partial score
+                logger.warning("%s; evaluating in partial mode (undefined metrics left out)", err)
+                evaluation = evaluate(
+                    scores, truth, decisions, year=year, system=cfg.name, allow_undefined=True
+                )
             evaluation.write(out / "evaluation")
             atomic_write_text(out / "evaluation" / "table.md", evaluation.table() + "\n")
             logger.info("run %s: official score Ω = %.4f", cfg.name, evaluation.official_score)

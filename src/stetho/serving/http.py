@@ -47,6 +47,9 @@ __all__ = ["ScoringHTTPServer", "make_server", "serve"]
 
 logger = logging.getLogger(__name__)
 
+#: Unused request bodies up to this size are read and dropped before an error reply.
+_DRAIN_LIMIT = 64 * 2**20
+
 
 class _HTTPError(Exception):
     def __init__(self, status: HTTPStatus, message: str) -> None:
@@ -131,13 +134,13 @@ class _Handler(BaseHTTPRequestHandler):
         routes = {"/health": "GET", "/info": "GET", "/score": "POST"}
         try:
             if path not in routes:
+                self._discard_body()
                 raise _HTTPError(
                     HTTPStatus.NOT_FOUND,
                     f"unknown path {path!r}; endpoints: GET /health, GET /info, POST /score",
                 )
             if routes[path] != method:
-                if method == "POST":  # do not leave an unread body on a kept-alive connection
-                    self.close_connection = True
+                self._discard_body()
                 raise _HTTPError(
                     HTTPStatus.METHOD_NOT_ALLOWED,
                     f"{path} accepts {routes[path]} only, not {method}",
@@ -163,6 +166,25 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("POST")
 
     # -- /score ------------------------------------------------------------------------------
+    def _discard_body(self, length: int | None = None) -> None:
+        """Read and drop a request body we will not use, so that the client receives our error
+        reply instead of a reset connection; bodies above :data:`_DRAIN_LIMIT` are not read and
+        the connection is closed."""
+        if length is None:
+            try:
+                length = int(self.headers.get("Content-Length") or 0)
+            except ValueError:
+                length = -1
+        if length < 0 or length > _DRAIN_LIMIT:
+            self.close_connection = True
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 1 << 16))
+            if not chunk:
+                self.close_connection = True
+                return
+            length -= len(chunk)
+
     def _read_body(self) -> bytes:
         length_text = self.headers.get("Content-Length")
         if length_text is None:
@@ -182,7 +204,7 @@ class _Handler(BaseHTTPRequestHandler):
             ) from None
         limit = self.server.max_body_bytes
         if length > limit:
-            self.close_connection = True  # the body is left unread
+            self._discard_body(length)
             raise _HTTPError(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"request body of {length} bytes exceeds the limit of {limit} bytes "
@@ -217,12 +239,9 @@ class _Handler(BaseHTTPRequestHandler):
         return key
 
     def _score(self) -> dict[str, Any]:
-        try:
-            key = self._key()
-        except _HTTPError:
-            self.close_connection = True  # body not read
-            raise
-        wave, rate = _decode(self._read_body())
+        body = self._read_body()  # first: an error reply must not leave the body unread
+        key = self._key()
+        wave, rate = _decode(body)
         det = self.server.detector
         with self.server.lock:
             score = float(det.score_waveforms([wave], key[0], key[1], sample_rate=rate)[0])
