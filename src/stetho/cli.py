@@ -137,9 +137,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
+    from stetho.finetune.config import load_experiment_config
+    from stetho.finetune.detector import Detector
     from stetho.finetune.pipeline import embed_dataset
 
-    path = embed_dataset(args.detector, args.data, args.out)
+    if (args.detector is None) == (args.config is None):
+        raise ValueError("pass exactly one of --detector DIR (fine-tuned) or --config CFG (plain)")
+    source = (
+        Detector.load(args.detector)
+        if args.detector is not None
+        else load_experiment_config(args.config, args.set)
+    )
+    path = embed_dataset(source, args.data, args.out)
     print(f"embeddings written to {path}")
     return 0
 
@@ -163,14 +172,97 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from stetho.backbones import get_entry
     from stetho.finetune.pipeline import run_demo
 
-    kwargs: dict[str, Any] = {"backbone": args.backbone, "checkpoint": args.checkpoint}
+    if get_entry(args.backbone).needs_weights and not args.checkpoint and not args.random_weights:
+        raise ValueError(
+            f"backbone {args.backbone!r} needs pre-trained weights: pass --checkpoint PATH_OR_URL "
+            "(a file name is also looked up in $STETHO_CACHE), or --random-weights to run the "
+            "same code with random initialisation"
+        )
+    overrides = list(args.set)
     if args.epochs is not None:
-        kwargs["epochs"] = args.epochs
-    result = run_demo(args.out, **kwargs)
+        overrides.append(f"train.epochs={args.epochs}")
+    result = run_demo(
+        args.out,
+        backbone=args.backbone,
+        checkpoint=args.checkpoint,
+        strategy=args.strategy,
+        overrides=overrides,
+    )
     print(result.table())
     print(f"\ndemo run written to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# using a saved detector: files, streams, HTTP
+# --------------------------------------------------------------------------------------------
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from stetho.finetune.detector import Detector
+    from stetho.serving import format_records, score_paths, write_records_csv
+
+    detector = Detector.load(args.detector)
+    records = score_paths(detector, args.paths, machine=args.machine, section=args.section)
+    print(format_records(records))
+    if args.csv:
+        write_records_csv(records, args.csv)
+        print(f"scores written to {args.csv}")
+    failed = sum(1 for r in records if r.error)
+    return 1 if failed else 0
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from stetho.finetune.detector import Detector
+    from stetho.serving import score_pcm_stream
+
+    detector = Detector.load(args.detector)
+    stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
+    try:
+        for event in score_pcm_stream(
+            stream,
+            args.rate,
+            args.channels,
+            args.dtype,
+            detector=detector,
+            machine=args.machine,
+            section=args.section,
+            window_seconds=args.window,
+            hop_seconds=args.hop,
+            channel=args.channel_index,
+        ):
+            flag = {1: "ANOMALY", 0: "normal", None: "-"}[event.decision]
+            print(f"{event.t_start:9.2f}s-{event.t_end:9.2f}s  score {event.score:.6f}  {flag}")
+            sys.stdout.flush()
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from stetho.finetune.detector import Detector
+    from stetho.serving import serve
+
+    detector = Detector.load(args.detector)
+    print(f"serving {args.detector} on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    serve(detector, host=args.host, port=args.port, max_body_mb=args.max_body_mb)
+    return 0
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from stetho.backend.ae_baseline import run_ae_baseline
+
+    result = run_ae_baseline(
+        args.data,
+        args.out,
+        mode=args.mode,
+        epochs=args.epochs,
+        machines=args.machines or None,
+    )
+    print(result.table())
+    print(f"\nbaseline run written to {args.out}")
     return 0
 
 
@@ -263,8 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("embed", help="write embeddings of a dataset with a saved detector")
-    p.add_argument("--detector", required=True)
+    p = sub.add_parser("embed", help="write embeddings of every clip of a dataset")
+    p.add_argument("--detector", default=None, help="saved detector (fine-tuned embeddings)")
+    p.add_argument("--config", default=None, help="experiment config (plain backbone embeddings)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_embed)
@@ -276,6 +370,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", choices=["dev", "eval"], default="dev")
     p.set_defaults(func=_cmd_score)
 
+    p = sub.add_parser("baseline", help="the official DCASE autoencoder baseline (MSE / MAHALA)")
+    p.add_argument("--data", required=True, help="dataset root with dev_data")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--mode", choices=["mse", "mahala"], default="mse")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs (official: 100)")
+    p.add_argument("--machines", nargs="+", default=None, help="only these machine types")
+    p.set_defaults(func=_cmd_baseline)
+
+    p = sub.add_parser("detect", help="score audio files or folders with a saved detector")
+    p.add_argument("paths", nargs="+", help="audio files and/or folders (searched recursively)")
+    p.add_argument("--detector", required=True, help="saved detector folder")
+    p.add_argument(
+        "--machine", default=None, help="machine type (default: from the detector/names)"
+    )
+    p.add_argument("--section", default=None, help="section, e.g. 00")
+    p.add_argument("--csv", default=None, help="also write the scores to this CSV file")
+    p.set_defaults(func=_cmd_detect)
+
+    p = sub.add_parser(
+        "watch", help="score a live raw-PCM stream (stdin or a file) window by window"
+    )
+    p.add_argument("--detector", required=True, help="saved detector folder")
+    p.add_argument("--machine", required=True)
+    p.add_argument("--section", default="00")
+    p.add_argument("--input", default="-", help="raw PCM file, or - for stdin (default)")
+    p.add_argument("--rate", type=int, default=16000, help="sample rate of the PCM data")
+    p.add_argument("--channels", type=int, default=1, help="interleaved channels in the stream")
+    p.add_argument("--channel-index", type=int, default=0, help="channel to score")
+    p.add_argument("--dtype", choices=["int16", "int32", "float32"], default="int16")
+    p.add_argument("--window", type=float, default=None, help="window seconds (default: detector)")
+    p.add_argument("--hop", type=float, default=None, help="hop seconds (default: half a window)")
+    p.set_defaults(func=_cmd_watch)
+
+    p = sub.add_parser("serve", help="HTTP scoring server (POST /score?machine=…&section=…)")
+    p.add_argument("--detector", required=True, help="saved detector folder")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-body-mb", type=float, default=50.0)
+    p.set_defaults(func=_cmd_serve)
+
     p = sub.add_parser("sweep", help="run several configs and write one comparison table")
     p.add_argument("configs", nargs="+", help="YAML configs")
     p.add_argument("--data", required=True)
@@ -286,7 +420,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run folder")
     p.add_argument("--backbone", default="logmel", help="e.g. logmel, efficientat-mn04, beats")
     p.add_argument("--checkpoint", default=None, help="weights for backbones that need them")
+    p.add_argument(
+        "--strategy",
+        choices=["lora", "full", "frozen"],
+        default=None,
+        help="fine-tuning strategy (default: LoRA where supported, else frozen)",
+    )
     p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="allow backbones that need weights to run with random initialisation",
+    )
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     p.set_defaults(func=_cmd_demo)
     return parser
 

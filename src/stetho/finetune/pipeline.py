@@ -355,9 +355,9 @@ def run_demo(
     overrides: Sequence[str] = (),
     machines: Sequence[str] = ("fan", "gearbox", "valve"),
     seconds: float = 2.0,
-    n_train_source: int = 12,
-    n_train_target: int = 4,
-    n_test_per_group: int = 5,
+    n_train_source: int = 40,
+    n_train_target: int = 10,
+    n_test_per_group: int = 10,
     seed: int = 0,
     resume: bool = True,
     progress: bool = True,
@@ -374,7 +374,7 @@ def run_demo(
         strategy: ``lora``/``full``/``frozen`` (default: LoRA if supported, else frozen).
         overrides: Extra dotted config overrides.
         machines, seconds, n_train_source, n_train_target, n_test_per_group, seed: Synthetic
-            dataset size (3 machines × 16 train + 20 test clips of 2 s by default).
+            dataset size (3 machines × 50 train + 40 test clips of 2 s by default).
         resume: Reuse a finished or interrupted run in ``out_dir/run``.
         progress: Progress bars.
 

@@ -1,0 +1,214 @@
+"""End-to-end CLI: train → score → evaluate → detect / watch / embed, baseline, demo."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from stetho.cli import main
+from stetho.data.synth import generate_synthetic_dataset
+from stetho.finetune.detector import Detector
+
+TRAIN_SET = [
+    "backbone.name=logmel",
+    "finetune.strategy=frozen",
+    "train.epochs=1",
+    "train.tensorboard=false",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("cli_run")
+    data = generate_synthetic_dataset(
+        base / "dcase2023t2",
+        machines=("fan", "valve"),
+        n_train_source=8,
+        n_train_target=2,
+        n_test_per_group=3,
+        seconds=1.0,
+        seed=5,
+    )
+    out = base / "run"
+    code = main(["train", "--data", str(data), "--out", str(out), "--set", *TRAIN_SET])
+    assert code == 0
+    return data, out
+
+
+def test_train_writes_detector_scores_and_evaluation(run_dir: tuple[Path, Path]) -> None:
+    _, out = run_dir
+    cfg = json.loads((out / "detector" / "config.json").read_text())
+    assert cfg["format"] == "stetho-detector"
+    assert cfg["experiment"]["backbone"]["name"] == "logmel"
+    assert cfg["experiment"]["finetune"]["strategy"] == "frozen"
+    assert cfg["keys"] == ["fan/00", "valve/00"]
+    assert sorted(p.name for p in (out / "scores").glob("anomaly_score_*.csv")) == [
+        "anomaly_score_fan_section_00_test.csv",
+        "anomaly_score_valve_section_00_test.csv",
+    ]
+    results = json.loads((out / "evaluation" / "results.json").read_text())
+    assert 0.0 < results["official_score"] <= 1.0
+
+
+def test_score_then_evaluate_reproduces_training_evaluation(
+    run_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = run_dir
+    sub = tmp_path / "sub"
+    assert (
+        main(["score", "--detector", str(out / "detector"), "--data", str(data), "--out", str(sub)])
+        == 0
+    )
+    assert main(["evaluate", str(sub), "--truth", str(data), "--out", str(tmp_path / "ev")]) == 0
+    again = json.loads((tmp_path / "ev" / "results.json").read_text())
+    first = json.loads((out / "evaluation" / "results.json").read_text())
+    assert again["official_score"] == first["official_score"]
+
+
+def test_detect_files_and_csv(
+    run_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = run_dir
+    folder = data / "dev_data" / "raw" / "fan" / "test"
+    csv = tmp_path / "scores.csv"
+    assert (
+        main(["detect", str(folder), "--detector", str(out / "detector"), "--csv", str(csv)]) == 0
+    )
+    printed = capsys.readouterr().out
+    n = len(list(folder.glob("*.wav")))
+    assert f"{n} file(s)" in printed
+    rows = csv.read_text().strip().splitlines()
+    assert len(rows) == n + 1  # header + one row per file
+
+    det = Detector.load(out / "detector")
+    files = sorted(folder.glob("*.wav"))
+    expected = det.score_files(files, "fan", "00")
+    assert np.isfinite(expected).all()
+
+
+def test_detect_bad_file_reports_error_and_exit_code(
+    run_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, out = run_dir
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"this is not audio")
+    code = main(
+        [
+            "detect",
+            str(bad),
+            "--detector",
+            str(out / "detector"),
+            "--machine",
+            "fan",
+            "--section",
+            "00",
+        ]
+    )
+    assert code == 1
+    assert "broken.wav" in capsys.readouterr().out
+
+
+def test_watch_scores_a_pcm_stream(
+    run_dir: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = run_dir
+    clip = next((data / "dev_data" / "raw" / "fan" / "test").glob("*.wav"))
+    pcm, sr = sf.read(clip, dtype="int16")
+    stream = io.TextIOWrapper(io.BytesIO(np.concatenate([pcm, pcm, pcm]).tobytes()))
+    monkeypatch.setattr("sys.stdin", stream)
+    code = main(
+        [
+            "watch",
+            "--detector",
+            str(out / "detector"),
+            "--machine",
+            "fan",
+            "--rate",
+            str(sr),
+            "--window",
+            "1",
+            "--hop",
+            "1",
+        ]
+    )
+    assert code == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "score" in ln]
+    assert len(lines) == 3  # 3 s of audio, 1 s windows
+    det = Detector.load(out / "detector")
+    first = float(lines[0].split("score")[1].split()[0])
+    assert first == pytest.approx(
+        float(det.score_waveforms([pcm / 32768.0], "fan", "00", sample_rate=sr)[0]), rel=1e-4
+    )
+
+
+def test_embed_writes_matrix_and_clip_table(run_dir: tuple[Path, Path], tmp_path: Path) -> None:
+    data, out = run_dir
+    assert (
+        main(
+            [
+                "embed",
+                "--detector",
+                str(out / "detector"),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "emb"),
+            ]
+        )
+        == 0
+    )
+    emb = np.load(tmp_path / "emb" / "embeddings.npy")
+    n_clips = len((tmp_path / "emb" / "clips.csv").read_text().strip().splitlines()) - 1
+    assert emb.shape[0] == n_clips and np.isfinite(emb).all()
+
+
+def test_baseline_command(
+    run_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, _ = run_dir
+    code = main(
+        [
+            "baseline",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "ae"),
+            "--epochs",
+            "2",
+            "--machines",
+            "fan",
+        ]
+    )
+    assert code == 0
+    assert "fan" in capsys.readouterr().out
+    assert list((tmp_path / "ae" / "scores").glob("anomaly_score_fan_section_00_test.csv"))
+
+
+def test_bad_override_lists_valid_keys(
+    run_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, _ = run_dir
+    code = main(
+        ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--set", "train.lrr=1"]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "lrr" in err and "lr" in err
+
+
+def test_demo_runs_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["demo", "--out", str(tmp_path / "demo"), "--epochs", "1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "Official score" in out
+    assert (tmp_path / "demo" / "run" / "detector" / "config.json").is_file()
+
+
+def test_demo_refuses_missing_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path / "d"), "--backbone", "beats"]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
