@@ -95,6 +95,9 @@ def _cmd_backbones(args: argparse.Namespace) -> int:
     print(header)
     print("-" * len(header))
     for row in rows:
+        if row.get("error"):
+            print(f"{row['name']:<26}(cannot describe: {row['error']})")
+            continue
         params = row.get("params")
         ptxt = f"{params / 1e6:,.2f} M" if isinstance(params, (int, float)) else str(params)
         print(
