@@ -105,10 +105,18 @@ def test_backbones_lists_registry(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backbones", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     names = {r["name"] for r in rows}
+    assert [r["name"] for r in rows if r.get("error")] == []  # every backbone describes itself
     assert {"beats", "ced-base", "efficientat-mn04", "logmel", "wav2vec2"} <= names
     beats = next(r for r in rows if r["name"] == "beats")
     assert beats["params"] == 90_311_792
     assert beats["sample_rate"] == 16000 and beats["embed_dim"] == 768
+
+
+def test_backbones_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backbones"]) == 0
+    out = capsys.readouterr().out
+    assert "cannot describe" not in out
+    assert "qwen-audio-encoder" in out and "635.50 M" in out
 
 
 def test_unknown_backbone_lists_choices(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,9 +18,12 @@ from stetho.finetune.adapt import (
     adapted_modules,
     apply_finetuning,
     build_lora_config,
+    freeze_norm_statistics,
+    frozen_parameter_names,
     load_lora_state_dict,
     lora_state_dict,
     merge_lora,
+    norm_stats_frozen,
     parse_pattern_key,
     plan_lora,
     trainable_parameter_count,
@@ -541,3 +544,71 @@ def test_hf_tiny_backbones_roundtrip_and_merge(name: str) -> None:
     assert torch.equal(fresh.embed(wave), adapted)
     merge_lora(model)
     assert (model.embed(wave) - adapted).abs().max().item() <= 1e-5
+
+
+# -- parameters frozen by design, BatchNorm statistics ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", list_backbones())
+def test_full_keeps_parameters_frozen_by_design(name: str) -> None:
+    """Every registered backbone (built on the meta device: architecture only, no memory)."""
+    with torch.device("meta"):
+        model = create_backbone(name)
+    names = [n for n, _ in model.named_parameters()]
+    born_frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    if name.startswith(("whisper-encoder", "qwen-audio-encoder")):
+        # transformers builds the sinusoidal position table with requires_grad=False
+        assert born_frozen == {"encoder.embed_positions.weight"}
+    if "full" not in valid_strategies(model):
+        assert not names  # only parameter-free backbones (logmel) cannot be fine-tuned fully
+        return
+    # a "frozen" pass first must not make the design-frozen set look like "everything"
+    apply_finetuning(model, FinetuneConfig(strategy="frozen"))
+    assert trainable_parameter_count(model) == 0
+    apply_finetuning(model, FinetuneConfig(strategy="full"))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == set(names) - born_frozen
+    assert frozen_parameter_names(model) == born_frozen
+
+
+def test_full_on_whisper_tiny_trains_all_but_position_table() -> None:
+    if "whisper-encoder-tiny" not in list_backbones():
+        pytest.skip("whisper-encoder-tiny not registered")
+    torch.manual_seed(0)
+    model = create_backbone("whisper-encoder-tiny")
+    apply_finetuning(model, FinetuneConfig(strategy="full"))
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    wave = torch.randn(2, model.sample_rate // 2, generator=torch.Generator().manual_seed(1))
+    model.embed(wave).pow(2).mean().backward()
+    opt.step()
+    after = model.state_dict()
+    assert torch.equal(
+        after["encoder.embed_positions.weight"], before["encoder.embed_positions.weight"]
+    )
+    moved = [k for k in before if not torch.equal(after[k], before[k])]
+    assert len(moved) > len(before) // 2
+
+
+def test_full_refuses_a_backbone_frozen_before_the_first_call() -> None:
+    model = tiny()
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="would train nothing"):
+        apply_finetuning(model, FinetuneConfig(strategy="full"))
+
+
+def test_freeze_norm_statistics_and_config() -> None:
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.BatchNorm1d(2), nn.Sequential(nn.BatchNorm2d(2)))
+    model.train()
+    assert freeze_norm_statistics(model) == 2
+    assert model.training and model[0].training
+    assert not model[1].training and not model[2][0].training
+    assert all(p.requires_grad for p in model.parameters())  # affine weights still train
+    assert FinetuneConfig().freeze_norm_stats is True
+    assert norm_stats_frozen(FinetuneConfig(strategy="full"))
+    assert not norm_stats_frozen(FinetuneConfig(strategy="full", freeze_norm_stats=False))
+    for strategy in ("frozen", "lora"):  # the base model stays fixed whatever the flag
+        assert norm_stats_frozen(FinetuneConfig(strategy=strategy, freeze_norm_stats=False))  # type: ignore[arg-type]
+    cfg = FinetuneConfig.from_dict({"strategy": "full", "freeze_norm_stats": False})
+    assert cfg.freeze_norm_stats is False

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from stetho.frontend.efficientat_mel import EfficientATMel, kaldi_mel_bank, kaldi_mel_scale
+from stetho.frontend.efficientat_mel import EfficientATMel
+from stetho.frontend.mel import kaldi_mel_bank, kaldi_mel_scale
 
 
 @pytest.fixture(autouse=True)

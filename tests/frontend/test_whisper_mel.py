@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from stetho.frontend.whisper_mel import (
-    WhisperLogMel,
-    hz_to_mel_slaney,
-    mel_filters_slaney,
-    mel_to_hz_slaney,
-)
+from stetho.frontend.mel import hz_to_mel_slaney, mel_to_hz_slaney, slaney_mel_bank
+from stetho.frontend.whisper_mel import WhisperLogMel
 
 SR = 16000
 
@@ -58,7 +54,7 @@ def test_mel_filters_match_transformers_slaney_bank() -> None:
         norm="slaney",
         mel_scale="slaney",
     )  # (201, 80)
-    ours = mel_filters_slaney(SR, 400, 80, dtype=torch.float64).numpy()  # (80, 201)
+    ours = slaney_mel_bank(80, 400, SR, dtype=torch.float64).numpy()  # (80, 201)
     assert ours.shape == (80, 201)
     assert np.abs(ours.T - ref).max() < 1e-12
     # Every band is a non-empty triangle: one peak, non-negative.
@@ -114,3 +110,19 @@ def test_trim_longer_than_pad_and_dtype() -> None:
 
 def test_buffers_not_in_state_dict() -> None:
     assert WhisperLogMel().state_dict() == {}
+
+
+def test_float32_under_autocast() -> None:
+    """The log-mel is computed in float32 even inside a bf16 autocast region."""
+    import torch
+
+    from stetho.frontend.whisper_mel import WhisperLogMel
+
+    torch.manual_seed(0)
+    wave = torch.randn(2, 16000) * 0.1
+    layer = WhisperLogMel()
+    ref = layer(wave)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = layer(wave)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, atol=0, rtol=0)

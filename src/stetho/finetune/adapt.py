@@ -7,6 +7,12 @@
     sd = lora_state_dict(backbone)           # flat {name: tensor}, safetensors-compatible
     merge_lora(backbone)                     # fold LoRA into the weights, original module names
 
+Parameters a backbone freezes by design (``requires_grad=False`` when it is built, e.g. the
+sinusoidal ``embed_positions`` table of the Whisper / Qwen-Audio encoders) stay frozen under every
+strategy, ``full`` included: :func:`apply_finetuning` records them the first time it sees a
+backbone (:func:`frozen_parameter_names`). BatchNorm running statistics are a separate matter:
+:func:`freeze_norm_statistics` keeps them fixed during training (``FinetuneConfig.freeze_norm_stats``).
+
 LoRA targets are never guessed from module names: each backbone declares
 ``lora_target_templates`` (matrix key → module-name template with ``{i}``), ``num_layers`` and
 ``layers_pattern``; they are turned into a peft :class:`~peft.LoraConfig` whose ``target_modules``
@@ -63,9 +69,12 @@ __all__ = [
     "adapted_modules",
     "apply_finetuning",
     "build_lora_config",
+    "freeze_norm_statistics",
+    "frozen_parameter_names",
     "load_lora_state_dict",
     "lora_state_dict",
     "merge_lora",
+    "norm_stats_frozen",
     "parse_pattern_key",
     "plan_lora",
     "trainable_parameter_count",
@@ -85,6 +94,8 @@ LORA_PRESETS: dict[str, tuple[tuple[str, ...], float]] = {
 }
 
 _ADAPTER = "default"
+# Attribute holding the names of the parameters a backbone froze by design (see frozen_parameter_names).
+_FROZEN_ATTR = "_stetho_frozen_by_design"
 _MATRIX_ALIASES: dict[str, tuple[str, ...]] = {
     **{m: (m,) for m in MATRIX_KEYS},
     "fc": ("fc1", "fc2"),
@@ -165,13 +176,23 @@ class FinetuneConfig(ConfigBase):
     """Fine-tuning strategy.
 
     Attributes:
-        strategy: ``"full"`` (every backbone weight trains), ``"frozen"`` (backbone frozen, only
-            the head trains) or ``"lora"`` (only the LoRA matrices train).
+        strategy: ``"full"`` (every backbone weight trains, except parameters the backbone
+            freezes by design such as Whisper's sinusoidal position table), ``"frozen"`` (backbone
+            frozen, only the head trains) or ``"lora"`` (only the LoRA matrices train).
         lora: LoRA settings, used when ``strategy == "lora"``.
+        freeze_norm_stats: Keep the BatchNorm running statistics of the backbone fixed during
+            training (its BatchNorm layers stay in eval mode, normalising with the pre-trained
+            statistics; their affine weights still train under ``full``). Default ``True``: with
+            the paper's batch of 8, batch statistics are noisy and would overwrite the statistics
+            a pre-trained CNN (EfficientAT) learned on AudioSet, so frozen statistics are the
+            usual choice for small-batch fine-tuning. Only matters for ``full``; ``frozen`` and
+            ``lora`` always keep them (the base model stays fixed), and transformer backbones
+            have no BatchNorm (CED's input BatchNorm is always frozen by the backbone itself).
     """
 
     strategy: Literal["full", "frozen", "lora"] = "lora"
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    freeze_norm_stats: bool = True
 
 
 # -- friendly pattern keys ------------------------------------------------------------------------
@@ -447,21 +468,66 @@ def trainable_parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in unique.values())
 
 
+def frozen_parameter_names(backbone: nn.Module) -> frozenset[str]:
+    """Names of the parameters ``backbone`` keeps frozen by design (never trained by any strategy).
+
+    These are the parameters with ``requires_grad=False`` the first time this function (or
+    :func:`apply_finetuning`) sees the backbone, i.e. as built by ``create_backbone``: for example
+    the sinusoidal ``encoder.embed_positions.weight`` of the Whisper / Qwen-Audio encoders. The set
+    is recorded on the module, so later ``requires_grad`` changes (a ``frozen`` strategy, say) do
+    not alter it.
+    """
+    recorded = getattr(backbone, _FROZEN_ATTR, None)
+    if recorded is None:
+        recorded = frozenset(n for n, p in backbone.named_parameters() if not p.requires_grad)
+        setattr(backbone, _FROZEN_ATTR, recorded)
+    return cast(frozenset[str], recorded)
+
+
+def norm_stats_frozen(cfg: FinetuneConfig) -> bool:
+    """Whether training keeps the backbone's BatchNorm statistics fixed under ``cfg``.
+
+    Always for ``frozen`` and ``lora`` (the base model does not change), else
+    ``cfg.freeze_norm_stats``.
+    """
+    return cfg.strategy != "full" or cfg.freeze_norm_stats
+
+
+def freeze_norm_statistics(module: nn.Module) -> int:
+    """Put every BatchNorm layer of ``module`` in eval mode (running statistics fixed, used).
+
+    ``module.train()`` undoes this, so call it again after every ``train()`` (the training loop
+    does). Affine BatchNorm weights keep their ``requires_grad``.
+
+    Returns:
+        The number of BatchNorm layers set to eval mode.
+    """
+    n = 0
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            n += 1
+    return n
+
+
 def apply_finetuning(backbone: Backbone, cfg: FinetuneConfig) -> Backbone:
     """Set which backbone weights train, in place.
 
-    * ``full``: every parameter requires grad.
+    * ``full``: every parameter requires grad, except those the backbone freezes by design
+      (:func:`frozen_parameter_names`, e.g. Whisper's sinusoidal position table).
     * ``frozen``: no backbone parameter requires grad (only the head trains).
     * ``lora``: LoRA layers are injected with peft ``inject_adapter_in_model`` (B = 0, so the
       outputs are unchanged) and only their A/B matrices require grad.
 
-    Load the official checkpoint first: injection renames the adapted weights to
-    ``….base_layer.weight``.
+    Call it on a freshly built backbone (``create_backbone``; loading weights does not matter):
+    its ``requires_grad`` flags at the first call define the parameters frozen by design. Load the
+    official checkpoint first: injection renames the adapted weights to ``….base_layer.weight``.
 
     Raises:
         ValueError: an unknown strategy, LoRA on a backbone without LoRA targets (the message
-            lists the strategies valid for it), ``full`` on a parameter-free backbone, LoRA
-            applied twice, or an invalid LoRA config.
+            lists the strategies valid for it), ``full`` on a parameter-free backbone or on one
+            whose parameters were all frozen before the first call, LoRA applied twice, or an
+            invalid LoRA config.
     """
     strategy = cfg.strategy
     if strategy not in STRATEGIES:
@@ -478,9 +544,26 @@ def apply_finetuning(backbone: Backbone, cfg: FinetuneConfig) -> Backbone:
             f"strategy {strategy!r} is not valid for backbone {_backbone_name(backbone)!r} (it has "
             f"no parameters); valid strategies for it: {valid_strategies(backbone)}"
         )
-    if strategy in ("full", "frozen"):
+    keep_frozen = frozen_parameter_names(backbone)
+    if strategy == "full":
+        names = [n for n, _ in backbone.named_parameters()]
+        if all(n in keep_frozen for n in names):
+            raise ValueError(
+                f"every parameter of backbone {_backbone_name(backbone)!r} had requires_grad=False "
+                "when apply_finetuning first saw it, so 'full' would train nothing; build a fresh "
+                "backbone (create_backbone) or use strategy 'frozen'"
+            )
+        for name, p in backbone.named_parameters():
+            p.requires_grad_(name not in keep_frozen)
+        if keep_frozen:
+            logger.info(
+                "full fine-tuning keeps %d parameter(s) frozen by design: %s",
+                len(keep_frozen),
+                sorted(keep_frozen)[:4],
+            )
+    elif strategy == "frozen":
         for p in backbone.parameters():
-            p.requires_grad_(strategy == "full")
+            p.requires_grad_(False)
     else:
         from peft import inject_adapter_in_model
 

@@ -11,8 +11,10 @@ What happens (all settings in :class:`~stetho.finetune.config.ExperimentConfig`)
   parameters such as ``logmel`` trains only the head), and a :class:`ProxyHead` is put on top
   (one class per machine/section/attributes);
 * SpecAugment is installed on spectrogram (``fbank``) backbones only, never raw-waveform ones;
+* BatchNorm running statistics stay fixed (``finetune.freeze_norm_stats``, always for ``frozen``
+  and ``lora``): the backbone's BatchNorm layers are kept in eval mode across ``train()`` calls;
 * Adam with a linear warm-up then linear/cosine decay, stepped per optimiser step; gradient-norm
-  clipping; optional bf16 autocast and ``torch.compile`` (GPU only);
+  clipping; optional bf16 autocast and ``torch.compile`` (GPU only, see below);
 * batches are global (``train.batch_size``) and sharded across ``torchrun`` processes, with loss
   scaling so N processes with B/N samples each produce the gradients of one process with B;
 * a resumable checkpoint (trainable weights, head, optimiser, RNG states, epoch/step) is written
@@ -22,6 +24,17 @@ What happens (all settings in :class:`~stetho.finetune.config.ExperimentConfig`)
 * ``metrics.csv`` (and TensorBoard events) log the loss, learning rate and gradient norm; with
   ``val_clips`` (labelled dev test clips) each epoch ends with a k-NN validation: official score
   Ω, arithmetic mean.
+
+GPU-only options: ``train.amp="bf16"`` autocasts the forward pass and the loss only (the
+backward and the optimiser step run outside it; parameters, gradients and optimiser state stay
+fp32, so no ``GradScaler`` is needed for bf16; front-ends and the ArcFace maths disable autocast
+themselves and stay fp32). ``train.compile`` compiles the training module (backbone + head loss)
+once, after the DDP wrapper as PyTorch recommends; the checkpoint, the result and detectors use
+the original, uncompiled modules, so no ``_orig_mod.`` / ``module.`` prefixes reach a state dict.
+Under DDP, ``find_unused_parameters`` is on whenever backbone weights train: ``full`` leaves the
+AudioSet classifiers of CED / EfficientAT unused, and layer drop (Wav2Vec2's checkpoints, BEATs
+when set) skips whole layers, LoRA matrices included; with a frozen backbone only the head trains
+and every trainable parameter is used.
 """
 
 from __future__ import annotations
@@ -37,7 +50,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -46,7 +59,12 @@ from torch.utils.data import DataLoader
 
 from stetho.backbones import Backbone, create_backbone
 from stetho.data import Clip
-from stetho.finetune.adapt import apply_finetuning, trainable_parameter_count
+from stetho.finetune.adapt import (
+    apply_finetuning,
+    freeze_norm_statistics,
+    norm_stats_frozen,
+    trainable_parameter_count,
+)
 from stetho.finetune.config import BackboneConfig, ExperimentConfig
 from stetho.finetune.dataset import (
     ClipDataset,
@@ -107,6 +125,8 @@ _RESUME_FREE = {
     "train.val_every",
     "data.cache_mb",
 }
+#: Extra ``torch.compile`` arguments (tests run the compile path on the CPU with ``backend="eager"``).
+_COMPILE_OPTIONS: dict[str, Any] = {}
 
 
 @dataclass
@@ -176,6 +196,11 @@ def resolve_device(spec: str, info: DistInfo | None = None) -> torch.device:
     if device.type == "cuda" and device.index is None and info is not None and info.enabled:
         device = torch.device("cuda", info.local_rank)
     return device
+
+
+def _accelerated(device: torch.device) -> bool:
+    """Whether the GPU-only options (bf16 autocast, ``torch.compile``) apply on ``device``."""
+    return device.type == "cuda"
 
 
 def build_backbone(cfg: BackboneConfig) -> Backbone:
@@ -256,13 +281,18 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _backbone_state(backbone: Backbone, full: bool) -> dict[str, torch.Tensor]:
-    """Trainable parameters and all buffers (or the whole state dict when ``full``)."""
+def _backbone_tensors(backbone: Backbone, full: bool) -> dict[str, torch.Tensor]:
+    """Trainable parameters and all buffers (or the whole state dict when ``full``), uncopied."""
     if full:
-        return {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
-    out = {k: p.detach().cpu().clone() for k, p in backbone.named_parameters() if p.requires_grad}
-    out.update({k: b.detach().cpu().clone() for k, b in backbone.named_buffers()})
+        return dict(backbone.state_dict())
+    out: dict[str, torch.Tensor] = {k: p for k, p in backbone.named_parameters() if p.requires_grad}
+    out.update(dict(backbone.named_buffers()))
     return out
+
+
+def _backbone_state(backbone: Backbone, full: bool) -> dict[str, torch.Tensor]:
+    """CPU copies of :func:`_backbone_tensors` (what the checkpoint stores)."""
+    return {k: v.detach().cpu().clone() for k, v in _backbone_tensors(backbone, full).items()}
 
 
 def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
@@ -277,21 +307,30 @@ def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
     return out
 
 
-def _freeze_norm_statistics(module: nn.Module) -> None:
-    """Keep BatchNorm running statistics fixed (eval mode) inside a training module."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-
-
 class _TrainModule(nn.Module):
-    """Backbone + head → mean proxy loss of a batch (the unit DDP wraps)."""
+    """Backbone + head → mean proxy loss of a batch (the unit DDP wraps).
 
-    def __init__(self, backbone: Backbone, head: ProxyHead, backbone_trainable: bool) -> None:
+    With ``freeze_norm_stats``, ``train()`` leaves the backbone's BatchNorm layers in eval mode.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: ProxyHead,
+        backbone_trainable: bool,
+        freeze_norm_stats: bool = False,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.backbone_trainable = backbone_trainable
+        self.freeze_norm_stats = freeze_norm_stats
+
+    def train(self, mode: bool = True) -> Self:
+        super().train(mode)
+        if mode and self.freeze_norm_stats:
+            freeze_norm_statistics(self.backbone)
+        return self
 
     def forward(self, wave: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(self.backbone_trainable and torch.is_grad_enabled()):
@@ -406,10 +445,12 @@ def _train(
     tc = cfg.train
     device = resolve_device(tc.device, info)
     on_gpu = device.type == "cuda"
-    use_amp = tc.amp == "bf16" and on_gpu
-    if tc.amp == "bf16" and not on_gpu:
+    accelerated = _accelerated(device)
+    use_amp = tc.amp == "bf16" and accelerated
+    use_compile = tc.compile and accelerated
+    if tc.amp == "bf16" and not accelerated:
         logger.info("train.amp='bf16' is ignored on %s (GPU only)", device)
-    if tc.compile and not on_gpu:
+    if tc.compile and not accelerated:
         logger.info("train.compile=True is ignored on %s (GPU only)", device)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -491,7 +532,7 @@ def _train(
             raise ValueError(
                 f"{ckpt_path}: the training clips' classes differ from the checkpoint's"
             )
-        missing = set(_backbone_state(backbone, full_state)) - set(state["backbone"])
+        missing = set(_backbone_tensors(backbone, full_state)) - set(state["backbone"])
         if missing:
             raise ValueError(
                 f"{ckpt_path}: backbone weights missing from the checkpoint: {sorted(missing)[:5]}"
@@ -513,14 +554,22 @@ def _train(
         _seed_everything(tc.seed + info.rank)
 
     metrics = _MetricsLog(out_dir, info.is_main, tc.tensorboard, global_step)
-    module = _TrainModule(backbone, head, backbone_trainable)
+    freeze_stats = has_params and norm_stats_frozen(cfg.finetune)
+    module = _TrainModule(backbone, head, backbone_trainable, freeze_stats)
     runner: nn.Module = module
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
-        runner = DistributedDataParallel(module, device_ids=[device.index] if on_gpu else None)
-    if tc.compile and on_gpu:
-        runner = torch.compile(runner)  # type: ignore[assignment]
+        # trainable backbone weights can go unused in a step (classifiers outside the embedding
+        # path, layer drop); the head's parameters are always used
+        runner = DistributedDataParallel(
+            module,
+            device_ids=[device.index] if on_gpu else None,
+            find_unused_parameters=backbone_trainable,
+        )
+    if use_compile:
+        # after DDP (graph breaks at bucket boundaries); ``backbone``/``head`` stay uncompiled
+        runner = torch.compile(runner, **_COMPILE_OPTIONS)  # type: ignore[assignment]
 
     def save_checkpoint(epoch_done: int, in_epoch: int) -> None:
         rngs = all_gather_objects(_rng_state(), info)
@@ -565,9 +614,7 @@ def _train(
                 generator=torch.Generator().manual_seed(tc.seed + epoch),
                 pin_memory=on_gpu,
             )
-            module.train()
-            if not (has_params and cfg.finetune.strategy == "full"):
-                _freeze_norm_statistics(backbone)
+            module.train()  # BatchNorm layers stay in eval mode when statistics are frozen
             bar = _progress(
                 progress and info.is_main,
                 steps_per_epoch,
@@ -585,7 +632,8 @@ def _train(
                 labels = batch["label"].to(device, non_blocking=True)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                     loss_mean = runner(wave, labels)
-                # local sum / global count, times world size (DDP averages over processes)
+                # local sum / global count, times world size (DDP averages over processes);
+                # backward outside autocast, fp32 parameters: no GradScaler needed for bf16
                 scale = wave.shape[0] * info.world_size / n_global
                 (loss_mean * scale).backward()
                 grad_norm = (
@@ -597,9 +645,9 @@ def _train(
                 optimizer.zero_grad(set_to_none=True)
                 global_step += 1
                 step_in_epoch += 1
+                # reduced on the training device: NCCL cannot reduce CPU tensors
                 step_loss = float(
-                    all_reduce_sum(loss_mean.detach().double().cpu() * wave.shape[0], info)
-                    / n_global
+                    all_reduce_sum(loss_mean.detach().double() * wave.shape[0], info) / n_global
                 )
                 loss_sum += step_loss
                 loss_count += 1
@@ -710,7 +758,8 @@ def _validate(
     from stetho.evaluation import GroundTruthError, MetricError, evaluate, truth_from_clips
     from stetho.finetune.detector import Detector
 
-    was_training = backbone.training, head.training
+    # per-module modes, restored exactly (BatchNorm layers kept in eval mode stay there)
+    modes = [(m, m.training) for m in (*backbone.modules(), *head.modules())]
     spec = backbone.spec_augment
     backbone.set_spec_augment(None)
     try:
@@ -733,8 +782,8 @@ def _validate(
             return {}
     finally:
         backbone.set_spec_augment(spec)
-        backbone.train(was_training[0])
-        head.train(was_training[1])
+        for m, mode in modes:
+            m.training = mode
     return {
         "val_official_score": float(result.official_score),
         "val_arithmetic_mean": float(result.arithmetic_mean),

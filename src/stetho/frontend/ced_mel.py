@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from stetho.frontend.mel import centred_stft
 from stetho.utils.config import ConfigBase, ConfigError
 
 __all__ = ["CEDMel", "CEDMelConfig", "amplitude_to_db", "htk_mel_filterbank"]
@@ -134,18 +135,9 @@ class _PowerSpectrogram(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         # wave: (B, N) float32 -> (B, n_fft // 2 + 1, 1 + N // hop)
-        spec = torch.stft(
-            wave,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            win_length=self.win_length,
-            window=self.window.to(device=wave.device, dtype=torch.float32),
-            center=True,
-            pad_mode="reflect",
-            normalized=False,
-            onesided=True,
-            return_complex=True,
-        )
+        window = self.window.to(device=wave.device, dtype=torch.float32)
+        spec = centred_stft(wave, window, self.n_fft, self.hop_length, self.win_length)
+        # |X|^2 as torchaudio's Spectrogram computes it (abs().pow(2), not re² + im²)
         return spec.abs().pow(2.0)
 
 

@@ -7,8 +7,9 @@ waveforms ``(B, N)`` at 32 kHz:
 1. pre-emphasis as a *valid* convolution: ``y[n] = x[n+1] - 0.97 x[n]`` → ``N - 1`` samples;
 2. power STFT, ``n_fft`` 1024, window 800 (symmetric Hann, zero-padded centrally to 1024), hop 320,
    centred with reflect padding → ``(B, 513, T)`` with ``T = 1 + (N - 1) // 320``;
-3. Kaldi-style triangular mel bank, 128 bins from 0 to 15000 Hz on the ``1127 ln(1 + f/700)``
-   scale, plus a zero column for the Nyquist bin → ``(128, 513)``;
+3. Kaldi-style triangular mel bank (:func:`stetho.frontend.mel.kaldi_mel_bank`, the BEATs fbank's
+   bank), 128 bins from 0 to 15000 Hz on the ``1127 ln(1 + f/700)`` scale, plus a zero column for
+   the Nyquist bin → ``(128, 513)``;
 4. ``ln(mel + 1e-5)``, then ``(x + 4.5) / 5``.
 
 Example:
@@ -19,75 +20,12 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-__all__ = ["EfficientATMel", "kaldi_mel_bank", "kaldi_mel_scale"]
+from stetho.frontend.mel import centred_stft, kaldi_mel_bank
 
-
-def kaldi_mel_scale(freq: float) -> float:
-    """Kaldi's mel scale ``1127 ln(1 + f / 700)`` of a frequency in Hz."""
-    return 1127.0 * math.log(1.0 + freq / 700.0)
-
-
-def kaldi_mel_bank(
-    num_bins: int,
-    n_fft: int,
-    sample_rate: float,
-    low_freq: float = 0.0,
-    high_freq: float = 0.0,
-    *,
-    nyquist_column: bool = True,
-) -> torch.Tensor:
-    """Kaldi-style triangular mel filters (float32), as Kaldi and torchaudio build them.
-
-    The triangles are equally spaced on the ``1127 ln(1 + f/700)`` scale and evaluated on that
-    scale at the FFT bin frequencies ``k · sr / n_fft`` for ``k = 0 .. n_fft/2 - 1``. The Nyquist
-    bin gets a zero weight. All arithmetic is float32 in the order Kaldi uses, so banks match the
-    reference implementation exactly.
-
-    Args:
-        num_bins: Number of mel bins.
-        n_fft: FFT size (even).
-        sample_rate: Sample rate in Hz.
-        low_freq: Lower edge in Hz.
-        high_freq: Upper edge in Hz; ``<= 0`` means an offset from the Nyquist frequency.
-        nyquist_column: Append the zero column for the Nyquist bin (``n_fft/2 + 1`` columns).
-
-    Returns:
-        ``(num_bins, n_fft // 2 + 1)`` (or ``n_fft // 2`` columns without the Nyquist column).
-
-    Raises:
-        ValueError: on an odd ``n_fft`` or band edges outside ``0 <= low < high <= sr/2``.
-    """
-    if n_fft <= 0 or n_fft % 2:
-        raise ValueError(f"n_fft must be a positive even number, got {n_fft}")
-    nyquist = 0.5 * sample_rate
-    if high_freq <= 0.0:
-        high_freq += nyquist
-    if not 0.0 <= low_freq < high_freq <= nyquist:
-        raise ValueError(
-            f"mel band edges must satisfy 0 <= low_freq < high_freq <= {nyquist} Hz, "
-            f"got low_freq={low_freq}, high_freq={high_freq}"
-        )
-    num_fft_bins = n_fft // 2
-    mel_low = kaldi_mel_scale(low_freq)
-    mel_high = kaldi_mel_scale(high_freq)
-    delta = (mel_high - mel_low) / (num_bins + 1)
-    idx = torch.arange(num_bins, dtype=torch.float32).unsqueeze(1)  # (num_bins, 1)
-    left = mel_low + idx * delta
-    centre = mel_low + (idx + 1.0) * delta
-    right = mel_low + (idx + 2.0) * delta
-    bin_hz = (sample_rate / n_fft) * torch.arange(num_fft_bins, dtype=torch.float32)
-    mel = (1127.0 * (1.0 + bin_hz / 700.0).log()).unsqueeze(0)  # (1, num_fft_bins)
-    up = (mel - left) / (centre - left)
-    down = (right - mel) / (right - centre)
-    bank = torch.clamp(torch.minimum(up, down), min=0.0)  # (num_bins, num_fft_bins)
-    if nyquist_column:
-        bank = torch.nn.functional.pad(bank, (0, 1))
-    return bank
+__all__ = ["EfficientATMel"]
 
 
 class EfficientATMel(nn.Module):
@@ -169,17 +107,8 @@ class EfficientATMel(nn.Module):
         with torch.autocast(device_type=wave.device.type, enabled=False):
             x = wave.float()
             x = nn.functional.conv1d(x.unsqueeze(1), self.preemph_kernel).squeeze(1)  # (B, N-1)
-            spec = torch.stft(
-                x,
-                n_fft=self.n_fft,
-                hop_length=self.hop_length,
-                win_length=self.win_length,
-                window=self.window,
-                center=True,
-                pad_mode="reflect",
-                normalized=False,
-                onesided=True,
-                return_complex=True,
+            spec = centred_stft(
+                x, self.window, self.n_fft, self.hop_length, self.win_length
             )  # (B, n_fft/2 + 1, T)
             power = spec.real.square() + spec.imag.square()
             mel = torch.matmul(self.mel_bank, power)  # (B, n_mels, T)

@@ -10,10 +10,11 @@ whole batch at once and without torchaudio::
     power = |rfft(frames, 512)|²                # (B, T, 257)
     fbank = ln(max(power @ mel_bankᵀ, FLT_EPSILON))
 
-The mel bank uses Kaldi's mel scale ``1127·ln(1 + f/700)`` between 20 Hz and Nyquist and is
-evaluated in float32 with torchaudio's operation order. Quirk kept on purpose: at 128 bins (BEATs)
-mel bin 3 contains no FFT bin, so its filter is all zeros and its output is always
-``ln(FLT_EPSILON) = -15.942385`` (real Kaldi would refuse this configuration).
+The mel bank (:func:`stetho.frontend.mel.kaldi_mel_bank`, shared with EfficientAT) uses Kaldi's
+mel scale ``1127·ln(1 + f/700)`` between 20 Hz and Nyquist and is evaluated in float32 with
+torchaudio's operation order. Quirk kept on purpose: at 128 bins (BEATs) mel bin 3 contains no
+FFT bin, so its filter is all zeros and its output is always ``ln(FLT_EPSILON) = -15.942385``
+(real Kaldi would refuse this configuration).
 
 Example:
     >>> fbank = KaldiFbank()
@@ -32,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stetho.frontend.mel import kaldi_mel_bank
 from stetho.utils.config import ConfigBase, ConfigError
 
 __all__ = [
@@ -40,7 +42,6 @@ __all__ = [
     "KaldiFbank",
     "KaldiFbankConfig",
     "beats_fbank_normalise",
-    "kaldi_mel_banks",
     "kaldi_window",
 ]
 
@@ -98,6 +99,11 @@ class KaldiFbankConfig(ConfigBase):
             raise ConfigError(
                 f"frame_length_ms={self.frame_length_ms} and frame_shift_ms={self.frame_shift_ms} "
                 f"give window {self.window_size} / shift {self.window_shift} samples; expected > 1 / > 0"
+            )
+        if self.padded_window_size % 2:
+            raise ConfigError(
+                f"the FFT size {self.padded_window_size} (frame_length_ms={self.frame_length_ms}, "
+                "round_to_power_of_two=False) is odd; Kaldi's mel banks need an even padded window"
             )
         nyquist = 0.5 * self.sample_frequency
         high = self.high_freq if self.high_freq > 0 else self.high_freq + nyquist
@@ -157,41 +163,6 @@ def kaldi_window(window: str, size: int) -> torch.Tensor:
     raise ValueError(f"unknown window {window!r}; valid choices: {list(_WINDOWS)}")
 
 
-def _mel(freq: float) -> float:
-    return 1127.0 * math.log(1.0 + freq / 700.0)
-
-
-def kaldi_mel_banks(
-    num_bins: int,
-    padded_window_size: int,
-    sample_frequency: float,
-    low_freq: float,
-    high_freq: float,
-) -> torch.Tensor:
-    """Kaldi's triangular mel filters, ``(num_bins, padded_window_size // 2 + 1)`` in float32.
-
-    The last column (Nyquist bin) is zero, as in Kaldi. Filters are triangles on the mel scale
-    ``1127·ln(1 + f/700)``; a filter whose triangle contains no FFT bin is all zeros.
-    """
-    num_fft_bins = padded_window_size // 2
-    nyquist = 0.5 * sample_frequency
-    if high_freq <= 0.0:
-        high_freq += nyquist
-    fft_bin_width = sample_frequency / padded_window_size
-    mel_low, mel_high = _mel(low_freq), _mel(high_freq)
-    delta = (mel_high - mel_low) / (num_bins + 1)
-    b = torch.arange(num_bins).unsqueeze(1)  # (M, 1)
-    left = mel_low + b * delta  # (M, 1) float32
-    centre = mel_low + (b + 1.0) * delta
-    right = mel_low + (b + 2.0) * delta
-    mel = 1127.0 * (1.0 + (fft_bin_width * torch.arange(num_fft_bins)) / 700.0).log()  # (K,)
-    mel = mel.unsqueeze(0)  # (1, K)
-    up = (mel - left) / (centre - left)
-    down = (right - mel) / (right - centre)
-    bank = torch.clamp_min(torch.min(up, down), 0.0)  # (M, K)
-    return F.pad(bank, (0, 1)).to(torch.float32)  # (M, K + 1)
-
-
 def _no_autocast(device_type: str) -> contextlib.AbstractContextManager[object]:
     try:
         if torch.is_autocast_enabled(device_type):
@@ -222,7 +193,7 @@ class KaldiFbank(nn.Module):
         self.cfg = cfg if cfg is not None else KaldiFbankConfig()
         c = self.cfg
         self.register_buffer("window", kaldi_window(c.window, c.window_size), persistent=False)
-        banks = kaldi_mel_banks(
+        banks = kaldi_mel_bank(
             c.num_mel_bins, c.padded_window_size, c.sample_frequency, c.low_freq, c.high_freq
         )
         self.register_buffer("mel_banks", banks, persistent=False)  # (M, K + 1)

@@ -11,7 +11,8 @@ followed by ``10 · log10(max(mel, float eps))`` and the 5-frame context vectors
   Both are available; ``"constant"`` is the default here. ``T = 1 + N // hop_length``.
 * periodic Hann window of length ``n_fft``, one-sided FFT, ``|X|^power``;
 * Slaney mel filters (linear below 1 kHz, logarithmic above), ``norm="slaney"`` (each triangle
-  scaled by ``2 / (f_{i+2} − f_i)``), 128 bins from ``fmin`` to ``fmax`` (default Nyquist);
+  scaled by ``2 / (f_{i+2} − f_i)``), 128 bins from ``fmin`` to ``fmax`` (default Nyquist): the
+  float64 bank of :func:`stetho.frontend.mel.slaney_mel_bank` as a numpy array;
 * log: ``(20 / power) · log10(max(mel, sys.float_info.epsilon))``;
 * context vectors: ``frames`` consecutive log-mel frames concatenated **frame-major** (dims
   ``[n_mels·t, n_mels·(t+1))`` hold frame ``t``), hop 1 → ``T − frames + 1`` vectors of
@@ -27,13 +28,14 @@ Example:
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 
+from stetho.frontend.mel import hz_to_mel_slaney, mel_to_hz_slaney, slaney_mel_bank
 from stetho.utils.config import ConfigBase
 
 __all__ = [
@@ -51,11 +53,6 @@ __all__ = [
 ]
 
 EPS = sys.float_info.epsilon  # log floor of the baseline (2.220446049250313e-16)
-
-_F_SP = 200.0 / 3.0  # Hz per mel below 1 kHz (Slaney)
-_MIN_LOG_HZ = 1000.0
-_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP  # 15 mel
-_LOGSTEP = math.log(6.4) / 27.0  # 27 mel per factor 6.4 above 1 kHz
 
 PadMode = Literal["constant", "reflect"]
 
@@ -100,27 +97,21 @@ class BaselineFeatureConfig(ConfigBase):
 
 
 def hz_to_mel(freq: np.ndarray | float) -> np.ndarray:
-    """Slaney mel scale (librosa ``htk=False``): 3 mel per 200 Hz below 1 kHz, log above."""
-    f = np.asarray(freq, dtype=np.float64)
-    log = _MIN_LOG_MEL + np.log(np.maximum(f, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOGSTEP
-    return np.where(f >= _MIN_LOG_HZ, log, f / _F_SP)
+    """Slaney mel scale (librosa ``htk=False``), numpy float64: :func:`~stetho.frontend.mel.hz_to_mel_slaney`."""
+    return hz_to_mel_slaney(torch.as_tensor(freq, dtype=torch.float64, device="cpu")).numpy()
 
 
 def mel_to_hz(mel: np.ndarray | float) -> np.ndarray:
-    """Inverse of :func:`hz_to_mel`."""
-    m = np.asarray(mel, dtype=np.float64)
-    log = _MIN_LOG_HZ * np.exp(_LOGSTEP * (np.maximum(m, _MIN_LOG_MEL) - _MIN_LOG_MEL))
-    return np.where(m >= _MIN_LOG_MEL, log, m * _F_SP)
+    """Inverse of :func:`hz_to_mel`, numpy float64."""
+    return mel_to_hz_slaney(torch.as_tensor(mel, dtype=torch.float64, device="cpu")).numpy()
 
 
 def mel_filters(
     sr: float, n_fft: int, n_mels: int = 128, fmin: float = 0.0, fmax: float | None = None
 ) -> np.ndarray:
-    """Slaney-normalised triangular mel filters (librosa ``filters.mel`` defaults).
+    """Slaney-normalised triangular mel filters (librosa ``filters.mel`` defaults), numpy float64.
 
-    Filter ``m`` rises from edge ``m`` to edge ``m+1`` and falls to edge ``m+2``; the
-    ``n_mels + 2`` edges are equally spaced in mel between ``fmin`` and ``fmax``; each filter is
-    multiplied by ``2 / (f_{m+2} − f_m)`` (unit area in Hz).
+    See :func:`stetho.frontend.mel.slaney_mel_bank` (same filters, computed in float64).
 
     Returns:
         ``(n_mels, n_fft // 2 + 1)`` float64.
@@ -129,20 +120,13 @@ def mel_filters(
         ValueError: band edges outside ``0 <= fmin < fmax <= sr / 2``.
     """
     nyquist = sr / 2.0
-    fmax = nyquist if fmax is None else float(fmax)
-    if not 0.0 <= fmin < fmax <= nyquist:
+    if not 0.0 <= fmin < (nyquist if fmax is None else fmax) <= nyquist:
         raise ValueError(
             f"mel band edges must satisfy 0 <= fmin < fmax <= sr/2 = {nyquist} Hz, "
             f"got fmin={fmin}, fmax={fmax}"
         )
-    fft_hz = np.linspace(0.0, nyquist, n_fft // 2 + 1)  # (K,) = rfftfreq(n_fft, 1/sr)
-    edges = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))  # (M+2,)
-    width = np.diff(edges)  # (M+1,)
-    ramps = edges[:, None] - fft_hz[None, :]  # (M+2, K)
-    rising = -ramps[:-2] / width[:-1, None]  # (M, K)
-    falling = ramps[2:] / width[1:, None]  # (M, K)
-    weights = np.maximum(0.0, np.minimum(rising, falling)) + 0.0  # (M, K); + 0.0 drops -0.0
-    return weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    bank = slaney_mel_bank(n_mels, n_fft, sr, fmin, fmax, dtype=torch.float64)
+    return bank.cpu().numpy() + 0.0  # (n_mels, K); + 0.0 turns -0.0 into 0.0
 
 
 def hann_window(n: int) -> np.ndarray:
