@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -490,7 +490,7 @@ def test_full_size_strategy3_counts_on_meta(name: str, q: str, v: str) -> None:
         ("ced-test", {"depth": 12}, "blocks.{i}.attn.q_proj", "blocks.{i}.attn.v_proj"),
     ],
 )
-def test_tiny_real_backbones(name: str, kw: dict[str, int], q: str, v: str) -> None:
+def test_tiny_real_backbones(name: str, kw: dict[str, Any], q: str, v: str) -> None:
     _need(name)
     torch.manual_seed(0)
     model = create_backbone(name, **kw)
@@ -599,11 +599,12 @@ def test_full_refuses_a_backbone_frozen_before_the_first_call() -> None:
 
 
 def test_freeze_norm_statistics_and_config() -> None:
-    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.BatchNorm1d(2), nn.Sequential(nn.BatchNorm2d(2)))
+    conv, bn1, bn2 = nn.Conv1d(1, 2, 3), nn.BatchNorm1d(2), nn.BatchNorm2d(2)
+    model = nn.Sequential(conv, bn1, nn.Sequential(bn2))
     model.train()
     assert freeze_norm_statistics(model) == 2
-    assert model.training and model[0].training
-    assert not model[1].training and not model[2][0].training
+    assert model.training and conv.training
+    assert not bn1.training and not bn2.training
     assert all(p.requires_grad for p in model.parameters())  # affine weights still train
     assert FinetuneConfig().freeze_norm_stats is True
     assert norm_stats_frozen(FinetuneConfig(strategy="full"))

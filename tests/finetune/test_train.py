@@ -10,6 +10,7 @@ import itertools
 import logging
 import math
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -100,7 +101,10 @@ def lora_run(table: ClipTable, tmp_path_factory: pytest.TempPathFactory) -> dict
 def test_lora_changes_only_adapter_and_head(lora_run: dict[str, object]) -> None:
     result = lora_run["result"]
     assert isinstance(result, TrainResult)
-    init_bb, init_head = lora_run["initial"]  # type: ignore[misc]
+    init = lora_run["initial"]
+    assert isinstance(init, tuple)
+    init_bb: dict[str, torch.Tensor] = init[0]
+    init_head: dict[str, torch.Tensor] = init[1]
     bb, head = _states(result)
     assert bb.keys() == init_bb.keys()
     lora_keys = [k for k in bb if ".lora_A." in k or ".lora_B." in k]
@@ -198,10 +202,10 @@ def test_schedule() -> None:
 class _Probe(Backbone):
     """A tiny backbone that records what training feeds it."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: Literal["fbank", "waveform"]) -> None:
         super().__init__(
             PretrainedCfg(name=f"probe-{kind}", sample_rate=16000, input_kind=kind, embed_dim=8)
-        )  # type: ignore[arg-type]
+        )
         self.proj = nn.Linear(4, 8)
         self.lengths: list[int] = []
         self.augmented: list[bool] = []
@@ -215,7 +219,10 @@ class _Probe(Backbone):
 
 @pytest.mark.parametrize("kind", ["waveform", "fbank"])
 def test_specaugment_and_crops_by_input_kind(
-    kind: str, table: ClipTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kind: Literal["fbank", "waveform"],
+    table: ClipTable,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     probe = _Probe(kind)
     monkeypatch.setattr(train_module, "build_backbone", lambda cfg: probe)
