@@ -186,7 +186,7 @@ def test_frontends_stay_fp32_under_bf16_autocast(name: str) -> None:
 
 WORKER = textwrap.dedent(
     """
-    import importlib, json, logging, sys
+    import importlib, json, logging, os, sys
     import torch
     from stetho.data import scan_dataset
     from stetho.finetune.config import ExperimentConfig
@@ -200,7 +200,9 @@ WORKER = textwrap.dedent(
     cfg = ExperimentConfig.from_dict(json.loads(open(sys.argv[1]).read()))
     clips = list(scan_dataset(sys.argv[2]).filter(split="train"))[:8]
     tm.train(cfg, clips, sys.argv[3], progress=False)
-    print("compiled:", calls)
+    # one file per rank: the two processes' stdout would interleave
+    with open(os.path.join(sys.argv[4], f"compiled_{os.environ['RANK']}.json"), "w") as fh:
+        json.dump(calls, fh)
     """
 )
 
@@ -225,11 +227,13 @@ def test_ddp_full_finetuning_with_unused_backbone_parameters(root: Path, tmp_pat
     env.pop("WORLD_SIZE", None)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(script), str(cfg_path), str(root), str(tmp_path / "ddp"),
+        str(script), str(cfg_path), str(root), str(tmp_path / "ddp"), str(tmp_path),
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert proc.stdout.count("compiled: ['DistributedDataParallel']") == 2, proc.stdout[-2000:]
+    for rank in (0, 1):  # torch.compile wrapped the DDP module exactly once on each process
+        calls = json.loads((tmp_path / f"compiled_{rank}.json").read_text())
+        assert calls == ["DistributedDataParallel"], (rank, calls)
     ddp = torch.load(tmp_path / "ddp" / CHECKPOINT_NAME, weights_only=True)
     assert ddp["step"] == 2
     assert _clean(ddp["backbone"]) and _clean(ddp["head"])
