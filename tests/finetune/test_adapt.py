@@ -606,8 +606,9 @@ def test_freeze_norm_statistics_and_config() -> None:
     assert model.training and conv.training
     assert not bn1.training and not bn2.training
     assert all(p.requires_grad for p in model.parameters())  # affine weights still train
-    assert FinetuneConfig().freeze_norm_stats is True
-    assert norm_stats_frozen(FinetuneConfig(strategy="full"))
+    assert FinetuneConfig().freeze_norm_stats is False
+    assert not norm_stats_frozen(FinetuneConfig(strategy="full"))
+    assert norm_stats_frozen(FinetuneConfig(strategy="full", freeze_norm_stats=True))
     assert not norm_stats_frozen(FinetuneConfig(strategy="full", freeze_norm_stats=False))
     for strategy in ("frozen", "lora"):  # the base model stays fixed whatever the flag
         assert norm_stats_frozen(FinetuneConfig(strategy=strategy, freeze_norm_stats=False))  # type: ignore[arg-type]

@@ -62,10 +62,14 @@ def test_full_finetuning_keeps_batchnorm_statistics_unless_disabled(
     assert len(stats) >= 3 * 10  # EfficientAT is full of BatchNorm layers
     affine = [k.rsplit(".", 1)[0] + ".weight" for k in stats if k.endswith("running_mean")]
 
-    # default (frozen statistics); two epochs with a validation in between: the k-NN validation
-    # switches modes and must hand the BatchNorm layers back in eval mode
+    # frozen statistics; two epochs with a validation in between: the k-NN validation switches
+    # modes and must hand the BatchNorm layers back in eval mode
     frozen = train(
-        _cfg(2), clips, tmp_path / "frozen", val_clips=table.filter(split="test"), progress=False
+        _cfg(2, "finetune.freeze_norm_stats=true"),
+        clips,
+        tmp_path / "frozen",
+        val_clips=table.filter(split="test"),
+        progress=False,
     )
     assert frozen.steps == 6 and "val_official_score" in frozen.history[0]
     fz = _state(frozen.backbone)
