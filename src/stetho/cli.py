@@ -169,8 +169,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from stetho.finetune.pipeline import run_sweep
 
-    table = run_sweep(args.configs, args.data, args.out)
-    print(table)
+    result = run_sweep(args.configs, args.data, args.out, overrides=args.set)
+    print(result.markdown)
+    print(f"\ncomparison written to {result.markdown_path} and {result.csv_path}")
     return 0
 
 
@@ -417,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("configs", nargs="+", help="YAML configs")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every config"
+    )
     p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("demo", help="synthetic data -> train -> score -> evaluate, offline")

@@ -273,3 +273,28 @@ def test_real_clips_end_to_end_with_stetho_evaluate(
         if s[m] is not None
     ]
     assert len(defined) == 10 and all(0.0 <= v <= 1.0 for v in defined)
+
+
+def test_sweep_paper_configs_with_overrides(run_dir: tuple[Path, Path], tmp_path: Path) -> None:
+    """Paper Table 3 rows on a tiny BEATs: one comparison table, LoRA parameters counted."""
+    data, _ = run_dir
+    paper = Path(__file__).resolve().parents[2] / "configs" / "paper"
+    out = tmp_path / "sweep"
+    code = main(
+        ["sweep", str(paper / "table3_q.yaml"), str(paper / "table3_qv.yaml"),
+         "--data", str(data), "--out", str(out),
+         "--set", "backbone.name=beats-tiny", "backbone.checkpoint=null", "train.epochs=1",
+         "train.tensorboard=false", "backbone.overrides.encoder_layers=2"]
+    )  # fmt: skip
+    assert code == 0
+    import csv
+
+    rows = {r["name"]: r for r in csv.DictReader((out / "comparison.csv").open())}
+    assert set(rows) == {"table3_q", "table3_qv"}
+    # beats-tiny width 64, r = 64: A and B are 64×64 per adapted matrix, 2 layers
+    lora_q = 2 * (64 * 64 + 64 * 64)
+    assert (
+        int(rows["table3_qv"]["trainable_params"]) - int(rows["table3_q"]["trainable_params"])
+        == lora_q
+    )
+    assert (out / "comparison.md").read_text().count("table3_") == 2

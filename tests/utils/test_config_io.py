@@ -87,3 +87,13 @@ def test_sha256_file(tmp_path: Path) -> None:
     path = tmp_path / "x.bin"
     path.write_bytes(b"abc")
     assert sha256_file(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_overrides_add_keys_to_free_form_mappings_only() -> None:
+    cfg = Outer().override(["pattern.v@6-11=96", "pattern.q=8"])
+    assert cfg.pattern == {"v@6-11": 96, "q": 8}
+    assert isinstance(cfg.pattern["q"], int)
+    with pytest.raises(ConfigError, match="valid keys are"):
+        Outer().override(["inner.unknown=1"])  # dataclass sections stay strict
+    with pytest.raises(ConfigError, match="has no sub-keys"):
+        Outer().override(["lr.x=1"])

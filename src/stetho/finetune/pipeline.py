@@ -438,7 +438,6 @@ def run_sweep(
     Returns:
         A :class:`SweepResult`.
     """
-    from stetho.finetune.adapt import trainable_parameter_count
 
     out = Path(out_dir)
     rows: list[dict[str, Any]] = []
@@ -470,8 +469,7 @@ def run_sweep(
                 "auc_source_hmean": hmean("AUC (source)"),
                 "auc_target_hmean": hmean("AUC (target)"),
                 "pauc_hmean": hmean("pAUC (source, target)"),
-                "trainable_params": trainable_parameter_count(run.train.backbone)
-                + trainable_parameter_count(run.train.head),
+                "trainable_params": run.train.trainable_params,
                 "epochs": run.train.epochs,
                 "final_loss": run.train.final_loss,
                 "seconds": run.seconds,

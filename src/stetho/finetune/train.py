@@ -164,6 +164,8 @@ class TrainResult:
         history: One dict per completed epoch: ``epoch, step, loss, lr, seconds`` and, when
             validated, ``val_official_score, val_arithmetic_mean``.
         device: Device the models live on.
+        trainable_params: Parameters trained (backbone + head), counted before training (a
+            detector built from this result may merge LoRA into the backbone afterwards).
     """
 
     backbone: Backbone
@@ -176,6 +178,7 @@ class TrainResult:
     steps: int
     history: list[dict[str, Any]] = field(default_factory=list)
     device: str = "cpu"
+    trainable_params: int = 0
 
     @property
     def final_loss(self) -> float | None:
@@ -466,6 +469,7 @@ def _train(
         logger.info("backbone %s has no parameters: training the head only", cfg.backbone.name)
     backbone_trainable = trainable_parameter_count(backbone) > 0
     head = ProxyHead(backbone.embed_dim, len(class_map), cfg.head)
+    n_trainable = trainable_parameter_count(backbone) + trainable_parameter_count(head)
     if backbone.input_kind == "fbank" and cfg.data.spec_augment is not None:
         from stetho.frontend.specaugment import SpecAugment
 
@@ -729,6 +733,7 @@ def _train(
         steps=global_step,
         history=history,
         device=str(device),
+        trainable_params=n_trainable,
     )
 
 

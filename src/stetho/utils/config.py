@@ -133,6 +133,19 @@ def _from_dict(cls: type[Any], data: dict[str, Any], where: str) -> Any:
         raise ConfigError(f"{where or cls.__name__}: {err}") from err
 
 
+def _strip_optional(tp: Any) -> Any:
+    """``X | None`` → ``X``; other types unchanged."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _optional_dict(tp: Any) -> bool:
+    return get_origin(_strip_optional(tp)) is dict
+
+
 def _to_jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -213,18 +226,36 @@ class ConfigBase:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} must look like key.sub=value")
             key, raw = item.split("=", 1)
-            node = data
+            node: Any = data
+            tp: Any = type(self)  # the type that `node` was built from
             parts = key.strip().split(".")
-            for part in parts[:-1]:
-                if not isinstance(node, dict) or part not in node:
-                    raise ConfigError(f"override {item!r}: no config section {part!r}")
-                node = node[part]
-            if not isinstance(node, dict) or parts[-1] not in node:
-                valid = sorted(node) if isinstance(node, dict) else []
-                raise ConfigError(
-                    f"override {item!r}: unknown key {parts[-1]!r}; valid keys are {valid}"
-                )
-            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else raw
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                if dataclasses.is_dataclass(tp):
+                    hints = get_type_hints(tp)
+                    if part not in hints or not isinstance(node, dict):
+                        valid = sorted(f.name for f in dataclasses.fields(tp))
+                        raise ConfigError(
+                            f"override {item!r}: unknown key {part!r}; valid keys are {valid}"
+                        )
+                    tp = hints[part]
+                elif get_origin(tp) is dict or _optional_dict(tp):
+                    if node is None:  # an unset optional mapping: start an empty one
+                        raise ConfigError(f"override {item!r}: {parts[i - 1]!r} is not set")
+                    args = get_args(_strip_optional(tp))
+                    tp = args[1] if len(args) == 2 else Any  # free-form keys allowed
+                else:
+                    raise ConfigError(f"override {item!r}: {parts[i - 1]!r} has no sub-keys")
+                if last:
+                    node[part] = yaml.safe_load(raw) if raw.strip() else raw
+                else:
+                    tp = _strip_optional(tp)
+                    if part not in node or node[part] is None:
+                        if get_origin(tp) is dict:
+                            node[part] = {}
+                        else:
+                            raise ConfigError(f"override {item!r}: {part!r} is not set")
+                    node = node[part]
         return type(self).from_dict(data)
 
     def replace(self: T, **changes: Any) -> T:
