@@ -298,3 +298,41 @@ def test_sweep_paper_configs_with_overrides(run_dir: tuple[Path, Path], tmp_path
         == lora_q
     )
     assert (out / "comparison.md").read_text().count("table3_") == 2
+
+
+def test_challenge_workflow_dev_and_eval(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Train on dev + eval training clips, score the anonymised eval test set, evaluate against
+    the official-layout ground truth — the DCASE submission workflow."""
+    data = generate_synthetic_dataset(
+        tmp_path / "dcase2023t2",
+        machines=("fan",),
+        eval_machines=("ToyDrone",),
+        n_train_source=6,
+        n_train_target=2,
+        n_test_per_group=3,
+        seconds=1.0,
+        seed=11,
+    )
+    run = tmp_path / "run"
+    sets = [*TRAIN_SET, "data.train_partitions=[dev, eval]"]
+    assert main(["train", "--data", str(data), "--out", str(run), "--set", *sets]) == 0
+    det = Detector.load(run / "detector")
+    assert sorted(det.keys) == [("ToyDrone", "00"), ("fan", "00")]
+    sub = tmp_path / "eval_sub"
+    assert main(["score", "--detector", str(run / "detector"), "--data", str(data),
+                 "--partition", "eval", "--out", str(sub)]) == 0  # fmt: skip
+    names = sorted(p.name for p in sub.glob("*.csv"))
+    assert names == [
+        "anomaly_score_ToyDrone_section_00_test.csv",
+        "decision_result_ToyDrone_section_00_test.csv",
+    ]
+    first = (sub / names[0]).read_text().splitlines()[0].split(",")[0]
+    assert first.startswith("section_00_") and "normal" not in first  # anonymised names
+    capsys.readouterr()
+    gt = data / "ground_truth"
+    assert main(["evaluate", str(sub), "--truth", str(gt), "--out", str(tmp_path / "ev")]) == 0
+    assert "ToyDrone" in capsys.readouterr().out
+    result = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert [s["machine"] for s in result["sections"]] == ["ToyDrone"]

@@ -76,6 +76,10 @@ class DataConfig(ConfigBase):
         year: DCASE year of the data (default: inferred from the folder name, else 2023 rules
             for evaluation).
         cache_mb: Upper bound of the in-memory cache of decoded training waveforms (per process).
+        train_partitions: Partitions whose normal ``train`` clips are used for fine-tuning and
+            for the k-NN memory banks: ``["dev"]`` (default), or ``["dev", "eval"]`` to also use
+            the eval set's "additional training" clips, as DCASE challenge submissions may (one
+            model for all machine types; the eval test clips can then be scored without refitting).
     """
 
     segment_seconds: float | Literal["auto"] | None = "auto"
@@ -84,8 +88,11 @@ class DataConfig(ConfigBase):
     sections: list[str] | None = None
     year: int | None = None
     cache_mb: int = 2048
+    train_partitions: list[Literal["dev", "eval"]] = field(default_factory=lambda: ["dev"])
 
     def __post_init__(self) -> None:
+        if not self.train_partitions:
+            raise ConfigError("data.train_partitions must name at least one of ['dev', 'eval']")
         if isinstance(self.segment_seconds, float | int) and self.segment_seconds <= 0:
             raise ConfigError(
                 f"data.segment_seconds must be > 0, 'auto' or null, got {self.segment_seconds}"

@@ -147,7 +147,11 @@ def run_training(
     *,
     progress: bool = True,
 ) -> RunResult:
-    """Train on the dev normal train clips, fit and save the detector, score and evaluate dev test.
+    """Train on the normal train clips, fit and save the detector, score and evaluate dev test.
+
+    Training clips come from ``cfg.data.train_partitions`` (dev by default; dev + eval for a
+    challenge submission); the labelled dev test clips of the trained sections are scored and
+    evaluated.
 
     Args:
         cfg: The experiment config.
@@ -163,11 +167,13 @@ def run_training(
     t0 = time.monotonic()
     out = Path(out_dir)
     table = scan_dataset(data_root, year=cfg.data.year)
-    train_clips = select_clips(table, cfg, partition="dev", split="train")
+    partitions = list(dict.fromkeys(cfg.data.train_partitions))
+    train_clips = select_clips(table, cfg, partition=partitions, split="train")
     if not len(train_clips):
         raise ValueError(
-            f"no normal dev training clips under {data_root} (machines={cfg.data.machines}, "
-            f"sections={cfg.data.sections}); found {len(table)} clips in total"
+            f"no normal {'/'.join(partitions)} training clips under {data_root} "
+            f"(machines={cfg.data.machines}, sections={cfg.data.sections}); "
+            f"found {len(table)} clips in total"
         )
     test_clips = select_clips(table, cfg, partition="dev", split="test").filter(
         key=set(train_clips.sections())
