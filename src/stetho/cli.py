@@ -49,6 +49,25 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_import(args: argparse.Namespace) -> int:
+    from stetho.data.importer import run_import
+
+    summary = run_import(
+        args.out,
+        args.machine,
+        train=args.train,
+        test_normal=args.test_normal,
+        test_anomaly=args.test_anomaly,
+        section=args.section,
+        domain=args.domain,
+        attributes=args.attributes,
+        mode="copy" if args.copy else "symlink",
+        skip_bad=args.skip_bad,
+    )
+    print(summary.format())
+    return 0
+
+
 def _cmd_data_download(args: argparse.Namespace) -> int:
     from stetho.data.download import download_dataset
 
@@ -289,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     # data ------------------------------------------------------------------------------------
-    data = sub.add_parser("data", help="scan, synthesise or download DCASE datasets")
+    data = sub.add_parser("data", help="scan, synthesise, download or import datasets")
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     p = dsub.add_parser("scan", help="inventory of a DCASE Task 2 tree (clips + problems)")
     p.add_argument("root", help="dataset root (with dev_data/eval_data), or a machine folder")
@@ -311,6 +330,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write eval_data (anonymised test names) + official-layout ground truth for these",
     )
     p.set_defaults(func=_cmd_data_synth)
+
+    p = dsub.add_parser(
+        "import", help="turn plain folders of recordings into a dataset stetho can train on"
+    )
+    p.add_argument("out", help="dataset root to create or extend (then: stetho train --data OUT)")
+    p.add_argument("--machine", required=True, help="machine type, e.g. pump (no '_')")
+    p.add_argument(
+        "--train", nargs="+", default=[], metavar="PATH", help="normal recordings (files/folders)"
+    )
+    p.add_argument(
+        "--test-normal", nargs="+", default=[], metavar="PATH", help="normal recordings for testing"
+    )
+    p.add_argument(
+        "--test-anomaly", nargs="+", default=[], metavar="PATH", help="known-faulty recordings"
+    )
+    p.add_argument("--section", default="00", help="two-digit section, e.g. one per machine unit")
+    p.add_argument(
+        "--domain",
+        choices=["source", "target"],
+        default="source",
+        help="target: recordings of a changed operating condition",
+    )
+    p.add_argument(
+        "--attributes", default=None, help="attribute tail of the names (default noAttribute)"
+    )
+    p.add_argument("--copy", action="store_true", help="copy the files (default: symlinks)")
+    p.add_argument(
+        "--skip-bad", action="store_true", help="import the readable files, list the others"
+    )
+    p.set_defaults(func=_cmd_data_import)
 
     p = dsub.add_parser("download", help="download an official DCASE Task 2 dataset (Zenodo)")
     p.add_argument("name", help="dataset, e.g. dcase2023 (2020-2025)")

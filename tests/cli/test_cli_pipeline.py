@@ -336,3 +336,24 @@ def test_challenge_workflow_dev_and_eval(
     assert "ToyDrone" in capsys.readouterr().out
     result = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert [s["machine"] for s in result["sections"]] == ["ToyDrone"]
+
+
+def test_own_recordings_with_only_faulty_test_clips_train_without_evaluation(
+    run_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Plant workflow: plain recordings → import → train. With only faulty test recordings
+    nothing can be evaluated; training still finishes and saves the detector."""
+    data, _ = run_dir
+    fan = data / "dev_data" / "raw" / "fan"
+    normals = sorted((fan / "train").glob("*.wav"))[:6]
+    faulty = sorted((fan / "test").glob("*anomaly*.wav"))[:2]
+    own = tmp_path / "own"
+    assert main(["data", "import", str(own), "--machine", "pump",
+                 "--train", *map(str, normals), "--test-anomaly", *map(str, faulty)]) == 0  # fmt: skip
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(own), "--out", str(run), "--set", *TRAIN_SET]) == 0
+    assert (run / "detector" / "config.json").is_file()
+    assert not (run / "evaluation").exists()
+    capsys.readouterr()
+    assert main(["detect", *map(str, faulty), "--detector", str(run / "detector")]) == 0
+    assert "pump/00" in capsys.readouterr().out

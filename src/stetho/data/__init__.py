@@ -1,4 +1,5 @@
-"""Datasets: DCASE Task 2 clip names, dataset scanning, audio loading, synthetic data, downloads."""
+"""Datasets: DCASE Task 2 clip names, dataset scanning, audio loading, synthetic data, downloads,
+imports of plain recordings."""
 
 from stetho.data.audio import AudioError, AudioInfo, audio_info, load_audio
 from stetho.data.download import (
@@ -8,6 +9,12 @@ from stetho.data.download import (
     dataset_archives,
     download_dataset,
     fetch_record_metadata,
+)
+from stetho.data.importer import (
+    ImportSummary,
+    RecordingImportError,
+    import_recordings,
+    run_import,
 )
 from stetho.data.names import (
     AUDIO_EXTENSIONS,
@@ -40,6 +47,8 @@ __all__ = [
     "ClipNameError",
     "ClipTable",
     "DatasetSpec",
+    "ImportSummary",
+    "RecordingImportError",
     "ScanError",
     "ScanProblem",
     "audio_info",
@@ -48,9 +57,11 @@ __all__ = [
     "fetch_record_metadata",
     "format_summary",
     "generate_synthetic_dataset",
+    "import_recordings",
     "infer_year",
     "is_audio_file_name",
     "load_audio",
     "parse_clip_name",
+    "run_import",
     "scan_dataset",
 ]

@@ -52,6 +52,8 @@ SPLIT_DIRS: dict[str, tuple[str, str | None]] = {
     "target_test": ("test", "target"),
 }
 SKIPPED_DIRS = frozenset({"test_rename"})
+# files in a machine folder that are not clips and not problems (written by stetho.data.importer)
+KNOWN_FILES = frozenset({"import_manifest.csv"})
 _ATTR_CSV = re.compile(r"attributes_(\d{2})\.csv", re.IGNORECASE)
 _YEAR_RE = re.compile(r"dcase[_-]?(20\d{2})", re.IGNORECASE)
 _ATTR_COL = re.compile(r"d(\d+)([pv])")
@@ -410,7 +412,7 @@ def _scan_machine(
                     report(p, f"conflicting attributes for {base} across attribute CSVs")
                     continue
                 attrs[base] = vals
-        else:
+        elif entry.name not in KNOWN_FILES:
             report(
                 p, "unexpected file in machine folder (expected train/, test/, attributes_XX.csv)"
             )

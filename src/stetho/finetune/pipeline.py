@@ -210,9 +210,13 @@ def run_training(
                 evaluation = evaluate(scores, truth, decisions, year=year, system=cfg.name)
             except MetricError as err:  # small / unbalanced dev sets: report a partial score
                 logger.warning("%s; evaluating in partial mode (undefined metrics left out)", err)
-                evaluation = evaluate(
-                    scores, truth, decisions, year=year, system=cfg.name, allow_undefined=True
-                )
+                try:
+                    evaluation = evaluate(
+                        scores, truth, decisions, year=year, system=cfg.name, allow_undefined=True
+                    )
+                except MetricError as err2:  # e.g. only anomalies: nothing can be evaluated
+                    logger.warning("evaluation skipped: %s", err2)
+        if evaluation is not None:
             evaluation.write(out / "evaluation")
             atomic_write_text(out / "evaluation" / "table.md", evaluation.table() + "\n")
             logger.info("run %s: official score Ω = %.4f", cfg.name, evaluation.official_score)
