@@ -324,3 +324,19 @@ def test_corrupt_and_unsafe_archives(server: _Server, tmp_path: Path) -> None:
         download_dataset("dcase2023", "dev", tmp_path, ["slider"], base_url=server.url,
                          progress=False)  # fmt: skip
     assert not (tmp_path / "evil.wav").exists()
+
+
+def test_cli_download_then_scan(
+    server: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``stetho data download`` (thin CLI) fetches, verifies and unpacks; a re-run asks nothing."""
+    from stetho.cli import main
+
+    args = ["data", "download", "dcase2023", "--part", "dev", "--root", str(tmp_path),
+            "--machines", "fan", "--base-url", server.url]  # fmt: skip
+    assert main(args) == 0
+    assert "dcase2023t2" in capsys.readouterr().out
+    n = len(server.requests)
+    assert main(args) == 0 and len(server.requests) == n
+    assert main(["data", "scan", str(tmp_path / "dcase2023t2"), "--strict"]) == 0
+    assert "fan" in capsys.readouterr().out
