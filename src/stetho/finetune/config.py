@@ -50,7 +50,7 @@ class BackboneConfig(ConfigBase):
         checkpoint: Local path, URL or cache file name of the official weights; ``None`` =
             random initialisation (tiny test models) or no weights (``logmel``).
         trust_checkpoint: Allow pickled objects when loading the checkpoint
-            (``torch.load(weights_only=False)``); only for files of trusted origin.
+            (pickled objects are unpickled: ``weights_only`` off); only for files of trusted origin.
         overrides: Architecture overrides passed to the factory (e.g. ``{encoder_layerdrop: 0.0}``).
     """
 
