@@ -180,8 +180,9 @@ def _cmd_score(args: argparse.Namespace) -> int:
     from stetho.finetune.pipeline import score_dataset
 
     detector = Detector.load(args.detector)
-    out = score_dataset(detector, args.data, args.out, partition=args.partition)
-    print(f"submission files written to {out}")
+    scores = score_dataset(detector, args.data, args.out, partition=args.partition)
+    n_clips = sum(len(v) for v in scores.values())
+    print(f"submission files for {len(scores)} section(s), {n_clips} clips, written to {args.out}")
     return 0
 
 

@@ -138,3 +138,14 @@ def test_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=r"bad\.pt"):
         load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b"index,mid,display_name\n0,/m/09x0r,Speech\n"])
+def test_non_checkpoint_files_are_named_without_the_trust_hint(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "labels.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint") as err:
+        load_checkpoint(path)
+    assert "labels.pt" in str(err.value) and "trust" not in str(err.value)

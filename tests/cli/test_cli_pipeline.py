@@ -64,6 +64,8 @@ def test_score_then_evaluate_reproduces_training_evaluation(
         main(["score", "--detector", str(out / "detector"), "--data", str(data), "--out", str(sub)])
         == 0
     )
+    printed = capsys.readouterr().out
+    assert f"2 section(s), 24 clips, written to {sub}" in printed  # a summary, not the scores
     assert main(["evaluate", str(sub), "--truth", str(data), "--out", str(tmp_path / "ev")]) == 0
     again = json.loads((tmp_path / "ev" / "results.json").read_text())
     first = json.loads((out / "evaluation" / "results.json").read_text())

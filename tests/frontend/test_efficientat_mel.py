@@ -122,3 +122,15 @@ def test_autocast_keeps_float32() -> None:
         out = EfficientATMel()(two_tones())
     assert out.dtype == torch.float32
     assert torch.allclose(out, EfficientATMel()(two_tones()))
+
+
+def test_too_short_input_is_a_clear_error() -> None:
+    import pytest
+    import torch
+
+    from stetho.frontend.efficientat_mel import EfficientATMel
+
+    mel = EfficientATMel()
+    assert mel(torch.zeros(1, 514)).shape[-1] == mel.num_frames(514)  # the shortest valid input
+    with pytest.raises(ValueError, match=r"too short: 513 samples.*at least 514"):
+        mel(torch.zeros(1, 513))

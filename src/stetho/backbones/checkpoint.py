@@ -109,10 +109,18 @@ def load_checkpoint(path: str | os.PathLike[str], *, trust: bool = False) -> Any
             return load_file(str(path), device="cpu")
         except Exception as err:
             raise CheckpointError(f"{path}: not a readable safetensors file: {err}") from err
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    # torch.save writes a zip archive (PK\x03\x04); legacy files are raw pickles (protocol byte 0x80)
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (expected a torch.save .pt/.pth/.ckpt file or a "
+            ".safetensors file)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust)
     except Exception as err:
-        if not trust and "weights_only" in str(err):
+        if not trust and "Weights only load failed" in str(err):
             raise CheckpointError(
                 f"{path}: contains pickled objects that weights_only=True refuses. If you trust the "
                 "file's origin, load it with trust=True (CLI: --trust-checkpoint)."

@@ -102,8 +102,13 @@ class EfficientATMel(nn.Module):
         """Waveforms ``(B, N)`` → normalised log-mel ``(B, n_mels, T)`` (float32)."""
         if wave.dim() != 2:
             raise ValueError(f"expected a batch of waveforms (B, N), got shape {tuple(wave.shape)}")
-        if wave.shape[-1] < 2:
-            raise ValueError(f"waveforms need at least 2 samples, got {wave.shape[-1]}")
+        # pre-emphasis drops one sample and the centred STFT reflect-pads by n_fft // 2
+        min_n = self.n_fft // 2 + 2
+        if wave.shape[-1] < min_n:
+            raise ValueError(
+                f"waveform too short: {wave.shape[-1]} samples; EfficientAT's front-end needs at "
+                f"least {min_n} ({1000 * min_n / self.sample_rate:.0f} ms at {self.sample_rate} Hz)"
+            )
         with torch.autocast(device_type=wave.device.type, enabled=False):
             x = wave.float()
             x = nn.functional.conv1d(x.unsqueeze(1), self.preemph_kernel).squeeze(1)  # (B, N-1)
