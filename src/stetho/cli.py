@@ -143,6 +143,23 @@ def _cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_detector(args: argparse.Namespace) -> Any:
+    """Load ``--detector`` (with ``--checkpoint`` if the backbone weights moved, on ``--device``)."""
+    from stetho.finetune.detector import Detector
+
+    return Detector.load(args.detector, device=args.device, checkpoint=args.checkpoint)
+
+
+def _add_detector_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--detector", required=required, default=None, help="saved detector folder")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="backbone checkpoint, if it moved since the detector was saved (SHA-256 checked)",
+    )
+    p.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda")
+
+
 # --------------------------------------------------------------------------------------------
 # training, scoring, demo
 # --------------------------------------------------------------------------------------------
@@ -160,13 +177,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from stetho.finetune.config import load_experiment_config
-    from stetho.finetune.detector import Detector
     from stetho.finetune.pipeline import embed_dataset
 
     if (args.detector is None) == (args.config is None):
         raise ValueError("pass exactly one of --detector DIR (fine-tuned) or --config CFG (plain)")
     source = (
-        Detector.load(args.detector)
+        _load_detector(args)
         if args.detector is not None
         else load_experiment_config(args.config, args.set)
     )
@@ -176,10 +192,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from stetho.finetune.detector import Detector
     from stetho.finetune.pipeline import score_dataset
 
-    detector = Detector.load(args.detector)
+    detector = _load_detector(args)
     scores = score_dataset(detector, args.data, args.out, partition=args.partition)
     n_clips = sum(len(v) for v in scores.values())
     print(f"submission files for {len(scores)} section(s), {n_clips} clips, written to {args.out}")
@@ -224,10 +239,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # using a saved detector: files, streams, HTTP
 # --------------------------------------------------------------------------------------------
 def _cmd_detect(args: argparse.Namespace) -> int:
-    from stetho.finetune.detector import Detector
     from stetho.serving import format_records, score_paths, write_records_csv
 
-    detector = Detector.load(args.detector)
+    detector = _load_detector(args)
     records = score_paths(detector, args.paths, machine=args.machine, section=args.section)
     print(format_records(records))
     if args.csv:
@@ -238,10 +252,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
-    from stetho.finetune.detector import Detector
     from stetho.serving import score_pcm_stream
 
-    detector = Detector.load(args.detector)
+    detector = _load_detector(args)
     stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
     try:
         for event in score_pcm_stream(
@@ -266,10 +279,9 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from stetho.finetune.detector import Detector
     from stetho.serving import serve
 
-    detector = Detector.load(args.detector)
+    detector = _load_detector(args)
     print(f"serving {args.detector} on http://{args.host}:{args.port} (Ctrl-C to stop)")
     serve(detector, host=args.host, port=args.port, max_body_mb=args.max_body_mb)
     return 0
@@ -410,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("embed", help="write embeddings of every clip of a dataset")
-    p.add_argument("--detector", default=None, help="saved detector (fine-tuned embeddings)")
+    _add_detector_options(p, required=False)
     p.add_argument("--config", default=None, help="experiment config (plain backbone embeddings)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     p.add_argument("--data", required=True)
@@ -418,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_embed)
 
     p = sub.add_parser("score", help="write official submission CSVs for a dev or eval tree")
-    p.add_argument("--detector", required=True, help="saved detector folder")
+    _add_detector_options(p)
     p.add_argument("--data", required=True, help="dataset root")
     p.add_argument("--out", required=True, help="output folder for the CSV files")
     p.add_argument("--partition", choices=["dev", "eval"], default="dev")
@@ -434,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("detect", help="score audio files or folders with a saved detector")
     p.add_argument("paths", nargs="+", help="audio files and/or folders (searched recursively)")
-    p.add_argument("--detector", required=True, help="saved detector folder")
+    _add_detector_options(p)
     p.add_argument(
         "--machine", default=None, help="machine type (default: from the detector/names)"
     )
@@ -445,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "watch", help="score a live raw-PCM stream (stdin or a file) window by window"
     )
-    p.add_argument("--detector", required=True, help="saved detector folder")
+    _add_detector_options(p)
     p.add_argument("--machine", required=True)
     p.add_argument("--section", default="00")
     p.add_argument("--input", default="-", help="raw PCM file, or - for stdin (default)")
@@ -458,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_watch)
 
     p = sub.add_parser("serve", help="HTTP scoring server (POST /score?machine=…&section=…)")
-    p.add_argument("--detector", required=True, help="saved detector folder")
+    _add_detector_options(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-body-mb", type=float, default=50.0)

@@ -359,3 +359,49 @@ def test_own_recordings_with_only_faulty_test_clips_train_without_evaluation(
     capsys.readouterr()
     assert main(["detect", *map(str, faulty), "--detector", str(run / "detector")]) == 0
     assert "pump/00" in capsys.readouterr().out
+
+
+def test_detector_with_moved_checkpoint_loads_with_checkpoint_option(
+    mn04_checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A detector stores its checkpoint's path and SHA-256; when the file moved, ``--checkpoint``
+    points at the new place (a different file is refused)."""
+    import shutil
+
+    monkeypatch.setenv("STETHO_CACHE", str(tmp_path / "empty_cache"))
+    data = generate_synthetic_dataset(
+        tmp_path / "d", machines=("fan",), n_train_source=4, n_train_target=2,
+        n_test_per_group=2, seconds=1.0, seed=2,
+    )  # fmt: skip
+    ckpt = tmp_path / "weights" / "mn04.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(mn04_checkpoint, ckpt)
+    run = tmp_path / "run"
+    sets = ["backbone.name=efficientat-mn04", f"backbone.checkpoint={ckpt}",
+            "finetune.strategy=frozen", "train.epochs=0", "head.embed_dim=null"]  # fmt: skip
+    assert main(["train", "--data", str(data), "--out", str(run), "--set", *sets]) == 0
+    moved = tmp_path / "elsewhere.pt"
+    ckpt.rename(moved)
+    clip = str(next((data / "dev_data" / "raw" / "fan" / "test").glob("*.wav")))
+    capsys.readouterr()
+    assert main(["detect", clip, "--detector", str(run / "detector")]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+    assert (
+        main(["detect", clip, "--detector", str(run / "detector"), "--checkpoint", str(moved)]) == 0
+    )
+    assert "fan/00" in capsys.readouterr().out
+    wrong = tmp_path / "wrong.pt"
+    torch_save_tiny(wrong)
+    assert (
+        main(["detect", clip, "--detector", str(run / "detector"), "--checkpoint", str(wrong)]) == 2
+    )
+    assert "SHA-256" in capsys.readouterr().err
+
+
+def torch_save_tiny(path: Path) -> None:
+    import torch
+
+    torch.save({"w": torch.zeros(1)}, path)

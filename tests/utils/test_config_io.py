@@ -97,3 +97,16 @@ def test_overrides_add_keys_to_free_form_mappings_only() -> None:
         Outer().override(["inner.unknown=1"])  # dataclass sections stay strict
     with pytest.raises(ConfigError, match="has no sub-keys"):
         Outer().override(["lr.x=1"])
+
+
+def test_atomic_write_respects_the_umask(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "shared.csv", "a,1\n")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "shared.csv").stat().st_mode)
+    assert mode == 0o644  # readable by other users, like a plain open(); mkstemp alone gives 0o600

@@ -18,6 +18,13 @@ from typing import IO, Any
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "sha256_file"]
 
 
+def _umask() -> int:
+    """The process umask (read without changing it for longer than two calls)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(
     path: str | os.PathLike[str], mode: str = "w", **open_kwargs: Any
@@ -41,6 +48,8 @@ def atomic_write(
         open_kwargs.setdefault("encoding", "utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
+        # mkstemp creates 0600 files; give the result the mode a plain open() would (umask)
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, mode, **open_kwargs) as fh:
             yield fh
             fh.flush()
