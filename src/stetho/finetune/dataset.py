@@ -67,6 +67,19 @@ class WaveformCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # DataLoader workers started with spawn/forkserver pickle the dataset: a lock cannot be
+        # pickled, and shipping the cached waveforms to every worker would be wasteful.
+        state = self.__dict__.copy()
+        del state["_lock"]
+        state["_items"] = OrderedDict()
+        state["_bytes"] = 0
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def nbytes(self) -> int:
         """Bytes currently held."""
