@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -117,6 +119,24 @@ def test_waveform_cache_is_bounded(train_clips: ClipTable) -> None:
     np.testing.assert_array_equal(again, load_audio(train_clips[2].path, sr=16000)[0])
     assert cache.load(train_clips[2].path, 8000).shape == (8000,)  # rate is part of the key
     assert len(WaveformCache(0)) == 0
+
+
+def test_waveform_cache_and_dataset_pickle_for_spawned_workers(train_clips: ClipTable) -> None:
+    """spawn/forkserver DataLoader workers pickle the dataset (and its cache with its lock)."""
+    cache = WaveformCache(max_bytes=1 << 20)
+    cache.load(train_clips[0].path, 16000)
+    assert len(cache) == 1
+    copy = pickle.loads(pickle.dumps(cache))
+    assert copy.max_bytes == cache.max_bytes
+    assert len(copy) == 0 and copy.nbytes == 0  # cached waveforms are not shipped
+    assert len(cache) == 1  # the original keeps its items
+    np.testing.assert_array_equal(
+        copy.load(train_clips[1].path, 16000), load_audio(train_clips[1].path, sr=16000)[0]
+    )
+    assert len(copy) == 1 and copy.nbytes == 16000 * 4  # the recreated lock works
+    ds = ClipDataset(train_clips, 16000, crop_samples=3000, seed=1, cache=cache)
+    ds2 = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(ds2[(2, 3)]["wave"], ds[(2, 3)]["wave"])
 
 
 def test_collate_rejects_mixed_lengths() -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +105,82 @@ def test_lora_without_checkpoint_saves_full_weights_and_reloads_exactly(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_save_refuses_to_replace_anything_but_a_detector(
+    lora_detector: Detector, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"  # e.g. the run folder passed instead of run/detector
+    (run / "train").mkdir(parents=True)
+    (run / "notes.txt").write_text("months of work\n")
+    (run / "train" / "checkpoint.pt").write_bytes(b"x" * 10)
+    with pytest.raises(DetectorError, match=re.escape(str(run))):
+        lora_detector.save(run)
+    assert (run / "notes.txt").read_text() == "months of work\n"
+    assert (run / "train" / "checkpoint.pt").read_bytes() == b"x" * 10
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt", "train"]
+    plain = tmp_path / "scores.csv"
+    plain.write_text("important\n")
+    with pytest.raises(DetectorError, match="not a folder"):
+        lora_detector.save(plain)
+    assert plain.is_file() and plain.read_text() == "important\n"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(DetectorError, match="not a stetho detector"):
+        lora_detector.save(other)
+    assert json.loads((other / "config.json").read_text()) == {"format": "something-else"}
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+    # an empty folder and an existing detector are replaced
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (lora_detector.save(empty) / "config.json").is_file()
+    assert (lora_detector.save(empty) / "config.json").is_file()
+
+
+def test_save_restores_the_previous_detector_when_the_rename_fails(
+    lora_detector: Detector, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = lora_detector.save(tmp_path / "det")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    real_replace = os.replace
+
+    def failing_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if Path(dst) == folder and Path(src).name.endswith(".tmp"):
+            raise OSError("simulated rename failure")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    with pytest.raises(OSError, match="simulated"):
+        lora_detector.save(folder)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det"]  # temporaries removed
+
+
+def test_saved_folder_is_readable_per_umask(lora_detector: Detector, tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        folder = lora_detector.save(tmp_path / "det")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o750  # not mkdtemp's 0o700
+    for f in folder.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o640, f.name
+
+
+def test_integer_pcm_waveforms_are_refused(lora_detector: Detector) -> None:
+    pcm = (np.sin(np.linspace(0, 300, 16000)) * 20000).astype(np.int16)
+    with pytest.raises(ValueError, match="got int16; convert PCM integers"):
+        lora_detector.score_waveforms(pcm, "fan", "00", sample_rate=16000)
+    with pytest.raises(ValueError, match="got int32"):
+        lora_detector.embed_waveforms([pcm.astype(np.float32), torch.from_numpy(pcm).int()])
+    with pytest.raises(ValueError, match="got uint8"):
+        lora_detector.embed_waveforms(np.zeros((2, 16000), dtype=np.uint8))
+    scaled = lora_detector.score_waveforms(pcm / 32768.0, "fan", "00")  # float64 is fine
+    assert scaled.shape == (1,) and np.isfinite(scaled).all()
+
+
 def test_lora_with_checkpoint_saves_adapter_only_and_checks_sha(
-    table: ClipTable, tmp_path: Path
+    table: ClipTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ckpt = tmp_path / "beats_tiny.pt"
     torch.manual_seed(5)
@@ -120,9 +197,17 @@ def test_lora_with_checkpoint_saves_adapter_only_and_checks_sha(
     # the checkpoint moved: pass its new location
     moved = tmp_path / "moved.pt"
     shutil.move(ckpt, moved)
-    with pytest.raises(DetectorError, match="not found"):
+    with pytest.raises(DetectorError, match="not found") as info:
         Detector.load(folder)
+    # the message names both remedies: --checkpoint, or the file in the cache under its name
+    assert "--checkpoint" in str(info.value) and "$STETHO_CACHE" in str(info.value)
+    assert "'beats_tiny.pt'" in str(info.value)
     _assert_same_scores(det, Detector.load(folder, checkpoint=moved), table)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    shutil.copy(moved, cache / "beats_tiny.pt")
+    monkeypatch.setenv("STETHO_CACHE", str(cache))
+    _assert_same_scores(det, Detector.load(folder), table)
     # a different file under the same name is refused
     torch.manual_seed(6)
     torch.save(create_backbone("beats-tiny").state_dict(), ckpt)

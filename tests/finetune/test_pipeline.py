@@ -14,7 +14,14 @@ from stetho.data.synth import generate_synthetic_dataset
 from stetho.evaluation import evaluate, load_ground_truth, read_submission, truth_from_clips
 from stetho.finetune.config import ExperimentConfig
 from stetho.finetune.detector import Detector
-from stetho.finetune.pipeline import embed_dataset, run_demo, run_sweep, run_training, score_dataset
+from stetho.finetune.pipeline import (
+    embed_dataset,
+    run_demo,
+    run_sweep,
+    run_training,
+    score_dataset,
+    select_clips,
+)
 
 FAST = [
     "backbone.name=logmel",
@@ -99,6 +106,30 @@ def test_run_training_writes_submission_and_evaluation(root: Path, tmp_path: Pat
         / "embeddings.npy"
     )
     assert plain.shape[1] == 384
+
+
+def test_dev_machine_filter_does_not_hide_the_eval_partition(root: Path, tmp_path: Path) -> None:
+    cfg = ExperimentConfig(name="fan_only").override(
+        [*FAST, "train.epochs=1", "data.machines=[fan]"]
+    )
+    table = scan_dataset(root)
+    assert {c.machine for c in select_clips(table, cfg, partition="eval", split="test")} == set()
+    eval_test = select_clips(table, cfg, partition="eval", split="test", restrict_machines=False)
+    assert {c.machine for c in eval_test} == {"pump"}
+    run = run_training(cfg, root, tmp_path / "run", progress=False)
+    assert run.detector.keys == [("fan", "00")] and set(run.scores) == {("fan", "00")}
+    eval_scores = score_dataset(
+        run.detector, root, tmp_path / "eval_scores", partition="eval", progress=False
+    )
+    assert set(eval_scores) == {("pump", "00")}
+    assert len(eval_scores[("pump", "00")]) == len(eval_test)
+    # the dev partition stays restricted to data.machines
+    dev_scores = score_dataset(run.detector, root, tmp_path / "dev_scores", progress=False)
+    assert set(dev_scores) == {("fan", "00")}
+    # an empty selection names the filter that emptied it
+    run.detector.cfg = run.detector.cfg.override(["data.machines=[gearbox]"])
+    with pytest.raises(ValueError, match=r"no dev test clips .*machines=\['gearbox'\]"):
+        score_dataset(run.detector, root, tmp_path / "none", progress=False)
 
 
 def test_demo_and_sweep(tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from stetho.data import AudioError, ClipTable
 from stetho.finetune import Detector
@@ -98,6 +100,33 @@ def test_bad_audio_and_missing_paths_become_error_records(
     text = format_records(records)
     assert good.name in text and broken.name in text and "ERROR" in text
     assert "3 file(s): 1 scored" in text and "2 error(s)" in text
+
+
+def test_too_short_audio_becomes_an_error_record_and_others_are_scored(
+    detector: Detector, serving_data: tuple[Path, ClipTable], tmp_path: Path
+) -> None:
+    _, table = serving_data
+    goods = list(table.filter(split="test", machine="fan"))[:2]
+    folder = tmp_path / "fan" / "test"
+    folder.mkdir(parents=True)
+    for c in goods:
+        shutil.copy(c.path, folder / c.name)
+    short = folder / "section_00_source_test_normal_0998_spd_30_ld_1.wav"
+    sf.write(short, np.zeros(100, np.float32), 16000)  # 6 ms: below the model's minimum length
+    records = score_paths(detector, [tmp_path / "fan"], on_error="report")
+    by_name = {r.path.name: r for r in records}
+    assert sorted(by_name) == sorted([short.name, *(c.name for c in goods)])
+    bad = by_name[short.name]
+    assert not bad.ok and bad.score is None and bad.decision is None
+    assert short.name in bad.error and "100 samples" in bad.error
+    assert (bad.machine, bad.section) == ("fan", "00")
+    want = detector.score_files([c.path for c in goods], "fan", "00")
+    for c, w in zip(goods, want):
+        rec = by_name[c.name]
+        assert rec.ok and rec.score == pytest.approx(float(w), rel=1e-5, abs=1e-7)
+        assert rec.decision == int(rec.score > detector.thresholds[("fan", "00")])
+    with pytest.raises(ValueError, match=re.escape(short.name)):
+        score_paths(detector, [tmp_path / "fan"], on_error="raise")
 
 
 def test_write_records_csv_round_trips(

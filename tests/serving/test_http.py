@@ -101,6 +101,11 @@ def test_bad_requests_get_json_errors(
     status, out = _request(running, "/score?machine=fan&section=00", b"definitely not audio")
     assert status == 400 and "cannot decode" in out["error"]
 
+    short = io.BytesIO()  # 6 ms: decodable, but too short for the model
+    sf.write(short, np.zeros(100, np.float32), 16000, format="WAV")
+    status, out = _request(running, "/score?machine=fan&section=00", short.getvalue())
+    assert status == 400 and "cannot score" in out["error"] and "100 samples" in out["error"]
+
     status, out = _request(running, "/score?machine=fan&section=00", b"x" * (300 * 1024))
     assert status == 413 and "exceeds the limit" in out["error"]
 

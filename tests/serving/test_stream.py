@@ -128,6 +128,11 @@ def test_defaults_and_errors(detector: Detector) -> None:
     assert scorer.hop_seconds == DEFAULT_WINDOW_SECONDS / 2
     with pytest.raises(KeyError, match="valid keys: fan/00, valve/00"):
         StreamScorer(detector, "pump", "00")
+    # sections are normalised as in score_paths and the HTTP service
+    for section in ("0", 0, "section_00"):
+        same = StreamScorer(detector, "fan", section)
+        assert (same.machine, same.section) == ("fan", "00")
+        assert same.threshold == detector.thresholds[("fan", "00")]
     with pytest.raises(ValueError, match="float samples"):
         scorer.push(np.zeros(10, dtype=np.int16))
     with pytest.raises(ValueError, match="> 0"):

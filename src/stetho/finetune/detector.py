@@ -17,7 +17,8 @@ Thresholds: per (machine, section), fitted (gamma, 0.9 quantile by default) on t
 scores of the training clips: each clip is scored against the banks with itself removed, since
 with k = 1 its distance to itself would be 0.
 
-Saved folder (written to a temporary folder, then renamed into place)::
+Saved folder (written to a temporary folder, then renamed into place; an existing folder is
+replaced only when it is a saved detector, and restored if the rename fails)::
 
     config.json          every setting, class map, backbone name, checkpoint path + SHA-256, version
     backbone.safetensors full backbone weights (full fine-tuning, or no checkpoint to rebuild from)
@@ -45,6 +46,7 @@ import torch
 
 import stetho
 from stetho.backbones import Backbone, create_backbone, resolve_checkpoint
+from stetho.backbones.checkpoint import cache_dir
 from stetho.backend.knn import DomainKNNScorer
 from stetho.backend.threshold import decide, fit_threshold
 from stetho.data import Clip, load_audio
@@ -237,6 +239,13 @@ class Detector:
                 raise ValueError(
                     f"each waveform must be a non-empty 1-D array, got shape {tuple(w.shape)}"
                 )
+            if not w.is_floating_point():
+                # int16/int32 PCM (e.g. scipy.io.wavfile.read) would be scored unscaled
+                dtype = str(w.dtype).removeprefix("torch.")
+                raise ValueError(
+                    f"expected float waveforms in [-1, 1], got {dtype}; convert PCM integers "
+                    "first (e.g. int16: x / 32768)"
+                )
             w = w.detach().to("cpu", torch.float32)
             if sample_rate is not None and int(sample_rate) != self.sample_rate:
                 import soxr
@@ -401,10 +410,16 @@ class Detector:
         return self.cfg.backbone.checkpoint is None or self.cfg.finetune.strategy == "full"
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the detector folder (atomically replacing an existing one).
+        """Write the detector folder (atomically replacing an existing detector folder).
+
+        The folder and its files get the permissions of the process umask.
 
         Returns:
             The folder.
+
+        Raises:
+            DetectorError: ``directory`` exists but is a file or a non-empty folder that is not a
+                saved detector (it is never overwritten), or the backbone has unmerged LoRA layers.
         """
         from safetensors.torch import save_file
 
@@ -413,6 +428,7 @@ class Detector:
             raise DetectorError(
                 "merge the LoRA layers (Detector.from_training(merge=True)) before saving"
             )
+        _check_replaceable(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         ckpt_path, ckpt_sha = self._checkpoint_info()
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
@@ -464,13 +480,24 @@ class Detector:
                 "keys": [f"{m}/{s}" for m, s in self.keys],
             }
             atomic_write_text(tmp / "config.json", json.dumps(meta, indent=2) + "\n")
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0700
+            for f in tmp.iterdir():  # safetensors writes 0600 files
+                os.chmod(f, 0o666 & ~umask)
+            _check_replaceable(dest)  # again: it may have appeared while the weights were written
             old = None
-            if dest.exists():
+            if dest.exists() or dest.is_symlink():
                 old = Path(
                     tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent)
                 )
                 os.replace(dest, old / dest.name)
-            os.replace(tmp, dest)
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                if old is not None and _restore(old / dest.name, dest):
+                    shutil.rmtree(old, ignore_errors=True)
+                raise
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
         except BaseException:
@@ -580,7 +607,9 @@ class Detector:
             path = resolve_checkpoint(spec)
         except Exception as err:
             raise DetectorError(
-                f"backbone checkpoint {spec} not found ({err}); pass checkpoint=... (CLI: --checkpoint)"
+                f"backbone checkpoint {spec} not found ({err}); pass checkpoint=... (CLI: "
+                f"--checkpoint), or place the file in $STETHO_CACHE ({cache_dir()}) under its "
+                f"original name {Path(str(spec)).name!r}"
             ) from err
         want = binfo.get("checkpoint_sha256")
         if want:
@@ -590,6 +619,44 @@ class Detector:
                     f"checkpoint {path} has SHA-256 {got}, but the detector was built with {want}"
                 )
         return Path(path)
+
+
+def _check_replaceable(dest: Path) -> None:
+    """Refuse to let :meth:`Detector.save` replace anything but a saved detector (or nothing)."""
+    if not (dest.exists() or dest.is_symlink()):
+        return
+    if not dest.is_dir():
+        raise DetectorError(
+            f"cannot save the detector to {dest}: it exists and is not a folder (refusing to "
+            "replace it); choose a new folder"
+        )
+    cfg_path = dest / "config.json"
+    try:
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    if isinstance(meta, dict) and meta.get("format") == DETECTOR_FORMAT:
+        return
+    if not any(dest.iterdir()):
+        return  # an empty folder: nothing to lose
+    raise DetectorError(
+        f"cannot save the detector to {dest}: the folder exists and is not a stetho detector "
+        f"folder (no config.json with format {DETECTOR_FORMAT!r}); refusing to replace it. "
+        f"Choose a new folder (e.g. {dest / 'detector'}) or an existing detector folder"
+    )
+
+
+def _restore(saved: Path, dest: Path) -> bool:
+    """Put the previous detector folder back after a failed replace; False if it stays at
+    ``saved`` (logged, so that it can be recovered by hand)."""
+    try:
+        os.replace(saved, dest)
+    except OSError as err:
+        logger.error(
+            "could not restore the previous detector %s; it is kept at %s (%s)", dest, saved, err
+        )
+        return False
+    return True
 
 
 def _has_lora(module: torch.nn.Module) -> bool:

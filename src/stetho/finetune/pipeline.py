@@ -106,14 +106,23 @@ def select_clips(
     *,
     partition: str | Sequence[str] = "dev",
     split: str = "train",
+    restrict_machines: bool = True,
 ) -> ClipTable:
     """Clips of ``partition``/``split`` restricted to ``data.machines``/``data.sections``.
 
     Training selections (``split="train"``) keep normal clips only.
+
+    Args:
+        table: All clips.
+        cfg: The experiment config (``data.machines``, ``data.sections``).
+        partition: ``"dev"``, ``"eval"`` or several.
+        split: ``"train"`` or ``"test"``.
+        restrict_machines: Apply ``data.machines``; ``False`` for the eval partition, whose
+            machine types differ from the dev ones that ``data.machines`` names.
     """
     crit: dict[str, Any] = {"split": split}
     crit["partition"] = partition if isinstance(partition, str) else set(partition)
-    if cfg.data.machines is not None:
+    if cfg.data.machines is not None and restrict_machines:
         crit["machine"] = set(cfg.data.machines)
     if cfg.data.sections is not None:
         crit["section"] = set(cfg.data.sections)
@@ -299,9 +308,20 @@ def score_dataset(
         ``{(machine, section): {clip name: score}}``.
     """
     table = scan_dataset(root, year=year)
-    test = select_clips(table, detector.cfg, partition=partition, split="test")
+    data = detector.cfg.data
+    # data.machines names dev machine types: it does not restrict the eval partition
+    restrict = partition == "dev"
+    test = select_clips(
+        table, detector.cfg, partition=partition, split="test", restrict_machines=restrict
+    )
     if not len(test):
-        raise ValueError(f"no {partition} test clips under {root}")
+        filters = [f"sections={data.sections}"] if data.sections is not None else []
+        if restrict and data.machines is not None:
+            filters.insert(0, f"machines={data.machines}")
+        where = f" matching the detector's data filter ({', '.join(filters)})" if filters else ""
+        raise ValueError(
+            f"no {partition} test clips under {root}{where}; found {len(table)} clips in total"
+        )
     missing = sorted(set(test.sections()) - set(detector.keys))
     if missing:
         if not fit_missing:
@@ -309,9 +329,9 @@ def score_dataset(
                 f"the detector has no banks for {[f'{m}/{s}' for m, s in missing]}; fitted keys: "
                 f"{[f'{m}/{s}' for m, s in detector.keys]} (use fit_missing=True)"
             )
-        extra = select_clips(table, detector.cfg, partition=partition, split="train").filter(
-            key=set(missing)
-        )
+        extra = select_clips(
+            table, detector.cfg, partition=partition, split="train", restrict_machines=restrict
+        ).filter(key=set(missing))
         lacking = sorted(set(missing) - set(extra.sections()))
         if lacking:
             raise KeyError(

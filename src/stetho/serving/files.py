@@ -10,9 +10,9 @@
 Each file's (machine, section) is, in this order: the ``machine``/``section`` arguments; the
 detector's only key when it has one; inferred from a DCASE layout (section from the file name,
 e.g. ``section_00_…``, machine from the nearest folder named like one of the detector's machines,
-e.g. ``fan/test/section_00_….wav``). A file whose key cannot be resolved, or that cannot be
-decoded, becomes an error record naming the file (``on_error="report"``) or raises
-(``on_error="raise"``).
+e.g. ``fan/test/section_00_….wav``). A file whose key cannot be resolved, that cannot be
+decoded, or whose audio the model cannot score (e.g. too short) becomes an error record naming the
+file (``on_error="report"``) or raises (``on_error="raise"``).
 """
 
 from __future__ import annotations
@@ -197,8 +197,8 @@ def score_paths(
         detector: A fitted detector (:class:`stetho.finetune.Detector`).
         paths: Files and/or folders.
         machine, section: The key of all files (default: resolved per file, see module docs).
-        on_error: ``"report"``: unreadable files / unresolvable keys become records with
-            ``error`` set; ``"raise"``: raise at the first problem.
+        on_error: ``"report"``: unreadable or unscorable files / unresolvable keys become
+            records with ``error`` set; ``"raise"``: raise at the first problem.
 
     Returns:
         One :class:`ScoreRecord` per file, in input order.
@@ -207,6 +207,8 @@ def score_paths(
         FileNotFoundError: (``on_error="raise"``) a path does not exist or a folder has no audio.
         KeyResolutionError: (``on_error="raise"``) a file's key is unknown or cannot be inferred.
         AudioError: (``on_error="raise"``) a file cannot be decoded.
+        ValueError: (``on_error="raise"``) the model cannot score a file's audio (e.g. too
+            short); the message names the file.
     """
     if on_error not in ("report", "raise"):
         raise ValueError(f"on_error must be 'report' or 'raise', got {on_error!r}")
@@ -258,10 +260,29 @@ def score_paths(
                 ok.append((i, path))
             if not waves:
                 continue
-            scores = detector.score_waveforms(waves, key[0], key[1])  # (b,)
+            try:
+                scores: list[float | None] = [
+                    float(v) for v in detector.score_waveforms(waves, key[0], key[1])
+                ]  # (b,)
+            except ValueError:
+                # one unscorable file (e.g. shorter than the model's window) must not lose the
+                # others: score this chunk file by file to find it
+                scores = []
+                for (i, path), wave in zip(ok, waves):
+                    try:
+                        scores.append(float(detector.score_waveforms([wave], key[0], key[1])[0]))
+                    except ValueError as err:
+                        length = f"{wave.shape[0]} samples = {wave.shape[0] / sr:.3g} s at {sr} Hz"
+                        message = f"{path}: cannot score this audio ({length}): {err}"
+                        if on_error == "raise":
+                            raise ValueError(message) from err
+                        fail(i, path, key, message)
+                        scores.append(None)
             for (i, path), score in zip(ok, scores):
-                dec = None if thr is None else int(float(score) > thr)
-                records[i] = ScoreRecord(path, key[0], key[1], float(score), dec, thr)
+                if score is None:
+                    continue
+                dec = None if thr is None else int(score > thr)
+                records[i] = ScoreRecord(path, key[0], key[1], score, dec, thr)
     return [r for r in records if r is not None]
 
 

@@ -18,8 +18,9 @@ Endpoints:
   single key.
 
 Errors are JSON ``{"error": "…"}`` with a 4xx status naming the problem: missing parameters
-(400), unknown machine/section listing the valid ones (404), undecodable or empty audio (400),
-missing Content-Length (411), body too large (413), unknown path (404), wrong method (405).
+(400), unknown machine/section listing the valid ones (404), undecodable, empty or unscorable
+(e.g. too short) audio (400), missing Content-Length (411), body too large (413), unknown path
+(404), wrong method (405).
 Requests are scored one at a time (a lock serialises model access). Bind to ``127.0.0.1`` unless
 the service must be reachable from other machines; there is no authentication.
 """
@@ -244,7 +245,13 @@ class _Handler(BaseHTTPRequestHandler):
         wave, rate = _decode(body)
         det = self.server.detector
         with self.server.lock:
-            score = float(det.score_waveforms([wave], key[0], key[1], sample_rate=rate)[0])
+            try:
+                score = float(det.score_waveforms([wave], key[0], key[1], sample_rate=rate)[0])
+            except ValueError as err:  # audio the model cannot take, e.g. too short
+                raise _HTTPError(
+                    HTTPStatus.BAD_REQUEST,
+                    f"cannot score the audio ({wave.shape[0]} samples at {rate} Hz): {err}",
+                ) from err
         thr = det.thresholds.get(key)
         return {
             "score": score,

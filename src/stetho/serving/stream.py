@@ -28,6 +28,8 @@ from typing import IO, TYPE_CHECKING, Literal
 
 import numpy as np
 
+from stetho.serving.files import normalize_section
+
 if TYPE_CHECKING:
     from stetho.finetune.detector import Detector
 
@@ -103,7 +105,9 @@ class StreamScorer:
 
     Args:
         detector: A fitted detector.
-        machine, section: Which memory bank scores the stream.
+        machine, section: Which memory bank scores the stream (section as in
+            :func:`~stetho.serving.files.normalize_section`: ``"0"``, ``0`` or ``"section_00"``
+            mean ``"00"``).
         window_seconds: Window length; default: the detector's scoring window (its training crop,
             e.g. 2 s for waveform models), or :data:`DEFAULT_WINDOW_SECONDS` when it scores whole
             clips.
@@ -119,12 +123,12 @@ class StreamScorer:
         self,
         detector: Detector,
         machine: str,
-        section: str,
+        section: str | int,
         window_seconds: float | None = None,
         hop_seconds: float | None = None,
         input_rate: int | None = None,
     ) -> None:
-        key = (str(machine), str(section))
+        key = (str(machine), normalize_section(section))
         if key not in list(detector.keys):
             valid = ", ".join(f"{m}/{s}" for m, s in detector.keys) or "none"
             raise KeyError(f"the detector has no model for {key[0]}/{key[1]}; valid keys: {valid}")
