@@ -1,4 +1,4 @@
-"""Exact k-NN search speed of ``stetho.backend.MemoryBank`` (matrix product, chunked).
+"""Exact k-NN search speed of ``stetho.scoring.MemoryBank`` (matrix product, chunked).
 
 Usage::
 
@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from stetho.backend.knn import KNNConfig, MemoryBank
+from stetho.scoring.knn import KNNConfig, MemoryBank
 
 
 def main() -> None:

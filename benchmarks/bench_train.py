@@ -17,13 +17,13 @@ import time
 import torch
 
 from stetho.backbones import create_backbone
-from stetho.finetune.adapt import (
+from stetho.model.adapt import (
     FinetuneConfig,
     LoRAConfig,
     apply_finetuning,
     trainable_parameter_count,
 )
-from stetho.finetune.heads import HeadConfig, ProxyHead
+from stetho.model.heads import HeadConfig, ProxyHead
 
 CASES = [
     ("beats", FinetuneConfig(strategy="lora", lora=LoRAConfig(r=64, alpha=64, targets=("q", "v")))),

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from stetho.config import load_experiment_config
 from stetho.data import scan_dataset
 from stetho.evaluation.metrics import auc_score, pauc_score
-from stetho.finetune.config import load_experiment_config
-from stetho.finetune.pipeline import run_training
+from stetho.pipelines.pipeline import run_training
 
 MN04 = "weights/efficientat_mn04_as_mAP_432.pt"
 VARIANTS: dict[str, list[str]] = {

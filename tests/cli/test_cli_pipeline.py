@@ -12,7 +12,7 @@ import soundfile as sf
 
 from stetho.cli import main
 from stetho.data.synth import generate_synthetic_dataset
-from stetho.finetune.detector import Detector
+from stetho.detector.detector import Detector
 
 TRAIN_SET = [
     "backbone.name=logmel",
@@ -217,7 +217,7 @@ def test_demo_refuses_missing_weights(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_baseline_configs_load() -> None:
-    from stetho.finetune.config import load_experiment_config
+    from stetho.config import load_experiment_config
 
     root = Path(__file__).resolve().parents[2] / "configs" / "baselines"
     files = sorted(root.glob("*.yaml"))

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from stetho.config import ExperimentConfig
 from stetho.data import ClipTable, generate_synthetic_dataset, scan_dataset
-from stetho.finetune import Detector, ExperimentConfig, train
+from stetho.detector import Detector
+from stetho.training import train
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from stetho.data import AudioError, ClipTable
-from stetho.finetune import Detector
+from stetho.detector import Detector
 from stetho.serving import (
     CSV_COLUMNS,
     KeyResolutionError,

@@ -17,7 +17,7 @@ import soundfile as sf
 
 import stetho
 from stetho.data import ClipTable, load_audio
-from stetho.finetune import Detector
+from stetho.detector import Detector
 from stetho.serving import ScoringHTTPServer, make_server
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soxr
 
-from stetho.finetune import Detector
+from stetho.detector import Detector
 from stetho.serving import DEFAULT_WINDOW_SECONDS, StreamEvent, StreamScorer, score_pcm_stream
 from stetho.serving.stream import _RingBuffer
 

@@ -12,7 +12,7 @@ front-end and the network; raw-waveform models ignore it (``input_kind == "wavef
 
 LoRA targets are declared, not guessed: ``lora_target_templates`` maps a matrix key (``q``, ``k``,
 ``v``, ``out``, ``fc1``, ``fc2``) to a module-name template with ``{i}`` for the layer index, and
-``num_layers`` gives the number of layers. ``stetho.finetune`` turns these into peft configs.
+``num_layers`` gives the number of layers. ``stetho.model`` turns these into peft configs.
 """
 
 from __future__ import annotations

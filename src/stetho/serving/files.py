@@ -31,7 +31,7 @@ from stetho.data import AudioError, ClipNameError, is_audio_file_name, load_audi
 from stetho.utils.io import atomic_write
 
 if TYPE_CHECKING:
-    from stetho.finetune.detector import Detector
+    from stetho.detector.detector import Detector
 
 __all__ = [
     "CSV_COLUMNS",
@@ -194,7 +194,7 @@ def score_paths(
     """Score audio files and folders (walked recursively for ``.wav``/``.flac``).
 
     Args:
-        detector: A fitted detector (:class:`stetho.finetune.Detector`).
+        detector: A fitted detector (:class:`stetho.detector.Detector`).
         paths: Files and/or folders.
         machine, section: The key of all files (default: resolved per file, see module docs).
         on_error: ``"report"``: unreadable or unscorable files / unresolvable keys become

@@ -42,7 +42,7 @@ import stetho
 from stetho.serving.files import normalize_section
 
 if TYPE_CHECKING:
-    from stetho.finetune.detector import Detector
+    from stetho.detector.detector import Detector
 
 __all__ = ["ScoringHTTPServer", "make_server", "serve"]
 

@@ -31,7 +31,7 @@ import numpy as np
 from stetho.serving.files import normalize_section
 
 if TYPE_CHECKING:
-    from stetho.finetune.detector import Detector
+    from stetho.detector.detector import Detector
 
 __all__ = [
     "DEFAULT_WINDOW_SECONDS",

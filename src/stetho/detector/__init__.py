@@ -1,0 +1,10 @@
+"""The deployable detector: an embedding network, memory banks and thresholds, saved as one folder.
+
+>>> from stetho.detector import Detector
+>>> det = Detector.load("runs/x/detector")                 # doctest: +SKIP
+>>> det.score_files(["clip.wav"], machine="fan", section="00")  # doctest: +SKIP
+"""
+
+from stetho.detector.detector import DETECTOR_FORMAT, Detector, DetectorError
+
+__all__ = ["DETECTOR_FORMAT", "Detector", "DetectorError"]

@@ -1,0 +1,675 @@
+"""The detector artifact: backbone + head projection + k-NN banks + thresholds, saved and reloaded.
+
+::
+
+    det = Detector.from_training(result).fit(train_clips)      # banks + thresholds
+    scores = det.score_files(paths, "fan", "00")               # (M,) higher = more anomalous
+    det.decide(scores, ("fan", "00"))                          # 0/1 per file
+    det.save("runs/x/detector");  det2 = Detector.load("runs/x/detector")   # identical scores
+
+A clip's embedding is ``head.project(backbone.embed(wave))`` in eval mode; with a scoring window
+(``scoring.segment_seconds``; 2 s for raw-waveform models by default) the clip is cut into windows
+and their embeddings are averaged. Its anomaly score is the k-NN distance of
+:class:`~stetho.scoring.DomainKNNScorer` (min over the source and target banks of its
+machine/section).
+
+Thresholds: per (machine, section), fitted (gamma, 0.9 quantile by default) on the *leave-one-out*
+scores of the training clips: each clip is scored against the banks with itself removed, since
+with k = 1 its distance to itself would be 0.
+
+Saved folder (written to a temporary folder, then renamed into place; an existing folder is
+replaced only when it is a saved detector, and restored if the rename fails)::
+
+    config.json          every setting, class map, backbone name, checkpoint path + SHA-256, version
+    backbone.safetensors full backbone weights (full fine-tuning, or no checkpoint to rebuild from)
+    adapter.safetensors  LoRA weights (LoRA runs; merged into the backbone for inference)
+    head.safetensors     proxy head (projection + class centres)
+    backend.safetensors  k-NN memory banks
+    thresholds.json      decision thresholds per machine/section
+
+Nothing is pickled; checkpoints are read with ``weights_only``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+import stetho
+from stetho.backbones import Backbone, create_backbone, resolve_checkpoint
+from stetho.backbones.checkpoint import cache_dir
+from stetho.config import ExperimentConfig
+from stetho.data import Clip, load_audio
+from stetho.model.adapt import (
+    apply_finetuning,
+    load_lora_state_dict,
+    lora_state_dict,
+    merge_lora,
+)
+from stetho.model.heads import ProxyHead
+from stetho.model.labels import ClassMap
+from stetho.scoring.knn import DomainKNNScorer
+from stetho.scoring.threshold import decide, fit_threshold
+from stetho.utils.io import atomic_write_text, sha256_file
+
+
+class TrainedParts(Protocol):
+    """What a detector is built from: the parts a training run produced.
+
+    :class:`stetho.training.TrainResult` has these attributes; the detector never imports the
+    training stage (the arrows point one way: training → detector).
+    """
+
+    config: ExperimentConfig
+    backbone: Backbone
+    head: ProxyHead
+    class_map: ClassMap
+    device: str
+
+
+__all__ = ["DETECTOR_FORMAT", "Detector", "DetectorError", "TrainedParts"]
+
+logger = logging.getLogger(__name__)
+
+#: ``config.json`` format tag and version of saved detectors.
+DETECTOR_FORMAT = "stetho-detector"
+_FORMAT_VERSION = 1
+_CLIP_CHUNK = 64  # clips decoded at once when embedding many files
+
+Key = tuple[str, str]
+Scores = dict[Key, dict[str, float]]
+Decisions = dict[Key, dict[str, int]]
+WaveInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
+
+
+class DetectorError(RuntimeError):
+    """A detector folder is incomplete, inconsistent, or its checkpoint cannot be verified."""
+
+
+def _key(key: Key | str) -> Key:
+    if isinstance(key, str):
+        machine, _, section = key.rpartition("/")
+        if not machine:
+            raise ValueError(f"expected a (machine, section) key or 'machine/section', got {key!r}")
+        return (machine, section)
+    return (str(key[0]), str(key[1]))
+
+
+def _state_for_file(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # clone: safetensors refuses tensors that share memory (e.g. BEATs' shared position bias)
+    return {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
+
+
+class Detector:
+    """A fitted anomaly detector.
+
+    Args:
+        cfg: The experiment config (scoring, back-end and threshold settings are read from it).
+        backbone: The backbone (fine-tuned; LoRA merged or not).
+        head: The trained proxy head (its projection gives the k-NN embedding).
+        class_map: Proxy classes the head was trained on.
+        scorer: A fitted k-NN scorer (default: a new, unfitted one).
+        thresholds: Decision threshold per (machine, section).
+        adapter_state: LoRA weights to save in ``adapter.safetensors`` (set by
+            :meth:`from_training` for LoRA runs).
+        device: Where to run the models.
+        waveform_loader: ``loader(path, sample_rate) -> (N,) float32``; default
+            :func:`stetho.data.load_audio`.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        backbone: Backbone,
+        head: ProxyHead,
+        class_map: ClassMap,
+        *,
+        scorer: DomainKNNScorer | None = None,
+        thresholds: dict[Key, float] | None = None,
+        adapter_state: dict[str, torch.Tensor] | None = None,
+        device: str | torch.device = "cpu",
+        waveform_loader: Callable[[Path, int], np.ndarray] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.backbone = backbone
+        self.head = head
+        self.class_map = class_map
+        self.scorer = scorer if scorer is not None else DomainKNNScorer(cfg.backend)
+        self.thresholds: dict[Key, float] = dict(thresholds or {})
+        self.adapter_state = adapter_state
+        self.device = torch.device(device)
+        self._loader = waveform_loader
+        self.backbone.to(self.device)
+        self.head.to(self.device)
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_training(
+        cls, result: TrainedParts, *, merge: bool = True, device: str | None = None
+    ) -> Detector:
+        """A detector from the parts of a training run (a ``TrainResult``; not yet fitted).
+
+        For LoRA runs the adapter weights are kept for saving and, with ``merge``, folded into
+        the backbone (in place: ``result.backbone`` is the merged model afterwards).
+        """
+        backbone = result.backbone
+        adapter = None
+        if result.config.finetune.strategy == "lora" and _has_lora(backbone):
+            adapter = lora_state_dict(backbone)
+            if merge:
+                merge_lora(backbone)
+        backbone.set_spec_augment(None)
+        return cls(
+            result.config,
+            backbone,
+            result.head,
+            result.class_map,
+            adapter_state=adapter,
+            device=device or result.device,
+        )
+
+    @property
+    def sample_rate(self) -> int:
+        """Rate (Hz) the backbone expects; inputs at other rates are resampled."""
+        return int(self.backbone.sample_rate)
+
+    @property
+    def keys(self) -> list[Key]:
+        """(machine, section) pairs with fitted memory banks."""
+        return self.scorer.keys
+
+    @property
+    def embed_dim(self) -> int:
+        """Size of the k-NN embedding."""
+        return int(self.head.out_dim)
+
+    # -- embedding ---------------------------------------------------------------------------
+    def _windows(self) -> tuple[int | None, int | None]:
+        sec = self.cfg.scoring.window_seconds(self.cfg.data, self.backbone.input_kind)
+        if sec is None:
+            return None, None
+        win = max(1, round(sec * self.sample_rate))
+        hop_s = self.cfg.scoring.hop_seconds
+        hop = max(1, round(hop_s * self.sample_rate)) if hop_s else max(1, win // 2)
+        return win, hop
+
+    @torch.inference_mode()
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Waveforms (b, n) → k-NN embeddings (b, E), float32 on the CPU."""
+        emb = self.head.project(self.backbone.embed(x.to(self.device, torch.float32)))
+        return emb.float().cpu()
+
+    def _embed_list(self, waves: list[torch.Tensor]) -> np.ndarray:
+        from stetho.frontend.segment import segment
+
+        self.backbone.eval()
+        self.head.eval()
+        bs = max(1, self.cfg.scoring.batch_size)
+        out = torch.zeros(len(waves), self.embed_dim)
+        win, hop = self._windows()
+        if win is None or hop is None:  # whole clips, batched by equal length
+            by_len: dict[int, list[int]] = {}
+            for i, w in enumerate(waves):
+                by_len.setdefault(int(w.shape[0]), []).append(i)
+            for idx in by_len.values():
+                for s in range(0, len(idx), bs):
+                    part = idx[s : s + bs]
+                    out[part] = self._forward(torch.stack([waves[i] for i in part]))
+            return out.numpy()
+        segs = [segment(w, win, hop, pad="repeat") for w in waves]  # each (S_i, win)
+        flat = torch.cat(segs)  # (ΣS, win)
+        emb = torch.cat([self._forward(flat[s : s + bs]) for s in range(0, flat.shape[0], bs)])
+        start = 0
+        for i, sg in enumerate(segs):
+            out[i] = emb[start : start + sg.shape[0]].mean(0)
+            start += sg.shape[0]
+        return out.numpy()
+
+    def _as_list(self, waves: WaveInput, sample_rate: int | None) -> list[torch.Tensor]:
+        if isinstance(waves, np.ndarray | torch.Tensor):
+            arr = torch.as_tensor(waves)
+            if arr.ndim == 1:
+                items = [arr]
+            elif arr.ndim == 2:
+                items = list(arr)
+            else:
+                raise ValueError(f"expected waveforms (N,) or (B, N), got shape {tuple(arr.shape)}")
+        else:
+            items = [torch.as_tensor(w) for w in waves]
+        out = []
+        for w in items:
+            if w.ndim != 1 or w.shape[0] == 0:
+                raise ValueError(
+                    f"each waveform must be a non-empty 1-D array, got shape {tuple(w.shape)}"
+                )
+            if not w.is_floating_point():
+                # int16/int32 PCM (e.g. scipy.io.wavfile.read) would be scored unscaled
+                dtype = str(w.dtype).removeprefix("torch.")
+                raise ValueError(
+                    f"expected float waveforms in [-1, 1], got {dtype}; convert PCM integers "
+                    "first (e.g. int16: x / 32768)"
+                )
+            w = w.detach().to("cpu", torch.float32)
+            if sample_rate is not None and int(sample_rate) != self.sample_rate:
+                import soxr
+
+                w = torch.from_numpy(
+                    np.ascontiguousarray(
+                        soxr.resample(w.numpy(), int(sample_rate), self.sample_rate, quality="HQ")
+                    )
+                ).float()
+            out.append(w)
+        return out
+
+    def embed_waveforms(self, waves: WaveInput, sample_rate: int | None = None) -> np.ndarray:
+        """k-NN embeddings (B, E) of mono waveforms.
+
+        Args:
+            waves: ``(N,)``, ``(B, N)`` or a list of ``(N_i,)`` arrays in [-1, 1].
+            sample_rate: Their rate; resampled (soxr HQ) to :attr:`sample_rate` if different.
+                ``None`` = already at :attr:`sample_rate`.
+        """
+        return self._embed_list(self._as_list(waves, sample_rate))
+
+    def _load(self, path: str | os.PathLike[str]) -> torch.Tensor:
+        if self._loader is not None:
+            wave = self._loader(Path(path), self.sample_rate)
+        else:
+            wave, _ = load_audio(path, sr=self.sample_rate)
+        return torch.from_numpy(np.array(wave, dtype=np.float32))
+
+    def embed_files(
+        self, paths: Sequence[str | os.PathLike[str]], *, progress: bool = False
+    ) -> np.ndarray:
+        """k-NN embeddings (M, E) of audio files (decoded and resampled to :attr:`sample_rate`)."""
+        out = np.zeros((len(paths), self.embed_dim), dtype=np.float32)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(paths), desc="embedding", leave=False, dynamic_ncols=True)
+        for s in range(0, len(paths), _CLIP_CHUNK):
+            chunk = list(paths[s : s + _CLIP_CHUNK])
+            out[s : s + len(chunk)] = self._embed_list([self._load(p) for p in chunk])
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        return out
+
+    def embed_clips(self, clips: Sequence[Clip], *, progress: bool = False) -> np.ndarray:
+        """k-NN embeddings (M, E) of clips."""
+        return self.embed_files([c.path for c in clips], progress=progress)
+
+    # -- fitting -----------------------------------------------------------------------------
+    def fit(
+        self,
+        clips: Iterable[Clip],
+        *,
+        fit_thresholds: bool = True,
+        replace: bool = True,
+        progress: bool = False,
+    ) -> Detector:
+        """Build the memory banks (and thresholds) from normal training clips.
+
+        Args:
+            clips: Normal training clips; banks are per (machine, section) and domain.
+            fit_thresholds: Also fit the decision thresholds on leave-one-out training scores.
+            replace: Replace all banks (default); ``False`` adds/refits only the keys in ``clips``.
+            progress: Show a progress bar while embedding.
+
+        Returns:
+            ``self``.
+        """
+        clips = list(clips)
+        if not clips:
+            raise ValueError("Detector.fit needs at least one training clip")
+        bad = [c.name for c in clips if c.label == "anomaly" or c.split == "test"]
+        if bad:
+            raise ValueError(f"Detector.fit takes normal training clips only; got e.g. {bad[:3]}")
+        emb = self.embed_clips(clips, progress=progress)
+        self.scorer.fit(emb, [c.key for c in clips], [c.domain for c in clips], replace=replace)
+        if replace:
+            self.thresholds = {}
+        if fit_thresholds:
+            self.fit_thresholds(sorted({c.key for c in clips}))
+        return self
+
+    def fit_thresholds(self, keys: Sequence[Key] | None = None) -> dict[Key, float]:
+        """(Re)fit thresholds from the leave-one-out scores of the banks' own clips."""
+        loo = self.scorer.score_fitted(leave_one_out=True)
+        fitted_keys = self.scorer.fitted_keys()
+        for key in keys if keys is not None else sorted(set(fitted_keys)):
+            vals = np.array([s for s, k in zip(loo, fitted_keys) if k == key])
+            try:
+                self.thresholds[key] = fit_threshold(vals, self.cfg.threshold)
+            except ValueError as err:
+                logger.warning("%s/%s: %s; threshold set to +inf (never anomalous)", *key, err)
+                self.thresholds[key] = float("inf")
+        return dict(self.thresholds)
+
+    # -- scoring -----------------------------------------------------------------------------
+    def score_embeddings(self, emb: np.ndarray, machine: str, section: str) -> np.ndarray:
+        """Anomaly scores (M,) of k-NN embeddings (M, E) of one machine/section."""
+        return self.scorer.score(emb, (machine, section))
+
+    def score_waveforms(
+        self, waves: WaveInput, machine: str, section: str, sample_rate: int | None = None
+    ) -> np.ndarray:
+        """Anomaly scores (B,) of waveforms of one machine/section (higher = more anomalous)."""
+        self.scorer.require_key((machine, section))  # fail before the expensive embedding
+        return self.score_embeddings(self.embed_waveforms(waves, sample_rate), machine, section)
+
+    def score_files(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        machine: str,
+        section: str,
+        *,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Anomaly scores (M,) of audio files of one machine/section."""
+        self.scorer.require_key((machine, section))
+        return self.score_embeddings(self.embed_files(paths, progress=progress), machine, section)
+
+    def score_clips(self, clips: Iterable[Clip], *, progress: bool = False) -> Scores:
+        """Scores of clips grouped as ``{(machine, section): {file name: score}}``."""
+        by_key: dict[Key, list[Clip]] = {}
+        for c in clips:
+            by_key.setdefault(c.key, []).append(c)
+        out: Scores = {}
+        for key in sorted(by_key):
+            group = by_key[key]
+            values = self.score_files([c.path for c in group], *key, progress=progress)
+            out[key] = {c.name: float(v) for c, v in zip(group, values)}
+        return out
+
+    def decide(self, scores: np.ndarray | Sequence[float], key: Key | str) -> np.ndarray:
+        """Decisions (M,) int, 1 = anomalous (``score > threshold`` of ``key``)."""
+        k = _key(key)
+        if k not in self.thresholds:
+            fitted = ", ".join(f"{m}/{s}" for m, s in sorted(self.thresholds)) or "none"
+            raise KeyError(f"no threshold for {k[0]}/{k[1]}; fitted thresholds: {fitted}")
+        return decide(np.asarray(scores, dtype=np.float64), self.thresholds[k])
+
+    def decisions(self, scores: Scores) -> Decisions:
+        """Decisions for grouped scores, in the same layout."""
+        out: Decisions = {}
+        for key, named in scores.items():
+            names = list(named)
+            dec = self.decide(np.array([named[n] for n in names]), key)
+            out[key] = {n: int(d) for n, d in zip(names, dec)}
+        return out
+
+    # -- persistence -------------------------------------------------------------------------
+    def _checkpoint_info(self) -> tuple[str | None, str | None]:
+        spec = self.cfg.backbone.checkpoint
+        if spec is None:
+            return None, None
+        path = resolve_checkpoint(spec)
+        return str(Path(path).resolve()), sha256_file(path)
+
+    def _needs_full_backbone(self) -> bool:
+        return self.cfg.backbone.checkpoint is None or self.cfg.finetune.strategy == "full"
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the detector folder (atomically replacing an existing detector folder).
+
+        The folder and its files get the permissions of the process umask.
+
+        Returns:
+            The folder.
+
+        Raises:
+            DetectorError: ``directory`` exists but is a file or a non-empty folder that is not a
+                saved detector (it is never overwritten), or the backbone has unmerged LoRA layers.
+        """
+        from safetensors.torch import save_file
+
+        dest = Path(directory)
+        if _has_lora(self.backbone):
+            raise DetectorError(
+                "merge the LoRA layers (Detector.from_training(merge=True)) before saving"
+            )
+        _check_replaceable(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        ckpt_path, ckpt_sha = self._checkpoint_info()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+        try:
+            weights: dict[str, str | None] = {"backbone": None, "adapter": None}
+            if self._needs_full_backbone():
+                save_file(_state_for_file(self.backbone), str(tmp / "backbone.safetensors"))
+                weights["backbone"] = "backbone.safetensors"
+            if self.adapter_state is not None:
+                save_file(
+                    {k: v.detach().cpu().contiguous() for k, v in self.adapter_state.items()},
+                    str(tmp / "adapter.safetensors"),
+                )
+                weights["adapter"] = "adapter.safetensors"
+            save_file(_state_for_file(self.head), str(tmp / "head.safetensors"))
+            save_file(self.scorer.state_dict(), str(tmp / "backend.safetensors"))
+            thresholds = [
+                {"machine": m, "section": s, "threshold": float(t)}
+                for (m, s), t in sorted(self.thresholds.items())
+            ]
+            atomic_write_text(
+                tmp / "thresholds.json",
+                json.dumps(
+                    {"config": self.cfg.threshold.to_dict(), "thresholds": thresholds}, indent=2
+                )
+                + "\n",
+            )
+            meta = {
+                "format": DETECTOR_FORMAT,
+                "format_version": _FORMAT_VERSION,
+                "stetho_version": stetho.__version__,
+                "experiment": self.cfg.to_dict(),
+                "class_map": self.class_map.to_dict(),
+                "backbone": {
+                    "name": self.cfg.backbone.name,
+                    "checkpoint": ckpt_path,
+                    "checkpoint_sha256": ckpt_sha,
+                    "sample_rate": self.sample_rate,
+                    "embed_dim": int(self.backbone.embed_dim),
+                    "input_kind": self.backbone.input_kind,
+                    "extra_config": self.backbone.extra_config(),
+                },
+                "head": {
+                    "in_dim": int(self.head.in_dim),
+                    "num_classes": int(self.head.num_classes),
+                },
+                "embedding_dim": self.embed_dim,
+                "weights": weights,
+                "keys": [f"{m}/{s}" for m, s in self.keys],
+            }
+            atomic_write_text(tmp / "config.json", json.dumps(meta, indent=2) + "\n")
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0700
+            for f in tmp.iterdir():  # safetensors writes 0600 files
+                os.chmod(f, 0o666 & ~umask)
+            _check_replaceable(dest)  # again: it may have appeared while the weights were written
+            old = None
+            if dest.exists() or dest.is_symlink():
+                old = Path(
+                    tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent)
+                )
+                os.replace(dest, old / dest.name)
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                if old is not None and _restore(old / dest.name, dest):
+                    shutil.rmtree(old, ignore_errors=True)
+                raise
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        logger.info("detector saved to %s", dest)
+        return dest
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        device: str | torch.device = "cpu",
+        checkpoint: str | os.PathLike[str] | None = None,
+    ) -> Detector:
+        """Rebuild a detector saved by :meth:`save`; it gives identical scores.
+
+        Args:
+            directory: The detector folder.
+            device: Where to run the models.
+            checkpoint: Backbone checkpoint location if it moved since saving (its SHA-256 must
+                match the recorded one).
+
+        Raises:
+            DetectorError: missing files, wrong format, or a checkpoint whose SHA-256 differs.
+        """
+        from safetensors.torch import load_file
+
+        src = Path(directory)
+        cfg_path = src / "config.json"
+        if not cfg_path.is_file():
+            raise DetectorError(f"{src} is not a detector folder (no config.json)")
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        if meta.get("format") != DETECTOR_FORMAT or meta.get("format_version") != _FORMAT_VERSION:
+            raise DetectorError(
+                f"{cfg_path}: not a stetho detector of format version {_FORMAT_VERSION} "
+                f"(format={meta.get('format')!r}, version={meta.get('format_version')!r})"
+            )
+        cfg = ExperimentConfig.from_dict(meta["experiment"])
+        binfo = meta["backbone"]
+        weights = meta["weights"]
+        for name in [w for w in weights.values() if w] + [
+            "head.safetensors",
+            "backend.safetensors",
+            "thresholds.json",
+        ]:
+            if not (src / name).is_file():
+                raise DetectorError(f"{src}: missing {name}")
+        if weights.get("backbone"):
+            backbone = create_backbone(binfo["name"], checkpoint=None, **binfo["extra_config"])
+            try:
+                backbone.load_state_dict(load_file(str(src / weights["backbone"])), strict=True)
+            except RuntimeError as err:
+                raise DetectorError(
+                    f"{src}: backbone weights do not fit {binfo['name']!r}: {err}"
+                ) from err
+        else:
+            path = cls._verified_checkpoint(binfo, cfg, checkpoint)
+            kwargs = dict(cfg.backbone.overrides)
+            if cfg.backbone.trust_checkpoint:
+                kwargs["trust_checkpoint"] = True
+            backbone = create_backbone(binfo["name"], checkpoint=str(path), **kwargs)
+            if weights.get("adapter"):
+                apply_finetuning(backbone, cfg.finetune)
+                load_lora_state_dict(backbone, load_file(str(src / weights["adapter"])))
+                merge_lora(backbone)
+        if backbone.extra_config() != binfo["extra_config"]:
+            logger.warning(
+                "%s: rebuilt backbone's architecture settings differ from the saved ones", src
+            )
+        class_map = ClassMap.from_dict(meta["class_map"])
+        head = ProxyHead(meta["head"]["in_dim"], meta["head"]["num_classes"], cfg.head)
+        head.load_state_dict(load_file(str(src / "head.safetensors")))
+        scorer = DomainKNNScorer(cfg.backend)
+        scorer.load_state_dict(load_file(str(src / "backend.safetensors")))
+        tjson = json.loads((src / "thresholds.json").read_text(encoding="utf-8"))
+        thresholds = {
+            (t["machine"], t["section"]): float(t["threshold"]) for t in tjson["thresholds"]
+        }
+        adapter = load_file(str(src / weights["adapter"])) if weights.get("adapter") else None
+        backbone.eval()
+        head.eval()
+        return cls(
+            cfg,
+            backbone,
+            head,
+            class_map,
+            scorer=scorer,
+            thresholds=thresholds,
+            adapter_state=adapter,
+            device=device,
+        )
+
+    @staticmethod
+    def _verified_checkpoint(
+        binfo: dict[str, Any], cfg: ExperimentConfig, override: str | os.PathLike[str] | None
+    ) -> Path:
+        spec = (
+            override if override is not None else binfo.get("checkpoint") or cfg.backbone.checkpoint
+        )
+        if spec is None:
+            raise DetectorError(
+                "the detector has neither backbone weights nor a checkpoint to rebuild from"
+            )
+        try:
+            path = resolve_checkpoint(spec)
+        except Exception as err:
+            raise DetectorError(
+                f"backbone checkpoint {spec} not found ({err}); pass checkpoint=... (CLI: "
+                f"--checkpoint), or place the file in $STETHO_CACHE ({cache_dir()}) under its "
+                f"original name {Path(str(spec)).name!r}"
+            ) from err
+        want = binfo.get("checkpoint_sha256")
+        if want:
+            got = sha256_file(path)
+            if got != want:
+                raise DetectorError(
+                    f"checkpoint {path} has SHA-256 {got}, but the detector was built with {want}"
+                )
+        return Path(path)
+
+
+def _check_replaceable(dest: Path) -> None:
+    """Refuse to let :meth:`Detector.save` replace anything but a saved detector (or nothing)."""
+    if not (dest.exists() or dest.is_symlink()):
+        return
+    if not dest.is_dir():
+        raise DetectorError(
+            f"cannot save the detector to {dest}: it exists and is not a folder (refusing to "
+            "replace it); choose a new folder"
+        )
+    cfg_path = dest / "config.json"
+    try:
+        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    if isinstance(meta, dict) and meta.get("format") == DETECTOR_FORMAT:
+        return
+    if not any(dest.iterdir()):
+        return  # an empty folder: nothing to lose
+    raise DetectorError(
+        f"cannot save the detector to {dest}: the folder exists and is not a stetho detector "
+        f"folder (no config.json with format {DETECTOR_FORMAT!r}); refusing to replace it. "
+        f"Choose a new folder (e.g. {dest / 'detector'}) or an existing detector folder"
+    )
+
+
+def _restore(saved: Path, dest: Path) -> bool:
+    """Put the previous detector folder back after a failed replace; False if it stays at
+    ``saved`` (logged, so that it can be recovered by hand)."""
+    try:
+        os.replace(saved, dest)
+    except OSError as err:
+        logger.error(
+            "could not restore the previous detector %s; it is kept at %s (%s)", dest, saved, err
+        )
+        return False
+    return True
+
+
+def _has_lora(module: torch.nn.Module) -> bool:
+    return any(".lora_A." in name for name, _ in module.named_parameters())

@@ -1,0 +1,125 @@
+"""Killed-and-resumed training ends with exactly the weights of an uninterrupted run (CPU)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from stetho.config import ExperimentConfig
+from stetho.data import ClipTable, scan_dataset
+from stetho.data.synth import generate_synthetic_dataset
+from stetho.training.loop import CHECKPOINT_NAME, StepInfo, TrainResult, train
+
+
+class Killed(RuntimeError):
+    pass
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> ClipTable:
+    root = tmp_path_factory.mktemp("synth")
+    generate_synthetic_dataset(
+        root,
+        machines=("fan", "valve"),
+        n_train_source=4,
+        n_train_target=2,
+        n_test_per_group=0,
+        seconds=1.0,
+    )
+    return scan_dataset(root).filter(split="train")
+
+
+def cfg(**extra: object) -> ExperimentConfig:
+    base = [
+        "backbone.name=beats-tiny",
+        "finetune.lora.r=4",
+        "finetune.lora.alpha=4",
+        "finetune.lora.dropout=0.1",  # exercises the torch RNG
+        "head.embed_dim=16",
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.lr=3e-3",
+        "train.warmup_steps=2",
+        "train.tensorboard=false",
+        "train.log_every=1",
+        "train.deterministic=true",
+        "data.segment_seconds=0.6",  # random crops (per-sample RNG) + SpecAugment (global RNG)
+    ]
+    return ExperimentConfig().override(
+        base + [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
+    )
+
+
+def _all_state(result: TrainResult) -> dict[str, torch.Tensor]:
+    out = {f"backbone.{k}": v for k, v in result.backbone.state_dict().items()}
+    out.update({f"head.{k}": v for k, v in result.head.state_dict().items()})
+    return out
+
+
+def _steps(out: Path) -> list[tuple[str, str, str]]:
+    with open(out / "metrics.csv", encoding="utf-8") as fh:
+        return [(r["step"], r["lr"], r["loss"]) for r in csv.DictReader(fh) if r["kind"] == "step"]
+
+
+def test_killed_run_resumes_to_identical_weights(clips: ClipTable, tmp_path: Path) -> None:
+    reference = train(cfg(), clips, tmp_path / "ref", progress=False)
+    assert reference.steps == 6  # 12 clips / 4 per batch × 2 epochs
+
+    def kill_at_5(info: StepInfo) -> None:
+        if info.step == 5:  # epoch 2, second step; last checkpoint: step 4 (mid-epoch)
+            raise Killed("simulated kill")
+
+    run_cfg = cfg(train__checkpoint_every_steps=2)
+    with pytest.raises(Killed):
+        train(run_cfg, clips, tmp_path / "run", progress=False, callback=kill_at_5)
+    state = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"], state["step"]) == (1, 1, 4)
+
+    seen: list[int] = []
+    resumed = train(
+        run_cfg, clips, tmp_path / "run", progress=False, callback=lambda i: seen.append(i.step)
+    )
+    assert seen == [5, 6]  # only the missing steps ran
+    ref_state, res_state = _all_state(reference), _all_state(resumed)
+    assert ref_state.keys() == res_state.keys()
+    for key in ref_state:
+        assert torch.equal(ref_state[key], res_state[key]), f"{key} differs after resume"
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in reference.history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in resumed.history]
+    # the interrupted run's rows after the checkpoint were dropped: the log equals the reference's
+    assert _steps(tmp_path / "run") == _steps(tmp_path / "ref")
+    ref_opt = torch.load(tmp_path / "ref" / CHECKPOINT_NAME, weights_only=True)["optimizer"][
+        "state"
+    ]
+    res_opt = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)["optimizer"][
+        "state"
+    ]
+    for idx in ref_opt:
+        for name in ("exp_avg", "exp_avg_sq"):
+            assert torch.equal(ref_opt[idx][name], res_opt[idx][name])
+
+
+def test_finished_run_returns_at_once_and_config_changes_are_refused(
+    clips: ClipTable, tmp_path: Path
+) -> None:
+    first = train(cfg(train__epochs=1), clips, tmp_path, progress=False)
+
+    def fail(info: StepInfo) -> None:
+        raise AssertionError("a finished run must not train again")
+
+    again = train(
+        cfg(train__epochs=1, train__log_every=5), clips, tmp_path, progress=False, callback=fail
+    )
+    assert again.steps == first.steps == 3
+    for key, value in _all_state(first).items():
+        assert torch.equal(value, _all_state(again)[key])
+    with pytest.raises(ValueError, match=r"different configuration.*train\.lr"):
+        train(cfg(train__epochs=1, train__lr=1e-2), clips, tmp_path, progress=False)
+    restarted = train(
+        cfg(train__epochs=1, train__lr=1e-2), clips, tmp_path, resume=False, progress=False
+    )
+    assert restarted.steps == 3
+    assert not torch.equal(_all_state(restarted)["head.weight"], _all_state(first)["head.weight"])

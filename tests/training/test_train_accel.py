@@ -1,0 +1,252 @@
+"""The GPU-only training paths, exercised on the CPU.
+
+* bf16 autocast (CPU autocast works in torch >= 2.x): forward + loss only, fp32 front-ends,
+  fp32 parameters (no GradScaler);
+* ``torch.compile`` (``backend="eager"``: dynamo tracing without a C++ toolchain): compiled once,
+  and no ``_orig_mod.`` / ``module.`` prefix reaches a checkpoint, the result or a detector;
+* DDP (2 gloo processes, compiled) with backbone parameters that get no gradient (full
+  fine-tuning of CED: its AudioSet classifier is not on the embedding path).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from stetho.backbones import Backbone, create_backbone, list_backbones
+from stetho.config import ExperimentConfig
+from stetho.data import ClipTable, scan_dataset
+from stetho.data.synth import generate_synthetic_dataset
+from stetho.detector.detector import Detector
+from stetho.training.loop import CHECKPOINT_NAME, train
+
+train_module = importlib.import_module("stetho.training.loop")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("synth")
+    generate_synthetic_dataset(
+        path,
+        machines=("fan", "valve"),
+        n_train_source=4,
+        n_train_target=2,
+        n_test_per_group=1,
+        seconds=1.0,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def table(root: Path) -> ClipTable:
+    return scan_dataset(root)
+
+
+def _cfg(*extra: str) -> ExperimentConfig:
+    return ExperimentConfig().override(
+        [
+            "backbone.name=beats-tiny",
+            "finetune.lora.r=4",
+            "finetune.lora.alpha=4",
+            "head.embed_dim=16",
+            "train.batch_size=4",
+            "train.lr=3e-3",
+            "train.warmup_steps=1",
+            "train.tensorboard=false",
+            "train.epochs=1",
+            *extra,
+        ]
+    )
+
+
+def _as_if_on_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(train_module, "_accelerated", lambda device: True)
+    monkeypatch.setattr(train_module, "_COMPILE_OPTIONS", {"backend": "eager"})
+
+
+def _frontends(backbone: nn.Module) -> dict[str, nn.Module]:
+    """The backbone's front-end modules (``stetho.frontend``), SpecAugment excluded."""
+    return {
+        name: m
+        for name, m in backbone.named_modules()
+        if type(m).__module__.startswith("stetho.frontend")
+        and not type(m).__module__.endswith("specaugment")
+    }
+
+
+def _clean(keys: Any) -> bool:
+    return all("_orig_mod" not in k and not k.startswith("module.") for k in keys)
+
+
+def test_bf16_autocast_covers_forward_only(
+    table: ClipTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _as_if_on_gpu(monkeypatch)
+    seen: dict[str, set[torch.dtype]] = {"frontend": set(), "linear": set()}
+    build = train_module.build_backbone
+
+    def build_and_probe(cfg: Any) -> Backbone:
+        bb = build(cfg)
+        for m in _frontends(bb).values():
+            m.register_forward_hook(lambda mod, i, out: seen["frontend"].add(out.dtype))
+        linear = next(m for m in bb.modules() if isinstance(m, nn.Linear))
+        linear.register_forward_hook(lambda mod, i, out: seen["linear"].add(out.dtype))
+        return bb
+
+    monkeypatch.setattr(train_module, "build_backbone", build_and_probe)
+    result = train(
+        _cfg("finetune.strategy=full", "train.amp=bf16"),
+        table.filter(split="train"),
+        tmp_path / "run",
+        progress=False,
+    )
+    assert seen["linear"] == {torch.bfloat16}  # autocast was on in the training forward
+    assert seen["frontend"] == {torch.float32}  # the fbank front-end disables it
+    assert result.steps == 3 and torch.isfinite(torch.tensor(result.final_loss))
+    # parameters (and so gradients and Adam state) stay fp32: nothing for a GradScaler to do
+    params = list(result.backbone.parameters()) + list(result.head.parameters())
+    assert all(p.dtype == torch.float32 for p in params)
+    state = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)
+    moments = [s["exp_avg"] for s in state["optimizer"]["state"].values()]
+    assert moments and all(m.dtype == torch.float32 for m in moments)
+
+
+@pytest.mark.slow
+def test_compile_once_and_clean_state_dicts(
+    table: ClipTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _as_if_on_gpu(monkeypatch)
+    calls: list[type] = []
+    real_compile = torch.compile
+
+    def counting_compile(model: Any, **kw: Any) -> Any:
+        calls.append(type(model))
+        return real_compile(model, **kw)
+
+    monkeypatch.setattr(torch, "compile", counting_compile)
+    cfg = _cfg("finetune.strategy=lora", "train.amp=bf16", "train.compile=true", "train.epochs=2")
+    result = train(
+        cfg,
+        table.filter(split="train"),
+        tmp_path / "run",
+        val_clips=table.filter(split="test"),
+        progress=False,
+    )
+    assert len(calls) == 1  # compiled once, not per epoch
+    assert result.steps == 6 and "val_official_score" in result.history[-1]
+    assert not isinstance(result.backbone, torch._dynamo.eval_frame.OptimizedModule)
+    assert _clean(result.backbone.state_dict()) and _clean(result.head.state_dict())
+    state = torch.load(tmp_path / "run" / CHECKPOINT_NAME, weights_only=True)
+    assert any(".lora_B." in k for k in state["backbone"])
+    assert _clean(state["backbone"]) and _clean(state["head"])
+    # the checkpoint loads into a plain, freshly adapted model
+    fresh = train(cfg, table.filter(split="train"), tmp_path / "run", progress=False)
+    assert fresh.steps == 6
+    det = Detector.from_training(result)
+    det.fit(table.filter(split="train"))
+    out = det.save(tmp_path / "det")
+    from safetensors.torch import load_file
+
+    for name in ("adapter.safetensors", "head.safetensors"):
+        keys = load_file(str(out / name)).keys()
+        assert keys and _clean(keys), name
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in list_backbones() if n.endswith(("-tiny", "-test")) or n == "logmel"]
+)
+def test_frontends_stay_fp32_under_bf16_autocast(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_backbone(name)
+    fronts = _frontends(model)
+    assert fronts, f"{name}: no stetho.frontend module found"
+    outs: dict[str, torch.Tensor] = {}
+    for key, m in fronts.items():
+        m.register_forward_hook(lambda mod, i, out, key=key: outs.__setitem__(key, out))
+    wave = torch.randn(2, model.sample_rate, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model.embed(wave)
+        ref = dict(outs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model.embed(wave)
+    for key, out in outs.items():
+        assert out.dtype == ref[key].dtype != torch.bfloat16, key
+        torch.testing.assert_close(out, ref[key], rtol=0, atol=0)
+
+
+WORKER = textwrap.dedent(
+    """
+    import importlib, json, logging, os, sys
+    import torch
+    from stetho.data import scan_dataset
+    from stetho.config import ExperimentConfig
+
+    logging.basicConfig(level=logging.WARNING)
+    tm = importlib.import_module("stetho.training.loop")
+    tm._accelerated = lambda device: True  # the GPU path: torch.compile(DDP(module))
+    tm._COMPILE_OPTIONS = {"backend": "eager"}
+    real_compile, calls = torch.compile, []
+    torch.compile = lambda model, **kw: calls.append(type(model).__name__) or real_compile(model, **kw)
+    cfg = ExperimentConfig.from_dict(json.loads(open(sys.argv[1]).read()))
+    clips = list(scan_dataset(sys.argv[2]).filter(split="train"))[:8]
+    tm.train(cfg, clips, sys.argv[3], progress=False)
+    # one file per rank: the two processes' stdout would interleave
+    with open(os.path.join(sys.argv[4], f"compiled_{os.environ['RANK']}.json"), "w") as fh:
+        json.dump(calls, fh)
+    """
+)
+
+
+@pytest.mark.slow
+def test_ddp_full_finetuning_with_unused_backbone_parameters(root: Path, tmp_path: Path) -> None:
+    if "ced-test" not in list_backbones():
+        pytest.skip("ced-test not registered")
+    cfg = _cfg(
+        "backbone.name=ced-test",
+        "finetune.strategy=full",
+        "data.spec_augment=null",
+        "data.segment_seconds=0.5",
+        "train.deterministic=true",
+        "train.compile=true",  # compiled in the workers only (eager backend: same numerics)
+    )
+    cfg_path = tmp_path / "cfg.json"
+    cfg_path.write_text(json.dumps(cfg.to_dict()))
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(script), str(cfg_path), str(root), str(tmp_path / "ddp"), str(tmp_path),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for rank in (0, 1):  # torch.compile wrapped the DDP module exactly once on each process
+        calls = json.loads((tmp_path / f"compiled_{rank}.json").read_text())
+        assert calls == ["DistributedDataParallel"], (rank, calls)
+    ddp = torch.load(tmp_path / "ddp" / CHECKPOINT_NAME, weights_only=True)
+    assert ddp["step"] == 2
+    assert _clean(ddp["backbone"]) and _clean(ddp["head"])
+
+    clips = list(scan_dataset(root).filter(split="train"))[:8]
+    single = train(cfg, clips, tmp_path / "single", progress=False)
+    sd = single.backbone.state_dict()
+    assert set(sd) == set(ddp["backbone"])  # full state, plain names
+    unused = [k for k in sd if k.startswith("outputlayer.")]
+    assert unused  # CED's classifier: trainable under "full" but never used by the embedding
+    worst = 0.0
+    for key, value in sd.items():
+        if value.is_floating_point():
+            worst = max(worst, float((ddp["backbone"][key] - value).abs().max()))
+        torch.testing.assert_close(ddp["backbone"][key], value, rtol=0, atol=1e-5, msg=key)
+    print(f"compiled DDP (2 x 2) vs single process (4), full CED: max abs weight diff {worst:.2e}")

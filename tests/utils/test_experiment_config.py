@@ -1,0 +1,112 @@
+"""ExperimentConfig: paper defaults, YAML round trips, dotted overrides, shipped configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stetho.config import (
+    DataConfig,
+    ExperimentConfig,
+    ScoringConfig,
+    TrainConfig,
+    load_experiment_config,
+)
+from stetho.utils.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_the_papers() -> None:
+    cfg = ExperimentConfig()
+    assert (cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size, cfg.train.epochs) == (
+        "adam",
+        5e-5,
+        8,
+        30,
+    )
+    assert cfg.train.warmup_epochs > 0 or (cfg.train.warmup_steps or 0) > 0
+    assert cfg.finetune.strategy == "lora" and cfg.finetune.lora.r == 64
+    assert tuple(cfg.finetune.lora.targets) == ("q", "v")
+    assert cfg.head.kind == "arcface"
+    assert (cfg.backend.k, cfg.backend.metric) == (1, "cosine")
+    assert (cfg.threshold.method, cfg.threshold.quantile) == ("gamma", 0.9)
+    assert cfg.data.spec_augment is not None
+    # 2 s crops for raw-waveform models (paper), whole clips for spectrogram models
+    assert cfg.data.crop_seconds("waveform") == 2.0
+    assert cfg.data.crop_seconds("fbank") is None
+    assert cfg.scoring.window_seconds(cfg.data, "waveform") == 2.0
+    assert ScoringConfig(segment_seconds=None).window_seconds(cfg.data, "waveform") is None
+    assert DataConfig(segment_seconds=1.5).crop_seconds("fbank") == 1.5
+
+
+def test_yaml_round_trip_and_overrides(tmp_path: Path) -> None:
+    cfg = ExperimentConfig().override(
+        [
+            "backbone.name=beats-tiny",
+            "train.lr=1e-4",
+            "train.betas=[0.8, 0.9]",
+            "data.spec_augment=null",
+            "data.segment_seconds=2.5",
+            "backend.k=3",
+            "finetune.lora.targets=[q, k, v]",
+        ]
+    )
+    assert cfg.train.lr == 1e-4 and cfg.train.betas == (0.8, 0.9)
+    assert cfg.data.spec_augment is None and cfg.data.segment_seconds == 2.5
+    assert cfg.backend.k == 3 and tuple(cfg.finetune.lora.targets) == ("q", "k", "v")
+    path = tmp_path / "exp.yaml"
+    cfg.save(path)
+    again = load_experiment_config(path)
+    assert again == cfg
+    assert load_experiment_config(path, ["train.epochs=2"]).train.epochs == 2
+
+
+def test_partial_yaml_keeps_other_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "paper_like.yaml"
+    path.write_text(
+        "backbone: {name: beats, checkpoint: BEATs_iter3.pt}\n"
+        "finetune: {strategy: lora, lora: {r: 16, alpha: 16}}\n"
+        "head: {embed_dim: 64}\n"
+        "train: {epochs: 3}\n"
+    )
+    cfg = load_experiment_config(path)
+    default = ExperimentConfig()
+    assert cfg.finetune.lora.r == 16 and cfg.head.embed_dim == 64 and cfg.train.epochs == 3
+    assert cfg.train.lr == default.train.lr
+    assert (cfg.data, cfg.backend, cfg.threshold, cfg.scoring) == (
+        default.data,
+        default.backend,
+        default.threshold,
+        default.scoring,
+    )
+
+
+def test_bad_keys_and_values_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="valid keys are"):
+        ExperimentConfig().override(["train.learning_rate=1"])
+    with pytest.raises(ConfigError, match=r"valid choices|not a valid choice"):
+        ExperimentConfig().override(["train.schedule=exponential"])
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig(epochs=-1)
+    with pytest.raises(ConfigError, match="segment_seconds"):
+        DataConfig(segment_seconds=-2.0)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("trainer: {epochs: 1}\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_experiment_config(bad)
+
+
+def test_shipped_configs_load() -> None:
+    paths = sorted((REPO / "configs").glob("*.yaml")) + sorted(
+        (REPO / "configs" / "paper").glob("*.yaml")
+    )
+    assert any(p.name == "default.yaml" for p in paths)
+    for path in paths:
+        cfg = load_experiment_config(path)
+        assert isinstance(cfg, ExperimentConfig), path
+    # configs/default.yaml spells out exactly the defaults
+    assert load_experiment_config(REPO / "configs" / "default.yaml") == ExperimentConfig(
+        name="default"
+    )
