@@ -5,6 +5,16 @@
 >>> det.score_files(["clip.wav"], machine="fan", section="00")  # doctest: +SKIP
 """
 
-from stetho.detector.detector import DETECTOR_FORMAT, Detector, DetectorError
+from stetho.detector.artifact import DetectorError
+from stetho.detector.detector import DETECTOR_FORMAT, Detector, TrainedParts
+from stetho.detector.scorer import Key, Scorer, load_scorer
 
-__all__ = ["DETECTOR_FORMAT", "Detector", "DetectorError"]
+__all__ = [
+    "DETECTOR_FORMAT",
+    "Detector",
+    "DetectorError",
+    "Key",
+    "Scorer",
+    "TrainedParts",
+    "load_scorer",
+]

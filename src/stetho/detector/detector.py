@@ -49,6 +49,7 @@ from stetho.backbones import Backbone, create_backbone, resolve_checkpoint
 from stetho.backbones.checkpoint import cache_dir
 from stetho.config import ExperimentConfig
 from stetho.data import Clip, load_audio
+from stetho.detector.artifact import DetectorError, check_replaceable, publish_folder, read_meta
 from stetho.model.adapt import (
     apply_finetuning,
     load_lora_state_dict,
@@ -89,10 +90,6 @@ Key = tuple[str, str]
 Scores = dict[Key, dict[str, float]]
 Decisions = dict[Key, dict[str, int]]
 WaveInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
-
-
-class DetectorError(RuntimeError):
-    """A detector folder is incomplete, inconsistent, or its checkpoint cannot be verified."""
 
 
 def _key(key: Key | str) -> Key:
@@ -192,9 +189,24 @@ class Detector:
         """Size of the k-NN embedding."""
         return int(self.head.out_dim)
 
+    def window_seconds(self) -> float | None:
+        """Scoring window in seconds (``scoring.segment_seconds``), ``None`` for whole clips."""
+        return self.cfg.scoring.window_seconds(self.cfg.data, self.backbone.input_kind)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary: keys, thresholds, backbone, sample rate, stetho version."""
+        return {
+            "kind": "knn-detector",
+            "keys": [{"machine": m, "section": s} for m, s in self.keys],
+            "thresholds": {f"{m}/{s}": float(t) for (m, s), t in sorted(self.thresholds.items())},
+            "backbone": self.cfg.backbone.name,
+            "sample_rate": int(self.sample_rate),
+            "stetho_version": stetho.__version__,
+        }
+
     # -- embedding ---------------------------------------------------------------------------
     def _windows(self) -> tuple[int | None, int | None]:
-        sec = self.cfg.scoring.window_seconds(self.cfg.data, self.backbone.input_kind)
+        sec = self.window_seconds()
         if sec is None:
             return None, None
         win = max(1, round(sec * self.sample_rate))
@@ -440,7 +452,7 @@ class Detector:
             raise DetectorError(
                 "merge the LoRA layers (Detector.from_training(merge=True)) before saving"
             )
-        _check_replaceable(dest)
+        check_replaceable(dest, DETECTOR_FORMAT)
         dest.parent.mkdir(parents=True, exist_ok=True)
         ckpt_path, ckpt_sha = self._checkpoint_info()
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
@@ -492,26 +504,7 @@ class Detector:
                 "keys": [f"{m}/{s}" for m, s in self.keys],
             }
             atomic_write_text(tmp / "config.json", json.dumps(meta, indent=2) + "\n")
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp made it 0700
-            for f in tmp.iterdir():  # safetensors writes 0600 files
-                os.chmod(f, 0o666 & ~umask)
-            _check_replaceable(dest)  # again: it may have appeared while the weights were written
-            old = None
-            if dest.exists() or dest.is_symlink():
-                old = Path(
-                    tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".old", dir=dest.parent)
-                )
-                os.replace(dest, old / dest.name)
-            try:
-                os.replace(tmp, dest)
-            except BaseException:
-                if old is not None and _restore(old / dest.name, dest):
-                    shutil.rmtree(old, ignore_errors=True)
-                raise
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+            publish_folder(tmp, dest, DETECTOR_FORMAT)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -540,15 +533,7 @@ class Detector:
         from safetensors.torch import load_file
 
         src = Path(directory)
-        cfg_path = src / "config.json"
-        if not cfg_path.is_file():
-            raise DetectorError(f"{src} is not a detector folder (no config.json)")
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-        if meta.get("format") != DETECTOR_FORMAT or meta.get("format_version") != _FORMAT_VERSION:
-            raise DetectorError(
-                f"{cfg_path}: not a stetho detector of format version {_FORMAT_VERSION} "
-                f"(format={meta.get('format')!r}, version={meta.get('format_version')!r})"
-            )
+        meta = read_meta(src, DETECTOR_FORMAT, _FORMAT_VERSION)
         cfg = ExperimentConfig.from_dict(meta["experiment"])
         binfo = meta["backbone"]
         weights = meta["weights"]
@@ -631,44 +616,6 @@ class Detector:
                     f"checkpoint {path} has SHA-256 {got}, but the detector was built with {want}"
                 )
         return Path(path)
-
-
-def _check_replaceable(dest: Path) -> None:
-    """Refuse to let :meth:`Detector.save` replace anything but a saved detector (or nothing)."""
-    if not (dest.exists() or dest.is_symlink()):
-        return
-    if not dest.is_dir():
-        raise DetectorError(
-            f"cannot save the detector to {dest}: it exists and is not a folder (refusing to "
-            "replace it); choose a new folder"
-        )
-    cfg_path = dest / "config.json"
-    try:
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        meta = None
-    if isinstance(meta, dict) and meta.get("format") == DETECTOR_FORMAT:
-        return
-    if not any(dest.iterdir()):
-        return  # an empty folder: nothing to lose
-    raise DetectorError(
-        f"cannot save the detector to {dest}: the folder exists and is not a stetho detector "
-        f"folder (no config.json with format {DETECTOR_FORMAT!r}); refusing to replace it. "
-        f"Choose a new folder (e.g. {dest / 'detector'}) or an existing detector folder"
-    )
-
-
-def _restore(saved: Path, dest: Path) -> bool:
-    """Put the previous detector folder back after a failed replace; False if it stays at
-    ``saved`` (logged, so that it can be recovered by hand)."""
-    try:
-        os.replace(saved, dest)
-    except OSError as err:
-        logger.error(
-            "could not restore the previous detector %s; it is kept at %s (%s)", dest, saved, err
-        )
-        return False
-    return True
 
 
 def _has_lora(module: torch.nn.Module) -> bool:

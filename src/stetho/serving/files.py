@@ -31,7 +31,7 @@ from stetho.data import AudioError, ClipNameError, is_audio_file_name, load_audi
 from stetho.utils.io import atomic_write
 
 if TYPE_CHECKING:
-    from stetho.detector.detector import Detector
+    from stetho.detector.scorer import Scorer
 
 __all__ = [
     "CSV_COLUMNS",
@@ -173,7 +173,7 @@ def resolve_key(
             raise KeyResolutionError(
                 f"{path}: cannot infer the {missing} (expected a DCASE layout such as "
                 f"<machine>/test/section_XX_….wav); give machine and section explicitly. "
-                f"Detector keys: {_valid_keys(keys)}"
+                f"Scorer keys: {_valid_keys(keys)}"
             )
     key = (str(machine), sec)
     if key not in keys:
@@ -185,7 +185,7 @@ def resolve_key(
 
 
 def score_paths(
-    detector: Detector,
+    detector: Scorer,
     paths: PathLike | Iterable[PathLike],
     machine: str | None = None,
     section: str | None = None,
@@ -194,7 +194,7 @@ def score_paths(
     """Score audio files and folders (walked recursively for ``.wav``/``.flac``).
 
     Args:
-        detector: A fitted detector (:class:`stetho.detector.Detector`).
+        detector: A fitted detector (:class:`stetho.detector.Scorer`).
         paths: Files and/or folders.
         machine, section: The key of all files (default: resolved per file, see module docs).
         on_error: ``"report"``: unreadable or unscorable files / unresolvable keys become

@@ -42,7 +42,7 @@ import stetho
 from stetho.serving.files import normalize_section
 
 if TYPE_CHECKING:
-    from stetho.detector.detector import Detector
+    from stetho.detector.scorer import Scorer
 
 __all__ = ["ScoringHTTPServer", "make_server", "serve"]
 
@@ -64,7 +64,7 @@ class ScoringHTTPServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], detector: Detector, max_body_bytes: int) -> None:
+    def __init__(self, address: tuple[str, int], detector: Scorer, max_body_bytes: int) -> None:
         self.detector = detector
         self.max_body_bytes = max_body_bytes
         self.lock = threading.Lock()
@@ -77,19 +77,12 @@ class ScoringHTTPServer(ThreadingHTTPServer):
         return f"http://{host!s}:{port}"
 
 
-def _keys_text(detector: Detector) -> str:
+def _keys_text(detector: Scorer) -> str:
     return ", ".join(f"{m}/{s}" for m, s in detector.keys) or "none"
 
 
-def _info(detector: Detector) -> dict[str, Any]:
-    thresholds = {f"{m}/{s}": float(t) for (m, s), t in sorted(detector.thresholds.items())}
-    return {
-        "keys": [{"machine": m, "section": s} for m, s in detector.keys],
-        "thresholds": thresholds,
-        "backbone": detector.cfg.backbone.name,
-        "sample_rate": int(detector.sample_rate),
-        "stetho_version": stetho.__version__,
-    }
+def _info(detector: Scorer) -> dict[str, Any]:
+    return detector.describe()
 
 
 def _decode(body: bytes) -> tuple[np.ndarray, int]:
@@ -264,7 +257,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def make_server(
-    detector: Detector, host: str = "127.0.0.1", port: int = 0, max_body_mb: float = 50
+    detector: Scorer, host: str = "127.0.0.1", port: int = 0, max_body_mb: float = 50
 ) -> ScoringHTTPServer:
     """Create (and bind) the scoring server; call ``serve_forever()`` to run it.
 
@@ -280,7 +273,7 @@ def make_server(
 
 
 def serve(
-    detector: Detector, host: str = "127.0.0.1", port: int = 8000, max_body_mb: float = 50
+    detector: Scorer, host: str = "127.0.0.1", port: int = 8000, max_body_mb: float = 50
 ) -> None:
     """Run the scoring server until interrupted (Ctrl-C)."""
     server = make_server(detector, host, port, max_body_mb)

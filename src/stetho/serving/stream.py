@@ -16,7 +16,7 @@
 Samples are resampled to the detector's rate with soxr's streaming resampler when the input rate
 differs (the result equals resampling the whole recording at once). Window ``k`` covers
 ``[k·hop, k·hop + window)`` seconds of the stream (at the detector's rate) and is scored exactly
-like :meth:`Detector.score_waveforms` scores a clip of those samples.
+like :meth:`Scorer.score_waveforms` scores a clip of those samples.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 from stetho.serving.files import normalize_section
 
 if TYPE_CHECKING:
-    from stetho.detector.detector import Detector
+    from stetho.detector.scorer import Scorer
 
 __all__ = [
     "DEFAULT_WINDOW_SECONDS",
@@ -121,7 +121,7 @@ class StreamScorer:
 
     def __init__(
         self,
-        detector: Detector,
+        detector: Scorer,
         machine: str,
         section: str | int,
         window_seconds: float | None = None,
@@ -136,8 +136,7 @@ class StreamScorer:
         self.machine, self.section = key
         self.sample_rate = int(detector.sample_rate)
         if window_seconds is None:
-            cfg = detector.cfg
-            window_seconds = cfg.scoring.window_seconds(cfg.data, detector.backbone.input_kind)
+            window_seconds = detector.window_seconds()
             if window_seconds is None:
                 window_seconds = DEFAULT_WINDOW_SECONDS
         if hop_seconds is None:
@@ -251,7 +250,7 @@ def score_pcm_stream(
     channels: int = 1,
     dtype: Literal["int16", "int32", "float32"] = "int16",
     *,
-    detector: Detector,
+    detector: Scorer,
     machine: str,
     section: str,
     window_seconds: float | None = None,

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "sha256_file"]
+__all__ = ["apply_umask", "atomic_write", "atomic_write_bytes", "atomic_write_text", "sha256_file"]
 
 
 def _umask() -> int:
@@ -23,6 +23,15 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def apply_umask(path: str | os.PathLike[str], *, directory: bool = False) -> None:
+    """Give ``path`` the mode a plain ``open()`` / ``mkdir()`` would have given it (the umask).
+
+    ``tempfile.mkstemp``/``mkdtemp`` and safetensors create 0600/0700 entries; files published
+    from a temporary location get ordinary permissions with this.
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
 @contextlib.contextmanager
@@ -49,7 +58,7 @@ def atomic_write(
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
         # mkstemp creates 0600 files; give the result the mode a plain open() would (umask)
-        os.chmod(tmp, 0o666 & ~_umask())
+        apply_umask(tmp)
         with os.fdopen(fd, mode, **open_kwargs) as fh:
             yield fh
             fh.flush()

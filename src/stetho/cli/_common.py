@@ -1,0 +1,32 @@
+"""Options and helpers shared by several ``stetho`` commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_detector_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """``--detector``, ``--checkpoint`` and ``--device`` for commands that load a detector."""
+    p.add_argument("--detector", required=required, default=None, help="saved detector folder")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="backbone checkpoint, if it moved since the detector was saved (SHA-256 checked)",
+    )
+    p.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda")
+
+
+def add_set_option(p: argparse.ArgumentParser, help: str = "config overrides") -> None:
+    """``--set KEY=VALUE …``: overrides of the experiment config."""
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help=help)
+
+
+def load_detector(args: argparse.Namespace) -> Any:
+    """Load ``--detector`` (with ``--checkpoint`` if the backbone weights moved, on ``--device``).
+
+    Any saved scorer folder works (k-NN detector or autoencoder baseline).
+    """
+    from stetho.detector import load_scorer
+
+    return load_scorer(args.detector, device=args.device, checkpoint=args.checkpoint)
