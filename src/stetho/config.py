@@ -23,6 +23,7 @@ from typing import Any, Literal
 from stetho.frontend.specaugment import SpecAugmentConfig
 from stetho.model.adapt import FinetuneConfig
 from stetho.model.heads import HeadConfig
+from stetho.model.proxy import ProxyConfig, ProxyKind
 from stetho.scoring.knn import KNNConfig
 from stetho.scoring.threshold import ThresholdConfig
 from stetho.utils.config import ConfigBase, ConfigError
@@ -136,6 +137,14 @@ class TrainConfig(ConfigBase):
         val_every: Validate (Ω on labelled dev test clips) every N epochs when validation clips
             are given; 0 disables validation.
         tensorboard: Write TensorBoard event files (if ``tensorboard`` is installed).
+        proxy: Proxy task: ``"attributes"`` (the paper: one class per machine/section/attributes),
+            ``"transforms"`` (those classes × waveform transformations, self-supervised),
+            ``"outlier"`` (outlier exposure against ``proxy_options.outlier_dir``) or ``"auto"``
+            (default: attributes unless they form one class or one class holds more than
+            ``proxy_options.max_class_share`` of the clips, then a warning and transforms, or
+            outlier exposure when an outlier folder is set). Not in the paper, see
+            ``docs/oneclass.md``.
+        proxy_options: Settings of the self-supervised objectives.
     """
 
     epochs: int = 30
@@ -159,6 +168,8 @@ class TrainConfig(ConfigBase):
     checkpoint_every_steps: int | None = None
     val_every: int = 1
     tensorboard: bool = True
+    proxy: ProxyKind = "auto"
+    proxy_options: ProxyConfig = field(default_factory=ProxyConfig)
 
     def __post_init__(self) -> None:
         if self.epochs < 0:

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset, Sampler
 
 from stetho.data import Clip, audio_info, load_audio
 from stetho.model.labels import ClassMap
+from stetho.model.proxy import ProxyTask, apply_transform, source_length
 
 __all__ = [
     "ClipDataset",
@@ -138,6 +139,9 @@ class ClipDataset(Dataset[dict[str, Any]]):
         crop_samples: Crop length; ``None`` returns whole clips (variable length).
         seed: Base seed of the per-sample crops.
         cache: Shared waveform cache (default: a new 2 GiB cache).
+        proxy: Self-supervised proxy task (not in the paper): the dataset then holds every clip
+            under every variant of ``proxy`` (sample ``i`` = clip ``i % N``, variant ``i // N``)
+            plus the outlier samples, labelled with ``proxy.label``; ``class_map`` is ignored.
     """
 
     def __init__(
@@ -149,40 +153,79 @@ class ClipDataset(Dataset[dict[str, Any]]):
         crop_samples: int | None = None,
         seed: int = 0,
         cache: WaveformCache | None = None,
+        proxy: ProxyTask | None = None,
     ) -> None:
         self.clips = list(clips)
         self.sample_rate = int(sample_rate)
         self.crop_samples = crop_samples
         self.seed = int(seed)
         self.cache = cache if cache is not None else WaveformCache()
+        self.proxy = proxy
+        if proxy is not None:
+            class_map = proxy.base
         self.labels = [class_map.index(c) if class_map is not None else -1 for c in self.clips]
 
     def __len__(self) -> int:
+        if self.proxy is not None:
+            return self.proxy.num_samples(len(self.clips))
         return len(self.clips)
 
     def load(self, index: int) -> np.ndarray:
         """The whole waveform (N,) of clip ``index`` at :attr:`sample_rate`."""
         return self.cache.load(self.clips[index].path, self.sample_rate)
 
-    def crop(self, wave: np.ndarray, epoch: int, index: int) -> np.ndarray:
-        """The random crop of sample ``index`` in ``epoch`` (repeat-padded if the clip is short)."""
-        n = self.crop_samples
+    def crop(
+        self,
+        wave: np.ndarray,
+        epoch: int,
+        index: int,
+        length: int | None = None,
+        path: Path | None = None,
+    ) -> np.ndarray:
+        """The random crop of sample ``index`` in ``epoch`` (repeat-padded if the clip is short).
+
+        ``length`` overrides :attr:`crop_samples` (transformations that change the speed);
+        ``path`` names the file in errors (default: clip ``index``'s).
+        """
+        n = self.crop_samples if length is None else length
         if n is None:
             return wave
         if wave.shape[0] < n:
             if wave.shape[0] == 0:
-                raise ValueError(f"{self.clips[index].path}: empty waveform")
+                source = path if path is not None else self.clips[index % len(self.clips)].path
+                raise ValueError(f"{source}: empty waveform")
             wave = np.tile(wave, -(-n // wave.shape[0]))
         start = int(sample_rng(self.seed, epoch, index).integers(0, wave.shape[0] - n + 1))
         return wave[start : start + n]
 
+    def _proxy_sample(self, epoch: int, index: int) -> tuple[np.ndarray, int]:
+        """Waveform and label of sample ``index`` of the proxy task."""
+        assert self.proxy is not None
+        where = self.proxy.locate(index, len(self.clips))
+        if where is None:  # outlier exposure
+            path = self.proxy.outlier_file(self.seed, epoch, index)
+            wave = self.crop(self.cache.load(path, self.sample_rate), epoch, index, path=path)
+            label = self.proxy.outlier_label
+            return wave, -1 if label is None else label
+        clip, variant = where
+        name = self.proxy.variants[variant]
+        whole = self.load(clip)
+        n = self.crop_samples if self.crop_samples is not None else whole.shape[0]
+        need = source_length(name, n, self.proxy.config)
+        wave = self.crop(whole, epoch, index, need)
+        wave = apply_transform(name, wave, n, self.sample_rate, self.proxy.config)
+        return wave, self.proxy.label(self.labels[clip], variant)
+
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
         epoch, index = (0, item) if isinstance(item, int | np.integer) else item
         index = int(index)
-        wave = self.crop(self.load(index), int(epoch), index)
+        if self.proxy is not None:
+            wave, label = self._proxy_sample(int(epoch), index)
+        else:
+            wave, label = self.crop(self.load(index), int(epoch), index), self.labels[index]
         return {
             "wave": torch.from_numpy(np.array(wave, dtype=np.float32)),  # (n,)
-            "label": self.labels[index],
+            "label": label,
             "index": index,
         }
 

@@ -67,7 +67,8 @@ from stetho.model.adapt import (
     trainable_parameter_count,
 )
 from stetho.model.heads import ProxyHead
-from stetho.model.labels import ClassMap, build_class_map
+from stetho.model.labels import ClassMap
+from stetho.model.proxy import build_proxy_task
 from stetho.training.dataset import (
     ClipDataset,
     GlobalBatchSampler,
@@ -459,7 +460,8 @@ def _train(
         out_dir.mkdir(parents=True, exist_ok=True)
 
     # -- model ------------------------------------------------------------------------------
-    class_map = build_class_map(clips)
+    proxy = build_proxy_task(clips, tc.proxy, tc.proxy_options)  # warns on a one-class task
+    class_map = proxy.class_map
     _seed_everything(tc.seed)
     backbone = build_backbone(cfg.backbone)
     has_params = any(True for _ in backbone.parameters())
@@ -500,7 +502,7 @@ def _train(
     )
     cache = WaveformCache(cfg.data.cache_mb << 20)
     dataset = ClipDataset(
-        clips, backbone.sample_rate, class_map, crop_samples=crop, seed=tc.seed, cache=cache
+        clips, backbone.sample_rate, crop_samples=crop, seed=tc.seed, cache=cache, proxy=proxy
     )
     batch_sizes = global_batch_sizes(len(dataset), tc.batch_size, info.world_size)
     steps_per_epoch = len(batch_sizes)
