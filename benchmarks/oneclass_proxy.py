@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Sequence
@@ -39,11 +40,12 @@ from stetho.evaluation.metrics import auc_score, pauc_score
 from stetho.training import train
 
 MN04 = "weights/efficientat_mn04_as_mAP_432.pt"
+BATCH = 16
 COMMON = [
     "data.segment_seconds=2.0",  # 2 s training crops and 2 s scoring windows for every backbone
     "train.tensorboard=false",
     "train.device=cpu",
-    "train.batch_size=16",
+    f"train.batch_size={BATCH}",
     "scoring.batch_size=32",
 ]
 LOGMEL = ["backbone.name=logmel", "finetune.strategy=frozen", "train.lr=1e-3"]
@@ -60,34 +62,50 @@ MN04_FULL = [
     "train.lr=1e-4",
 ]
 UNTRAINED = ["train.epochs=0", "head.embed_dim=null"]
-SYSTEMS: dict[str, tuple[str, list[str]]] = {
-    "logmel-none": ("logmel stats, no training (k-NN on the statistics)", LOGMEL + UNTRAINED),
+#: system → (description, overrides, optimiser steps); the epochs are derived from the steps so that
+#: 5 clips (fan) and 60 clips (slider) get the same number of updates
+SYSTEMS: dict[str, tuple[str, list[str], int]] = {
+    "logmel-none": ("logmel stats, no training (k-NN on the statistics)", LOGMEL + UNTRAINED, 0),
     "logmel-loss0": (
         "logmel + untrained 128-d projection (= the one-class ArcFace run, loss 0)",
-        [*LOGMEL, "train.epochs=0"],
+        LOGMEL,
+        0,
     ),
     "logmel-transforms": (
-        "logmel + head trained on transforms (10 ep)",
-        [*LOGMEL, "train.epochs=10", "train.proxy=transforms"],
+        "logmel + head trained on transforms",
+        [*LOGMEL, "train.proxy=transforms"],
+        150,
     ),
     "logmel-outlier": (
-        "logmel + head trained with outlier exposure (10 ep)",
-        [*LOGMEL, "train.epochs=10", "train.proxy=outlier"],
+        "logmel + head trained with outlier exposure",
+        [*LOGMEL, "train.proxy=outlier"],
+        150,
     ),
-    "mn04-none": ("mn04 frozen, no training", MN04_FROZEN + UNTRAINED),
+    "mn04-none": ("mn04 frozen, no training", MN04_FROZEN + UNTRAINED, 0),
     "mn04-frozen-transforms": (
-        "mn04 frozen + head trained on transforms (5 ep)",
-        [*MN04_FROZEN, "train.epochs=5", "train.proxy=transforms"],
+        "mn04 frozen + head trained on transforms",
+        [*MN04_FROZEN, "train.proxy=transforms"],
+        100,
     ),
     "mn04-full-transforms": (
-        "mn04 fine-tuned (full) on transforms (3 ep)",
-        [*MN04_FULL, "train.epochs=3", "train.proxy=transforms"],
+        "mn04 fine-tuned (full) on transforms",
+        [*MN04_FULL, "train.proxy=transforms"],
+        60,
     ),
     "mn04-full-outlier": (
-        "mn04 fine-tuned (full) with outlier exposure (3 ep)",
-        [*MN04_FULL, "train.epochs=3", "train.proxy=outlier"],
+        "mn04 fine-tuned (full) with outlier exposure",
+        [*MN04_FULL, "train.proxy=outlier"],
+        60,
     ),
 }
+
+
+def _epochs(steps: int, n_clips: int, overrides: Sequence[str], batch: int) -> int:
+    """Epochs that give about ``steps`` optimiser steps on ``n_clips`` training clips."""
+    if steps == 0:
+        return 0
+    per_clip = 2 if "train.proxy=outlier" in overrides else 1 + 4  # the 4 default transforms
+    return max(1, math.ceil(steps / math.ceil(n_clips * per_clip / batch)))
 
 
 def _wavs(folder: Path, pattern: str = "*.wav") -> list[Path]:
@@ -137,8 +155,10 @@ def _import(work: Path, machine: str, train_f: Sequence[Path], tn: Sequence[Path
 def run_one(system: str, case: str, fold: int, files: tuple[list[Path], list[Path], list[Path]],
             shared: Path, out: Path) -> dict[str, object]:  # fmt: skip
     """Train + fit + score one system on one fold; returns AUC and clip counts."""
-    label, overrides = SYSTEMS[system]
+    label, overrides, steps = SYSTEMS[system]
     sets = [o.format(mn04=shared / MN04) for o in [*COMMON, *overrides]]
+    epochs = _epochs(steps, len(files[0]), overrides, BATCH)
+    sets.append(f"train.epochs={epochs}")
     if "train.proxy=outlier" in sets:
         sets.append(f"train.proxy_options.outlier_dir={_outlier_folder(shared, case, out)}")
     cfg = load_experiment_config(None, sets)
@@ -164,6 +184,8 @@ def run_one(system: str, case: str, fold: int, files: tuple[list[Path], list[Pat
         "n_normal": int((y == 0).sum()),
         "n_anomaly": int(y.sum()),
         "classes": len(result.class_map),
+        "epochs": result.epochs,
+        "steps": result.steps,
         "losses": losses,
         "seconds": round(seconds, 1),
     }
@@ -173,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default="../shared", help="the shared data folder")
     parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
-    parser.add_argument("--cases", nargs="+", default=["slider", "fan"], choices=["slider", "fan"])
+    parser.add_argument("--cases", nargs="+", default=["fan", "slider"], choices=["slider", "fan"])
     parser.add_argument("--out", default="runs/oneclass_proxy", help="work folder")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
