@@ -37,6 +37,7 @@ from stetho.config import load_experiment_config
 from stetho.data import Clip, import_recordings, scan_dataset
 from stetho.detector.detector import Detector
 from stetho.evaluation.metrics import auc_score, pauc_score
+from stetho.model.proxy import TRANSFORMS, ProxyConfig
 from stetho.training import train
 
 MN04 = "weights/efficientat_mn04_as_mAP_432.pt"
@@ -81,6 +82,30 @@ SYSTEMS: dict[str, tuple[str, list[str], int]] = {
         [*LOGMEL, "train.proxy=outlier"],
         150,
     ),
+    "logmel-speed": (
+        "logmel + head trained on speed_up/down only",
+        [*LOGMEL, "train.proxy=transforms", "train.proxy_options.transforms=[speed_up,speed_down]"],
+        150,
+    ),
+    "logmel-tilt": (
+        "logmel + head trained on tilt_up/down only",
+        [*LOGMEL, "train.proxy=transforms", "train.proxy_options.transforms=[tilt_up,tilt_down]"],
+        150,
+    ),
+    "logmel-pitch": (
+        "logmel + head trained on pitch_up/down only",
+        [*LOGMEL, "train.proxy=transforms", "train.proxy_options.transforms=[pitch_up,pitch_down]"],
+        150,
+    ),
+    "logmel-all7": (
+        "logmel + head trained on all 7 transformations",
+        [
+            *LOGMEL,
+            "train.proxy=transforms",
+            f"train.proxy_options.transforms=[{','.join(TRANSFORMS)}]",
+        ],
+        150,
+    ),
     "mn04-none": ("mn04 frozen, no training", MN04_FROZEN + UNTRAINED, 0),
     "mn04-frozen-transforms": (
         "mn04 frozen + head trained on transforms",
@@ -100,11 +125,22 @@ SYSTEMS: dict[str, tuple[str, list[str], int]] = {
 }
 
 
+#: the systems run by default (the others are the transformation ablation, run with --systems)
+MAIN = [s for s in SYSTEMS if s.startswith("mn04") or s in (
+    "logmel-none", "logmel-loss0", "logmel-transforms", "logmel-outlier")]  # fmt: skip
+
+
 def _epochs(steps: int, n_clips: int, overrides: Sequence[str], batch: int) -> int:
     """Epochs that give about ``steps`` optimiser steps on ``n_clips`` training clips."""
     if steps == 0:
         return 0
-    per_clip = 2 if "train.proxy=outlier" in overrides else 1 + 4  # the 4 default transforms
+    listed = [
+        o.split("=", 1)[1] for o in overrides if o.startswith("train.proxy_options.transforms=")
+    ]
+    n_transforms = (
+        len(listed[0].strip("[]").split(",")) if listed else len(ProxyConfig().transforms)
+    )
+    per_clip = 2 if "train.proxy=outlier" in overrides else 1 + n_transforms
     return max(1, math.ceil(steps / math.ceil(n_clips * per_clip / batch)))
 
 
@@ -194,7 +230,7 @@ def run_one(system: str, case: str, fold: int, files: tuple[list[Path], list[Pat
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default="../shared", help="the shared data folder")
-    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS), choices=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="+", default=list(MAIN), choices=list(SYSTEMS))
     parser.add_argument("--cases", nargs="+", default=["fan", "slider"], choices=["slider", "fan"])
     parser.add_argument("--out", default="runs/oneclass_proxy", help="work folder")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")

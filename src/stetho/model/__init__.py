@@ -25,6 +25,7 @@ from stetho.model.adapt import (
 )
 from stetho.model.heads import HeadConfig, ProxyHead, arcface_logits
 from stetho.model.labels import ClassMap, UnknownClassError, build_class_map, class_id
+from stetho.model.proxy import ProxyConfig, ProxyTask, apply_transform, build_proxy_task
 
 __all__ = [
     "LORA_PRESETS",
@@ -33,13 +34,17 @@ __all__ = [
     "FinetuneConfig",
     "HeadConfig",
     "LoRAConfig",
+    "ProxyConfig",
     "ProxyHead",
+    "ProxyTask",
     "UnknownClassError",
     "adapted_modules",
     "apply_finetuning",
+    "apply_transform",
     "arcface_logits",
     "build_class_map",
     "build_lora_config",
+    "build_proxy_task",
     "class_id",
     "freeze_norm_statistics",
     "frozen_parameter_names",
