@@ -115,12 +115,12 @@ SYSTEMS: dict[str, tuple[str, list[str], int]] = {
     "mn04-full-transforms": (
         "mn04 fine-tuned (full) on transforms",
         [*MN04_FULL, "train.proxy=transforms"],
-        60,
+        30,
     ),
     "mn04-full-outlier": (
         "mn04 fine-tuned (full) with outlier exposure",
         [*MN04_FULL, "train.proxy=outlier"],
-        60,
+        30,
     ),
 }
 
@@ -232,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shared", default="../shared", help="the shared data folder")
     parser.add_argument("--systems", nargs="+", default=list(MAIN), choices=list(SYSTEMS))
     parser.add_argument("--cases", nargs="+", default=["fan", "slider"], choices=["slider", "fan"])
+    parser.add_argument("--folds", nargs="+", type=int, default=None, help="only these folds")
     parser.add_argument("--out", default="runs/oneclass_proxy", help="work folder")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
@@ -243,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for system in args.systems:
         for case in args.cases:
             for fold, files in enumerate(cases[case]):
+                if args.folds is not None and fold not in args.folds:
+                    continue
                 row = run_one(system, case, fold, files, shared, out)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
