@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stetho.data import Clip, load_audio, scan_dataset
+from stetho.data.names import Key
 from stetho.frontend.librosa_mel import BaselineFeatureConfig, baseline_vectors
 from stetho.scoring.threshold import ThresholdConfig, decide, fit_threshold
 from stetho.utils.config import ConfigBase
@@ -76,7 +77,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 ScoreMode = Literal["mse", "mahala"]
 SCORE_MODES: tuple[str, ...] = ("mse", "mahala")
 FORMAT = "stetho.ae_baseline"

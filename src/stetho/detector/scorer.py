@@ -16,12 +16,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from stetho.data import Clip
+from stetho.data.names import Key
 from stetho.detector.artifact import DetectorError
 
 __all__ = ["Key", "Scorer", "load_scorer"]
-
-#: (machine, section), e.g. ("fan", "00").
-Key = tuple[str, str]
 
 
 @runtime_checkable
