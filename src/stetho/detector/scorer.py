@@ -113,7 +113,7 @@ def load_scorer(directory: str | os.PathLike[str], **kwargs: Any) -> Scorer:
 
     if fmt == AE_FORMAT:
         kwargs.pop("checkpoint", None)
-        return AEBaseline.load(src, **kwargs)  # type: ignore[return-value]  # until AEBaseline implements Scorer
+        return AEBaseline.load(src, **kwargs)
     raise DetectorError(
         f"{cfg_path}: unknown scorer format {fmt!r} (known: {DETECTOR_FORMAT!r}, {AE_FORMAT!r})"
     )
