@@ -36,11 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stetho.backbones._builder import load_strict, read_checkpoint
 from stetho.backbones.base import Backbone, PretrainedCfg, dataclass_overrides
 from stetho.backbones.checkpoint import (
     CheckpointError,
-    load_checkpoint,
-    resolve_checkpoint,
     unwrap_state_dict,
 )
 from stetho.backbones.registry import register_backbone
@@ -707,14 +706,14 @@ def _build(
     if checkpoint is None:
         cfg = _apply_overrides(base, overrides)
         return BEATs(cfg, _pretrained_cfg(name, cfg))
-    try:
-        path = resolve_checkpoint(checkpoint)
-    except CheckpointError as err:
-        raise CheckpointError(
-            f"{err} BEATs weights have no direct download: get {DEFAULT_CHECKPOINT} (or another "
+    path, ckpt = read_checkpoint(
+        checkpoint,
+        trust=trust,
+        not_found_hint=(
+            f"BEATs weights have no direct download: get {DEFAULT_CHECKPOINT} (or another "
             f"BEATs_*.pt file) from the OneDrive links in the {_SOURCE} and pass its path."
-        ) from err
-    ckpt = load_checkpoint(path, trust=trust)
+        ),
+    )
     if isinstance(ckpt, dict) and "cfg" in ckpt:
         if "model" not in ckpt:
             raise CheckpointError(
@@ -731,12 +730,12 @@ def _build(
         cfg = _apply_overrides(base, overrides)
         state = unwrap_state_dict(ckpt)
     model = BEATs(cfg, _pretrained_cfg(name, cfg))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{path}: weights do not match the BEATs architecture: {err}"
-        ) from err
+    load_strict(
+        model,
+        state,
+        str(path),
+        f"BEATs: {cfg.encoder_layers} layers, dim {cfg.encoder_embed_dim}",
+    )
     if isinstance(ckpt, dict) and ckpt.get("label_dict") is not None:
         model.label_dict = ckpt["label_dict"]
     logger.info(
