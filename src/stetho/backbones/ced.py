@@ -1,3 +1,4 @@
+# Over 500 lines: one model family: the network, its key remapping and its strict loader.
 """CED audio transformers (Consistent Ensemble Distillation; Dinkel et al., ICASSP 2024).
 
 A ViT over 16×16 patches of a 64-bin dB mel spectrogram::

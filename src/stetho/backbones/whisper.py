@@ -1,3 +1,4 @@
+# Over 500 lines: two encoders of one family (Whisper, Qwen-Audio) share their code and key maps.
 """The Whisper encoder and Qwen-Audio's encoder (``transformers`` modules).
 
 * ``whisper-encoder``: :class:`transformers.WhisperEncoder` on the Whisper log-mel, weights from

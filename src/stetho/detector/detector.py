@@ -1,3 +1,4 @@
+# Over 500 lines: the deployable k-NN detector: fit, score, save and load must stay in step.
 """The detector artifact: backbone + head projection + k-NN banks + thresholds, saved and reloaded.
 
 ::
