@@ -1,14 +1,35 @@
-"""Every registered backbone builds and embeds: on the meta device where the ops allow it, else on
-the CPU with a tiny architecture of the same code (override table below)."""
+"""The registry: every registered backbone builds (meta device, full size) and embeds (CPU, tiny
+architecture of the same code); ``describe_backbones`` facts."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 import torch
 
-from stetho.backbones import create_backbone, describe_backbones, get_entry, list_backbones
+from stetho.backbones import (
+    create_backbone,
+    describe_backbones,
+    get_entry,
+    list_backbones,
+    registry,
+)
+from stetho.backbones.registry import BackboneEntry
+
+MY_BACKBONES = [
+    "efficientat-mn01",
+    "efficientat-mn02",
+    "efficientat-mn04",
+    "efficientat-mn05",
+    "efficientat-mn10",
+    "efficientat-mn20",
+    "efficientat-mn30",
+    "efficientat-mn40",
+    "efficientat-tiny",
+    "logmel",
+]
 
 # Tiny architectures per family (the same code path, a few thousand parameters).
 _TINY: dict[str, dict[str, Any]] = {
@@ -63,3 +84,46 @@ def test_describe_lists_every_backbone() -> None:
     rows = describe_backbones()
     assert [r["name"] for r in rows] == list_backbones()
     assert all("error" not in r for r in rows), [r for r in rows if "error" in r]
+
+
+# -- describe_backbones ----------------------------------------------------------------------
+
+
+def test_describe_my_backbones_quickly() -> None:
+    start = time.perf_counter()
+    rows = {r["name"]: r for r in describe_backbones(MY_BACKBONES)}
+    assert time.perf_counter() - start < 10.0
+    assert set(rows) == set(MY_BACKBONES)
+    mn04 = rows["efficientat-mn04"]
+    assert mn04["params"] == 983_599
+    assert mn04["sample_rate"] == 32000 and mn04["embed_dim"] == 384 and mn04["input"] == "fbank"
+    assert mn04["weights"].endswith("/v0.0.1/mn04_as_mAP_432.pt")
+    assert mn04["needs_weights"] is True and "error" not in mn04
+    assert rows["efficientat-mn40"]["params"] == 68_427_303
+    assert rows["efficientat-mn40"]["embed_dim"] == 3840
+    logmel = rows["logmel"]
+    assert logmel["params"] == 0 and logmel["needs_weights"] is False
+    assert logmel["sample_rate"] == 16000 and logmel["embed_dim"] == 384
+    assert rows["efficientat-tiny"]["needs_weights"] is False
+
+
+def test_meta_count_equals_a_real_build() -> None:
+    (row,) = describe_backbones(["efficientat-mn10"])
+    model = create_backbone("efficientat-mn10")
+    assert row["params"] == sum(p.numel() for p in model.parameters()) == 4_876_831
+
+
+def test_describe_survives_a_broken_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(checkpoint: str | None = None, **_: object) -> torch.nn.Module:
+        raise RuntimeError("cannot build on meta")
+
+    entry = BackboneEntry("broken-test", broken, "a broken backbone", True)
+    monkeypatch.setitem(registry._REGISTRY, "broken-test", entry)
+    (row,) = describe_backbones(["broken-test"])
+    assert row["name"] == "broken-test" and row["params"] is None
+    assert "cannot build on meta" in row["error"]
+
+
+def test_describe_unknown_name_lists_choices() -> None:
+    with pytest.raises(KeyError, match="efficientat-mn04"):
+        describe_backbones(["no-such-backbone"])
