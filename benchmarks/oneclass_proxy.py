@@ -43,7 +43,7 @@ from stetho.training import train
 MN04 = "weights/efficientat_mn04_as_mAP_432.pt"
 BATCH = 16
 COMMON = [
-    "data.segment_seconds=2.0",  # 2 s training crops and 2 s scoring windows for every backbone
+    "data.crop_seconds=2.0",  # 2 s training crops and 2 s scoring windows for every backbone
     "train.tensorboard=false",
     "train.device=cpu",
     f"train.batch_size={BATCH}",

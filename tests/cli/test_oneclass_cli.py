@@ -41,7 +41,7 @@ def test_import_then_train_learns_from_one_machine(
     assert code == 0
     code = main(
         ["train", "--data", str(data), "--out", str(out), "--set", "train.epochs=3",
-         "train.tensorboard=false", "train.lr=1e-2", "data.segment_seconds=0.5"]
+         "train.tensorboard=false", "train.lr=1e-2", "data.crop_seconds=0.5"]
     )  # fmt: skip
     assert code == 0
     assert "run written to" in capsys.readouterr().out

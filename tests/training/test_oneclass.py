@@ -140,7 +140,7 @@ def _cfg(*extra: str) -> ExperimentConfig:
             "train.tensorboard=false",
             "train.log_every=1",
             "train.device=cpu",
-            "data.segment_seconds=0.5",
+            "data.crop_seconds=0.5",
             *extra,
         ]
     )
