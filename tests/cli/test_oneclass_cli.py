@@ -14,6 +14,8 @@ from stetho.cli import main
 from stetho.detector.detector import Detector
 
 SR = 16000
+#: the fine-tuning config that spells out the defaults (logmel + ArcFace head)
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
 
 def _write(folder: Path, n: int, f0: float, seed: int) -> Path:
@@ -40,7 +42,8 @@ def test_import_then_train_learns_from_one_machine(
     )  # fmt: skip
     assert code == 0
     code = main(
-        ["train", "--data", str(data), "--out", str(out), "--set", "train.epochs=3",
+        ["train", "--config", str(DEFAULT_CONFIG), "--data", str(data), "--out", str(out),
+         "--set", "train.epochs=3",
          "train.tensorboard=false", "train.lr=1e-2", "data.crop_seconds=0.5"]
     )  # fmt: skip
     assert code == 0
