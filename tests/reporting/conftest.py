@@ -85,3 +85,29 @@ def fitted_detector(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     table = scan_dataset(synth_root)
     det = tiny_detector().fit(table.filter(split="train"))
     return det.save(tmp_path_factory.mktemp("det") / "detector")
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ``stetho demo`` folder (two machines, 1 s clips, one epoch) with a noise curve."""
+    from stetho.pipelines import run_demo
+    from stetho.reporting import evaluate_under_noise
+
+    out = tmp_path_factory.mktemp("demo")
+    run_demo(
+        out,
+        machines=("fan", "valve"),
+        seconds=1.0,
+        n_train_source=8,
+        n_train_target=3,
+        n_test_per_group=3,
+        overrides=["train.epochs=1"],
+        progress=False,
+    )
+    noise = out / "noise"
+    noise.mkdir()
+    sf.write(noise / "white.wav", 0.1 * np.random.default_rng(3).standard_normal(8000), SR)
+    det = Detector.load(out / "run" / "detector")
+    curve = evaluate_under_noise(det, out / "data", noise, [10, 0], progress=False)
+    curve.write(out / "run" / "robustness")
+    return out

@@ -270,7 +270,8 @@ def explain_waveform(
             1 s; at most the clip).
         hop_seconds: Window hop (default: half a window).
         n_bands: Band groups of equal mel width.
-        load_nearest: Read the nearest normal clip's audio (spectrogram and band infill).
+        load_nearest: Read the nearest normal clip's audio (its spectrogram, and the band
+            infill unless ``reference`` is given); False fills bands from the clip's own median.
         reference: Normal waveform at the detector's rate to fill bands from, instead of the
             nearest normal clip.
 
@@ -298,7 +299,7 @@ def explain_waveform(
     window_scores = detector.score_waveforms(segments, machine, section)  # (W,)
     near = detector.scorer.nearest(emb, (machine, section))[0]
     ref_wave = None
-    if near.ref and (load_nearest or reference is None):
+    if near.ref and load_nearest:
         try:
             ref_wave = load_audio(near.ref, sr=sr)[0]
         except Exception as err:  # a moved clip: name it, fill bands from the clip itself
@@ -328,9 +329,7 @@ def explain_waveform(
         nearest_domain=near.domain,
         nearest_index=near.index,
         nearest_distance=near.distance,
-        nearest_spectrogram=(
-            _spectrogram(ref_wave, sr) if ref_wave is not None and load_nearest else None
-        ),
+        nearest_spectrogram=None if ref_wave is None else _spectrogram(ref_wave, sr),
     )
 
 

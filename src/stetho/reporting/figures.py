@@ -105,7 +105,11 @@ def plot_roc(
     ax.axvline(max_fpr, color="0.4", lw=0.6)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="lower right", fontsize=7)
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(loc="lower right", fontsize=7)
+    else:
+        ax.text(0.5, 0.6, "ROC undefined:\nneeds normal and anomalous clips", ha="center",
+                va="center", fontsize=9, transform=ax.transAxes)  # fmt: skip
     return _png(fig)
 
 

@@ -138,7 +138,7 @@ def _evaluate(ctx: _Context, year: int | None) -> None:
             f"none of the scored sections {sorted(present)} is in the truth {inp.truth}"
         )
     scores, decisions = read_submission(inp.scores_dir, truth, year=year)
-    system = (inp.run_dir or inp.scores_dir).resolve().name
+    system = inp.source.resolve().name
     try:
         ctx.evaluation = evaluate(scores, truth, decisions, year=year, system=system)
     except MetricError:
@@ -227,7 +227,16 @@ def _tables(ctx: _Context) -> None:
         f"{table_html(rows, header=False)}</details>"
     )
     ctx.page.add("official-table", "Official table", official)
-    ctx.page.add("paper-table", "Paper table", table_html(ev.paper_table_rows()))
+    paper = [[_num(c) for c in row] for row in ev.paper_table_rows()]
+    ctx.page.add("paper-table", "Paper table", table_html(paper))
+
+
+def _num(cell: str) -> str:
+    """A float cell with 4 decimals (the CSV files keep full precision)."""
+    try:
+        return f"{float(cell):.4f}" if "." in cell or "e" in cell else cell
+    except ValueError:
+        return cell
 
 
 def _confusion(sd: _SectionData, threshold: float | None) -> str:
@@ -370,13 +379,7 @@ def _sweep(ctx: _Context) -> None:
     png = figures.plot_sweep(rows, f"sweep — {inp.source.name}")
     cols = ["name", "backbone", "strategy", "official_score", "arithmetic_mean", "seconds"]
 
-    def fmt(v: str) -> str:
-        try:
-            return f"{float(v):.4f}" if "." in v else v
-        except ValueError:
-            return v
-
-    table = table_html([cols] + [[fmt(str(r.get(c, ""))) for c in cols] for r in rows])
+    table = table_html([cols] + [[_num(str(r.get(c, ""))) for c in cols] for r in rows])
     ctx.page.add("sweep", "Sweep comparison", ctx.page.image(png, "sweep.png", "sweep") + table)
     parts = []
     for r in rows:
