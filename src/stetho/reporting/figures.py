@@ -314,26 +314,35 @@ def _mel_axis(ax: Any, spec: np.ndarray, sr: int, duration: float, title: str) -
 
 
 def plot_explanation(ex: Explanation) -> bytes:
-    """The clip's log-mel spectrogram with the window scores above it (threshold dashed) and the
-    band importance beside it (the peak window and band outlined), and the nearest normal clip's
-    spectrogram on the right."""
+    """The clip's log-mel spectrogram with, above it, the window scores (threshold dashed) and the
+    score drop when each window is made normal, beside it the drop per band group (the peak
+    window and band outlined), and the nearest normal clip's spectrogram on the right."""
     from stetho.frontend.librosa_mel import hz_to_mel
 
     plt = _plt()
-    fig = plt.figure(figsize=(11.5, 4.2))
-    grid = fig.add_gridspec(2, 3, width_ratios=[4, 1, 4], height_ratios=[1, 2.6], wspace=0.08)
-    ax_t = fig.add_subplot(grid[0, 0])
-    ax_s = fig.add_subplot(grid[1, 0], sharex=ax_t)
-    ax_f = fig.add_subplot(grid[1, 1], sharey=ax_s)
-    ax_n = fig.add_subplot(grid[1, 2])
+    fig = plt.figure(figsize=(11.5, 5.2))
+    grid = fig.add_gridspec(
+        3, 3, width_ratios=[4, 1, 4], height_ratios=[0.9, 0.9, 2.6], wspace=0.08, hspace=0.12
+    )
+    ax_w = fig.add_subplot(grid[0, 0])
+    ax_t = fig.add_subplot(grid[1, 0], sharex=ax_w)
+    ax_s = fig.add_subplot(grid[2, 0], sharex=ax_w)
+    ax_f = fig.add_subplot(grid[2, 1], sharey=ax_s)
+    ax_n = fig.add_subplot(grid[2, 2])
     centres = ex.window_starts + ex.window_seconds / 2
-    ax_t.plot(centres, ex.window_scores, "o-", color="tab:red", ms=3)
+    ax_w.plot(centres, ex.window_scores, "o-", color="tab:red", ms=3)
     if ex.threshold is not None and math.isfinite(ex.threshold):
-        ax_t.axhline(ex.threshold, color="k", lw=0.8, ls="--", label="threshold")
-        ax_t.legend(fontsize=6, loc="upper right")
-    ax_t.set_ylabel("window\nscore", fontsize=8)
+        ax_w.axhline(ex.threshold, color="k", lw=0.8, ls="--", label="threshold")
+        ax_w.legend(fontsize=6, loc="upper right")
+    ax_w.set_ylabel("window\nscore", fontsize=8)
+    ax_w.tick_params(labelbottom=False, labelsize=7)
+    ax_w.set_title(f"{ex.name} — {ex.machine}/{ex.section}, score {ex.score:.4g}", fontsize=9)
+    imp_t = ex.time_importance
+    ax_t.bar(centres, imp_t, width=ex.hop_seconds * 0.9,
+             color=["tab:red" if v > 0 else "tab:blue" for v in imp_t])  # fmt: skip
+    ax_t.axhline(0, color="k", lw=0.6)
+    ax_t.set_ylabel("drop when\nmade normal", fontsize=7)
     ax_t.tick_params(labelbottom=False, labelsize=7)
-    ax_t.set_title(f"{ex.name} — {ex.machine}/{ex.section}, score {ex.score:.4g}", fontsize=9)
     _mel_axis(ax_s, ex.spectrogram, ex.sample_rate, ex.duration, "")
     t0, t1 = ex.peak_seconds()
     n_mels = ex.spectrogram.shape[0]
@@ -350,8 +359,9 @@ def plot_explanation(ex: Explanation) -> bytes:
     colours = ["tab:red" if v > 0 else "tab:blue" for v in imp]
     ax_f.barh((mel_pos[:-1] + mel_pos[1:]) / 2, imp, height=np.diff(mel_pos) * 0.9, color=colours)
     ax_f.axvline(0, color="k", lw=0.6)
-    ax_f.tick_params(labelleft=False, labelsize=7)
-    ax_f.set_xlabel("score drop when\nband made normal", fontsize=7)
+    ax_f.tick_params(labelleft=False, labelsize=6)
+    ax_f.xaxis.set_major_locator(plt.MaxNLocator(2))
+    ax_f.set_xlabel("drop when band\nmade normal", fontsize=7)
     if ex.nearest_spectrogram is not None:
         dur = ex.nearest_spectrogram.shape[1] * 512 / ex.sample_rate
         _mel_axis(ax_n, ex.nearest_spectrogram, ex.sample_rate, dur, "")
