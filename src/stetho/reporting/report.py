@@ -23,6 +23,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -289,6 +290,14 @@ def _test_clips(ctx: _Context) -> dict[tuple[Key, str], Clip]:
     return ctx.clips
 
 
+def _bar(items: list[_SectionData], desc: str, progress: bool) -> Any:
+    if not progress:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True)
+
+
 def _embeddings(ctx: _Context, progress: bool) -> None:
     if ctx.detector is None or not ctx.sections or ctx.inputs.data_root is None:
         ctx.missing(
@@ -297,11 +306,11 @@ def _embeddings(ctx: _Context, progress: bool) -> None:
         return
     clips = _test_clips(ctx)
     parts = []
-    for sd in ctx.sections:
+    for sd in _bar(ctx.sections, "embedding maps", progress):
         group = [clips[(sd.key, n)] for n in sd.names if (sd.key, n) in clips]
         if not group or sd.key not in ctx.detector.keys:
             continue
-        for method, png in embedding_maps(ctx.detector, sd.key, group, progress=progress):
+        for method, png in embedding_maps(ctx.detector, sd.key, group):
             m, s = sd.key
             parts.append(ctx.page.image(png, f"map_{method}_{m}_{s}.png", f"{method} {m} {s}"))
     if not parts:
@@ -315,7 +324,7 @@ def _embeddings(ctx: _Context, progress: bool) -> None:
     ctx.page.add("embeddings", "Embedding map", body)
 
 
-def _explanations(ctx: _Context, top: int) -> None:
+def _explanations(ctx: _Context, top: int, progress: bool) -> None:
     if ctx.detector is None or not ctx.sections or ctx.inputs.data_root is None or top < 1:
         ctx.missing(
             "explanations", "Explanations", "needs the detector, --truth and the audio (--data)"
@@ -323,7 +332,7 @@ def _explanations(ctx: _Context, top: int) -> None:
         return
     clips = _test_clips(ctx)
     parts = []
-    for sd in ctx.sections:
+    for sd in _bar(ctx.sections, "explanations", progress):
         if sd.key not in ctx.detector.keys:
             continue
         for i in np.argsort(-sd.scores, kind="stable")[:top]:
@@ -435,7 +444,7 @@ def build_report(
         _tables(ctx)
         _per_section(ctx)
         _embeddings(ctx, progress)
-        _explanations(ctx, explain_top)
+        _explanations(ctx, explain_top, progress)
         _training(ctx)
         _robustness(ctx)
     body_sections = list(ctx.page.sections)
