@@ -121,9 +121,20 @@ def test_bare_submission_folder_reports_what_is_missing(demo_dir: Path, tmp_path
     assert "decision threshold unknown" not in html
 
 
-def test_report_without_truth_uses_the_run_results(demo_dir: Path, tmp_path: Path) -> None:
-    result = build_report(demo_dir / "run", tmp_path, progress=False)
+def test_run_without_truth_finds_its_dataset_or_falls_back_to_results(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    # the detector's bank_clips.json points at the dataset it was fitted on
+    found = build_report(demo_dir / "run", tmp_path / "a", explain_top=0, progress=False)
+    assert found.evaluation is not None and not any("pass --truth" in n for n in found.notes)
+    assert "Not available" not in found.html.read_text().split('id="per-section"')[1][:400]
+    # without it (an older detector folder) the run's evaluation/results.json fills the tables
+    run = tmp_path / "run"
+    shutil.copytree(demo_dir / "run", run)
+    (run / "detector" / "bank_clips.json").unlink()
+    result = build_report(run, tmp_path / "b", explain_top=0, progress=False)
     assert result.evaluation is not None
+    assert result.evaluation.official_score == found.evaluation.official_score
     assert any("pass --truth" in n for n in result.notes)
 
 

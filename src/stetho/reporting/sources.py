@@ -13,6 +13,7 @@ Recognised inputs of ``stetho report SOURCE``:
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -104,6 +105,21 @@ def _classify(src: Path, inp: ReportInputs) -> Path | None:
     )
 
 
+def _root_from_detector(detector_dir: Path) -> Path | None:
+    """The dataset root the detector's banks were fitted from (``bank_clips.json`` paths whose
+    ancestors include ``dev_data``/``eval_data``), when it still exists; else None."""
+    path = detector_dir / "bank_clips.json"
+    try:
+        banks = json.loads(path.read_text(encoding="utf-8"))["banks"]
+        first = Path(next(iter(p for paths in banks.values() for p in paths)))
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return None
+    for parent in first.parents:
+        if parent.name in ("dev_data", "eval_data") and parent.parent.is_dir():
+            return parent.parent
+    return None
+
+
 def locate(
     source: str | os.PathLike[str],
     *,
@@ -116,7 +132,9 @@ def locate(
 
     Args:
         source: Run, demo, sweep or submission folder.
-        truth: Dataset root or official ground-truth folder (default: a demo's ``data/``).
+        truth: Dataset root or official ground-truth folder (default: a demo's ``data/``, else
+            the dataset the detector's banks were fitted from, found through its
+            ``bank_clips.json``).
         data: Dataset root with the audio (default: ``truth`` when it is a dataset root).
         detector: Detector folder (default: ``<run>/detector``).
         robustness: ``robustness.json`` or its folder (default: ``<run>/robustness/``).
@@ -138,13 +156,17 @@ def locate(
             raise FileNotFoundError(f"--{what} does not exist: {p}")
     inp = ReportInputs(kind="run", source=src)
     default_truth = _classify(src, inp)
+    if detector is not None:
+        inp.detector_dir = Path(detector)
+    if truth is None and default_truth is None and inp.detector_dir is not None:
+        default_truth = _root_from_detector(inp.detector_dir)
+        if default_truth is not None:
+            logger.info("truth: the dataset the detector was fitted on, %s", default_truth)
     inp.truth = Path(truth) if truth is not None else default_truth
     if data is not None:
         inp.data_root = Path(data)
     elif inp.truth is not None and inp.truth.is_dir() and not is_ground_truth_dir(inp.truth):
         inp.data_root = inp.truth
-    if detector is not None:
-        inp.detector_dir = Path(detector)
     if robustness is not None:
         rob = Path(robustness)
         inp.robustness_json = rob / ROBUSTNESS_JSON if rob.is_dir() else rob
