@@ -281,7 +281,8 @@ def plot_robustness(rows: Sequence[dict[str, Any]], title: str = "robustness to 
         ("pauc_hmean", "pAUC (h)", ".--"),
     ):
         vals = [np.nan if r.get(key) is None else float(r[key]) for r in noisy]
-        ax.plot(snr, vals, style, label=label, lw=1.6 if key == "official_score" else 0.9)
+        if not np.isnan(vals).all():  # e.g. no target clips: no AUC target line
+            ax.plot(snr, vals, style, label=label, lw=1.6 if key == "official_score" else 0.9)
     if clean and clean[0].get("official_score") is not None:
         ax.axhline(float(clean[0]["official_score"]), color="k", ls="--", lw=0.9, label="Ω clean")
     ax.axhline(0.5, color="0.6", lw=0.6, ls=":")
