@@ -158,7 +158,9 @@ def locate(
     default_truth = _classify(src, inp)
     if detector is not None:
         inp.detector_dir = Path(detector)
-    if truth is None and default_truth is None and inp.detector_dir is not None:
+    own_scores = inp.run_dir is not None and inp.scores_dir == inp.run_dir / "scores"
+    if truth is None and default_truth is None and own_scores and inp.detector_dir is not None:
+        # the run's dev-test scores: their truth is the dataset the banks were fitted from
         default_truth = _root_from_detector(inp.detector_dir)
         if default_truth is not None:
             logger.info("truth: the dataset the detector was fitted on, %s", default_truth)
