@@ -133,3 +133,12 @@ def test_explain_cli_writes_png_and_json(
     assert "nearest normal clip" in capsys.readouterr().out
     wave, _ = load_audio(clip.path)
     assert wave.size == 4 * SR
+
+
+def test_long_recordings_get_a_bounded_number_of_windows(fitted_detector: Path) -> None:
+    det = Detector.load(fitted_detector)
+    x = np.concatenate([hum(np.random.default_rng(i)) for i in range(3)])  # 12 s
+    ex = explain_waveform(det, x, "fan", "00", max_windows=6, n_bands=4)
+    assert ex.window_starts.size == 6 and ex.time_scores.size == 6
+    assert ex.window_starts[0] == 0 and ex.window_starts[-1] + ex.window_seconds == 12.0
+    assert ex.band_scores.size == 4

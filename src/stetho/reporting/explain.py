@@ -295,6 +295,7 @@ def explain_waveform(
     n_bands: int = 8,
     load_nearest: bool = True,
     reference: np.ndarray | None = None,
+    max_windows: int = 64,
 ) -> Explanation:
     """Explain the anomaly score of one mono waveform (see the module docstring for the method).
 
@@ -312,6 +313,8 @@ def explain_waveform(
             infill unless ``reference`` is given); False fills bands from the clip's own median.
         reference: Normal waveform at the detector's rate to fill bands from, instead of the
             nearest normal clip.
+        max_windows: Cap on the number of windows (the hop grows for long recordings). Cost:
+            one short scoring per window plus one whole-clip scoring per window and per band.
 
     Raises:
         KeyError: The detector has no banks for ``(machine, section)``.
@@ -329,6 +332,9 @@ def explain_waveform(
     win_s = window_seconds or detector.window_seconds() or 1.0
     win_s = min(float(win_s), duration)
     hop_s = float(hop_seconds) if hop_seconds else win_s / 2.0
+    if max_windows and (duration - win_s) / hop_s + 1 > max_windows:  # long recordings
+        hop_s = (duration - win_s) / (max_windows - 1)
+        logger.info("%s: %.0f s long, window hop raised to %.2f s", name, duration, hop_s)
     starts = _windows(x.shape[0], sr, win_s, hop_s)
     w = max(1, round(win_s * sr))
     segments = np.stack([x[s : s + w] for s in starts])  # (W, w)
