@@ -71,6 +71,12 @@ def test_report_has_every_section_and_decodable_images(demo_report: Path, demo_d
         __import__("json").loads((demo_dir / "run/evaluation/results.json").read_text())
     )
     assert f"Ω = {ev.official_score:.4f}" in html
+    # the training figure has data to draw: metrics.csv columns as the report reads them
+    from stetho.reporting.sources import read_csv_rows
+
+    rows = read_csv_rows(demo_dir / "run" / "train" / "metrics.csv")
+    assert any(r["kind"] == "step" and r["loss"] and r["lr"] for r in rows)
+    assert any(r["kind"] == "epoch" and r["val_official_score"] for r in rows)
 
 
 def test_report_explains_the_top_clip_of_each_section(demo_report: Path) -> None:
