@@ -433,3 +433,84 @@ def test_one_clip_scores_the_same_through_detect_monitor_and_watch(
         f"1 real clip ({clip.name}): detect {detect_score!r}, watch {watch_score!r}, monitor "
         f"{monitor_scores!r}"
     )
+
+
+def test_calibrating_while_monitoring_records_the_new_version(
+    tmp_path: Path, detector_dir: Path, normal_waves: list[np.ndarray]
+) -> None:
+    from stetho.detector import calibrate_folder
+
+    det_dir = tmp_path / "det"
+    shutil.copytree(detector_dir, det_dir)
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    cfg = config(
+        tmp_path,
+        det_dir,
+        [{"kind": "folder", "path": str(inbox), "machine": "fan", "settle_seconds": 0}],
+    )
+    hum = [
+        (0.5 * normal_waves[i] + 0.3 * np.sin(2 * np.pi * 1500 * np.arange(SR) / SR + i)).astype(
+            np.float32
+        )
+        for i in range(4)
+    ]
+    with ScoreStore.open(cfg.db) as store:
+        monitor = Monitor(cfg, store)
+        with running(monitor):
+            (inbox / "a.wav").write_bytes(wav_bytes(hum[0]))
+            wait_for(lambda: len(store.scores("fan")) == 1)
+            new_normal = tmp_path / "new_normal"
+            new_normal.mkdir()
+            paths = []
+            for i in range(1, 4):
+                paths.append(new_normal / f"n{i}.wav")
+                paths[-1].write_bytes(wav_bytes(hum[i]))
+            calibrate_folder(det_dir, {("fan", "00"): paths})  # in place, version 2
+            monitor.reload_detectors()
+            (inbox / "b.wav").write_bytes(wav_bytes(hum[0]))
+            wait_for(lambda: len(store.scores("fan")) == 2)
+        first, second = store.scores("fan")
+    assert (first.detector_version, second.detector_version) == (1, 2)
+    assert first.detector_id == second.detector_id
+    assert second.score < first.score  # the same sound, closer to the recalibrated bank
+
+
+def test_cli_monitor_runs_until_sigterm(
+    tmp_path: Path, detector_dir: Path, normal_waves: list[np.ndarray]
+) -> None:
+    import os
+    import signal as sig
+    import subprocess
+    import sys
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    cfg_path = tmp_path / "monitor.yaml"
+    cfg_path.write_text(
+        f"detector: {detector_dir}\ndb: plant.db\npoll_seconds: 0.1\nstatus_seconds: 0.5\n"
+        "sources:\n  - {kind: folder, path: in, machine: fan, section: 00, settle_seconds: 0}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stetho", "monitor", str(cfg_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        (inbox / "x.wav").write_bytes(wav_bytes(normal_waves[0]))
+
+        def scored() -> bool:
+            if not (tmp_path / "plant.db").exists():
+                return False
+            with ScoreStore.open(tmp_path / "plant.db") as s:
+                return len(s.scores("fan")) == 1
+
+        wait_for(scored, what="a score from the CLI")
+    finally:
+        proc.send_signal(sig.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "SIGTERM, stopping" in err and "1 win, last" in err
