@@ -374,11 +374,17 @@ def test_one_clip_scores_the_same_through_detect_monitor_and_watch(
             "00",
             "--csv",
             str(out),
+            "--db",
+            str(tmp_path / "detect.db"),
         ]
     ) in (0,)
     capsys.readouterr()
     with open(out) as fh:
         detect_score = float(next(csv.DictReader(fh))["score"])
+    with ScoreStore.open(tmp_path / "detect.db") as store:
+        (stored,) = store.scores("fan", "00")
+    assert stored.score == detect_score and stored.source == "detect"
+    assert stored.window_end == pytest.approx(wave.shape[0] / SR) and stored.detector_version == 1
 
     # watch (the library generator `stetho watch` prints)
     det = Detector.load(detector_dir)
