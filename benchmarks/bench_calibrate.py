@@ -82,7 +82,7 @@ def main() -> None:
         overrides.append("backbone.name=logmel")
     else:
         overrides += ["backbone.name=efficientat-mn04", f"backbone.checkpoint={args.shared / MN04}"]
-    cfg = ExperimentConfig().override(overrides + ["train.tensorboard=false"])
+    cfg = ExperimentConfig().override([*overrides, "train.tensorboard=false"])
     with tempfile.TemporaryDirectory() as tmp:
         fit = train_clips[:30]
         result = train(cfg, fit, Path(tmp) / "train", progress=False)
