@@ -247,6 +247,10 @@ class FolderSource(BaseSource):
                 except OSError:
                     continue  # removed meanwhile
                 found.append((st.st_mtime_ns, f.relative_to(root).as_posix(), f, st.st_size))
+            present = {name for _, name, _, _ in found}
+            done &= present  # forget removed files (a new file of the same name is scored)
+            for name in set(pending) - present:
+                del pending[name]
             for mtime_ns, name, f, size in sorted(found):
                 if name in done:
                     continue
