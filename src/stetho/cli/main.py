@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stetho.cli.train",
     "stetho.cli.detect",
     "stetho.cli.report",
+    "stetho.cli.monitor",
 )
 
 
