@@ -34,6 +34,7 @@ import numpy as np
 from stetho.config import BackboneConfig, ExperimentConfig, load_experiment_config
 from stetho.data import Clip, ClipTable, scan_dataset
 from stetho.detector.detector import Detector
+from stetho.detector.ensemble import EnsembleDetector
 from stetho.evaluation import (
     EvaluationResult,
     MetricError,
@@ -75,8 +76,8 @@ class RunResult:
     """
 
     out_dir: Path
-    detector: Detector
-    train: TrainResult
+    detector: Detector | EnsembleDetector
+    train: TrainResult | None
     evaluation: EvaluationResult | None
     scores: Scores
     submission_files: list[Path] = field(default_factory=list)
@@ -194,6 +195,14 @@ def run_training(
         cfg.name, len(train_clips), len(test_clips), "labelled" if labelled else "unlabelled",
         len(train_clips.sections()), year,
     )  # fmt: skip
+    if cfg.ensemble is not None:  # training-free few-shot ensemble (the default recipe)
+        from stetho.pipelines.fewshot import fit_and_evaluate
+
+        det, fs_scores, fs_files, ev = fit_and_evaluate(
+            cfg, list(train_clips), list(test_clips), out, year, progress=progress
+        )
+        secs = round(time.monotonic() - t0, 3)
+        return RunResult(out, det, None, ev, fs_scores, fs_files, secs)
     result = train(
         cfg,
         train_clips,
@@ -391,6 +400,7 @@ def run_demo(
     seed: int = 0,
     resume: bool = True,
     progress: bool = True,
+    recipe: Literal["finetune", "fewshot"] = "finetune",
 ) -> EvaluationResult:
     """Synthetic data → train → detector → submission files → evaluation, in a few minutes.
 
@@ -407,6 +417,8 @@ def run_demo(
             dataset size (3 machines × 50 train + 40 test clips of 2 s by default).
         resume: Reuse a finished or interrupted run in ``out_dir/run``.
         progress: Progress bars.
+        recipe: ``"finetune"`` (``backbone`` + ``strategy``, a short ArcFace run) or
+            ``"fewshot"`` (the training-free default ensemble; ``checkpoint`` adds mn04).
 
     Returns:
         The dev-test :class:`EvaluationResult` (also written to ``out_dir/run/evaluation``).
@@ -426,8 +438,13 @@ def run_demo(
             seed=seed,
             overwrite=True,
         )
-    cfg = demo_config(backbone, checkpoint, strategy)
-    cfg = cfg.override([f"train.seed={seed}", *overrides])
+    if recipe == "fewshot":  # training-free ensemble: the default CPU recipe
+        from stetho.pipelines.fewshot import fewshot_config
+
+        cfg = fewshot_config(checkpoint).override(list(overrides))
+    else:
+        cfg = demo_config(backbone, checkpoint, strategy)
+        cfg = cfg.override([f"train.seed={seed}", *overrides])
     run = run_training(cfg, data, out / "run", resume=resume, progress=progress)
     assert run.evaluation is not None  # synthetic dev test clips are labelled
     return run.evaluation
@@ -499,9 +516,9 @@ def run_sweep(
                 "auc_source_hmean": hmean("AUC (source)"),
                 "auc_target_hmean": hmean("AUC (target)"),
                 "pauc_hmean": hmean("pAUC (source, target)"),
-                "trainable_params": run.train.trainable_params,
-                "epochs": run.train.epochs,
-                "final_loss": run.train.final_loss,
+                "trainable_params": run.train.trainable_params if run.train else 0,
+                "epochs": run.train.epochs if run.train else 0,
+                "final_loss": run.train.final_loss if run.train else None,
                 "seconds": run.seconds,
                 "config": str(path),
             }
