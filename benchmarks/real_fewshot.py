@@ -142,13 +142,19 @@ def _slice(feat: np.ndarray, name: str) -> np.ndarray:
 _MN04_SIZES: list[int] = []
 SOURCE = {"logmel": "logmel"}
 
-# system = (members [(feature, backend)], combine, selection)
+# system = (members [(feature, backend)], selection); COMBINE: id(members) -> how (default mean)
+COMBINE: dict[int, str] = {}
 Member = tuple[str, BackendConfig]
 
 
 def _bk(kind: str = "knn", std: str = "std", k: int = 1, metric: str = "euclidean",
         znorm: bool = True) -> BackendConfig:  # fmt: skip
     return BackendConfig(kind=kind, k=k, metric=metric, standardise=std, znorm=znorm)  # type: ignore[arg-type]
+
+
+def _with(how: str, members: list[Member]) -> list[Member]:
+    COMBINE[id(members)] = how
+    return members
 
 
 LOGMEL_STATS = ("logmel", _bk())
@@ -169,6 +175,12 @@ SYSTEMS: dict[str, tuple[list[Member], bool]] = {
     "ensemble: logmel std + mn04 b16 std": ([LOGMEL_STATS, ("mn04_b16", _bk())], False),
     "ensemble: logmel std + mn04 whitened + mn04 b11 std": (
         [LOGMEL_STATS, MN04_WHITE, ("mn04_b11", _bk())], False),
+    "ensemble: logmel std + mn04 whitened, max": (_with("max", [LOGMEL_STATS, MN04_WHITE]), False),
+    "ensemble: logmel std + mn04 whitened, min": (_with("min", [LOGMEL_STATS, MN04_WHITE]), False),
+    "ensemble: logmel std + mn04 cosine": ([LOGMEL_STATS, ("mn04_emb", _bk(std="none", metric="cosine"))], False),
+    "ensemble: logmel std + logmel GMM + mn04 whitened": ([LOGMEL_STATS, ("logmel", _bk(kind="gmm")), MN04_WHITE], False),
+    "label-free choice of logmel std / mn04 whitened (mean of kept)": (
+        [LOGMEL_STATS, MN04_WHITE], True),
     "ensemble + label-free choice: logmel std, mn04 whitened, mn04 b11 std, logmel Mahalanobis": (
         [LOGMEL_STATS, MN04_WHITE, ("mn04_b11", _bk()),
          ("logmel", _bk(kind="mahalanobis", std="none"))], True),
@@ -184,7 +196,7 @@ def _member_scores(
     q = be.score(np.stack([get(i) for i in query_idx]))
     own = np.arange(len(bank_idx))
     pseudo: dict[str, np.ndarray] = {}
-    if f"{src}/{KINDS[-1]}" in feats[bank_idx[0]]:
+    if all(f"{src}/{KINDS[-1]}" in feats[i] for i in bank_idx):
         pseudo = {k: be.score_without(np.stack([get(i, k) for i in bank_idx]), own) for k in KINDS}
     return q, be.loo_scores(), pseudo
 
@@ -201,28 +213,44 @@ def _score_system(
     weights = choice["weights"]
     assert isinstance(weights, dict)
     w = np.array([weights[n] for n in names])
-    return combine_scores(np.stack([p[0] for p in parts]), w, "mean"), weights
+    return combine_scores(
+        np.stack([p[0] for p in parts]), w, COMBINE.get(id(members), "mean")
+    ), weights
 
 
 def _evaluate_unit(
     u: Unit, feats: list[dict[str, np.ndarray]], members: list[Member], select: bool
-) -> tuple[np.ndarray, np.ndarray, int, dict[str, float]]:
+) -> dict[str, object]:
+    """AUC (and pAUC where a fixed bank exists) of one unit, with its clip counts."""
     idx_bank = [i for i, c in enumerate(u.clips) if c.role == "bank"]
     tests = [i for i, c in enumerate(u.clips) if c.role == "test"]
     labels = np.array([u.clips[i].label for i in tests])
+    n_norm, n_anom = int((labels == 0).sum()), int((labels == 1).sum())
+    out: dict[str, object] = {"normal": n_norm, "anomaly": n_anom, "pairs": n_norm * n_anom,
+                              "auc": None, "pauc": None, "correct": 0.0}  # fmt: skip
     if u.has_bank:
         s, w = _score_system(feats, idx_bank, tests, members, select)
-        return labels, s, len(idx_bank), w
+        out.update(bank=len(idx_bank), weights=w)
+        if n_norm and n_anom:
+            auc = _auc(labels, s)
+            out.update(auc=auc, pauc=float(pauc_score(labels, s, 0.1)),
+                       correct=(auc or 0.0) * n_norm * n_anom)  # fmt: skip
+        return out
+    # leave-one-out: fold i = bank of the other normals; normal i and every anomaly are scored
+    # by that same bank, and only pairs (anomaly, normal i) scored in the same fold are compared
     normals = [i for i in tests if u.clips[i].label == 0]
-    scores = np.empty(len(tests))
-    anomalies = [j for j, i in enumerate(tests) if u.clips[i].label == 1]
-    s, w = _score_system(feats, normals, [tests[j] for j in anomalies], members, select)
-    scores[anomalies] = s
-    for j, i in enumerate(tests):
-        if u.clips[i].label == 0:
-            bank = [n for n in normals if n != i]
-            scores[j] = _score_system(feats, bank, [i], members, select)[0][0]
-    return labels, scores, len(normals) - 1, w
+    anomalies = [i for i in tests if u.clips[i].label == 1]
+    out.update(bank=len(normals) - 1, weights={})
+    if not anomalies or len(normals) < 2:
+        return out
+    correct = 0.0
+    for i in normals:
+        bank = [n for n in normals if n != i]
+        s, w = _score_system(feats, bank, [i, *anomalies], members, select)
+        correct += float((s[1:] > s[0]).sum() + 0.5 * (s[1:] == s[0]).sum())
+        out["weights"] = w
+    out.update(auc=correct / (n_norm * n_anom), correct=correct)
+    return out
 
 
 def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -262,32 +290,25 @@ def run(
             continue
         per_unit: dict[str, object] = {}
         for u in units:
-            labels, scores, n_bank, weights = _evaluate_unit(u, feats[u.name], members, select)
-            auc = _auc(labels, scores)
-            pauc = None
-            if auc is not None:
-                pauc = float(pauc_score(labels, scores, 0.1))
-            per_unit[u.name] = {
-                "auc": auc, "pauc": pauc, "bank": n_bank,
-                "normal": int((labels == 0).sum()), "anomaly": int((labels == 1).sum()),
-                "pairs": int((labels == 0).sum() * (labels == 1).sum()),
-                "correct": None if auc is None else auc * (labels == 0).sum() * (labels == 1).sum(),
-                "weights": weights,
-            }  # fmt: skip
+            per_unit[u.name] = _evaluate_unit(u, feats[u.name], members, select)
         results[sys_name] = per_unit
     return [u.name for u in units], results
 
 
+#: "Enough clips to tell": units with at least this many normal and anomalous test clips.
+MIN_NORMAL, MIN_ANOMALY = 4, 3
+
+
 def _pooled(per_unit: dict[str, dict[str, object]]) -> dict[str, float]:
-    big = [v for v in per_unit.values() if v["auc"] is not None and v["normal"] >= 2
-           and v["anomaly"] >= 2]  # type: ignore[operator]  # fmt: skip
-    pairs = sum(int(v["pairs"]) for v in per_unit.values() if v["auc"] is not None)  # type: ignore[call-overload]
-    correct = sum(float(v["correct"]) for v in per_unit.values() if v["auc"] is not None)  # type: ignore[arg-type]
+    rows = [v for v in per_unit.values() if v["auc"] is not None]
+    big = [v for v in rows if int(v["normal"]) >= MIN_NORMAL and int(v["anomaly"]) >= MIN_ANOMALY]  # type: ignore[call-overload]
+    pairs = sum(int(v["pairs"]) for v in rows)  # type: ignore[call-overload]
     return {
         "macro_auc": float(np.mean([v["auc"] for v in big])),
-        "macro_pauc": float(np.mean([v["pauc"] for v in big])),
-        "pair_auc": correct / pairs,
+        "macro_all": float(np.mean([v["auc"] for v in rows])),
+        "pair_auc": sum(float(v["correct"]) for v in rows) / pairs,  # type: ignore[arg-type]
         "units": len(big),
+        "units_all": len(rows),
         "pairs": pairs,
     }
 
@@ -297,26 +318,41 @@ def _f(v: object) -> str:
 
 
 def tables(unit_names: list[str], results: dict[str, dict[str, object]]) -> str:
-    lines = ["| system | macro AUC | macro pAUC | pair AUC |", "|---|---:|---:|---:|"]
+    first = next(iter(results.values()))
+    p0 = _pooled(first)  # type: ignore[arg-type]
+    lines = [
+        f"| system | macro AUC ({p0['units']} units) | macro AUC (all {p0['units_all']}) "
+        f"| pair AUC ({p0['pairs']} pairs) |",
+        "|---|---:|---:|---:|",
+    ]
     for name, per in results.items():
         p = _pooled(per)  # type: ignore[arg-type]
         lines.append(
-            f"| {name} | {p['macro_auc']:.3f} | {p['macro_pauc']:.3f} | {p['pair_auc']:.3f} |"
+            f"| {name} | {p['macro_auc']:.3f} | {p['macro_all']:.3f} | {p['pair_auc']:.3f} |"
         )
-    first = next(iter(results.values()))
-    p = _pooled(first)  # type: ignore[arg-type]
-    lines.append("")
-    lines.append(f"Macro: mean over {p['units']} units with ≥ 2 normals and ≥ 2 anomalies; "
-                 f"pair AUC over {p['pairs']} (anomaly, normal) pairs of the same unit.")  # fmt: skip
-    lines += ["", "Per unit, AUC (bank / normal / anomaly clips):", ""]
+    lines += [
+        "",
+        f"Macro AUC: mean over units with ≥ {MIN_NORMAL} normal and ≥ {MIN_ANOMALY} anomalous "
+        "test clips (and over all units with one of each); pair AUC: fraction of correctly "
+        "ordered (anomaly, normal) pairs of the same unit, all units.",
+        "",
+        "Per unit, AUC (bank / normal / anomaly clips; pAUC where the unit has a fixed bank):",
+        "",
+    ]
     short = list(results)
     lines.append("| unit | clips | " + " | ".join(f"S{i + 1}" for i in range(len(short))) + " |")
     lines.append("|---|---|" + "---:|" * len(short))
     for u in unit_names:
         v = first[u]
         cnt = f"{v['bank']}/{v['normal']}/{v['anomaly']}"  # type: ignore[index]
-        row = [_f(results[s][u]["auc"]) for s in short]  # type: ignore[index]
-        lines.append(f"| {u} | {cnt} | " + " | ".join(row) + " |")
+        cells = []
+        for sname in short:
+            r = results[sname][u]
+            cell = _f(r["auc"])  # type: ignore[index]
+            if r["pauc"] is not None and int(r["normal"]) > 1:  # type: ignore[index]
+                cell += f" ({_f(r['pauc'])})"  # type: ignore[index]
+            cells.append(cell)
+        lines.append(f"| {u} | {cnt} | " + " | ".join(cells) + " |")
     lines += [""] + [f"S{i + 1} = {s}" for i, s in enumerate(short)]
     return "\n".join(lines)
 

@@ -45,12 +45,13 @@ class GaussianModel:
             self.coef = np.zeros(2)
             return self
         s, mu = _lw_shrinkage(xc)
+        s = min(max(s, 0.0), 1.0)
         self.shrinkage = s
         a, b = s * mu, (1.0 - s) / n
         if a <= 0:  # no shrinkage and a singular covariance: fall back to a tiny ridge
             a = 1e-6 * max(mu, 1e-12)
         self.basis = xc
-        self.inner = np.linalg.inv(a * np.eye(n) + b * (xc @ xc.T))
+        self.inner = np.linalg.pinv(a * np.eye(n) + b * (xc @ xc.T), hermitian=True)
         self.coef = np.array([a, b])
         return self
 
