@@ -93,6 +93,17 @@ def _units(data: Path) -> list[Unit]:
     return list(units.values())
 
 
+def _needs_pseudo(u: Unit) -> set[int]:
+    """Clips whose pseudo-anomalies the label-free choice uses: at most ``max_clips`` bank
+    clips, and only in units whose banks are large enough for a choice (``min_bank``)."""
+    sel = SelectionConfig()
+    bank = [i for i, c in enumerate(u.clips) if c.role == "bank"]
+    if not bank:  # leave-one-out: every normal is a bank clip of the other folds
+        bank = [i for i, c in enumerate(u.clips) if c.label == 0]
+        return set(bank) if len(bank) - 1 >= sel.min_bank else set()
+    return set(bank[: sel.max_clips]) if len(bank) >= sel.min_bank else set()
+
+
 def _clip_id(c: Clip) -> str:
     rel = "_".join(c.path.parts[-4:]).replace(".wav", "")
     return rel + (f"_ch{c.channel}" if c.channel is not None else "")
@@ -179,6 +190,9 @@ SYSTEMS: dict[str, tuple[list[Member], bool]] = {
     "ensemble: logmel std + mn04 whitened, min": (_with("min", [LOGMEL_STATS, MN04_WHITE]), False),
     "ensemble: logmel std + mn04 cosine": ([LOGMEL_STATS, ("mn04_emb", _bk(std="none", metric="cosine"))], False),
     "ensemble: logmel std + logmel GMM + mn04 whitened": ([LOGMEL_STATS, ("logmel", _bk(kind="gmm")), MN04_WHITE], False),
+    "ensemble: logmel std + logmel Mahalanobis": (
+        [LOGMEL_STATS, ("logmel", _bk(kind="mahalanobis", std="none"))], False),
+    "ensemble: logmel std + logmel GMM": ([LOGMEL_STATS, ("logmel", _bk(kind="gmm"))], False),
     "label-free choice of logmel std / mn04 whitened (mean of kept)": (
         [LOGMEL_STATS, MN04_WHITE], True),
     "ensemble + label-free choice: logmel std, mn04 whitened, mn04 b11 std, logmel Mahalanobis": (
@@ -194,10 +208,13 @@ def _member_scores(
     get = lambda i, tag="clean": _slice(feats[i][f"{src}/{tag}"], m[0])  # noqa: E731
     be = BankBackend(m[1]).fit(np.stack([get(i) for i in bank_idx]))
     q = be.score(np.stack([get(i) for i in query_idx]))
-    own = np.arange(len(bank_idx))
+    have = [j for j, i in enumerate(bank_idx) if f"{src}/{KINDS[-1]}" in feats[i]]
     pseudo: dict[str, np.ndarray] = {}
-    if all(f"{src}/{KINDS[-1]}" in feats[i] for i in bank_idx):
-        pseudo = {k: be.score_without(np.stack([get(i, k) for i in bank_idx]), own) for k in KINDS}
+    if have:
+        own = np.array(have)
+        pseudo = {
+            k: be.score_without(np.stack([get(bank_idx[j], k) for j in have]), own) for k in KINDS
+        }
     return q, be.loo_scores(), pseudo
 
 
@@ -273,7 +290,8 @@ def run(
         ),
     }
     t0 = time.monotonic()
-    feats = {u.name: [_features(c, extractors, pseudo) for c in u.clips] for u in units}
+    feats = {u.name: [_features(c, extractors, pseudo and i in _needs_pseudo(u))
+                      for i, c in enumerate(u.clips)] for u in units}  # fmt: skip
     log.info("features of %d clips in %.1f s", sum(len(u.clips) for u in units),
              time.monotonic() - t0)  # fmt: skip
     backbone = extractors["mn04"].backbone

@@ -209,7 +209,7 @@ class EnsembleDetector:
     ) -> list[dict[str, np.ndarray]]:
         sel = self.ens.selection
         out: list[dict[str, np.ndarray]] = [{} for _ in self.ens.members]
-        if not sel.enabled or len(waves) < sel.min_bank:
+        if not sel.enabled or len(waves) < sel.min_bank or len(self.ens.members) < 2:
             return out
         # perturb up to max_clips bank clips, evenly spread over the domains' rows
         order = [(d, pos, i) for d, idx in groups.items() for pos, i in enumerate(idx)]
