@@ -103,7 +103,7 @@ def test_missing_bank_file_is_reported(tiny: Path, tmp_path: Path) -> None:
 
 
 def test_default_recipe_runs_end_to_end(tiny: Path, tmp_path: Path) -> None:
-    from stetho.pipelines.pipeline import run_training
+    from stetho.pipelines import run_training
 
     cfg = fewshot_config()
     assert cfg.ensemble is not None and all(

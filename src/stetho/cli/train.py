@@ -10,7 +10,7 @@ from stetho.cli._common import add_detector_options, add_set_option, load_detect
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from stetho.config import load_experiment_config
-    from stetho.pipelines.pipeline import run_training
+    from stetho.pipelines import run_training
 
     if args.config is None:  # the few-shot default recipe (training-free ensemble)
         from stetho.pipelines.fewshot import fewshot_config
@@ -30,7 +30,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from stetho.config import load_experiment_config
-    from stetho.pipelines.pipeline import embed_dataset
+    from stetho.pipelines import embed_dataset
 
     if (args.detector is None) == (args.config is None):
         raise ValueError("pass exactly one of --detector DIR (fine-tuned) or --config CFG (plain)")
@@ -45,7 +45,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from stetho.pipelines.pipeline import score_dataset
+    from stetho.pipelines import score_dataset
 
     detector = load_detector(args)
     scores = score_dataset(detector, args.data, args.out, partition=args.partition)
@@ -55,7 +55,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from stetho.baselines.autoencoder import run_ae_baseline
+    from stetho.pipelines import run_ae_baseline
 
     result = run_ae_baseline(
         args.data,
@@ -70,7 +70,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from stetho.pipelines.pipeline import run_sweep
+    from stetho.pipelines import run_sweep
 
     result = run_sweep(args.configs, args.data, args.out, overrides=args.set)
     print(result.markdown)
@@ -80,7 +80,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from stetho.backbones import get_entry
-    from stetho.pipelines.pipeline import run_demo
+    from stetho.pipelines import run_demo
 
     recipe: Literal["fewshot", "finetune"] = (
         "fewshot" if args.backbone is None and args.strategy is None else "finetune"

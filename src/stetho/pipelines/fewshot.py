@@ -3,7 +3,7 @@
 :func:`run_fewshot` is what ``stetho train`` does when the config has an ``ensemble`` section
 (the built-in default, :func:`fewshot_config`): no fine-tuning, banks fitted on the normal
 training clips, label-free member choice, thresholds, then the dev test clips are scored and,
-when labelled, evaluated. Output layout as :func:`stetho.pipelines.pipeline.run_training`, plus
+when labelled, evaluated. Output layout as :func:`stetho.pipelines.run_training`, plus
 ``detector/config.json`` recording what was chosen per machine and ``choice.md``, a readable
 summary of it.
 """
