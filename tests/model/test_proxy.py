@@ -142,6 +142,11 @@ def test_one_class_warns_and_switches_to_transforms(caplog: pytest.LogCaptureFix
         and "exactly 0" in r.getMessage()
         for r in caplog.records
     )
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="stetho.model.proxy"):
+        quiet = build_proxy_task(clips, "auto", trains=False)  # train.epochs=0: nothing to warn
+    assert quiet.kind == "transforms" and caplog.records
+    assert all(r.levelno == logging.INFO for r in caplog.records)
     assert task.num_samples(6) == 18
     assert [task.locate(i, 6) for i in (0, 5, 6, 17)] == [(0, 0), (5, 0), (0, 1), (5, 2)]
     assert task.label(0, 2) == 2

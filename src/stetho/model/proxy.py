@@ -312,7 +312,11 @@ def _degenerate(clips: Sequence[ClipLike], base: ClassMap, max_share: float) -> 
 
 
 def build_proxy_task(
-    clips: Sequence[ClipLike], kind: str = "auto", cfg: ProxyConfig | None = None
+    clips: Sequence[ClipLike],
+    kind: str = "auto",
+    cfg: ProxyConfig | None = None,
+    *,
+    trains: bool = True,
 ) -> ProxyTask:
     """Resolve ``train.proxy`` for these training clips.
 
@@ -322,6 +326,8 @@ def build_proxy_task(
             ``"transforms"``, or ``"outlier"`` when ``outlier_dir`` is set), ``"attributes"``,
             ``"transforms"`` or ``"outlier"``.
         cfg: Proxy settings.
+        trains: Whether the task will be trained; ``False`` (``train.epochs=0``) logs the
+            switch at INFO level instead of warning.
 
     Returns:
         The :class:`ProxyTask`; for ``"attributes"`` its class map is ``build_class_map(clips)``.
@@ -340,7 +346,8 @@ def build_proxy_task(
     if kind == "auto":
         kind = "attributes" if problem is None else "outlier" if cfg.outlier_dir else "transforms"
         if problem is not None:
-            logger.warning(
+            logger.log(
+                logging.WARNING if trains else logging.INFO,
                 "%s; using the self-supervised proxy task train.proxy=%r instead (not in the "
                 "paper). Set train.proxy to 'transforms' or 'outlier' (with "
                 "train.proxy_options.outlier_dir) to choose it explicitly.",

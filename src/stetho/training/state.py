@@ -243,7 +243,9 @@ def setup(
     use_amp, use_compile = _gpu_options(tc, device, accelerate)
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    proxy = build_proxy_task(clips, tc.proxy, tc.proxy_options)  # warns on a one-class task
+    proxy = build_proxy_task(  # warns on a one-class task
+        clips, tc.proxy, tc.proxy_options, trains=tc.epochs > 0
+    )
     class_map = proxy.class_map
     seed_everything(tc.seed)
     backbone = backbone_factory(cfg.backbone)
