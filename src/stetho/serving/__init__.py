@@ -7,6 +7,8 @@
 >>> serve(det, "127.0.0.1", 8000)                                          # doctest: +SKIP
 """
 
+from stetho.serving.api import create_app
+from stetho.serving.decode import RequestError, decode_pcm, decode_upload
 from stetho.serving.files import (
     CSV_COLUMNS,
     KeyResolutionError,
@@ -17,7 +19,9 @@ from stetho.serving.files import (
     score_paths,
     write_records_csv,
 )
-from stetho.serving.http import ScoringHTTPServer, make_server, serve
+from stetho.serving.registry import DetectorEntry, DetectorRegistry, parse_detector_spec
+from stetho.serving.server import BackgroundServer, bind_socket, run_server, serve
+from stetho.serving.service import ScoringService, ServiceLimits
 from stetho.serving.stream import (
     DEFAULT_WINDOW_SECONDS,
     PCM_DTYPES,
@@ -30,15 +34,25 @@ __all__ = [
     "CSV_COLUMNS",
     "DEFAULT_WINDOW_SECONDS",
     "PCM_DTYPES",
+    "BackgroundServer",
+    "DetectorEntry",
+    "DetectorRegistry",
     "KeyResolutionError",
+    "RequestError",
     "ScoreRecord",
-    "ScoringHTTPServer",
+    "ScoringService",
+    "ServiceLimits",
     "StreamEvent",
     "StreamScorer",
+    "bind_socket",
+    "create_app",
+    "decode_pcm",
+    "decode_upload",
     "expand_paths",
     "format_records",
-    "make_server",
+    "parse_detector_spec",
     "resolve_key",
+    "run_server",
     "score_paths",
     "score_pcm_stream",
     "serve",

@@ -1,0 +1,469 @@
+"""The monitoring API (FastAPI): scoring, detectors, score history, alarms, metrics, dashboard.
+
+::
+
+    app = create_app(ScoringService(registry, ServiceLimits(), store=ScoreStore.open("plant.db")))
+    run_server(app, bind_socket("127.0.0.1", 8000, backlog=1024), limits)   # stetho serve
+
+Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
+
+* ``POST /v1/score?machine=&section=&detector=`` — a WAV/FLAC file as the body or as a
+  ``multipart/form-data`` file field, or raw PCM with ``rate`` (and ``format``, ``channels``,
+  ``channel``) → ``{score, decision, threshold, machine, section, seconds, detector, …}``;
+* ``GET /v1/detectors``, ``GET /v1/machines``, ``GET /v1/machines/{machine}/scores?from=&to=``,
+  ``GET /v1/alarms``, ``GET /healthz``, ``GET /metrics`` (Prometheus), ``GET /`` (dashboard);
+* the first server's routes stay as aliases: ``POST /score``, ``GET /info``, ``GET /health``.
+
+Every error is JSON ``{"error": "…"}`` with its status (400, 404, 405, 408, 413, 415, 422, 500,
+503).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import stetho
+from stetho.serving.decode import RequestError, decode_pcm, decode_upload
+from stetho.serving.metrics import ServiceMetrics
+
+if TYPE_CHECKING:
+    from stetho.serving.service import ScoringService
+
+__all__ = ["create_app"]
+
+logger = logging.getLogger(__name__)
+
+#: Bodies of refused requests up to this size are read and dropped so that the client gets the
+#: error reply rather than a reset connection; larger ones are not read (connection closed).
+_DRAIN_LIMIT = 64 * 2**20
+_AUDIO_TYPES = ("audio/", "application/octet-stream", "multipart/form-data")
+_ENDPOINTS = (
+    "POST /v1/score, GET /v1/detectors, GET /v1/machines, GET /v1/machines/{machine}/scores, "
+    "GET /v1/alarms, GET /healthz, GET /metrics, GET / (dashboard), GET /docs"
+)
+
+
+class _Disconnected(Exception):
+    """The client went away while sending its request."""
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class _MetricsMiddleware:
+    """Counts and times every request by its route template (bounded label values)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "other"
+            self.metrics.observe_request(
+                scope.get("method", "?"), label, status, time.perf_counter() - start
+            )
+
+
+class _Admission:
+    """Bounded admission (running + waiting) and a semaphore for decoding + scoring."""
+
+    def __init__(self, concurrency: int, queue: int, timeout: float) -> None:
+        self.capacity = concurrency + queue
+        self.admitted = 0
+        self.timeout = timeout
+        self.slots = asyncio.Semaphore(concurrency)
+
+    def enter(self) -> None:
+        if self.admitted >= self.capacity:
+            raise RequestError(
+                503,
+                f"server busy: {self.admitted} scoring requests in progress or waiting "
+                f"(limit {self.capacity}); retry shortly",
+                {"Retry-After": "1"},
+            )
+        self.admitted += 1
+
+    def leave(self) -> None:
+        self.admitted -= 1
+
+
+async def _drain(request: Request, length: int | None) -> None:
+    if length is not None and length > _DRAIN_LIMIT:
+        return
+    try:
+        async for _ in request.stream():
+            pass
+    except ClientDisconnect:
+        pass
+
+
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body, within ``limit`` bytes and ``timeout`` seconds (413 / 408 / 400)."""
+    length: int | None = None
+    if (text := request.headers.get("content-length")) is not None:
+        try:
+            length = int(text)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            raise RequestError(400, f"invalid Content-Length {text!r}") from None
+    too_large = RequestError(
+        413,
+        f"request body of {length if length is not None else 'more than ' + str(limit)} bytes "
+        f"exceeds the limit of {limit} bytes ({limit / 2**20:g} MiB; server option "
+        "--max-body-mb)",
+    )
+    chunks: list[bytes] = []
+    received = 0
+    try:
+        async with asyncio.timeout(timeout):
+            if length is not None and length > limit:
+                await _drain(request, length)
+                raise too_large
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    await _drain(request, None)
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestError(
+            408,
+            f"request body not received within {timeout:g} s (received {received} bytes)",
+            {"Connection": "close"},
+        ) from None
+    except ClientDisconnect:
+        raise _Disconnected from None
+    return b"".join(chunks)
+
+
+async def _form_file(request: Request, body: bytes, limit: int) -> tuple[bytes, dict[str, str]]:
+    """The first file of a multipart body and its text fields."""
+
+    async def replay() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(
+            max_files=1, max_fields=16, max_part_size=limit
+        )
+    except Exception as err:  # malformed multipart: python-multipart raises several types
+        raise RequestError(400, f"malformed multipart/form-data body: {err}") from err
+    fields: dict[str, str] = {}
+    data = None
+    for name, value in form.multi_items():
+        if isinstance(value, str):
+            fields[name] = value
+        elif data is None:
+            data = await value.read()
+    await form.close()
+    if data is None:
+        raise RequestError(400, "multipart/form-data body without a file field (e.g. -F file=@x)")
+    return data, fields
+
+
+def _check_content_type(ctype: str, raw_pcm: bool) -> None:
+    if not ctype or raw_pcm or ctype.startswith(_AUDIO_TYPES):
+        return
+    raise RequestError(
+        415,
+        f"unsupported Content-Type {ctype!r}: send audio/wav, audio/flac, "
+        "application/octet-stream, multipart/form-data, or raw PCM with ?rate=",
+    )
+
+
+def _parse_time(text: str | None, name: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise RequestError(
+            422, f"{name}={text!r} is not an ISO 8601 time (e.g. 2026-01-31T12:00:00Z)"
+        ) from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _row_json(row: Any) -> dict[str, Any]:
+    """A store row (dataclass, possibly nested) as JSON-ready dict; times in ISO 8601."""
+    return dict(jsonable_encoder(dataclasses.asdict(row)))
+
+
+def create_app(service: ScoringService) -> FastAPI:
+    """The FastAPI application of ``service`` (routes, JSON errors, metrics, dashboard)."""
+    limits = service.limits
+    metrics = ServiceMetrics(service.machine_states)
+    app = FastAPI(
+        title="stetho",
+        version=stetho.__version__,
+        summary="Anomalous sound detection of machines: scoring, history, alarms",
+    )
+    app.state.service = service
+    app.state.metrics = metrics
+    admission = _Admission(limits.max_concurrency, limits.max_queue, limits.queue_timeout)
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+    _install_error_handlers(app)
+
+    async def _score(
+        request: Request,
+        machine: str | None,
+        section: str | None,
+        detector: str | None,
+        rate: int | None,
+        fmt: str,
+        channels: int,
+        channel: int,
+    ) -> Response:
+        try:
+            admission.enter()
+        except RequestError:
+            metrics.rejected.labels("busy").inc()
+            await _drain(request, None)
+            raise
+        try:
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            body = await _read_body(request, limits.max_body_bytes, limits.body_timeout)
+            _check_content_type(ctype, rate is not None)
+            if ctype == "multipart/form-data":
+                body, fields = await _form_file(request, body, limits.max_body_bytes)
+                machine = machine or fields.get("machine")
+                section = section or fields.get("section")
+                detector = detector or fields.get("detector")
+            entry, key = service.resolve(machine, section, detector)
+            try:
+                await asyncio.wait_for(admission.slots.acquire(), admission.timeout)
+            except TimeoutError:
+                metrics.rejected.labels("queue_timeout").inc()
+                raise RequestError(
+                    503, f"no scoring slot free within {admission.timeout:g} s; retry later"
+                ) from None
+            try:
+                metrics.in_progress.inc()
+                result = await run_in_threadpool(
+                    _decode_and_score, service, entry, key, body, rate, fmt, channels, channel
+                )
+            finally:
+                metrics.in_progress.dec()
+                admission.slots.release()
+            metrics.scores.labels(key[0], key[1], entry.name).inc()
+            return JSONResponse(result)
+        except _Disconnected:
+            logger.debug("client disconnected while sending its request")
+            return Response(status_code=400)
+        except RequestError as err:
+            if err.status in (408, 413):
+                metrics.rejected.labels("timeout" if err.status == 408 else "too_large").inc()
+            raise
+        finally:
+            admission.leave()
+
+    score_doc: dict[str, Any] = {
+        "requestBody": {
+            "content": {
+                "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+                "audio/flac": {"schema": {"type": "string", "format": "binary"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {"file": {"type": "string", "format": "binary"}},
+                    }
+                },
+            },
+            "required": True,
+        }
+    }
+
+    @app.post("/v1/score", openapi_extra=score_doc, tags=["scoring"])
+    async def score_v1(
+        request: Request,
+        machine: Annotated[str | None, Query(max_length=128)] = None,
+        section: Annotated[str | None, Query(max_length=64)] = None,
+        detector: Annotated[str | None, Query(max_length=64)] = None,
+        rate: Annotated[int | None, Query(description="raw PCM: sample rate (Hz)")] = None,
+        format: Annotated[str, Query(description="raw PCM: int16, int32 or float32")] = "int16",
+        channels: Annotated[int, Query(ge=1, le=64, description="raw PCM: channels")] = 1,
+        channel: Annotated[int, Query(ge=0, le=63, description="raw PCM: channel scored")] = 0,
+    ) -> Response:
+        """Score one recording (WAV/FLAC body or multipart file, or raw PCM with ``rate``)."""
+        return await _score(request, machine, section, detector, rate, format, channels, channel)
+
+    @app.post("/score", include_in_schema=False)
+    async def score_legacy(
+        request: Request,
+        machine: str | None = None,
+        section: str | None = None,
+        detector: str | None = None,
+    ) -> Response:
+        return await _score(request, machine, section, detector, None, "int16", 1, 0)
+
+    _add_read_routes(app, service)
+    return app
+
+
+def _decode_and_score(
+    service: ScoringService,
+    entry: Any,
+    key: tuple[str, str],
+    body: bytes,
+    rate: int | None,
+    fmt: str,
+    channels: int,
+    channel: int,
+) -> dict[str, Any]:
+    limits = service.limits
+    sr = int(entry.scorer.sample_rate)
+    if rate is None:
+        wave, seconds = decode_upload(body, sr, limits.max_seconds)
+    else:
+        wave, seconds = decode_pcm(body, rate, fmt, channels, channel, sr, limits.max_seconds)
+    return service.score(entry, key, wave, seconds)
+
+
+def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
+    metrics: ServiceMetrics = app.state.metrics
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict[str, Any]:
+        """Liveness: the process answers; lists what it serves."""
+        return {
+            "status": "ok",
+            "detectors": service.registry.names,
+            "store": service.store is not None,
+            "stetho_version": stetho.__version__,
+        }
+
+    @app.get("/health", include_in_schema=False)
+    def health_legacy() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/info", include_in_schema=False)
+    def info_legacy() -> dict[str, Any]:
+        try:
+            return service.registry.get(None).scorer.describe()
+        except LookupError as err:
+            raise RequestError(404, str(err.args[0])) from None
+
+    @app.get("/v1/detectors", tags=["service"])
+    def detectors() -> dict[str, Any]:
+        """The detectors this server scores with (name, id, version, keys, thresholds, …)."""
+        return {"detectors": [e.describe() for e in service.registry]}
+
+    @app.get("/v1/machines", tags=["history"])
+    def machines() -> dict[str, Any]:
+        """Latest state of every machine/section (score, decision, open alarm)."""
+        return {"machines": [_row_json(m) for m in service.machine_states()]}
+
+    @app.get("/v1/machines/{machine}/scores", tags=["history"])
+    def machine_scores(
+        machine: str,
+        section: str | None = None,
+        from_: Annotated[str | None, Query(alias="from", description="ISO 8601 start")] = None,
+        to: Annotated[str | None, Query(description="ISO 8601 end")] = None,
+        limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+    ) -> dict[str, Any]:
+        """Scores of a machine, oldest first, optionally within [from, to]."""
+        store = service.require_store()
+        start, end = _parse_time(from_, "from"), _parse_time(to, "to")
+        rows = store.scores(machine, section=section, start=start, end=end, limit=limit)
+        return {"machine": machine, "scores": [_row_json(r) for r in rows]}
+
+    @app.get("/v1/alarms", tags=["history"])
+    def alarms(
+        machine: str | None = None,
+        section: str | None = None,
+        open_only: bool = False,
+        from_: Annotated[str | None, Query(alias="from")] = None,
+        to: str | None = None,
+    ) -> dict[str, Any]:
+        """Alarm events (opened/closed, peak score), newest store order."""
+        store = service.require_store()
+        rows = store.alarms(
+            machine=machine,
+            section=section,
+            open_only=open_only,
+            start=_parse_time(from_, "from"),
+            end=_parse_time(to, "to"),
+        )
+        return {"alarms": [_row_json(r) for r in rows]}
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        body, ctype = metrics.exposition()
+        return Response(body, media_type=ctype)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def dashboard(hours: Annotated[float, Query(gt=0, le=24 * 366)] = 24.0) -> HTMLResponse:
+        from stetho.serving.dashboard import render_dashboard
+
+        return HTMLResponse(render_dashboard(service, hours=hours))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, err: RequestError) -> JSONResponse:
+        return _error(err.status, err.message, err.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        headers = dict(err.headers or {})
+        if err.status_code == 404:
+            msg = f"unknown path {request.url.path!r}; endpoints: {_ENDPOINTS}"
+        elif err.status_code == 405:
+            allow = headers.get("Allow", "")
+            msg = (
+                f"{request.url.path} accepts {allow or 'other methods'} only, not {request.method}"
+            )
+        else:
+            msg = str(err.detail)
+        return _error(err.status_code, msg, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in err.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("query", "path"))
+            parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        return JSONResponse(
+            {
+                "error": "invalid request: " + "; ".join(parts),
+                "detail": jsonable_encoder(err.errors()),
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, err: Exception) -> JSONResponse:
+        logger.exception("error while handling %s %s", request.method, request.url.path)
+        return _error(500, f"internal error: {type(err).__name__}: {err}")
