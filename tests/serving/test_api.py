@@ -1,0 +1,239 @@
+"""The API in-process (uvicorn in a thread, 127.0.0.1, free port): scoring, errors, metrics.
+
+The same routes run as a real ``stetho serve`` process in ``test_service_process.py``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+import stetho
+from stetho.data import ClipTable, load_audio
+from stetho.detector import Detector
+from stetho.serving import (
+    BackgroundServer,
+    DetectorEntry,
+    DetectorRegistry,
+    ScoringService,
+    ServiceLimits,
+    create_app,
+    parse_detector_spec,
+)
+
+Running = tuple[httpx.Client, ScoringService]
+
+
+def _serve(service: ScoringService) -> Iterator[Running]:
+    with BackgroundServer(create_app(service), service.limits) as url:
+        assert url.startswith("http://127.0.0.1:")
+        with httpx.Client(base_url=url, timeout=30) as client:
+            yield client, service
+
+
+@pytest.fixture()
+def running(detector: Detector, tmp_path: Path) -> Iterator[Running]:
+    entry = DetectorEntry("main", detector, tmp_path / "main")
+    limits = ServiceLimits(max_body_mb=0.25, max_seconds=5.0)
+    yield from _serve(ScoringService(DetectorRegistry([entry]), limits))
+
+
+def _wav(wave: np.ndarray, rate: int, fmt: str = "WAV", subtype: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wave, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def _json_error(resp: httpx.Response, status: int) -> str:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"] == "application/json"
+    return str(resp.json()["error"])
+
+
+def test_scores_equal_the_detector_and_the_old_routes_still_work(
+    running: Running, detector: Detector, serving_data: tuple[Path, ClipTable]
+) -> None:
+    client, _ = running
+    assert client.get("/health").json() == {"status": "ok"}
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["detectors"] == ["main"]
+    info = client.get("/info").json()
+    assert info["keys"] == [
+        {"machine": "fan", "section": "00"},
+        {"machine": "valve", "section": "00"},
+    ]
+    assert info["stetho_version"] == stetho.__version__
+
+    _, table = serving_data
+    clip = next(iter(table.filter(split="test", machine="valve", label="anomaly")))
+    want = float(detector.score_files([clip.path], "valve", "00")[0])
+    for path in ("/v1/score", "/score"):
+        out = client.post(f"{path}?machine=valve&section=00", content=clip.path.read_bytes())
+        assert out.status_code == 200, out.text
+        got = out.json()
+        assert abs(got["score"] - want) <= 1e-6
+        assert (got["machine"], got["section"], got["detector"]) == ("valve", "00", "main")
+        assert got["threshold"] == detector.thresholds[("valve", "00")]
+        assert got["decision"] == int(got["score"] > got["threshold"])
+        assert got["seconds"] == pytest.approx(1.0)
+
+    # multipart upload with the key as form fields
+    files = {"file": (clip.path.name, clip.path.read_bytes(), "audio/wav")}
+    got = client.post("/v1/score", files=files, data={"machine": "valve", "section": "0"})
+    assert got.status_code == 200 and abs(got.json()["score"] - want) <= 1e-6
+
+    # stereo FLAC at another rate: channel 0 resampled like `stetho detect` does it
+    wave, sr = load_audio(clip.path)
+    up = soxr.resample(wave, sr, 22050, quality="HQ")
+    flac = _wav(np.stack([up, np.zeros_like(up)], axis=1), 22050, "FLAC")
+    got = client.post("/v1/score?machine=valve&section=section_00", content=flac).json()
+    back = np.clip(
+        soxr.resample(sf.read(io.BytesIO(flac), dtype="float32")[0][:, 0], 22050, sr, quality="HQ"),
+        -1,
+        1,
+    )
+    assert abs(got["score"] - float(detector.score_waveforms([back], "valve", "00")[0])) <= 1e-6
+
+
+def test_raw_pcm_scores_like_the_stream_decoder(
+    running: Running, detector: Detector, serving_data: tuple[Path, ClipTable]
+) -> None:
+    client, _ = running
+    _, table = serving_data
+    clip = next(iter(table.filter(split="test", machine="fan")))
+    wave, sr = load_audio(clip.path)
+    pcm16 = np.round(wave * 32767).astype("<i2")
+    stereo = np.stack([pcm16, np.zeros_like(pcm16)], axis=1).tobytes()
+    got = client.post(
+        f"/v1/score?machine=fan&section=00&rate={sr}&format=int16&channels=2&channel=0",
+        content=stereo,
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert got.status_code == 200, got.text
+    want = float(detector.score_waveforms([pcm16.astype(np.float32) / 32768.0], "fan", "00")[0])
+    assert abs(got.json()["score"] - want) <= 1e-6
+
+    err = _json_error(
+        client.post(f"/v1/score?machine=fan&section=00&rate={sr}", content=b"abc"), 400
+    )
+    assert "whole number" in err
+    err = _json_error(client.post("/v1/score?machine=fan&section=00&rate=5", content=b"ab"), 400)
+    assert "rate must be in" in err
+    err = _json_error(
+        client.post(f"/v1/score?machine=fan&section=00&rate={sr}&format=int8", content=b"ab"), 400
+    )
+    assert "unknown PCM format" in err
+    nan = np.full(1600, np.nan, dtype="<f4").tobytes()
+    err = _json_error(
+        client.post(f"/v1/score?machine=fan&section=00&rate={sr}&format=float32", content=nan), 400
+    )
+    assert "NaN" in err
+    long = np.zeros(sr * 6, dtype="<i2").tobytes()  # 6 s > max_seconds=5
+    assert "limit of 5 s" in _json_error(
+        client.post(f"/v1/score?machine=fan&section=00&rate={sr}", content=long), 413
+    )
+
+
+def test_every_error_is_json(running: Running, serving_data: tuple[Path, ClipTable]) -> None:
+    client, _ = running
+    _, table = serving_data
+    wav = next(iter(table.filter(split="test"))).path.read_bytes()
+
+    err = _json_error(client.post("/v1/score?machine=fan", content=wav), 400)
+    assert "section" in err and "fan/00, valve/00" in err
+    err = _json_error(client.post("/v1/score?machine=pump&section=00", content=wav), 404)
+    assert "'pump'" in err and "valid: fan/00, valve/00" in err
+    err = _json_error(client.post("/v1/score?detector=nope", content=wav), 404)
+    assert "unknown detector 'nope'" in err and "main" in err
+    assert "cannot decode" in _json_error(
+        client.post("/v1/score?machine=fan&section=00", content=b"definitely not audio"), 415
+    )
+    assert "Content-Type" in _json_error(
+        client.post(
+            "/v1/score?machine=fan&section=00",
+            content=wav,
+            headers={"content-type": "application/json"},
+        ),
+        415,
+    )
+    short = _wav(np.zeros(100, np.float32), 16000)  # 6 ms: decodable, too short for the model
+    err = _json_error(client.post("/v1/score?machine=fan&section=00", content=short), 400)
+    assert "cannot score" in err and "100 samples" in err
+    truncated = wav[: len(wav) // 2]  # header declares more data than present: like `detect`
+    assert "truncated" in _json_error(
+        client.post("/v1/score?machine=fan&section=00", content=truncated), 400
+    )
+    nan = _wav(np.full(16000, np.nan, np.float32), 16000, subtype="FLOAT")
+    assert "NaN" in _json_error(client.post("/v1/score?machine=fan&section=00", content=nan), 400)
+    assert "exceeds the limit" in _json_error(
+        client.post("/v1/score?machine=fan&section=00", content=b"x" * (300 * 1024)), 413
+    )
+    long = _wav(np.zeros(16000 * 6, np.float32), 16000, "FLAC")  # small body, 6 s > 5 s
+    assert "limit of 5 s" in _json_error(
+        client.post("/v1/score?machine=fan&section=00", content=long), 413
+    )
+    assert "/v1/score" in _json_error(client.get("/nowhere"), 404)
+    for method in ("PUT", "DELETE", "GET"):
+        err = _json_error(client.request(method, "/v1/score"), 405)
+        assert "POST" in err and method in err
+    assert _json_error(client.delete("/healthz"), 405).startswith("/healthz accepts GET")
+    assert "channels" in _json_error(client.post("/v1/score?channels=0", content=wav), 422)
+    err = _json_error(client.post("/v1/score", files={"f": ("x", b"")}), 400)  # key check first
+    assert client.get("/healthz").status_code == 200  # still healthy after all that
+
+
+def test_several_named_detectors_and_metrics(
+    detector: Detector, single_key_detector: Detector, serving_data: tuple[Path, ClipTable]
+) -> None:
+    registry = DetectorRegistry(
+        [
+            DetectorEntry("both", detector, Path("runs/both")),
+            DetectorEntry("fan-only", single_key_detector, Path("runs/fan")),
+        ]
+    )
+    with pytest.raises(ValueError, match="two detectors named 'both'"):
+        registry.add(DetectorEntry("both", detector, Path("x")))
+    _, table = serving_data
+    clip = next(iter(table.filter(split="test", machine="fan")))
+    for client, _ in _serve(ScoringService(registry)):
+        listed = client.get("/v1/detectors").json()["detectors"]
+        assert [d["name"] for d in listed] == ["both", "fan-only"]
+        assert listed[1]["keys"] == [{"machine": "fan", "section": "00"}]
+        assert listed[0]["id"] == "both" and listed[0]["version"] == 1  # old folders: name, 1
+        got = client.post("/v1/score?detector=fan-only", content=clip.path.read_bytes()).json()
+        want = float(single_key_detector.score_files([clip.path], "fan", "00")[0])
+        assert got["detector"] == "fan-only" and abs(got["score"] - want) <= 1e-6
+        assert (got["machine"], got["section"]) == ("fan", "00")  # its only key
+
+        text = client.get("/metrics").text
+        assert 'stetho_scores_total{detector="fan-only",machine="fan",section="00"} 1.0' in text
+        assert f'stetho_last_score{{machine="fan",section="00"}} {got["score"]!r}' in text
+        assert 'stetho_alarm_open{machine="fan",section="00"} 0.0' in text
+        assert 'stetho_http_request_duration_seconds_count{route="/v1/score"} 1.0' in text
+        assert (
+            'stetho_http_requests_total{method="GET",route="/v1/detectors",status="200"} 1.0'
+            in text
+        )
+        machines = client.get("/v1/machines").json()["machines"]
+        assert [(m["machine"], m["score"]) for m in machines] == [("fan", got["score"])]
+        assert "no score history" in _json_error(client.get("/v1/alarms"), 503)
+        assert client.get("/openapi.json").json()["paths"]["/v1/score"]["post"]
+
+
+def test_detector_specs() -> None:
+    assert parse_detector_spec("fan=runs/a/detector") == ("fan", Path("runs/a/detector"))
+    assert parse_detector_spec("runs/pump/detector") == ("pump", Path("runs/pump/detector"))
+    assert parse_detector_spec("runs/x") == ("x", Path("runs/x"))
+    with pytest.raises(ValueError, match="invalid detector name"):
+        parse_detector_spec("a b=runs/x")
+    with pytest.raises(ValueError, match="missing folder"):
+        parse_detector_spec("fan=")
+    with pytest.raises(ValueError, match="max_body_mb"):
+        ServiceLimits(max_body_mb=0)
