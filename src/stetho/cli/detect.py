@@ -84,6 +84,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         header_timeout=args.timeout,
         backlog=args.backlog,
     )
+    sock = bind_socket(args.host, args.port, backlog=limits.backlog)  # fail fast: port, address
     registry = DetectorRegistry()
     for spec in args.detector or []:
         name, folder = parse_detector_spec(spec)
@@ -95,7 +96,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         store = ScoreStore.open(args.db)
         rule = AlarmRule(k=args.alarm_k, n=args.alarm_n, clear_k=args.alarm_clear_k)
-    sock = bind_socket(args.host, args.port, backlog=limits.backlog)  # errors before serving
     service = ScoringService(registry, limits, store=store, alarm_rule=rule)
     url = socket_url(sock)
     names = ", ".join(registry.names) or "none (dashboard and history only)"

@@ -53,6 +53,7 @@ _DRAIN_LIMIT = 64 * 2**20
 _AUDIO_TYPES = ("audio/", "application/octet-stream", "multipart/form-data")
 _ENDPOINTS = (
     "POST /v1/score, GET /v1/detectors, GET /v1/machines, GET /v1/machines/{machine}/scores, "
+    "GET /v1/machines/{machine}/daily, "
     "GET /v1/alarms, GET /healthz, GET /metrics, GET / (dashboard), GET /docs"
 )
 
@@ -398,6 +399,20 @@ def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
         start, end = _parse_time(from_, "from"), _parse_time(to, "to")
         rows = store.scores(machine, section=section, start=start, end=end, limit=limit)
         return {"machine": machine, "scores": [_row_json(r) for r in rows]}
+
+    @app.get("/v1/machines/{machine}/daily", tags=["history"])
+    def machine_daily(
+        machine: str,
+        section: str | None = None,
+        from_: Annotated[str | None, Query(alias="from")] = None,
+        to: str | None = None,
+    ) -> dict[str, Any]:
+        """Per UTC day: number of scores, mean, max and anomalous count."""
+        store = service.require_store()
+        days = store.daily_summary(
+            machine, section=section, start=_parse_time(from_, "from"), end=_parse_time(to, "to")
+        )
+        return {"machine": machine, "days": jsonable_encoder(days)}
 
     @app.get("/v1/alarms", tags=["history"])
     def alarms(

@@ -74,8 +74,7 @@ def _history(
     pts = [TimelinePoint(r.time, r.score, r.threshold, r.decision) for r in rows]
     spans = [
         (a.opened, a.closed)
-        for a in service.store.alarms(machine=g.machine, section=g.section)
-        if a.closed is None or a.closed >= start
+        for a in service.store.alarms(machine=g.machine, section=g.section, start=start, end=end)
     ]
     return pts, spans
 
@@ -99,14 +98,15 @@ def _machines_table(states: list[MachineGauge]) -> str:
     )
 
 
-def _alarms_table(service: ScoringService) -> str:
+def _alarms_table(service: ScoringService, start: datetime) -> str:
     if service.store is None:
         return (
             '<table id="alarms"><tbody><tr><td class="muted">alarms need a score store: start '
             "<code>stetho serve</code> with <code>--db PATH_OR_URL</code></td></tr></tbody>"
             "</table>"
         )
-    alarms = sorted(service.store.alarms(), key=lambda a: a.opened, reverse=True)[:_MAX_ALARMS]
+    alarms = sorted(service.store.alarms(start=start), key=lambda a: a.opened, reverse=True)
+    alarms = alarms[:_MAX_ALARMS]
     rows = [
         f"<tr><td>{escape(a.machine)}</td><td>{escape(a.section)}</td>"
         f"<td>{'open' if a.closed is None else 'closed'}</td><td>{_when(a.opened)}</td>"
@@ -169,5 +169,5 @@ def render_dashboard(service: ScoringService, hours: float = 24.0, now: Any = No
         "<span style='color:#f57c00'>- - threshold</span>"
         "<span style='color:#e53935'>▮ alarm</span><span style='color:#d32f2f'>● anomalous"
         f"</span></p><div id='timelines'>{sections or '<p class=muted>no scores yet</p>'}</div>"
-        f"<h2>Alarms</h2>{_alarms_table(service)}</body></html>"
+        f"<h2>Alarms</h2>{_alarms_table(service, start)}</body></html>"
     )

@@ -110,6 +110,17 @@ def _guarded_protocol(header_timeout: float) -> type[H11Protocol]:
     return GuardedH11Protocol
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, except that a SIGINT/SIGTERM that stopped it gracefully is not raised
+    again afterwards: ``stetho serve`` then closes its store and exits with status 0."""
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        super().handle_exit(sig, frame)
+        captured = getattr(self, "_captured_signals", None)
+        if isinstance(captured, list):
+            captured.clear()
+
+
 def _config(app: FastAPI, limits: ServiceLimits, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -130,7 +141,7 @@ def run_server(
     app: FastAPI, sock: socket.socket, limits: ServiceLimits, log_level: str = "warning"
 ) -> None:
     """Serve ``app`` on the bound ``sock`` until SIGINT/SIGTERM (graceful shutdown)."""
-    server = uvicorn.Server(_config(app, limits, log_level))
+    server = _Server(_config(app, limits, log_level))
     try:
         server.run(sockets=[sock])
     finally:
@@ -178,7 +189,7 @@ class BackgroundServer:
     ) -> None:
         self.sock = bind_socket(host, port, limits.backlog)
         self.url = socket_url(self.sock)
-        self.server = uvicorn.Server(_config(app, limits, log_level))
+        self.server = _Server(_config(app, limits, log_level))
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
         )
