@@ -6,6 +6,7 @@ The same routes run as a real ``stetho serve`` process in ``test_service_process
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -237,3 +238,32 @@ def test_detector_specs() -> None:
         parse_detector_spec("fan=")
     with pytest.raises(ValueError, match="max_body_mb"):
         ServiceLimits(max_body_mb=0)
+
+
+def test_saturation_gives_503_json_and_recovers(
+    detector: Detector, serving_data: tuple[Path, ClipTable], tmp_path: Path
+) -> None:
+    entry = DetectorEntry("main", detector, tmp_path / "main")
+    limits = ServiceLimits(max_concurrency=1, max_queue=1, queue_timeout=0.5)
+    _, table = serving_data
+    body = next(iter(table.filter(split="test", machine="fan"))).path.read_bytes()
+    params = {"machine": "fan", "section": "00"}
+    for client, _ in _serve(ScoringService(DetectorRegistry([entry]), limits)):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            entry.lock.acquire()  # the model is busy: the first request holds the only slot
+            try:
+                first = pool.submit(client.post, "/v1/score", params=params, content=body)
+                time.sleep(0.3)
+                queued = pool.submit(client.post, "/v1/score", params=params, content=body)
+                time.sleep(0.1)
+                refused = client.post("/v1/score", params=params, content=body)  # 1 + 1 in
+                assert "server busy" in _json_error(refused, 503)
+                assert refused.headers["retry-after"] == "1"
+                assert "no scoring slot free within 0.5 s" in _json_error(queued.result(), 503)
+            finally:
+                entry.lock.release()
+            assert first.result().status_code == 200
+        assert client.post("/v1/score", params=params, content=body).status_code == 200
+        assert 'stetho_rejected_total{reason="busy"} 1.0' in client.get("/metrics").text
