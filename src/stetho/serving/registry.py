@@ -59,6 +59,7 @@ class DetectorEntry:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
+        self.path = Path(self.path)
         info = self.scorer.describe()
         if not self.detector_id:
             self.detector_id = str(info.get("id") or self.path.name or self.name)
