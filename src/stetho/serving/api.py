@@ -21,6 +21,7 @@ Every error is JSON ``{"error": "…"}`` with its status (400, 404, 405, 408, 41
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -33,10 +34,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import stetho
+from stetho.serving.body import ClientGone, check_content_type, drain, form_file, read_body
 from stetho.serving.decode import RequestError, decode_pcm, decode_upload
 from stetho.serving.metrics import ServiceMetrics
 
@@ -47,19 +48,11 @@ __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
-#: Bodies of refused requests up to this size are read and dropped so that the client gets the
-#: error reply rather than a reset connection; larger ones are not read (connection closed).
-_DRAIN_LIMIT = 64 * 2**20
-_AUDIO_TYPES = ("audio/", "application/octet-stream", "multipart/form-data")
 _ENDPOINTS = (
     "POST /v1/score, GET /v1/detectors, GET /v1/machines, GET /v1/machines/{machine}/scores, "
     "GET /v1/machines/{machine}/daily, "
     "GET /v1/alarms, GET /healthz, GET /metrics, GET / (dashboard), GET /docs"
 )
-
-
-class _Disconnected(Exception):
-    """The client went away while sending its request."""
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -119,91 +112,6 @@ class _Admission:
         self.admitted -= 1
 
 
-async def _drain(request: Request, length: int | None) -> None:
-    if length is not None and length > _DRAIN_LIMIT:
-        return
-    try:
-        async for _ in request.stream():
-            pass
-    except ClientDisconnect:
-        pass
-
-
-async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The request body, within ``limit`` bytes and ``timeout`` seconds (413 / 408 / 400)."""
-    length: int | None = None
-    if (text := request.headers.get("content-length")) is not None:
-        try:
-            length = int(text)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            raise RequestError(400, f"invalid Content-Length {text!r}") from None
-    too_large = RequestError(
-        413,
-        f"request body of {length if length is not None else 'more than ' + str(limit)} bytes "
-        f"exceeds the limit of {limit} bytes ({limit / 2**20:g} MiB; server option "
-        "--max-body-mb)",
-    )
-    chunks: list[bytes] = []
-    received = 0
-    try:
-        async with asyncio.timeout(timeout):
-            if length is not None and length > limit:
-                await _drain(request, length)
-                raise too_large
-            async for chunk in request.stream():
-                received += len(chunk)
-                if received > limit:
-                    await _drain(request, None)
-                    raise too_large
-                chunks.append(chunk)
-    except TimeoutError:
-        raise RequestError(
-            408,
-            f"request body not received within {timeout:g} s (received {received} bytes)",
-            {"Connection": "close"},
-        ) from None
-    except ClientDisconnect:
-        raise _Disconnected from None
-    return b"".join(chunks)
-
-
-async def _form_file(request: Request, body: bytes, limit: int) -> tuple[bytes, dict[str, str]]:
-    """The first file of a multipart body and its text fields."""
-
-    async def replay() -> Message:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    try:
-        form = await Request(request.scope, replay).form(
-            max_files=1, max_fields=16, max_part_size=limit
-        )
-    except Exception as err:  # malformed multipart: python-multipart raises several types
-        raise RequestError(400, f"malformed multipart/form-data body: {err}") from err
-    fields: dict[str, str] = {}
-    data = None
-    for name, value in form.multi_items():
-        if isinstance(value, str):
-            fields[name] = value
-        elif data is None:
-            data = await value.read()
-    await form.close()
-    if data is None:
-        raise RequestError(400, "multipart/form-data body without a file field (e.g. -F file=@x)")
-    return data, fields
-
-
-def _check_content_type(ctype: str, raw_pcm: bool) -> None:
-    if not ctype or raw_pcm or ctype.startswith(_AUDIO_TYPES):
-        return
-    raise RequestError(
-        415,
-        f"unsupported Content-Type {ctype!r}: send audio/wav, audio/flac, "
-        "application/octet-stream, multipart/form-data, or raw PCM with ?rate=",
-    )
-
-
 def _parse_time(text: str | None, name: str) -> datetime | None:
     if text is None:
         return None
@@ -250,14 +158,16 @@ def create_app(service: ScoringService) -> FastAPI:
             admission.enter()
         except RequestError:
             metrics.rejected.labels("busy").inc()
-            await _drain(request, None)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(limits.body_timeout):
+                    await drain(request, None)
             raise
         try:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            body = await _read_body(request, limits.max_body_bytes, limits.body_timeout)
-            _check_content_type(ctype, rate is not None)
+            body = await read_body(request, limits.max_body_bytes, limits.body_timeout)
+            check_content_type(ctype, rate is not None)
             if ctype == "multipart/form-data":
-                body, fields = await _form_file(request, body, limits.max_body_bytes)
+                body, fields = await form_file(request, body, limits.max_body_bytes)
                 machine = machine or fields.get("machine")
                 section = section or fields.get("section")
                 detector = detector or fields.get("detector")
@@ -279,7 +189,7 @@ def create_app(service: ScoringService) -> FastAPI:
                 admission.slots.release()
             metrics.scores.labels(key[0], key[1], entry.name).inc()
             return JSONResponse(result)
-        except _Disconnected:
+        except ClientGone:
             logger.debug("client disconnected while sending its request")
             return Response(status_code=400)
         except RequestError as err:

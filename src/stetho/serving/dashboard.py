@@ -23,6 +23,7 @@ __all__ = ["render_dashboard"]
 
 _MAX_POINTS = 3000  # timeline points per machine (evenly thinned beyond)
 _MAX_ALARMS = 100
+_MAX_ROWS = 50_000  # latest scores read per machine for a timeline
 
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:1.2em 2em;color:#222}
@@ -70,7 +71,7 @@ def _history(
     if service.store is None:
         pts = [p for p in service.recent.get(key, ()) if start <= p.time <= end]
         return pts, []
-    rows = service.store.scores(g.machine, section=g.section, start=start, end=end)
+    rows = service.store.scores(g.machine, section=g.section, start=start, end=end, limit=_MAX_ROWS)
     pts = [TimelinePoint(r.time, r.score, r.threshold, r.decision) for r in rows]
     spans = [
         (a.opened, a.closed)
