@@ -267,3 +267,60 @@ def test_saturation_gives_503_json_and_recovers(
             assert first.result().status_code == 200
         assert client.post("/v1/score", params=params, content=body).status_code == 200
         assert 'stetho_rejected_total{reason="busy"} 1.0' in client.get("/metrics").text
+
+
+def test_dashboard_only_server_shows_what_another_process_stored(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from stetho.store import AlarmRule, AlarmTracker, ScoreRow, ScoreStore
+
+    db = tmp_path / "plant.db"
+    writer = ScoreStore.open(db)  # e.g. `stetho monitor` writing windows of a folder source
+    tracker = AlarmTracker(writer, AlarmRule(k=2, n=3))
+    t0 = datetime.now(UTC) - timedelta(hours=1)
+    events = []
+    for i, score in enumerate([0.1, 0.2, 0.9, 0.95, 0.1, 0.1, 0.1]):
+        row = ScoreRow(
+            time=t0 + timedelta(minutes=i),
+            machine="pump",
+            section="01",
+            source="folder:/data/in",
+            window_start=10.0 * i,
+            window_end=10.0 * i + 10,
+            score=score,
+            threshold=0.5,
+            decision=int(score > 0.5),
+            detector_id="abc",
+            detector_version=2,
+        )
+        writer.add_scores([row])
+        events.append(tracker.update(row))
+    assert events == [None, None, None, "opened", None, None, "closed"]
+    writer.close()
+
+    service = ScoringService(DetectorRegistry(), store=ScoreStore.open(db))
+    for client, _ in _serve(service):
+        assert "no detectors" in _json_error(client.post("/v1/score", content=b"x"), 404)
+        (machine,) = client.get("/v1/machines").json()["machines"]
+        assert (machine["machine"], machine["section"], machine["score"]) == ("pump", "01", 0.1)
+        assert machine["n_scores"] == 7 and machine["source"] == "folder:/data/in"
+        assert machine["alarm_open"] is False and machine["open_alarm"] is None
+        rows = client.get(
+            "/v1/machines/pump/scores", params={"from": (t0 + timedelta(minutes=2)).isoformat()}
+        ).json()["scores"]
+        assert [r["score"] for r in rows] == [0.9, 0.95, 0.1, 0.1, 0.1]
+        (alarm,) = client.get("/v1/alarms").json()["alarms"]
+        assert alarm["machine"] == "pump" and alarm["closed"] is not None
+        assert alarm["detector_version"] == 2 and alarm["peak_score"] == 0.95
+        assert client.get("/v1/alarms", params={"open_only": True}).json()["alarms"] == []
+        days = client.get("/v1/machines/pump/daily").json()["days"]
+        assert sum(d["n"] for d in days) == 7
+        assert "ISO 8601" in _json_error(client.get("/v1/alarms", params={"to": "soon"}), 422)
+        metrics = client.get("/metrics").text
+        assert 'stetho_last_score{machine="pump",section="01"} 0.1' in metrics
+        assert 'stetho_alarm_open{machine="pump",section="01"} 0.0' in metrics
+        page = client.get("/").text
+        assert 'id="machines"' in page and ">pump<" in page and 'class="timeline"' in page
+        assert page.count('class="alarm-span"') == 1 and 'id="alarms"' in page
+        assert "7 scores" in page
+    service.close()

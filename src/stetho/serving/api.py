@@ -293,8 +293,31 @@ def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
 
     @app.get("/v1/machines", tags=["history"])
     def machines() -> dict[str, Any]:
-        """Latest state of every machine/section (score, decision, open alarm)."""
-        return {"machines": [_row_json(m) for m in service.machine_states()]}
+        """Latest state of every machine/section: score, threshold, decision, time, whether an
+        alarm is open; with a store also the number of stored scores, the source and detector of
+        the latest one and the open alarm."""
+        if service.store is None:
+            return {"machines": [_row_json(m) for m in service.machine_states()]}
+        out = []
+        for st in service.store.machines():
+            last = st.last
+            out.append(
+                {
+                    "machine": st.machine,
+                    "section": st.section,
+                    "score": None if last is None else last.score,
+                    "threshold": None if last is None else last.threshold,
+                    "decision": None if last is None else last.decision,
+                    "time": None if last is None else last.time,
+                    "alarm_open": st.open_alarm is not None,
+                    "n_scores": st.n_scores,
+                    "source": None if last is None else last.source,
+                    "detector_id": None if last is None else last.detector_id,
+                    "detector_version": None if last is None else last.detector_version,
+                    "open_alarm": None if st.open_alarm is None else _row_json(st.open_alarm),
+                }
+            )
+        return {"machines": jsonable_encoder(out)}
 
     @app.get("/v1/machines/{machine}/scores", tags=["history"])
     def machine_scores(
