@@ -324,3 +324,29 @@ def test_dashboard_only_server_shows_what_another_process_stored(tmp_path: Path)
         assert page.count('class="alarm-span"') == 1 and 'id="alarms"' in page
         assert "7 scores" in page
     service.close()
+
+
+def test_admission_is_bounded_by_pending_bytes(
+    detector: Detector, serving_data: tuple[Path, ClipTable], tmp_path: Path
+) -> None:
+    entry = DetectorEntry("main", detector, tmp_path / "main")
+    limits = ServiceLimits(max_concurrency=1, max_queue=100, max_body_mb=0.1, max_pending_mb=0.1)
+    _, table = serving_data
+    body = next(iter(table.filter(split="test", machine="fan"))).path.read_bytes()  # 32 KB
+    params = {"machine": "fan", "section": "00"}
+    for client, _ in _serve(ScoringService(DetectorRegistry([entry]), limits)):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(4) as pool:
+            entry.lock.acquire()
+            try:
+                held = [
+                    pool.submit(client.post, "/v1/score", params=params, content=body)
+                    for _ in range(3)  # 3 × 32 KB reserved of the 100 KiB budget
+                ]
+                time.sleep(0.5)
+                refused = client.post("/v1/score", params=params, content=body)
+                assert "MiB" in _json_error(refused, 503)
+            finally:
+                entry.lock.release()
+            assert [f.result().status_code for f in held] == [200] * 3

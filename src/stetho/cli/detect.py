@@ -80,6 +80,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_seconds=args.max_seconds,
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,
+        max_pending_mb=args.max_pending_mb,
         body_timeout=args.timeout,
         header_timeout=args.timeout,
         backlog=args.backlog,
@@ -161,7 +162,10 @@ def register(sub: Any) -> None:
     p.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body (MiB)")
     p.add_argument("--max-seconds", type=float, default=600.0, help="longest audio (s)")
     p.add_argument("--max-concurrency", type=int, default=2, help="requests decoding at once")
-    p.add_argument("--max-queue", type=int, default=64, help="requests waiting (then 503)")
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting (then 503)")
+    p.add_argument(
+        "--max-pending-mb", type=float, default=256.0, help="bodies of admitted requests (MiB)"
+    )
     p.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to receive headers / a body"
     )

@@ -90,26 +90,46 @@ class _MetricsMiddleware:
 
 
 class _Admission:
-    """Bounded admission (running + waiting) and a semaphore for decoding + scoring."""
+    """Bounded admission and a semaphore for decoding + scoring.
 
-    def __init__(self, concurrency: int, queue: int, timeout: float) -> None:
+    A request is admitted while fewer than ``concurrency + queue`` are in and the bodies of those
+    in (their Content-Length, or the body cap when unknown) fit in ``budget`` bytes: memory stays
+    bounded however many clients connect, and many small uploads can wait at once.
+    """
+
+    def __init__(
+        self, concurrency: int, queue: int, timeout: float, budget: int, max_body: int
+    ) -> None:
         self.capacity = concurrency + queue
+        self.budget = max(budget, max_body)
+        self.max_body = max_body
         self.admitted = 0
+        self.pending = 0  # bytes reserved by admitted requests
         self.timeout = timeout
         self.slots = asyncio.Semaphore(concurrency)
 
-    def enter(self) -> None:
-        if self.admitted >= self.capacity:
+    def enter(self, content_length: str | None) -> int:
+        """Admit a request; returns the bytes reserved for it (give them to :meth:`leave`)."""
+        try:
+            cost = min(int(content_length or ""), self.max_body)
+        except ValueError:
+            cost = self.max_body
+        cost = max(cost, 0)
+        if self.admitted >= self.capacity or self.pending + cost > self.budget:
             raise RequestError(
                 503,
                 f"server busy: {self.admitted} scoring requests in progress or waiting "
-                f"(limit {self.capacity}); retry shortly",
+                f"({self.pending / 2**20:.1f} MiB; limits {self.capacity} requests, "
+                f"{self.budget / 2**20:g} MiB); retry shortly",
                 {"Retry-After": "1"},
             )
         self.admitted += 1
+        self.pending += cost
+        return cost
 
-    def leave(self) -> None:
+    def leave(self, cost: int) -> None:
         self.admitted -= 1
+        self.pending -= cost
 
 
 def _parse_time(text: str | None, name: str) -> datetime | None:
@@ -140,7 +160,13 @@ def create_app(service: ScoringService) -> FastAPI:
     )
     app.state.service = service
     app.state.metrics = metrics
-    admission = _Admission(limits.max_concurrency, limits.max_queue, limits.queue_timeout)
+    admission = _Admission(
+        limits.max_concurrency,
+        limits.max_queue,
+        limits.queue_timeout,
+        int(limits.max_pending_mb * 2**20),
+        limits.max_body_bytes,
+    )
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     _install_error_handlers(app)
 
@@ -155,7 +181,7 @@ def create_app(service: ScoringService) -> FastAPI:
         channel: int,
     ) -> Response:
         try:
-            admission.enter()
+            cost = admission.enter(request.headers.get("content-length"))
         except RequestError:
             metrics.rejected.labels("busy").inc()
             with contextlib.suppress(TimeoutError):
@@ -197,7 +223,7 @@ def create_app(service: ScoringService) -> FastAPI:
                 metrics.rejected.labels("timeout" if err.status == 408 else "too_large").inc()
             raise
         finally:
-            admission.leave()
+            admission.leave(cost)
 
     score_doc: dict[str, Any] = {
         "requestBody": {

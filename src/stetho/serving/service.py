@@ -44,6 +44,8 @@ class ServiceLimits(ConfigBase):
         max_concurrency: Requests decoding/scoring at once (scoring itself is serialised per
             detector); the others wait.
         max_queue: Requests admitted to wait; beyond ``max_concurrency + max_queue`` 503.
+        max_pending_mb: Bodies of admitted requests (MiB, by Content-Length) beyond which new
+            requests get 503: bounds memory however many clients connect.
         queue_timeout: Seconds a request may wait for a scoring slot before 503.
         body_timeout: Seconds to receive a whole request body before 408.
         header_timeout: Seconds to receive a request's headers before the connection is closed.
@@ -55,7 +57,8 @@ class ServiceLimits(ConfigBase):
     max_body_mb: float = 50.0
     max_seconds: float = 600.0
     max_concurrency: int = 2
-    max_queue: int = 64
+    max_queue: int = 256
+    max_pending_mb: float = 256.0
     queue_timeout: float = 30.0
     body_timeout: float = 30.0
     header_timeout: float = 10.0
@@ -64,7 +67,13 @@ class ServiceLimits(ConfigBase):
     backlog: int = 1024
 
     def __post_init__(self) -> None:
-        for name in ("max_body_mb", "max_seconds", "queue_timeout", "body_timeout"):
+        for name in (
+            "max_body_mb",
+            "max_seconds",
+            "max_pending_mb",
+            "queue_timeout",
+            "body_timeout",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("header_timeout", "keepalive_timeout"):
