@@ -27,6 +27,7 @@ from stetho.serving import (
     ServiceLimits,
     create_app,
     parse_detector_spec,
+    score_paths,
 )
 
 Running = tuple[httpx.Client, ScoringService]
@@ -350,3 +351,20 @@ def test_admission_is_bounded_by_pending_bytes(
             finally:
                 entry.lock.release()
             assert [f.result().status_code for f in held] == [200] * 3
+
+
+def test_http_decodes_like_detect_loud_float_clip(
+    running: Running, detector: Detector, serving_data: tuple[Path, ClipTable], tmp_path: Path
+) -> None:
+    """#13 item 6: a ×1e6 float clip is clipped to [-1, 1] over HTTP exactly as by detect."""
+    client, _ = running
+    _, table = serving_data
+    wave, sr = load_audio(next(iter(table.filter(split="test", machine="fan"))).path)
+    loud = tmp_path / "loud.wav"
+    sf.write(loud, wave * 1e6, sr, subtype="FLOAT")
+    (rec,) = score_paths(detector, [loud], machine="fan", section="00")
+    got = client.post("/v1/score?machine=fan&section=00", content=loud.read_bytes())
+    assert got.status_code == 200 and rec.score is not None
+    assert abs(got.json()["score"] - rec.score) <= 1e-6
+    clipped = float(detector.score_waveforms([np.clip(wave * 1e6, -1, 1)], "fan", "00")[0])
+    assert abs(rec.score - clipped) <= 1e-6

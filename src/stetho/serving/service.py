@@ -248,8 +248,8 @@ class ScoringService:
                 )
                 self.store.add_scores([row])
                 event = self.tracker.update(row)
-                if event:
-                    logger.warning("alarm %s for %s/%s (score %.4f)", event, *key, score)
+                if event:  # the tracker logs the event itself
+                    logger.info("alarm %s for %s/%s (score %.4f)", event, *key, score)
             prev = self._last.get(key)
             alarm_open = prev.alarm_open if prev else False
             if event is not None:
