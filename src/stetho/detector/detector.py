@@ -37,6 +37,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -121,6 +122,9 @@ class Detector:
         device: Where to run the models.
         waveform_loader: ``loader(path, sample_rate) -> (N,) float32``; default
             :func:`stetho.data.load_audio`.
+        detector_id: Stable identity kept across calibrations (default: a new UUID).
+        version: 1 for a new detector, +1 per ``stetho calibrate``.
+        calibrations: Log of the calibrations that produced this version (saved with it).
     """
 
     def __init__(
@@ -135,6 +139,9 @@ class Detector:
         adapter_state: dict[str, torch.Tensor] | None = None,
         device: str | torch.device = "cpu",
         waveform_loader: Callable[[Path, int], np.ndarray] | None = None,
+        detector_id: str | None = None,
+        version: int = 1,
+        calibrations: list[dict[str, Any]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.backbone = backbone
@@ -145,6 +152,9 @@ class Detector:
         self.adapter_state = adapter_state
         self.device = torch.device(device)
         self._loader = waveform_loader
+        self.detector_id = detector_id or uuid.uuid4().hex
+        self.version = int(version)
+        self.calibrations: list[dict[str, Any]] = list(calibrations or [])
         self.backbone.to(self.device)
         self.head.to(self.device)
 
@@ -194,9 +204,11 @@ class Detector:
         return self.cfg.scoring.window_seconds(self.cfg.data, self.backbone.input_kind)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready summary: keys, thresholds, backbone, sample rate, stetho version."""
+        """JSON-ready summary: id, version, keys, thresholds, backbone, sample rate, stetho version."""
         return {
             "kind": "knn-detector",
+            "id": self.detector_id,
+            "version": self.version,
             "keys": [{"machine": m, "section": s} for m, s in self.keys],
             "thresholds": {f"{m}/{s}": float(t) for (m, s), t in sorted(self.thresholds.items())},
             "backbone": self.cfg.backbone.name,
@@ -483,6 +495,9 @@ class Detector:
             meta = {
                 "format": DETECTOR_FORMAT,
                 "format_version": _FORMAT_VERSION,
+                "id": self.detector_id,
+                "version": self.version,
+                "calibrations": self.calibrations,
                 "stetho_version": stetho.__version__,
                 "experiment": self.cfg.to_dict(),
                 "class_map": self.class_map.to_dict(),
@@ -587,6 +602,10 @@ class Detector:
             thresholds=thresholds,
             adapter_state=adapter,
             device=device,
+            # folders saved before detector identities existed: the folder name, version 1
+            detector_id=str(meta.get("id") or src.resolve().name),
+            version=int(meta.get("version", 1)),
+            calibrations=list(meta.get("calibrations", [])),
         )
 
     @staticmethod
