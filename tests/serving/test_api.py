@@ -208,7 +208,7 @@ def test_several_named_detectors_and_metrics(
         listed = client.get("/v1/detectors").json()["detectors"]
         assert [d["name"] for d in listed] == ["both", "fan-only"]
         assert listed[1]["keys"] == [{"machine": "fan", "section": "00"}]
-        assert listed[0]["id"] == "both" and listed[0]["version"] == 1  # old folders: name, 1
+        assert listed[0]["id"] == detector.describe()["id"] and listed[0]["version"] == 1
         got = client.post("/v1/score?detector=fan-only", content=clip.path.read_bytes()).json()
         want = float(single_key_detector.score_files([clip.path], "fan", "00")[0])
         assert got["detector"] == "fan-only" and abs(got["score"] - want) <= 1e-6

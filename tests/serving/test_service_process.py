@@ -271,7 +271,8 @@ def test_alarm_opens_and_closes_and_metrics_follow(
     )
     rows = hist.json()["scores"]
     assert [r["decision"] for r in rows] == [1, 1, 0, 0, 0] and rows[0]["source"] == "http"
-    assert rows[0]["detector_id"] == "plant_detector" and rows[0]["detector_version"] == 1
+    ident = Detector.load(service.detector_dir).describe()
+    assert rows[0]["detector_id"] == ident["id"] and rows[0]["detector_version"] == ident["version"]
     assert (
         'stetho_alarm_open{machine="valve",section="00"} 0.0'
         in httpx.get(service.url + "/metrics").text
