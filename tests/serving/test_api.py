@@ -368,3 +368,32 @@ def test_http_decodes_like_detect_loud_float_clip(
     assert abs(got.json()["score"] - rec.score) <= 1e-6
     clipped = float(detector.score_waveforms([np.clip(wave * 1e6, -1, 1)], "fan", "00")[0])
     assert abs(rec.score - clipped) <= 1e-6
+
+
+def test_connection_cap_and_malformed_requests_get_json(tmp_path: Path) -> None:
+    import socket
+
+    limits = ServiceLimits(max_connections=2, header_timeout=30)
+    service = ScoringService(DetectorRegistry(), limits)
+    with BackgroundServer(create_app(service), limits) as url:
+        host, port = url.removeprefix("http://").split(":")
+
+        def raw(data: bytes) -> bytes:
+            with socket.create_connection((host, int(port)), timeout=10) as s:
+                s.sendall(data)
+                out = b""
+                while chunk := s.recv(4096):
+                    out += chunk
+                return out
+
+        reply = raw(b"NONSENSE\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 400") and b"application/json" in reply
+        assert b'"error": "invalid HTTP request' in reply
+        idle = [socket.create_connection((host, int(port))) for _ in range(2)]
+        time.sleep(0.2)
+        got = httpx.get(url + "/healthz", timeout=10)
+        assert got.status_code == 503 and "too many open connections" in got.json()["error"]
+        for s in idle:
+            s.close()
+        time.sleep(0.2)
+        assert httpx.get(url + "/healthz", timeout=10).status_code == 200

@@ -6,7 +6,8 @@
   itself has no such limit: a client sending a byte now and then would hold a connection for
   ever), idle keep-alive connections close after ``keepalive_timeout``, bodies must arrive within
   ``body_timeout`` (enforced by the API);
-* beyond ``max_connections`` open connections + requests, uvicorn answers 503.
+* beyond ``max_connections`` open connections a new one gets a 503 and is closed;
+* uvicorn's plain-text replies to malformed requests are JSON here, like every other error.
 
 ::
 
@@ -20,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import threading
@@ -68,8 +70,19 @@ def socket_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _guarded_protocol(header_timeout: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol plus a deadline for receiving each request's headers."""
+def _raw_json(status: int, reason: str, message: str) -> bytes:
+    """A complete ``Connection: close`` HTTP/1.1 response with a JSON error body."""
+    body = json.dumps({"error": message}).encode("utf-8") + b"\n"
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+def _guarded_protocol(header_timeout: float, max_connections: int) -> type[H11Protocol]:
+    """uvicorn's h11 protocol plus a deadline for receiving each request's headers, a cap on
+    open connections (503) and JSON instead of uvicorn's plain-text protocol errors."""
 
     class GuardedH11Protocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
@@ -94,7 +107,21 @@ def _guarded_protocol(header_timeout: float) -> type[H11Protocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.write(
+                    _raw_json(
+                        503,
+                        "Service Unavailable",
+                        f"too many open connections (limit {max_connections}); retry shortly",
+                    )
+                )
+                transport.close()
+                return
             self._arm()
+
+        def send_400_response(self, msg: str) -> None:
+            self.transport.write(_raw_json(400, "Bad Request", f"invalid HTTP request: {msg}"))
+            self.transport.close()
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
@@ -124,10 +151,9 @@ class _Server(uvicorn.Server):
 def _config(app: FastAPI, limits: ServiceLimits, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
         app,
-        http=_guarded_protocol(limits.header_timeout),
+        http=_guarded_protocol(limits.header_timeout, limits.max_connections),
         lifespan="off",
         timeout_keep_alive=max(1, round(limits.keepalive_timeout)),
-        limit_concurrency=limits.max_connections,
         backlog=limits.backlog,
         timeout_graceful_shutdown=5,
         log_config=None,
