@@ -397,3 +397,27 @@ def test_connection_cap_and_malformed_requests_get_json(tmp_path: Path) -> None:
             s.close()
         time.sleep(0.2)
         assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+
+
+def test_a_calibrated_folder_is_picked_up_without_restart(
+    detector: Detector, serving_data: tuple[Path, ClipTable], tmp_path: Path
+) -> None:
+    from stetho.detector import calibrate
+
+    folder = detector.save(tmp_path / "det")
+    entry = DetectorEntry("main", Detector.load(folder), folder, loader=Detector.load)
+    entry.reload_seconds = 0.0
+    _, table = serving_data
+    fan = list(table.filter(machine="fan"))
+    body = fan[0].path.read_bytes()
+    for client, _ in _serve(ScoringService(DetectorRegistry([entry]))):
+        first = client.post("/v1/score?machine=fan&section=00", content=body).json()
+        assert first["detector_version"] == 1
+        new = calibrate(Detector.load(folder), {("fan", "00"): [c.path for c in fan[1:]]})
+        new.save(folder)  # what `stetho calibrate DETECTOR NORMAL_DIR` does in place
+        second = client.post("/v1/score?machine=fan&section=00", content=body).json()
+        assert second["detector_version"] == 2 and second["detector_id"] == first["detector_id"]
+        want = float(new.score_files([fan[0].path], "fan", "00")[0])
+        assert abs(second["score"] - want) <= 1e-6
+        assert second["threshold"] == new.thresholds[("fan", "00")]
+        assert client.get("/v1/detectors").json()["detectors"][0]["version"] == 2

@@ -87,10 +87,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     sock = bind_socket(args.host, args.port, backlog=limits.backlog)  # fail fast: port, address
     registry = DetectorRegistry()
+
+    def load(folder: Any) -> Any:
+        return load_scorer(folder, device=args.device, checkpoint=args.checkpoint)
+
     for spec in args.detector or []:
         name, folder = parse_detector_spec(spec)
-        scorer = load_scorer(folder, device=args.device, checkpoint=args.checkpoint)
-        registry.add(DetectorEntry(name, scorer, folder))
+        # a folder replaced on disk (stetho calibrate) is picked up within 10 s
+        registry.add(DetectorEntry(name, load(folder), folder, loader=load))
     store, rule = None, None
     if args.db:
         from stetho.store import AlarmRule, ScoreStore

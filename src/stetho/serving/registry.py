@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,6 +15,8 @@ if TYPE_CHECKING:
     from stetho.detector.scorer import Scorer
 
 __all__ = ["DetectorEntry", "DetectorRegistry", "parse_detector_spec"]
+
+logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -49,6 +53,9 @@ class DetectorEntry:
         path: Its folder.
         detector_id: Stable identity from ``describe()["id"]`` (folder name when absent).
         version: ``describe()["version"]`` (1 when absent); +1 per ``stetho calibrate``.
+        loader: ``loader(path) -> Scorer``; with it :meth:`refresh` picks up a folder replaced
+            on disk (e.g. by ``stetho calibrate``) without a restart.
+        reload_seconds: How often :meth:`refresh` looks at the folder.
     """
 
     name: str
@@ -56,14 +63,44 @@ class DetectorEntry:
     path: Path
     detector_id: str = ""
     version: int = 1
+    loader: Callable[[Path], Scorer] | None = field(default=None, repr=False)
+    reload_seconds: float = 10.0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
+        self._set_identity()
+        self._signature = _signature(self.path)
+        self._checked = time.monotonic()
+
+    def _set_identity(self) -> None:
         info = self.scorer.describe()
-        if not self.detector_id:
-            self.detector_id = str(info.get("id") or self.path.name or self.name)
-        self.version = int(info.get("version") or self.version)
+        self.detector_id = str(info.get("id") or self.path.resolve().name or self.name)
+        self.version = int(info.get("version") or 1)
+
+    def refresh(self) -> bool:
+        """Reload the folder if it was replaced since it was loaded (checked at most every
+        ``reload_seconds``); True when a new version is now used. A folder that cannot be
+        loaded is logged and the loaded version kept."""
+        now = time.monotonic()
+        if self.loader is None or now - self._checked < self.reload_seconds:
+            return False
+        self._checked = now
+        sig = _signature(self.path)
+        if sig is None or sig == self._signature:
+            return False
+        self._signature = sig
+        old = self.version
+        try:
+            scorer = self.loader(self.path)
+        except Exception as err:  # keep serving the loaded version
+            logger.error("cannot reload detector %s (keeping version %d): %s", self.path, old, err)
+            return False
+        with self.lock:
+            self.scorer = scorer
+            self._set_identity()
+        logger.warning("detector %r reloaded: version %d -> %d", self.name, old, self.version)
+        return True
 
     @property
     def keys(self) -> list[tuple[str, str]]:
@@ -75,6 +112,14 @@ class DetectorEntry:
         out = dict(self.scorer.describe())
         out.update(name=self.name, path=str(self.path), id=self.detector_id, version=self.version)
         return out
+
+
+def _signature(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = (folder / "config.json").stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 class DetectorRegistry:

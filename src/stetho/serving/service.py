@@ -185,23 +185,31 @@ class ScoringService:
             RequestError: 400 when the model cannot score the audio (e.g. too short).
         """
         machine, section = key
-        with entry.lock:
+        entry.refresh()
+        with entry.lock:  # scorer, threshold and identity of one version
+            scorer, ident, version = entry.scorer, entry.detector_id, entry.version
+            if key not in list(scorer.keys):
+                raise RequestError(
+                    404, f"detector {entry.name!r} no longer has {machine}/{section}"
+                )
             try:
-                score = float(entry.scorer.score_waveforms([wave], machine, section)[0])
+                score = float(scorer.score_waveforms([wave], machine, section)[0])
             except ValueError as err:
                 raise RequestError(
                     400,
                     f"cannot score the audio ({wave.shape[0]} samples at "
-                    f"{entry.scorer.sample_rate} Hz): {err}",
+                    f"{scorer.sample_rate} Hz): {err}",
                 ) from err
-        thr = entry.scorer.thresholds.get(key)
+            thr = scorer.thresholds.get(key)
         threshold = None if thr is None else float(thr)
         decision = None if threshold is None else int(score > threshold)
         now = datetime.now(UTC)
-        alarm = self._record(entry, key, now, seconds, score, threshold, decision, source)
+        alarm = self._record(
+            (ident, version), key, now, seconds, score, threshold, decision, source
+        )
         if decision == 1:
             self._abnormal[key] = AbnormalWindow(
-                now, machine, section, wave, int(entry.scorer.sample_rate), score, threshold
+                now, machine, section, wave, int(scorer.sample_rate), score, threshold
             )
         return {
             "score": score,
@@ -211,15 +219,15 @@ class ScoringService:
             "section": section,
             "seconds": seconds,
             "detector": entry.name,
-            "detector_id": entry.detector_id,
-            "detector_version": entry.version,
+            "detector_id": ident,
+            "detector_version": version,
             "time": now.isoformat(),
             "alarm": alarm,
         }
 
     def _record(
         self,
-        entry: DetectorEntry,
+        identity: tuple[str, int],
         key: tuple[str, str],
         now: datetime,
         seconds: float,
@@ -243,8 +251,8 @@ class ScoringService:
                     score=score,
                     threshold=threshold,
                     decision=decision,
-                    detector_id=entry.detector_id,
-                    detector_version=entry.version,
+                    detector_id=identity[0],
+                    detector_version=identity[1],
                 )
                 self.store.add_scores([row])
                 event = self.tracker.update(row)
