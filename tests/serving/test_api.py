@@ -307,7 +307,8 @@ def test_dashboard_only_server_shows_what_another_process_stored(tmp_path: Path)
         assert machine["n_scores"] == 7 and machine["source"] == "folder:/data/in"
         assert machine["alarm_open"] is False and machine["open_alarm"] is None
         rows = client.get(
-            "/v1/machines/pump/scores", params={"from": (t0 + timedelta(minutes=2)).isoformat()}
+            "/v1/machines/pump/scores",
+            params={"from": (t0 + timedelta(minutes=2)).isoformat(), "section": "1"},
         ).json()["scores"]
         assert [r["score"] for r in rows] == [0.9, 0.95, 0.1, 0.1, 0.1]
         (alarm,) = client.get("/v1/alarms").json()["alarms"]

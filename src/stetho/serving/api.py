@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import stetho
 from stetho.serving.body import ClientGone, check_content_type, drain, form_file, read_body
 from stetho.serving.decode import RequestError, decode_pcm, decode_upload
+from stetho.serving.files import normalize_section
 from stetho.serving.metrics import ServiceMetrics
 
 if TYPE_CHECKING:
@@ -142,6 +143,10 @@ def _parse_time(text: str | None, name: str) -> datetime | None:
             422, f"{name}={text!r} is not an ISO 8601 time (e.g. 2026-01-31T12:00:00Z)"
         ) from None
     return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _section(section: str | None) -> str | None:
+    return None if section is None else normalize_section(section)
 
 
 def _row_json(row: Any) -> dict[str, Any]:
@@ -356,7 +361,7 @@ def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
         """Scores of a machine, oldest first, optionally within [from, to]."""
         store = service.require_store()
         start, end = _parse_time(from_, "from"), _parse_time(to, "to")
-        rows = store.scores(machine, section=section, start=start, end=end, limit=limit)
+        rows = store.scores(machine, section=_section(section), start=start, end=end, limit=limit)
         return {"machine": machine, "scores": [_row_json(r) for r in rows]}
 
     @app.get("/v1/machines/{machine}/daily", tags=["history"])
@@ -369,7 +374,10 @@ def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
         """Per UTC day: number of scores, mean, max and anomalous count."""
         store = service.require_store()
         days = store.daily_summary(
-            machine, section=section, start=_parse_time(from_, "from"), end=_parse_time(to, "to")
+            machine,
+            section=_section(section),
+            start=_parse_time(from_, "from"),
+            end=_parse_time(to, "to"),
         )
         return {"machine": machine, "days": jsonable_encoder(days)}
 
@@ -385,7 +393,7 @@ def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
         store = service.require_store()
         rows = store.alarms(
             machine=machine,
-            section=section,
+            section=_section(section),
             open_only=open_only,
             start=_parse_time(from_, "from"),
             end=_parse_time(to, "to"),
