@@ -241,11 +241,18 @@ def test_detector_specs() -> None:
         ServiceLimits(max_body_mb=0)
 
 
+def _wait_in_progress(client: httpx.Client, n: int) -> None:
+    deadline = time.monotonic() + 20
+    while f"stetho_scoring_in_progress {n:.1f}" not in client.get("/metrics").text:
+        assert time.monotonic() < deadline, "the request never reached scoring"
+        time.sleep(0.05)
+
+
 def test_saturation_gives_503_json_and_recovers(
     detector: Detector, serving_data: tuple[Path, ClipTable], tmp_path: Path
 ) -> None:
     entry = DetectorEntry("main", detector, tmp_path / "main")
-    limits = ServiceLimits(max_concurrency=1, max_queue=1, queue_timeout=0.5)
+    limits = ServiceLimits(max_concurrency=1, max_queue=1, queue_timeout=2.0)
     _, table = serving_data
     body = next(iter(table.filter(split="test", machine="fan"))).path.read_bytes()
     params = {"machine": "fan", "section": "00"}
@@ -256,13 +263,13 @@ def test_saturation_gives_503_json_and_recovers(
             entry.lock.acquire()  # the model is busy: the first request holds the only slot
             try:
                 first = pool.submit(client.post, "/v1/score", params=params, content=body)
-                time.sleep(0.3)
+                _wait_in_progress(client, 1)
                 queued = pool.submit(client.post, "/v1/score", params=params, content=body)
-                time.sleep(0.1)
+                time.sleep(0.3)
                 refused = client.post("/v1/score", params=params, content=body)  # 1 + 1 in
                 assert "server busy" in _json_error(refused, 503)
                 assert refused.headers["retry-after"] == "1"
-                assert "no scoring slot free within 0.5 s" in _json_error(queued.result(), 503)
+                assert "no scoring slot free within 2 s" in _json_error(queued.result(), 503)
             finally:
                 entry.lock.release()
             assert first.result().status_code == 200
@@ -346,7 +353,8 @@ def test_admission_is_bounded_by_pending_bytes(
                     pool.submit(client.post, "/v1/score", params=params, content=body)
                     for _ in range(3)  # 3 × 32 KB reserved of the 100 KiB budget
                 ]
-                time.sleep(0.5)
+                _wait_in_progress(client, 1)
+                time.sleep(1.0)
                 refused = client.post("/v1/score", params=params, content=body)
                 assert "MiB" in _json_error(refused, 503)
             finally:
