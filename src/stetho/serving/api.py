@@ -154,9 +154,103 @@ def _row_json(row: Any) -> dict[str, Any]:
     return dict(jsonable_encoder(dataclasses.asdict(row)))
 
 
+_SCORE_DOC: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+            "audio/flac": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+        },
+        "required": True,
+    }
+}
+
+
+class _ScoreEndpoint:
+    """``POST /v1/score``: admission, body, key, then decoding + scoring in a worker thread."""
+
+    def __init__(self, service: ScoringService, metrics: ServiceMetrics) -> None:
+        limits = service.limits
+        self.service = service
+        self.limits = limits
+        self.metrics = metrics
+        self.admission = _Admission(
+            limits.max_concurrency,
+            limits.max_queue,
+            limits.queue_timeout,
+            int(limits.max_pending_mb * 2**20),
+            limits.max_body_bytes,
+        )
+
+    async def _admit(self, request: Request) -> int:
+        try:
+            return self.admission.enter(request.headers.get("content-length"))
+        except RequestError:
+            self.metrics.rejected.labels("busy").inc()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.limits.body_timeout):
+                    await drain(request, None)
+            raise
+
+    async def _run(self, entry: Any, key: tuple[str, str], *args: Any) -> dict[str, Any]:
+        admission = self.admission
+        try:
+            await asyncio.wait_for(admission.slots.acquire(), admission.timeout)
+        except TimeoutError:
+            self.metrics.rejected.labels("queue_timeout").inc()
+            raise RequestError(
+                503, f"no scoring slot free within {admission.timeout:g} s; retry later"
+            ) from None
+        try:
+            self.metrics.in_progress.inc()
+            return await run_in_threadpool(_decode_and_score, self.service, entry, key, *args)
+        finally:
+            self.metrics.in_progress.dec()
+            admission.slots.release()
+
+    async def __call__(
+        self,
+        request: Request,
+        key: tuple[str | None, str | None, str | None],
+        pcm: tuple[int | None, str, int, int],
+    ) -> Response:
+        """``key`` = (machine, section, detector) from the query; ``pcm`` = (rate, format,
+        channels, channel)."""
+        cost = await self._admit(request)
+        limits = self.limits
+        try:
+            machine, section, detector = key
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            body = await read_body(request, limits.max_body_bytes, limits.body_timeout)
+            check_content_type(ctype, pcm[0] is not None)
+            if ctype == "multipart/form-data":
+                body, fields = await form_file(request, body, limits.max_body_bytes)
+                machine = machine or fields.get("machine")
+                section = section or fields.get("section")
+                detector = detector or fields.get("detector")
+            entry, resolved = self.service.resolve(machine, section, detector)
+            result = await self._run(entry, resolved, body, *pcm)
+            self.metrics.scores.labels(resolved[0], resolved[1], entry.name).inc()
+            return JSONResponse(result)
+        except ClientGone:
+            logger.debug("client disconnected while sending its request")
+            return Response(status_code=400)
+        except RequestError as err:
+            if err.status in (408, 413):
+                self.metrics.rejected.labels("timeout" if err.status == 408 else "too_large").inc()
+            raise
+        finally:
+            self.admission.leave(cost)
+
+
 def create_app(service: ScoringService) -> FastAPI:
     """The FastAPI application of ``service`` (routes, JSON errors, metrics, dashboard)."""
-    limits = service.limits
     metrics = ServiceMetrics(service.machine_states)
     app = FastAPI(
         title="stetho",
@@ -165,89 +259,11 @@ def create_app(service: ScoringService) -> FastAPI:
     )
     app.state.service = service
     app.state.metrics = metrics
-    admission = _Admission(
-        limits.max_concurrency,
-        limits.max_queue,
-        limits.queue_timeout,
-        int(limits.max_pending_mb * 2**20),
-        limits.max_body_bytes,
-    )
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     _install_error_handlers(app)
+    _score = _ScoreEndpoint(service, metrics)
 
-    async def _score(
-        request: Request,
-        machine: str | None,
-        section: str | None,
-        detector: str | None,
-        rate: int | None,
-        fmt: str,
-        channels: int,
-        channel: int,
-    ) -> Response:
-        try:
-            cost = admission.enter(request.headers.get("content-length"))
-        except RequestError:
-            metrics.rejected.labels("busy").inc()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(limits.body_timeout):
-                    await drain(request, None)
-            raise
-        try:
-            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            body = await read_body(request, limits.max_body_bytes, limits.body_timeout)
-            check_content_type(ctype, rate is not None)
-            if ctype == "multipart/form-data":
-                body, fields = await form_file(request, body, limits.max_body_bytes)
-                machine = machine or fields.get("machine")
-                section = section or fields.get("section")
-                detector = detector or fields.get("detector")
-            entry, key = service.resolve(machine, section, detector)
-            try:
-                await asyncio.wait_for(admission.slots.acquire(), admission.timeout)
-            except TimeoutError:
-                metrics.rejected.labels("queue_timeout").inc()
-                raise RequestError(
-                    503, f"no scoring slot free within {admission.timeout:g} s; retry later"
-                ) from None
-            try:
-                metrics.in_progress.inc()
-                result = await run_in_threadpool(
-                    _decode_and_score, service, entry, key, body, rate, fmt, channels, channel
-                )
-            finally:
-                metrics.in_progress.dec()
-                admission.slots.release()
-            metrics.scores.labels(key[0], key[1], entry.name).inc()
-            return JSONResponse(result)
-        except ClientGone:
-            logger.debug("client disconnected while sending its request")
-            return Response(status_code=400)
-        except RequestError as err:
-            if err.status in (408, 413):
-                metrics.rejected.labels("timeout" if err.status == 408 else "too_large").inc()
-            raise
-        finally:
-            admission.leave(cost)
-
-    score_doc: dict[str, Any] = {
-        "requestBody": {
-            "content": {
-                "audio/wav": {"schema": {"type": "string", "format": "binary"}},
-                "audio/flac": {"schema": {"type": "string", "format": "binary"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-                "multipart/form-data": {
-                    "schema": {
-                        "type": "object",
-                        "properties": {"file": {"type": "string", "format": "binary"}},
-                    }
-                },
-            },
-            "required": True,
-        }
-    }
-
-    @app.post("/v1/score", openapi_extra=score_doc, tags=["scoring"])
+    @app.post("/v1/score", openapi_extra=_SCORE_DOC, tags=["scoring"])
     async def score_v1(
         request: Request,
         machine: Annotated[str | None, Query(max_length=128)] = None,
@@ -259,7 +275,9 @@ def create_app(service: ScoringService) -> FastAPI:
         channel: Annotated[int, Query(ge=0, le=63, description="raw PCM: channel scored")] = 0,
     ) -> Response:
         """Score one recording (WAV/FLAC body or multipart file, or raw PCM with ``rate``)."""
-        return await _score(request, machine, section, detector, rate, format, channels, channel)
+        return await _score(
+            request, (machine, section, detector), (rate, format, channels, channel)
+        )
 
     @app.post("/score", include_in_schema=False)
     async def score_legacy(
@@ -268,7 +286,7 @@ def create_app(service: ScoringService) -> FastAPI:
         section: str | None = None,
         detector: str | None = None,
     ) -> Response:
-        return await _score(request, machine, section, detector, None, "int16", 1, 0)
+        return await _score(request, (machine, section, detector), (None, "int16", 1, 0))
 
     _add_read_routes(app, service)
     return app
