@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stetho.scoring.threshold import decide
 from stetho.serving.charts import TimelinePoint
 from stetho.serving.decode import RequestError
 from stetho.serving.files import normalize_section
@@ -202,7 +203,7 @@ class ScoringService:
                 ) from err
             thr = scorer.thresholds.get(key)
         threshold = None if thr is None else float(thr)
-        decision = None if threshold is None else int(score > threshold)
+        decision = None if threshold is None else int(decide([score], threshold)[0])
         now = datetime.now(UTC)
         alarm = self._record(
             (ident, version), key, now, seconds, score, threshold, decision, source
