@@ -157,6 +157,9 @@ def test_every_error_is_json(running: Running, serving_data: tuple[Path, ClipTab
     assert "cannot decode" in _json_error(
         client.post("/v1/score?machine=fan&section=00", content=b"definitely not audio"), 415
     )
+    curl_default = {"content-type": "application/x-www-form-urlencoded"}  # curl --data-binary
+    ok = client.post("/v1/score?machine=fan&section=00", content=wav, headers=curl_default)
+    assert ok.status_code == 200, ok.text
     assert "Content-Type" in _json_error(
         client.post(
             "/v1/score?machine=fan&section=00",

@@ -14,7 +14,9 @@ __all__ = ["ClientGone", "check_content_type", "drain", "form_file", "read_body"
 #: Bodies of refused requests up to this size are read and dropped so that the client gets the
 #: error reply rather than a reset connection; larger ones are not read (connection closed).
 _DRAIN_LIMIT = 64 * 2**20
-_AUDIO_TYPES = ("audio/", "application/octet-stream", "multipart/form-data")
+#: Declared types that cannot hold audio (415). Anything else is decoded and judged by its
+#: bytes: ``curl --data-binary @clip.wav`` sends ``application/x-www-form-urlencoded``.
+_NOT_AUDIO = ("text/", "image/", "video/", "font/", "application/json", "application/xml")
 
 
 class ClientGone(Exception):
@@ -101,7 +103,9 @@ async def form_file(request: Request, body: bytes, limit: int) -> tuple[bytes, d
 
 
 def check_content_type(ctype: str, raw_pcm: bool) -> None:
-    if not ctype or raw_pcm or ctype.startswith(_AUDIO_TYPES):
+    """415 for a declared type that cannot be audio (JSON, text, images, …)."""
+    not_audio = ctype.startswith(_NOT_AUDIO) or ctype.endswith(("+json", "+xml"))
+    if raw_pcm or not not_audio:
         return
     raise RequestError(
         415,
