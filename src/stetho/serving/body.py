@@ -58,7 +58,8 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
     try:
         async with asyncio.timeout(timeout):
             if length is not None and length > limit:
-                await drain(request, length)
+                if request.headers.get("expect", "").lower() != "100-continue":
+                    await drain(request, length)  # else the client waits for our answer
                 raise too_large
             async for chunk in request.stream():
                 received += len(chunk)
