@@ -149,6 +149,13 @@ def test_abusive_bodies_are_refused_cheaply(service: Service) -> None:
     assert service.rss_mb() - rss < 100  # one hour at 16 kHz would be 230 MB as float32
     got = _post(url, b"\0" * (2**20 + 1), machine="fan", section="00")
     assert got.status_code == 413 and "exceeds the limit" in got.json()["error"]
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:  # curl, large upload
+        sock.sendall(
+            b"POST /v1/score?machine=fan&section=00 HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 5000000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 413")  # answered before any body byte
     got = _post(url, b"<html>not audio</html>", machine="fan", section="00")
     assert got.status_code == 415 and "cannot decode" in got.json()["error"]
     for method in ("PUT", "DELETE"):
