@@ -433,3 +433,16 @@ def test_a_calibrated_folder_is_picked_up_without_restart(
         assert abs(second["score"] - want) <= 1e-6
         assert second["threshold"] == new.thresholds[("fan", "00")]
         assert client.get("/v1/detectors").json()["detectors"][0]["version"] == 2
+
+
+def test_accepted_connections_disable_nagle() -> None:
+    """Without TCP_NODELAY every response waited ~40 ms for the client's delayed ACK."""
+    import socket
+
+    limits = ServiceLimits()
+    server = BackgroundServer(create_app(ScoringService(DetectorRegistry())), limits)
+    with server as url, httpx.Client(base_url=url) as client:
+        assert client.get("/healthz").status_code == 200  # keep-alive: the connection stays
+        (conn,) = server.server.server_state.connections
+        sock = conn.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -107,6 +108,12 @@ def _guarded_protocol(header_timeout: float, max_connections: int) -> type[H11Pr
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            sock = transport.get_extra_info("socket")
+            if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                # asyncio sets TCP_NODELAY only on sockets created with proto=IPPROTO_TCP; without
+                # it every response waits ~40 ms for the client's delayed ACK (Nagle)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if len(self.connections) > max_connections:
                 transport.write(
                     _raw_json(
