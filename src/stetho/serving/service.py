@@ -51,7 +51,7 @@ class ServiceLimits(ConfigBase):
         body_timeout: Seconds to receive a whole request body before 408.
         header_timeout: Seconds to receive a request's headers before the connection is closed.
         keepalive_timeout: Seconds an idle keep-alive connection is kept open.
-        max_connections: Open connections + requests beyond which new requests get 503.
+        max_connections: Open connections beyond which a new one gets 503 and is closed.
         backlog: Listen backlog of the socket.
     """
 
@@ -68,16 +68,8 @@ class ServiceLimits(ConfigBase):
     backlog: int = 1024
 
     def __post_init__(self) -> None:
-        for name in (
-            "max_body_mb",
-            "max_seconds",
-            "max_pending_mb",
-            "queue_timeout",
-            "body_timeout",
-        ):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("header_timeout", "keepalive_timeout"):
+        positive = ("max_body_mb", "max_seconds", "max_pending_mb", "queue_timeout")
+        for name in (*positive, "body_timeout", "header_timeout", "keepalive_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_concurrency < 1 or self.max_queue < 0 or self.max_connections < 1:
