@@ -60,6 +60,9 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
 class _MetricsMiddleware:
     """Counts and times every request by its route template (bounded label values)."""
 
@@ -85,9 +88,9 @@ class _MetricsMiddleware:
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None) or "other"
-            self.metrics.observe_request(
-                scope.get("method", "?"), label, status, time.perf_counter() - start
-            )
+            method = scope.get("method", "")
+            method = method if method in _METHODS else "other"  # bounded label values
+            self.metrics.observe_request(method, label, status, time.perf_counter() - start)
 
 
 class _Admission:
