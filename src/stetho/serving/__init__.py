@@ -5,6 +5,10 @@
 >>> for ev in score_pcm_stream(sys.stdin.buffer, 16000, detector=det, machine="fan",
 ...                            section="00"): print(ev)                   # doctest: +SKIP
 >>> serve(det, "127.0.0.1", 8000)                                          # doctest: +SKIP
+
+The HTTP service (``stetho serve``: API, dashboard, metrics) is :func:`create_app` over a
+:class:`ScoringService`, run by :func:`run_server` or :class:`BackgroundServer`; see
+``docs/service.md``.
 """
 
 from stetho.serving.api import create_app
