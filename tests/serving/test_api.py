@@ -280,13 +280,13 @@ def test_saturation_gives_503_json_and_recovers(
         assert 'stetho_rejected_total{reason="busy"} 1.0' in client.get("/metrics").text
 
 
-def test_dashboard_only_server_shows_what_another_process_stored(tmp_path: Path) -> None:
+def test_dashboard_only_server_shows_what_another_process_stored(store_url: str) -> None:
+    """On SQLite and on a real PostgreSQL server (skipped when none can start)."""
     from datetime import UTC, datetime, timedelta
 
     from stetho.store import AlarmRule, AlarmTracker, ScoreRow, ScoreStore
 
-    db = tmp_path / "plant.db"
-    writer = ScoreStore.open(db)  # e.g. `stetho monitor` writing windows of a folder source
+    writer = ScoreStore.open(store_url)  # e.g. `stetho monitor` writing windows of a folder source
     tracker = AlarmTracker(writer, AlarmRule(k=2, n=3))
     t0 = datetime.now(UTC) - timedelta(hours=1)
     events = []
@@ -309,7 +309,7 @@ def test_dashboard_only_server_shows_what_another_process_stored(tmp_path: Path)
     assert events == [None, None, None, "opened", None, None, "closed"]
     writer.close()
 
-    service = ScoringService(DetectorRegistry(), store=ScoreStore.open(db))
+    service = ScoringService(DetectorRegistry(), store=ScoreStore.open(store_url))
     for client, _ in _serve(service):
         assert "no detectors" in _json_error(client.post("/v1/score", content=b"x"), 404)
         (machine,) = client.get("/v1/machines").json()["machines"]
