@@ -150,7 +150,8 @@ def register(sub: Any) -> None:
         "--detector",
         action="append",
         metavar="[NAME=]DIR",
-        help="saved detector folder, optionally named (repeat for several; default name: folder)",
+        help="saved detector folder, optionally named (repeat for several); default name: the "
+        "folder's, or its parent's for …/detector",
     )
     p.add_argument("--checkpoint", default=None, help="backbone checkpoint, if it moved")
     p.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda")
