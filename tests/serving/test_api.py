@@ -230,6 +230,11 @@ def test_several_named_detectors_and_metrics(
         assert [(m["machine"], m["score"]) for m in machines] == [("fan", got["score"])]
         assert "no score history" in _json_error(client.get("/v1/alarms"), 503)
         assert client.get("/openapi.json").json()["paths"]["/v1/score"]["post"]
+        docs = client.get("/docs").text  # served here: a plant network has no CDN
+        assert "/v1/score" in docs and "<code>machine</code>" in docs and "audio/wav" in docs
+        assert (
+            "<script" not in docs and "http" not in docs.split("</style>")[1].split("/openapi")[0]
+        )
 
 
 def test_detector_specs() -> None:

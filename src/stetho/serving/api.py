@@ -259,6 +259,8 @@ def create_app(service: ScoringService) -> FastAPI:
         title="stetho",
         version=stetho.__version__,
         summary="Anomalous sound detection of machines: scoring, history, alarms",
+        docs_url=None,  # FastAPI's pages load scripts from a CDN: /docs is rendered here
+        redoc_url=None,
     )
     app.state.service = service
     app.state.metrics = metrics
@@ -266,18 +268,27 @@ def create_app(service: ScoringService) -> FastAPI:
     _install_error_handlers(app)
     _score = _ScoreEndpoint(service, metrics)
 
-    @app.post("/v1/score", openapi_extra=_SCORE_DOC, tags=["scoring"])
+    @app.post(
+        "/v1/score", openapi_extra=_SCORE_DOC, tags=["scoring"], summary="Score one recording"
+    )
     async def score_v1(
         request: Request,
-        machine: Annotated[str | None, Query(max_length=128)] = None,
-        section: Annotated[str | None, Query(max_length=64)] = None,
-        detector: Annotated[str | None, Query(max_length=64)] = None,
+        machine: Annotated[
+            str | None, Query(max_length=128, description="machine (optional for one key)")
+        ] = None,
+        section: Annotated[
+            str | None, Query(max_length=64, description="section, e.g. 00 (or 0, section_00)")
+        ] = None,
+        detector: Annotated[
+            str | None, Query(max_length=64, description="detector name (default: first fit)")
+        ] = None,
         rate: Annotated[int | None, Query(description="raw PCM: sample rate (Hz)")] = None,
         format: Annotated[str, Query(description="raw PCM: int16, int32 or float32")] = "int16",
         channels: Annotated[int, Query(ge=1, le=64, description="raw PCM: channels")] = 1,
         channel: Annotated[int, Query(ge=0, le=63, description="raw PCM: channel scored")] = 0,
     ) -> Response:
-        """Score one recording (WAV/FLAC body or multipart file, or raw PCM with ``rate``)."""
+        """A WAV/FLAC file as the body or as a multipart file field, or raw PCM with rate=;
+        returns score, decision, threshold, detector version and alarm event."""
         return await _score(
             request, (machine, section, detector), (rate, format, channels, channel)
         )
@@ -425,6 +436,12 @@ def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
     def prometheus() -> Response:
         body, ctype = metrics.exposition()
         return Response(body, media_type=ctype)
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        from stetho.serving.apidocs import render_api_docs
+
+        return HTMLResponse(render_api_docs(app.openapi()))
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def dashboard(hours: Annotated[float, Query(gt=0, le=24 * 366)] = 24.0) -> HTMLResponse:
