@@ -374,11 +374,17 @@ def test_one_clip_scores_the_same_through_detect_monitor_and_watch(
             "00",
             "--csv",
             str(out),
+            "--db",
+            str(tmp_path / "detect.db"),
         ]
     ) in (0,)
     capsys.readouterr()
     with open(out) as fh:
         detect_score = float(next(csv.DictReader(fh))["score"])
+    with ScoreStore.open(tmp_path / "detect.db") as store:
+        (stored,) = store.scores("fan", "00")
+    assert stored.score == detect_score and stored.source == "detect"
+    assert stored.window_end == pytest.approx(wave.shape[0] / SR) and stored.detector_version == 1
 
     # watch (the library generator `stetho watch` prints)
     det = Detector.load(detector_dir)
@@ -514,3 +520,40 @@ def test_cli_monitor_runs_until_sigterm(
         _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "SIGTERM, stopping" in err and "1 win, last" in err
+
+
+def test_folder_windows_mode_scores_rolling_windows_stamped_by_the_file_time(
+    tmp_path: Path, detector_dir: Path, loaded: Detector, normal_waves: list[np.ndarray]
+) -> None:
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    x = np.concatenate([normal_waves[0], noise(3)])  # 2 s
+    cfg = config(
+        tmp_path,
+        detector_dir,
+        [
+            {
+                "kind": "folder",
+                "path": str(inbox),
+                "machine": "fan",
+                "mode": "windows",
+                "settle_seconds": 0,
+                "window_seconds": 1.0,
+                "hop_seconds": 0.5,
+            }
+        ],
+    )
+    path = inbox / "long.wav"
+    path.write_bytes(wav_bytes(x))
+    with ScoreStore.open(cfg.db) as store:
+        with running(Monitor(cfg, store)):
+            wait_for(lambda: len(store.scores("fan")) == 3)
+        rows = store.scores("fan")
+    assert [(r.window_start, r.window_end) for r in rows] == [(0.0, 1.0), (0.5, 1.5), (1.0, 2.0)]
+    end = path.stat().st_mtime
+    assert [r.time.timestamp() for r in rows] == pytest.approx(
+        [end - 1.0, end - 0.5, end], abs=1e-3
+    )
+    xq = np.frombuffer(wav_bytes(x)[44:], "<i2").astype(np.float32) / 32768
+    ref = loaded.score_waveforms([xq[k * 8000 : k * 8000 + SR] for k in range(3)], "fan", "00")
+    np.testing.assert_allclose([r.score for r in rows], ref, rtol=0, atol=1e-6)

@@ -175,7 +175,12 @@ class ScoreStore:
             engine_kwargs.setdefault("pool_pre_ping", True)
             try:
                 engine = create_engine(parsed, **engine_kwargs)
-            except (ImportError, ArgumentError) as err:
+            except ImportError as err:
+                raise StoreError(
+                    f"{where}: the PostgreSQL driver is missing: pip install 'stetho[postgres]' "
+                    f"({err})"
+                ) from err
+            except ArgumentError as err:
                 raise StoreError(f"{where}: cannot use this database ({err})") from err
         store = cls(engine, where)
         try:
