@@ -112,6 +112,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     url = socket_url(sock)
     names = ", ".join(registry.names) or "none (dashboard and history only)"
     print(f"serving detectors {names} on {url} (dashboard {url}/, API {url}/docs; Ctrl-C stops)")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: listening on {args.host} without authentication or TLS: anyone who can "
+            "reach this port can score audio and read the history (see docs/service.md, Security)",
+            file=sys.stderr,
+        )
     sys.stdout.flush()
     try:
         run_server(create_app(service), sock, limits)
