@@ -557,3 +557,23 @@ def test_folder_windows_mode_scores_rolling_windows_stamped_by_the_file_time(
     xq = np.frombuffer(wav_bytes(x)[44:], "<i2").astype(np.float32) / 32768
     ref = loaded.score_waveforms([xq[k * 8000 : k * 8000 + SR] for k in range(3)], "fan", "00")
     np.testing.assert_allclose([r.score for r in rows], ref, rtol=0, atol=1e-6)
+
+
+def test_cli_check_reports_problems_without_running(
+    tmp_path: Path, detector_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "in").mkdir()
+    cfg_path = tmp_path / "monitor.yaml"
+    cfg_path.write_text(
+        f"detector: {detector_dir}\ndb: plant.db\nsources:\n"
+        "  - {kind: folder, path: in, machine: fan}\n"
+    )
+    assert main(["monitor", str(cfg_path), "--check"]) == 0
+    assert "1 source(s), 0 problem(s)" in capsys.readouterr().out
+    cfg_path.write_text(
+        f"detector: {detector_dir}\ndb: plant.db\nsources:\n"
+        "  - {kind: folder, path: in, machine: pump}\n  - {kind: folder, path: nope, machine: fan}\n"
+    )
+    assert main(["monitor", str(cfg_path), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert "no model for pump/00" in out and "no such folder" in out

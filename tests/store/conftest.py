@@ -9,6 +9,7 @@ Tests that need it are skipped (with the reason) only when no server can start.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import pwd
 import shutil
@@ -19,6 +20,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+_fresh = itertools.count()
 
 
 def _pg_bin() -> Path | None:
@@ -151,17 +154,29 @@ def postgres_url(postgres_server: str) -> str:
     """URL of an empty database on the throw-away server (emptied for each test).
 
     One database whose tables are dropped before each test: creating a database per test copies
-    the template's files, which makes the cluster slow to delete at the end.
+    the template's files, which makes the cluster slow to delete at the end. When a leftover
+    connection still locks the tables, a fresh database is created instead.
     """
     import psycopg
 
-    url = postgres_server.rsplit("/", 1)[0] + "/stetho_test"
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = 'stetho_test'").fetchone():
-            conn.execute("CREATE DATABASE stetho_test")
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS scores, alarms, positions, schema_version CASCADE")
-    return url
+    base = postgres_server.rsplit("/", 1)[0]
+
+    def create(name: str) -> None:
+        with psycopg.connect(postgres_server, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if not exists.fetchone():
+                conn.execute(f'CREATE DATABASE "{name}"')
+
+    create("stetho_test")
+    try:
+        with psycopg.connect(f"{base}/stetho_test", autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '5s'")
+            conn.execute("DROP TABLE IF EXISTS scores, alarms, positions, schema_version CASCADE")
+    except psycopg.errors.LockNotAvailable:
+        name = f"stetho_test_{os.getpid()}_{next(_fresh)}"
+        create(name)
+        return f"{base}/{name}"
+    return f"{base}/stetho_test"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -18,6 +18,15 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     if args.status_seconds is not None:
         cfg = cfg.replace(status_seconds=args.status_seconds)
     monitor = Monitor(cfg)
+    if args.check:
+        from stetho.store import ScoreStore
+
+        ScoreStore.open(cfg.db).close()  # reachable, schema up to date
+        problems = monitor.check()
+        for line in problems:
+            print(f"problem: {line}")
+        print(f"{len(cfg.sources)} source(s), {len(problems)} problem(s); store {cfg.db} ok")
+        return 1 if problems else 0
 
     def stop(signum: int, _frame: Any) -> None:
         print(f"stetho monitor: {signal.Signals(signum).name}, stopping", file=sys.stderr)
@@ -88,6 +97,11 @@ def register(sub: Any) -> None:
     p.add_argument("--db", default=None, help="score store (file or postgresql:// URL)")
     p.add_argument(
         "--status-seconds", type=float, default=None, help="status line interval (0: none)"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="check the config, store, detectors and sources, then exit (1 on problems)",
     )
     p.set_defaults(func=_cmd_monitor)
 

@@ -26,6 +26,8 @@ replaced only when it is a saved detector, and restored if the rename fails)::
     adapter.safetensors  LoRA weights (LoRA runs; merged into the backbone for inference)
     head.safetensors     proxy head (projection + class centres)
     backend.safetensors  k-NN memory banks
+    bank_clips.json      path of the training clip behind every bank row (absent in folders
+                         saved before it existed; they load, without clip names)
     thresholds.json      decision thresholds per machine/section
 
 Nothing is pickled; checkpoints are read with ``weights_only``.
@@ -362,7 +364,13 @@ class Detector:
         if bad:
             raise ValueError(f"Detector.fit takes normal training clips only; got e.g. {bad[:3]}")
         emb = self.embed_clips(clips, progress=progress)
-        self.scorer.fit(emb, [c.key for c in clips], [c.domain for c in clips], replace=replace)
+        self.scorer.fit(
+            emb,
+            [c.key for c in clips],
+            [c.domain for c in clips],
+            replace=replace,
+            refs=[str(Path(c.path).absolute()) for c in clips],
+        )
         if replace:
             self.thresholds = {}
         if fit_thresholds:
@@ -482,6 +490,7 @@ class Detector:
                 weights["adapter"] = "adapter.safetensors"
             save_file(_state_for_file(self.head), str(tmp / "head.safetensors"))
             save_file(self.scorer.state_dict(), str(tmp / "backend.safetensors"))
+            _write_bank_clips(tmp / _BANK_CLIPS, self.scorer)
             thresholds = [
                 {"machine": m, "section": s, "threshold": float(t)}
                 for (m, s), t in sorted(self.thresholds.items())
@@ -587,6 +596,7 @@ class Detector:
         head.load_state_dict(load_file(str(src / "head.safetensors")))
         scorer = DomainKNNScorer(cfg.backend)
         scorer.load_state_dict(load_file(str(src / "backend.safetensors")))
+        _read_bank_clips(src / _BANK_CLIPS, scorer)
         tjson = json.loads((src / "thresholds.json").read_text(encoding="utf-8"))
         thresholds = {
             (t["machine"], t["section"]): float(t["threshold"]) for t in tjson["thresholds"]
@@ -636,6 +646,35 @@ class Detector:
                     f"checkpoint {path} has SHA-256 {got}, but the detector was built with {want}"
                 )
         return Path(path)
+
+
+_BANK_CLIPS = "bank_clips.json"
+
+
+def _write_bank_clips(path: Path, scorer: DomainKNNScorer) -> None:
+    """``bank_clips.json``: ``{"banks": {"<machine>/<section>/<domain>": [clip path, …]}}``."""
+    banks = {
+        f"{m}/{s}/{d}": list(paths)
+        for (m, s), by_domain in sorted(scorer.refs.items())
+        for d, paths in by_domain.items()
+    }
+    atomic_write_text(path, json.dumps({"banks": banks}, indent=1) + "\n")
+
+
+def _read_bank_clips(path: Path, scorer: DomainKNNScorer) -> None:
+    """Attach ``bank_clips.json`` to the loaded banks; a missing or unreadable file is no error."""
+    if not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["banks"]
+        refs: dict[Key, dict[str, list[str]]] = {}
+        for name, paths in data.items():
+            machine, section, domain = name.rsplit("/", 2)
+            refs.setdefault((machine, section), {})[domain] = [str(p) for p in paths]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        logger.warning("%s: unreadable (%s); bank clip names unavailable", path, err)
+        return
+    scorer.load_refs(refs)
 
 
 def _has_lora(module: torch.nn.Module) -> bool:

@@ -108,6 +108,10 @@ def load_scorer(directory: str | os.PathLike[str], **kwargs: Any) -> Scorer:
 
     if fmt == DETECTOR_FORMAT:
         return Detector.load(src, **kwargs)
+    from stetho.detector.ensemble import ENSEMBLE_FORMAT, EnsembleDetector
+
+    if fmt == ENSEMBLE_FORMAT:
+        return EnsembleDetector.load(src, **kwargs)
     from stetho.baselines.autoencoder import FORMAT as AE_FORMAT
     from stetho.baselines.autoencoder import AEBaseline
 
@@ -115,5 +119,6 @@ def load_scorer(directory: str | os.PathLike[str], **kwargs: Any) -> Scorer:
         kwargs.pop("checkpoint", None)
         return AEBaseline.load(src, **kwargs)
     raise DetectorError(
-        f"{cfg_path}: unknown scorer format {fmt!r} (known: {DETECTOR_FORMAT!r}, {AE_FORMAT!r})"
+        f"{cfg_path}: unknown scorer format {fmt!r} (known: {DETECTOR_FORMAT!r}, "
+        f"{ENSEMBLE_FORMAT!r}, {AE_FORMAT!r})"
     )

@@ -101,6 +101,34 @@ class Monitor:
         self._stats_lock = threading.Lock()
 
     # ----------------------------------------------------------------------------- running
+    def check(self) -> list[str]:
+        """Problems that would stop sources now (detector not loadable, unknown key, missing
+        folder, no sound-card support); empty when every source can start."""
+        problems = []
+        for s in self.cfg.sources:
+            handle = self.handles[str(s.detector or self.cfg.detector)]
+            try:
+                det = handle.current()
+            except Exception as err:
+                problems.append(f"{s.label}: detector {handle.path} cannot be loaded: {err}")
+                continue
+            if (s.machine, str(s.section)) not in det.keys:
+                valid = ", ".join(f"{m}/{k}" for m, k in det.keys)
+                problems.append(
+                    f"{s.label}: detector {handle.path} has no model for {s.machine}/"
+                    f"{s.section}; valid keys: {valid}"
+                )
+            if s.kind == "folder" and not Path(str(s.path)).is_dir():
+                problems.append(f"{s.label}: no such folder {s.path}")
+            if s.kind == "soundcard":
+                try:
+                    import sounddevice  # noqa: F401
+                except (ImportError, OSError) as err:
+                    problems.append(
+                        f"{s.label}: pip install 'stetho[sounddevice]' and PortAudio ({err})"
+                    )
+        return problems
+
     def stop(self) -> None:
         """Ask every source to stop (:meth:`run` returns soon after)."""
         self.stop_event.set()

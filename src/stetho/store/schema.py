@@ -21,6 +21,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Row,
     String,
     Table,
     Text,
@@ -28,17 +29,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from stetho.store.rows import StoreError
+from stetho.store.rows import AlarmRow, ScoreRow, StoreError, as_utc
 
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "UTCDateTime",
+    "alarm_from",
     "alarms",
     "metadata",
     "migrate",
     "positions",
     "schema_version",
+    "score_from",
+    "score_values",
     "scores",
 ]
 
@@ -155,3 +159,57 @@ def migrate(conn: Connection, where: str) -> int:
         MIGRATIONS[version - 1](conn)
         conn.execute(schema_version.insert().values(version=version, applied=datetime.now(UTC)))
     return current
+
+
+def score_from(row: Row[Any]) -> ScoreRow:
+    """A :class:`ScoreRow` from a ``scores`` row."""
+    m = row._mapping
+    return ScoreRow(
+        time=m["time"],
+        machine=m["machine"],
+        section=m["section"],
+        source=m["source"],
+        window_start=float(m["window_start"]),
+        window_end=float(m["window_end"]),
+        score=float(m["score"]),
+        threshold=None if m["threshold"] is None else float(m["threshold"]),
+        decision=None if m["decision"] is None else int(m["decision"]),
+        detector_id=m["detector_id"],
+        detector_version=int(m["detector_version"]),
+        id=int(m["id"]),
+    )
+
+
+def alarm_from(row: Row[Any]) -> AlarmRow:
+    """An :class:`AlarmRow` from an ``alarms`` row."""
+    m = row._mapping
+    return AlarmRow(
+        id=int(m["id"]),
+        machine=m["machine"],
+        section=m["section"],
+        opened=m["opened"],
+        closed=m["closed"],
+        peak_score=float(m["peak_score"]),
+        n_windows=int(m["n_windows"]),
+        detector_id=m["detector_id"],
+        detector_version=int(m["detector_version"]),
+    )
+
+
+def score_values(row: ScoreRow) -> dict[str, Any]:
+    """The ``scores`` column values of a row (checked: aware time, machine and section)."""
+    if not row.machine or not row.section:
+        raise ValueError(f"score rows need a machine and a section, got {row!r}")
+    return {
+        "time": as_utc(row.time, "ScoreRow.time"),
+        "machine": row.machine,
+        "section": row.section,
+        "source": row.source,
+        "window_start": float(row.window_start),
+        "window_end": float(row.window_end),
+        "score": float(row.score),
+        "threshold": None if row.threshold is None else float(row.threshold),
+        "decision": None if row.decision is None else int(row.decision),
+        "detector_id": str(row.detector_id),
+        "detector_version": int(row.detector_version),
+    }

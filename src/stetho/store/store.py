@@ -23,13 +23,13 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    Row,
     and_,
     case,
     create_engine,
     delete,
     event,
     func,
+    inspect,
     or_,
     select,
     text,
@@ -39,7 +39,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from stetho.store.rows import AlarmRow, MachineState, ScoreRow, StoreError, as_utc, utc_now
-from stetho.store.schema import alarms, migrate, positions, scores
+from stetho.store.schema import (
+    SCHEMA_VERSION,
+    alarm_from,
+    alarms,
+    migrate,
+    positions,
+    schema_version,
+    score_from,
+    score_values,
+    scores,
+)
 
 __all__ = ["ScoreStore", "database_url"]
 
@@ -68,9 +78,9 @@ def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy's BEGIN events (below) control transactions, not the driver.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -82,57 +92,6 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         conn.exec_driver_sql("BEGIN")
-
-
-def _score_from(row: Row[Any]) -> ScoreRow:
-    m = row._mapping
-    return ScoreRow(
-        time=m["time"],
-        machine=m["machine"],
-        section=m["section"],
-        source=m["source"],
-        window_start=float(m["window_start"]),
-        window_end=float(m["window_end"]),
-        score=float(m["score"]),
-        threshold=None if m["threshold"] is None else float(m["threshold"]),
-        decision=None if m["decision"] is None else int(m["decision"]),
-        detector_id=m["detector_id"],
-        detector_version=int(m["detector_version"]),
-        id=int(m["id"]),
-    )
-
-
-def _alarm_from(row: Row[Any]) -> AlarmRow:
-    m = row._mapping
-    return AlarmRow(
-        id=int(m["id"]),
-        machine=m["machine"],
-        section=m["section"],
-        opened=m["opened"],
-        closed=m["closed"],
-        peak_score=float(m["peak_score"]),
-        n_windows=int(m["n_windows"]),
-        detector_id=m["detector_id"],
-        detector_version=int(m["detector_version"]),
-    )
-
-
-def _score_values(row: ScoreRow) -> dict[str, Any]:
-    if not row.machine or not row.section:
-        raise ValueError(f"score rows need a machine and a section, got {row!r}")
-    return {
-        "time": as_utc(row.time, "ScoreRow.time"),
-        "machine": row.machine,
-        "section": row.section,
-        "source": row.source,
-        "window_start": float(row.window_start),
-        "window_end": float(row.window_end),
-        "score": float(row.score),
-        "threshold": None if row.threshold is None else float(row.threshold),
-        "decision": None if row.decision is None else int(row.decision),
-        "detector_id": str(row.detector_id),
-        "detector_version": int(row.detector_version),
-    }
 
 
 class ScoreStore:
@@ -167,7 +126,9 @@ class ScoreStore:
         if parsed.get_backend_name() == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            engine_kwargs.setdefault("connect_args", {"check_same_thread": False})
+            engine_kwargs.setdefault(
+                "connect_args", {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT}
+            )
             engine = create_engine(parsed, **engine_kwargs)
             event.listen(engine, "connect", _sqlite_connect)
             event.listen(engine, "begin", _sqlite_begin)
@@ -184,6 +145,8 @@ class ScoreStore:
                 raise StoreError(f"{where}: cannot use this database ({err})") from err
         store = cls(engine, where)
         try:
+            if store._schema_version() == SCHEMA_VERSION:  # no write lock when nothing to do
+                return store
             with store._write() as conn:
                 if engine.dialect.name == "postgresql":  # one migrator at a time
                     conn.execute(text("SELECT pg_advisory_xact_lock(4242170001)"))
@@ -197,6 +160,13 @@ class ScoreStore:
         if before == 0:
             logger.info("created score store %s", where)
         return store
+
+    def _schema_version(self) -> int | None:
+        """The database's schema version (None: no schema yet)."""
+        with self._read() as conn:
+            if not inspect(conn).has_table(schema_version.name):
+                return None
+            return conn.execute(select(func.max(schema_version.c.version))).scalar()
 
     @property
     def dialect(self) -> str:
@@ -243,7 +213,7 @@ class ScoreStore:
         Raises:
             ValueError: a row has a naive time or no machine/section.
         """
-        values = [_score_values(r) for r in rows]
+        values = [score_values(r) for r in rows]
         ids: list[int] = []
         with self._write() as conn:
             if values:  # batched "insertmanyvalues", ids returned in the order of the rows
@@ -365,10 +335,10 @@ class ScoreStore:
         if limit is not None:
             q = q.order_by(scores.c.time.desc(), scores.c.id.desc()).limit(max(0, int(limit)))
             with self._read() as conn:
-                return [_score_from(r) for r in reversed(conn.execute(q).all())]
+                return [score_from(r) for r in reversed(conn.execute(q).all())]
         q = q.order_by(scores.c.time, scores.c.id)
         with self._read() as conn:
-            return [_score_from(r) for r in conn.execute(q)]
+            return [score_from(r) for r in conn.execute(q)]
 
     def machines(self) -> list[MachineState]:
         """One state per (machine, section) that has scores or alarms, sorted by name."""
@@ -381,7 +351,7 @@ class ScoreStore:
             open_rows = conn.execute(
                 select(alarms).where(alarms.c.closed.is_(None)).order_by(alarms.c.opened)
             ).all()
-            open_by_key = {(r.machine, r.section): _alarm_from(r) for r in open_rows}
+            open_by_key = {(r.machine, r.section): alarm_from(r) for r in open_rows}
             out: dict[tuple[str, str], MachineState] = {}
             for machine, section, count, _last_time in groups:
                 last = conn.execute(
@@ -394,7 +364,7 @@ class ScoreStore:
                 out[key] = MachineState(
                     machine=machine,
                     section=section,
-                    last=None if last is None else _score_from(last),
+                    last=None if last is None else score_from(last),
                     open_alarm=open_by_key.get(key),
                     n_scores=int(count),
                 )
@@ -430,7 +400,7 @@ class ScoreStore:
             cond.append(or_(alarms.c.closed.is_(None), alarms.c.closed >= as_utc(start, "start")))
         q = select(alarms).where(and_(True, *cond)).order_by(alarms.c.opened, alarms.c.id)
         with self._read() as conn:
-            return [_alarm_from(r) for r in conn.execute(q)]
+            return [alarm_from(r) for r in conn.execute(q)]
 
     def daily_summary(
         self,
@@ -502,4 +472,4 @@ class ScoreStore:
                 .order_by(alarms.c.opened.desc(), alarms.c.id.desc())
                 .limit(1)
             ).first()
-        return None if row is None else _alarm_from(row)
+        return None if row is None else alarm_from(row)
