@@ -11,6 +11,11 @@ from stetho.config import ExperimentConfig
 from stetho.data import ClipTable, generate_synthetic_dataset, scan_dataset
 from stetho.detector import Detector
 from stetho.training import train
+from tests.store.conftest import (  # noqa: F401  (the API on both store backends)
+    postgres_server,
+    postgres_url,
+    store_url,
+)
 
 
 @pytest.fixture(scope="session")

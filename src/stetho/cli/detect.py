@@ -56,12 +56,73 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    from stetho.serving import serve
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535 (0 = any free port), got {port}")
+    return port
 
-    detector = load_detector(args)
-    print(f"serving {args.detector} on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    serve(detector, host=args.host, port=args.port, max_body_mb=args.max_body_mb)
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from stetho.detector import load_scorer
+    from stetho.serving import (
+        DetectorEntry,
+        DetectorRegistry,
+        ScoringService,
+        ServiceLimits,
+        bind_socket,
+        create_app,
+        parse_detector_spec,
+        run_server,
+    )
+    from stetho.serving.server import socket_url
+
+    if not args.detector and not args.db:
+        raise ValueError("give --detector NAME=DIR (several allowed) and/or --db PATH_OR_URL")
+    limits = ServiceLimits(
+        max_body_mb=args.max_body_mb,
+        max_seconds=args.max_seconds,
+        max_concurrency=args.max_concurrency,
+        max_queue=args.max_queue,
+        max_pending_mb=args.max_pending_mb,
+        body_timeout=args.timeout,
+        header_timeout=args.timeout,
+        backlog=args.backlog,
+    )
+    sock = bind_socket(args.host, args.port, backlog=limits.backlog)  # fail fast: port, address
+    registry = DetectorRegistry()
+
+    def load(folder: Any) -> Any:
+        return load_scorer(folder, device=args.device, checkpoint=args.checkpoint)
+
+    for spec in args.detector or []:
+        name, folder = parse_detector_spec(spec)
+        # a folder replaced on disk (stetho calibrate) is picked up within 10 s
+        registry.add(DetectorEntry(name, load(folder), folder, loader=load))
+    store, rule = None, None
+    if args.db:
+        from stetho.store import AlarmRule, ScoreStore
+
+        store = ScoreStore.open(args.db)
+        rule = AlarmRule(k=args.alarm_k, n=args.alarm_n, clear_k=args.alarm_clear_k)
+    service = ScoringService(registry, limits, store=store, alarm_rule=rule)
+    url = socket_url(sock)
+    names = ", ".join(registry.names) or "none (dashboard and history only)"
+    print(f"serving detectors {names} on {url} (dashboard {url}/, API {url}/docs; Ctrl-C stops)")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: listening on {args.host} without authentication or TLS: anyone who can "
+            "reach this port can score audio and read the history (see docs/service.md, Security)",
+            file=sys.stderr,
+        )
+    sys.stdout.flush()
+    try:
+        run_server(create_app(service), sock, limits)
+    finally:
+        service.close()
     return 0
 
 
@@ -95,9 +156,42 @@ def register(sub: Any) -> None:
     p.add_argument("--hop", type=float, default=None, help="hop seconds (default: half a window)")
     p.set_defaults(func=_cmd_watch)
 
-    p = sub.add_parser("serve", help="HTTP scoring server (POST /score?machine=…&section=…)")
-    add_detector_options(p)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--max-body-mb", type=float, default=50.0)
+    p = sub.add_parser(
+        "serve",
+        help="monitoring API + dashboard (POST /v1/score, GET /, /metrics, /docs)",
+        description="Serve detectors over HTTP: scoring, score history and alarms (with --db), "
+        "a dashboard at /, Prometheus metrics at /metrics and the OpenAPI docs at /docs.",
+    )
+    p.add_argument(
+        "--detector",
+        action="append",
+        metavar="[NAME=]DIR",
+        help="saved detector folder, optionally named (repeat for several); default name: the "
+        "folder's, or its parent's for …/detector",
+    )
+    p.add_argument("--checkpoint", default=None, help="backbone checkpoint, if it moved")
+    p.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda")
+    p.add_argument(
+        "--db",
+        default=None,
+        metavar="PATH_OR_URL",
+        help="score store: a SQLite file (e.g. runs/plant.db) or postgresql://… "
+        "(default: none, scores are not kept and there are no alarms)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface (default: this machine only)")
+    p.add_argument("--port", type=_port, default=8000, help="TCP port (0: any free port)")
+    p.add_argument("--max-body-mb", type=float, default=50.0, help="largest request body (MiB)")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="longest audio (s)")
+    p.add_argument("--max-concurrency", type=int, default=2, help="requests decoding at once")
+    p.add_argument("--max-queue", type=int, default=256, help="requests waiting (then 503)")
+    p.add_argument(
+        "--max-pending-mb", type=float, default=256.0, help="bodies of admitted requests (MiB)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to receive headers / a body"
+    )
+    p.add_argument("--backlog", type=int, default=1024, help="listen backlog")
+    p.add_argument("--alarm-k", type=int, default=3, help="alarm opens at k of n anomalous")
+    p.add_argument("--alarm-n", type=int, default=5, help="window count of the alarm rule")
+    p.add_argument("--alarm-clear-k", type=int, default=0, help="closes at <= this many of n")
     p.set_defaults(func=_cmd_serve)

@@ -1,0 +1,177 @@
+"""Several saved detectors served by name (``--detector fan=runs/fan/detector``)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stetho.detector.scorer import Scorer
+
+__all__ = ["DetectorEntry", "DetectorRegistry", "parse_detector_spec"]
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def parse_detector_spec(spec: str) -> tuple[str, Path]:
+    """``NAME=DIR`` → ``(NAME, DIR)``; a plain ``DIR`` is named after its folder.
+
+    Raises:
+        ValueError: an empty or invalid name (letters, digits, ``_ . -``; at most 64).
+    """
+    name, sep, folder = spec.partition("=")
+    if not sep:
+        path = Path(spec)
+        name = path.name if path.name != "detector" or not path.parent.name else path.parent.name
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_.-") or "default"
+        return name[:64], path
+    if not _NAME.match(name):
+        raise ValueError(
+            f"invalid detector name {name!r} in {spec!r}: use letters, digits, '_', '.', '-' "
+            "(at most 64, starting with a letter or digit)"
+        )
+    if not folder:
+        raise ValueError(f"missing folder in --detector {spec!r} (expected NAME=DIR)")
+    return name, Path(folder)
+
+
+@dataclass
+class DetectorEntry:
+    """A loaded detector with its name, identity and a lock serialising model access.
+
+    Attributes:
+        name: The name clients use (``?detector=NAME``).
+        scorer: The loaded detector.
+        path: Its folder.
+        detector_id: Stable identity from ``describe()["id"]`` (folder name when absent).
+        version: ``describe()["version"]`` (1 when absent); +1 per ``stetho calibrate``.
+        loader: ``loader(path) -> Scorer``; with it :meth:`refresh` picks up a folder replaced
+            on disk (e.g. by ``stetho calibrate``) without a restart.
+        reload_seconds: How often :meth:`refresh` looks at the folder.
+    """
+
+    name: str
+    scorer: Scorer
+    path: Path
+    detector_id: str = ""
+    version: int = 1
+    loader: Callable[[Path], Scorer] | None = field(default=None, repr=False)
+    reload_seconds: float = 10.0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self._set_identity()
+        self._signature = _signature(self.path)
+        self._checked = time.monotonic()
+
+    def _set_identity(self) -> None:
+        info = self.scorer.describe()
+        self.detector_id = str(info.get("id") or self.path.resolve().name or self.name)
+        self.version = int(info.get("version") or 1)
+
+    def refresh(self) -> bool:
+        """Reload the folder if it was replaced since it was loaded (checked at most every
+        ``reload_seconds``); True when a new version is now used. A folder that cannot be
+        loaded is logged and the loaded version kept."""
+        now = time.monotonic()
+        if self.loader is None or now - self._checked < self.reload_seconds:
+            return False
+        self._checked = now
+        sig = _signature(self.path)
+        if sig is None or sig == self._signature:
+            return False
+        self._signature = sig
+        old = self.version
+        try:
+            scorer = self.loader(self.path)
+        except Exception as err:  # keep serving the loaded version
+            logger.error("cannot reload detector %s (keeping version %d): %s", self.path, old, err)
+            return False
+        with self.lock:
+            self.scorer = scorer
+            self._set_identity()
+        logger.warning("detector %r reloaded: version %d -> %d", self.name, old, self.version)
+        return True
+
+    @property
+    def keys(self) -> list[tuple[str, str]]:
+        """(machine, section) pairs it scores."""
+        return list(self.scorer.keys)
+
+    def describe(self) -> dict[str, Any]:
+        """The detector's own summary plus name, folder, id and version."""
+        out = dict(self.scorer.describe())
+        out.update(name=self.name, path=str(self.path), id=self.detector_id, version=self.version)
+        return out
+
+
+def _signature(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = (folder / "config.json").stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+class DetectorRegistry:
+    """Named detectors; the first one added is the default."""
+
+    def __init__(self, entries: Iterable[DetectorEntry] = ()) -> None:
+        self._entries: dict[str, DetectorEntry] = {}
+        for e in entries:
+            self.add(e)
+
+    def add(self, entry: DetectorEntry) -> None:
+        """Register ``entry``; a duplicate name is an error."""
+        if entry.name in self._entries:
+            raise ValueError(
+                f"two detectors named {entry.name!r}: name them with --detector NAME=DIR"
+            )
+        self._entries[entry.name] = entry
+
+    def __iter__(self) -> Iterator[DetectorEntry]:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def names(self) -> list[str]:
+        """Detector names in registration order."""
+        return list(self._entries)
+
+    def get(self, name: str | None) -> DetectorEntry:
+        """The detector called ``name``, or the default one when ``name`` is None.
+
+        Raises:
+            LookupError: no detectors, or an unknown name (the message lists the known ones).
+        """
+        if not self._entries:
+            raise LookupError("this server has no detectors: start it with --detector NAME=DIR")
+        if name is None:
+            return next(iter(self._entries.values()))
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise LookupError(
+                f"unknown detector {name!r}; known: {', '.join(self._entries)}"
+            ) from None
+
+    def for_key(self, machine: str, section: str, name: str | None) -> DetectorEntry:
+        """The detector to score (machine, section): ``name`` if given, else the first that
+        has the key, else the default (whose error then lists its keys)."""
+        if name is not None:
+            return self.get(name)
+        for e in self._entries.values():
+            if (machine, section) in e.keys:
+                return e
+        return self.get(None)
