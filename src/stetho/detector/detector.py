@@ -48,7 +48,7 @@ import stetho
 from stetho.backbones import Backbone, create_backbone, resolve_checkpoint
 from stetho.backbones.checkpoint import cache_dir
 from stetho.config import ExperimentConfig
-from stetho.data import Clip, load_audio
+from stetho.data import Clip
 from stetho.detector.artifact import DetectorError, check_replaceable, publish_folder, read_meta
 from stetho.model.adapt import (
     apply_finetuning,
@@ -292,28 +292,48 @@ class Detector:
         """
         return self._embed_list(self._as_list(waves, sample_rate))
 
-    def _load(self, path: str | os.PathLike[str]) -> torch.Tensor:
-        if self._loader is not None:
-            wave = self._loader(Path(path), self.sample_rate)
-        else:
-            wave, _ = load_audio(path, sr=self.sample_rate)
-        return torch.from_numpy(np.array(wave, dtype=np.float32))
-
     def embed_files(
-        self, paths: Sequence[str | os.PathLike[str]], *, progress: bool = False
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        progress: bool = False,
+        num_workers: int = 0,
     ) -> np.ndarray:
-        """k-NN embeddings (M, E) of audio files (decoded and resampled to :attr:`sample_rate`)."""
+        """k-NN embeddings (M, E) of audio files (decoded and resampled to :attr:`sample_rate`).
+
+        Args:
+            paths: Audio files.
+            progress: Show a progress bar.
+            num_workers: Processes that decode and resample the next files while the model
+                embeds the current ones (0 = decode in this process). Same embeddings either way.
+
+        Raises:
+            AudioError: a file cannot be decoded or holds no samples (the message names it).
+        """
+        from stetho.data import AudioError
+        from stetho.data.prefetch import decode_files
+
         out = np.zeros((len(paths), self.embed_dim), dtype=np.float32)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(paths), desc="embedding", leave=False, dynamic_ncols=True)
-        for s in range(0, len(paths), _CLIP_CHUNK):
-            chunk = list(paths[s : s + _CLIP_CHUNK])
-            out[s : s + len(chunk)] = self._embed_list([self._load(p) for p in chunk])
-            if bar is not None:
-                bar.update(len(chunk))
+        idx: list[int] = []
+        waves: list[torch.Tensor] = []
+        decoded = decode_files(
+            paths, self.sample_rate, num_workers=num_workers, loader=self._loader
+        )
+        for n, (i, wave, error) in enumerate(decoded, start=1):
+            if wave is None:
+                raise AudioError(error or f"cannot decode {paths[i]}")
+            idx.append(i)
+            waves.append(torch.from_numpy(wave))
+            if len(waves) == _CLIP_CHUNK or n == len(paths):
+                out[idx] = self._embed_list(waves)
+                if bar is not None:
+                    bar.update(len(waves))
+                idx, waves = [], []
         if bar is not None:
             bar.close()
         return out
@@ -388,10 +408,16 @@ class Detector:
         section: str,
         *,
         progress: bool = False,
+        num_workers: int = 0,
     ) -> np.ndarray:
-        """Anomaly scores (M,) of audio files of one machine/section."""
+        """Anomaly scores (M,) of audio files of one machine/section.
+
+        ``num_workers`` processes decode the next files while the model runs (see
+        :meth:`embed_files`).
+        """
         self.scorer.require_key((machine, section))
-        return self.score_embeddings(self.embed_files(paths, progress=progress), machine, section)
+        emb = self.embed_files(paths, progress=progress, num_workers=num_workers)
+        return self.score_embeddings(emb, machine, section)
 
     def score_clips(self, clips: Iterable[Clip], *, progress: bool = False) -> Scores:
         """Scores of clips grouped as ``{(machine, section): {file name: score}}``."""
