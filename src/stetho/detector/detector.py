@@ -50,6 +50,7 @@ from stetho.backbones.checkpoint import cache_dir
 from stetho.config import ExperimentConfig
 from stetho.data import Clip
 from stetho.detector.artifact import DetectorError, check_replaceable, publish_folder, read_meta
+from stetho.detector.embedding import WaveInput, as_waveform_list, embed_waveform_list
 from stetho.model.adapt import (
     apply_finetuning,
     load_lora_state_dict,
@@ -77,7 +78,12 @@ class TrainedParts(Protocol):
     device: str
 
 
-__all__ = ["DETECTOR_FORMAT", "Detector", "DetectorError", "TrainedParts"]
+__all__ = [
+    "DETECTOR_FORMAT",
+    "Detector",
+    "DetectorError",
+    "TrainedParts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +95,6 @@ _CLIP_CHUNK = 64  # clips decoded at once when embedding many files
 Key = tuple[str, str]
 Scores = dict[Key, dict[str, float]]
 Decisions = dict[Key, dict[str, int]]
-WaveInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 
 
 def _key(key: Key | str) -> Key:
@@ -221,66 +226,15 @@ class Detector:
         return emb.float().cpu()
 
     def _embed_list(self, waves: list[torch.Tensor]) -> np.ndarray:
-        from stetho.frontend.segment import segment
-
         self.backbone.eval()
         self.head.eval()
-        bs = max(1, self.cfg.scoring.batch_size)
-        out = torch.zeros(len(waves), self.embed_dim)
         win, hop = self._windows()
-        if win is None or hop is None:  # whole clips, batched by equal length
-            by_len: dict[int, list[int]] = {}
-            for i, w in enumerate(waves):
-                by_len.setdefault(int(w.shape[0]), []).append(i)
-            for idx in by_len.values():
-                for s in range(0, len(idx), bs):
-                    part = idx[s : s + bs]
-                    out[part] = self._forward(torch.stack([waves[i] for i in part]))
-            return out.numpy()
-        segs = [segment(w, win, hop, pad="repeat") for w in waves]  # each (S_i, win)
-        flat = torch.cat(segs)  # (ΣS, win)
-        emb = torch.cat([self._forward(flat[s : s + bs]) for s in range(0, flat.shape[0], bs)])
-        start = 0
-        for i, sg in enumerate(segs):
-            out[i] = emb[start : start + sg.shape[0]].mean(0)
-            start += sg.shape[0]
-        return out.numpy()
+        return embed_waveform_list(
+            waves, self._forward, self.embed_dim, self.cfg.scoring.batch_size, win, hop
+        )
 
     def _as_list(self, waves: WaveInput, sample_rate: int | None) -> list[torch.Tensor]:
-        if isinstance(waves, np.ndarray | torch.Tensor):
-            arr = torch.as_tensor(waves)
-            if arr.ndim == 1:
-                items = [arr]
-            elif arr.ndim == 2:
-                items = list(arr)
-            else:
-                raise ValueError(f"expected waveforms (N,) or (B, N), got shape {tuple(arr.shape)}")
-        else:
-            items = [torch.as_tensor(w) for w in waves]
-        out = []
-        for w in items:
-            if w.ndim != 1 or w.shape[0] == 0:
-                raise ValueError(
-                    f"each waveform must be a non-empty 1-D array, got shape {tuple(w.shape)}"
-                )
-            if not w.is_floating_point():
-                # int16/int32 PCM (e.g. scipy.io.wavfile.read) would be scored unscaled
-                dtype = str(w.dtype).removeprefix("torch.")
-                raise ValueError(
-                    f"expected float waveforms in [-1, 1], got {dtype}; convert PCM integers "
-                    "first (e.g. int16: x / 32768)"
-                )
-            w = w.detach().to("cpu", torch.float32)
-            if sample_rate is not None and int(sample_rate) != self.sample_rate:
-                import soxr
-
-                w = torch.from_numpy(
-                    np.ascontiguousarray(
-                        soxr.resample(w.numpy(), int(sample_rate), self.sample_rate, quality="HQ")
-                    )
-                ).float()
-            out.append(w)
-        return out
+        return as_waveform_list(waves, sample_rate, self.sample_rate)
 
     def embed_waveforms(self, waves: WaveInput, sample_rate: int | None = None) -> np.ndarray:
         """k-NN embeddings (B, E) of mono waveforms.
