@@ -50,6 +50,8 @@ class _DecodeDataset:
         path = self.paths[i]
         try:
             wave = np.ascontiguousarray(self.loader(path, self.sample_rate), dtype=np.float32)
+            if not wave.flags.writeable:  # e.g. a read-only cache entry: hand out a copy
+                wave = wave.copy()
         except AudioError as err:
             return i, None, str(err)
         if wave.ndim != 1:
