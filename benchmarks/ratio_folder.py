@@ -12,7 +12,8 @@ random weights) on 5 training clips, saves it, and scores the folder with
 * ``before``: the loop of stetho 4f71ad6 -- decoding in the main process and the old conv1d
   pre-emphasis of the mn04 front-end;
 * ``workers0``: today's code, decoding in the main process;
-* ``workersN``: today's code with ``num_workers=N`` decoding processes.
+* ``workersN``: today's code with ``num_workers=N`` decoding processes;
+* ``onnx_workersN``: the same through the exported ONNX model (``--engine onnxruntime``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from _common import emit, peak_rss_mib
@@ -61,6 +63,12 @@ def _prepare(folder: Path, clips: int) -> Path:
     )
     tr = table.filter(split="train")
     det = Detector.from_training(train(cfg, tr, folder / "run", progress=False)).fit(tr)
+    try:
+        from stetho.deploy import export_onnx
+
+        export_onnx(det, folder / "edge")
+    except ImportError:
+        pass  # no onnx extra: the onnxruntime row is left out
     return det.save(folder / "detector")
 
 
@@ -68,7 +76,12 @@ def _run(mode: str, detector: str, data: str, workers: int) -> None:
     from stetho.detector import load_scorer
     from stetho.serving import score_paths
 
-    det = load_scorer(detector)
+    if mode.startswith("onnx"):
+        from stetho.deploy import OnnxDetector
+
+        det: Any = OnnxDetector.load(Path(detector).parent / "edge")
+    else:
+        det = load_scorer(detector)
     if mode == "before":  # the conv1d pre-emphasis of stetho 4f71ad6
         fe = det.backbone.frontend  # type: ignore[attr-defined]
         kernel = torch.tensor([[[-fe.preemphasis, 1.0]]])
@@ -108,6 +121,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stetho-bench-") as tmp:
         det = _prepare(Path(tmp), clips)
         modes = [("before", 0), ("workers0", 0), (f"workers{args.workers}", args.workers)]
+        if (Path(tmp) / "edge").is_dir():
+            modes.append((f"onnx_workers{args.workers}", args.workers))
         res = {}
         for mode, workers in modes * 1:
             cmd = [sys.executable, __file__, "--run", mode, "--detector", str(det)]
@@ -125,6 +140,9 @@ def main() -> None:
                 "peak_rss_mib": {m: round(r["peak_rss_mib"]) for m, r in res.items()},
                 "speedup_vs_before": round(res["before"]["s"] / res[par]["s"], 2),
                 "speedup_workers_only": round(res["workers0"]["s"] / res[par]["s"], 2),
+                "speedup_onnx_vs_before": round(res["before"]["s"] / res[f"onnx_{par}"]["s"], 2)
+                if f"onnx_{par}" in res
+                else None,
             }
         )
 
