@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+import stetho
+from stetho.baselines import AEBaseline
 from stetho.cli import main
 from stetho.data.synth import generate_synthetic_dataset
 from stetho.detector.detector import Detector
@@ -20,6 +28,10 @@ TRAIN_SET = [
     "train.epochs=1",
     "train.tensorboard=false",
 ]
+
+#: ``stetho train`` without ``--config`` builds the few-shot ensemble; these tests exercise the
+#: fine-tuning path, whose defaults ``configs/default.yaml`` lists.
+FINETUNE = ["--config", str(Path(__file__).resolve().parents[2] / "configs" / "default.yaml")]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +47,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         seed=5,
     )
     out = base / "run"
-    code = main(["train", "--data", str(data), "--out", str(out), "--set", *TRAIN_SET])
+    code = main(["train", *FINETUNE, "--data", str(data), "--out", str(out), "--set", *TRAIN_SET])
     assert code == 0
     return data, out
 
@@ -189,6 +201,74 @@ def test_baseline_command(
     assert code == 0
     assert "fan" in capsys.readouterr().out
     assert list((tmp_path / "ae" / "scores").glob("anomaly_score_fan_section_00_test.csv"))
+    assert (tmp_path / "ae" / "evaluation" / "results.json").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_saved_baseline_serves_like_a_detector(
+    run_dir: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``stetho detect``, ``watch`` and ``serve --detector AE_DIR`` with a saved AE baseline."""
+    data, _ = run_dir
+    args = ["--data", str(data), "--out", str(tmp_path / "ae"), "--epochs", "2"]
+    assert main(["baseline", *args, "--machines", "fan", "--mode", "mahala"]) == 0
+    ae_dir = tmp_path / "ae" / "detector"
+    model = AEBaseline.load(ae_dir)
+    clip = next((data / "dev_data" / "raw" / "fan" / "test").glob("*.wav"))
+    want = float(model.score_files([clip], "fan", "00")[0])
+    capsys.readouterr()
+
+    # detect: the file's score and decision in the table
+    assert main(["detect", str(clip), "--detector", str(ae_dir), "--machine", "fan"]) == 0
+    assert f"{want:.6f}"[:6] in capsys.readouterr().out
+
+    # watch: a PCM stream, 1-s windows
+    pcm, sr = sf.read(clip, dtype="int16")
+    stream = io.TextIOWrapper(io.BytesIO(np.concatenate([pcm, pcm]).tobytes()))
+    monkeypatch.setattr("sys.stdin", stream)
+    watch = ["watch", "--detector", str(ae_dir), "--machine", "fan", "--rate", str(sr)]
+    assert main([*watch, "--window", "1", "--hop", "1"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "score" in ln]
+    assert len(lines) == 2
+    first = float(lines[0].split("score")[1].split()[0])
+    expected = float(model.score_waveforms([pcm / 32768.0], "fan", "00", sample_rate=sr)[0])
+    assert first == pytest.approx(expected, rel=1e-4)
+
+    # serve: the real command in a subprocess, queried over HTTP
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(stetho.__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "stetho", "serve", "--detector", str(ae_dir), "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        info = None
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(url + "/info", timeout=5) as resp:
+                    info = json.loads(resp.read())
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.1)
+        assert info is not None and info["keys"] == [{"machine": "fan", "section": "00"}]
+        req = urllib.request.Request(
+            url + "/score?machine=fan&section=00", data=clip.read_bytes(), method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            out = json.loads(resp.read())
+        assert out["score"] == pytest.approx(want, rel=1e-5)
+        assert out["decision"] == int(out["score"] > model.thresholds[("fan", "00")])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_bad_override_lists_valid_keys(
@@ -221,9 +301,13 @@ def test_baseline_configs_load() -> None:
 
     root = Path(__file__).resolve().parents[2] / "configs" / "baselines"
     files = sorted(root.glob("*.yaml"))
-    assert len(files) == 2
+    assert len(files) == 3
     for path in files:
         cfg = load_experiment_config(path)
+        if cfg.ensemble is not None:  # logmel_stats.yaml: the training-free few-shot baseline
+            assert [m.feature.backbone for m in cfg.ensemble.members] == ["logmel"]
+            assert cfg.ensemble.members[0].backend.standardise == "std"
+            continue
         assert cfg.finetune.strategy == "frozen"
         assert cfg.train.epochs == 0
         assert cfg.head.embed_dim is None
@@ -319,7 +403,7 @@ def test_challenge_workflow_dev_and_eval(
     )
     run = tmp_path / "run"
     sets = [*TRAIN_SET, "data.train_partitions=[dev, eval]"]
-    assert main(["train", "--data", str(data), "--out", str(run), "--set", *sets]) == 0
+    assert main(["train", *FINETUNE, "--data", str(data), "--out", str(run), "--set", *sets]) == 0
     det = Detector.load(run / "detector")
     assert sorted(det.keys) == [("ToyDrone", "00"), ("fan", "00")]
     sub = tmp_path / "eval_sub"
@@ -353,7 +437,9 @@ def test_own_recordings_with_only_faulty_test_clips_train_without_evaluation(
     assert main(["data", "import", str(own), "--machine", "pump",
                  "--train", *map(str, normals), "--test-anomaly", *map(str, faulty)]) == 0  # fmt: skip
     run = tmp_path / "run"
-    assert main(["train", "--data", str(own), "--out", str(run), "--set", *TRAIN_SET]) == 0
+    assert (
+        main(["train", *FINETUNE, "--data", str(own), "--out", str(run), "--set", *TRAIN_SET]) == 0
+    )
     assert (run / "detector" / "config.json").is_file()
     assert not (run / "evaluation").exists()
     capsys.readouterr()
@@ -382,7 +468,7 @@ def test_detector_with_moved_checkpoint_loads_with_checkpoint_option(
     run = tmp_path / "run"
     sets = ["backbone.name=efficientat-mn04", f"backbone.checkpoint={ckpt}",
             "finetune.strategy=frozen", "train.epochs=0", "head.embed_dim=null"]  # fmt: skip
-    assert main(["train", "--data", str(data), "--out", str(run), "--set", *sets]) == 0
+    assert main(["train", *FINETUNE, "--data", str(data), "--out", str(run), "--set", *sets]) == 0
     moved = tmp_path / "elsewhere.pt"
     ckpt.rename(moved)
     clip = str(next((data / "dev_data" / "raw" / "fan" / "test").glob("*.wav")))
@@ -405,3 +491,25 @@ def torch_save_tiny(path: Path) -> None:
     import torch
 
     torch.save({"w": torch.zeros(1)}, path)
+
+
+def test_train_without_config_builds_the_fewshot_ensemble(
+    run_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, _ = run_dir
+    run = tmp_path / "fewshot"
+    assert main(["train", "--data", str(data), "--out", str(run)]) == 0
+    cfg = json.loads((run / "detector" / "config.json").read_text())
+    assert cfg["format"] == "stetho-ensemble"
+    assert sorted(cfg["keys"]) == ["fan/00", "valve/00"]
+    assert "choice.md" in capsys.readouterr().out
+    assert "fan/00" in (run / "choice.md").read_text()
+    clip = str(next((data / "dev_data" / "raw" / "fan" / "test").glob("*.wav")))
+    assert main(["detect", clip, "--detector", str(run / "detector")]) == 0
+    assert "fan/00" in capsys.readouterr().out
+
+
+def test_default_demo_is_the_fewshot_recipe(tmp_path: Path) -> None:
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    cfg = json.loads((tmp_path / "demo" / "run" / "detector" / "config.json").read_text())
+    assert cfg["format"] == "stetho-ensemble"

@@ -27,7 +27,7 @@ from stetho.evaluation import (
     write_submission,
 )
 from stetho.scoring import fit_threshold
-from stetho.training.loop import train
+from stetho.training import train
 from stetho.utils.io import sha256_file
 
 
@@ -87,6 +87,7 @@ def test_lora_without_checkpoint_saves_full_weights_and_reloads_exactly(
         "adapter.safetensors",
         "backbone.safetensors",
         "backend.safetensors",
+        "bank_clips.json",
         "config.json",
         "head.safetensors",
         "thresholds.json",
@@ -99,10 +100,30 @@ def test_lora_without_checkpoint_saves_full_weights_and_reloads_exactly(
     assert meta["experiment"] == lora_detector.cfg.to_dict() and meta["stetho_version"]
     loaded = Detector.load(folder)
     _assert_same_scores(lora_detector, loaded, table)
+    # the banks know their training clips (bank_clips.json)
+    assert loaded.scorer.refs == lora_detector.scorer.refs
+    assert sum(len(v) for d in loaded.scorer.refs.values() for v in d.values()) == len(
+        table.filter(split="train")
+    )
     # saving again over the folder replaces it atomically
     lora_detector.save(folder)
     assert sorted(p.name for p in folder.iterdir()) == names
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_detector_saved_with_old_key_names_loads(
+    lora_detector: Detector, table: ClipTable, tmp_path: Path
+) -> None:
+    """Detectors saved before ``segment_seconds`` was renamed (data: crop, scoring: window)."""
+    folder = lora_detector.save(tmp_path / "det")
+    meta = json.loads((folder / "config.json").read_text())
+    exp = meta["experiment"]
+    exp["data"]["segment_seconds"] = exp["data"].pop("crop_seconds")
+    exp["scoring"]["segment_seconds"] = exp["scoring"].pop("window_seconds")
+    (folder / "config.json").write_text(json.dumps(meta))
+    loaded = Detector.load(folder)
+    assert loaded.cfg == lora_detector.cfg
+    _assert_same_scores(lora_detector, loaded, table)
 
 
 def test_save_refuses_to_replace_anything_but_a_detector(
@@ -264,7 +285,7 @@ def test_scoring_paths_agree_and_decisions(lora_detector: Detector, table: ClipT
 
 
 def test_windowed_scoring_averages_window_embeddings(lora_detector: Detector) -> None:
-    cfg = lora_detector.cfg.override(["scoring.segment_seconds=0.5", "scoring.hop_seconds=0.25"])
+    cfg = lora_detector.cfg.override(["scoring.window_seconds=0.5", "scoring.hop_seconds=0.25"])
     det = Detector(cfg, lora_detector.backbone, lora_detector.head, lora_detector.class_map)
     wave = torch.randn(16000) * 0.1
     got = det.embed_waveforms(wave.numpy())

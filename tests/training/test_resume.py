@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from stetho.config import ExperimentConfig
-from stetho.data import ClipTable, scan_dataset
-from stetho.data.synth import generate_synthetic_dataset
-from stetho.training.loop import CHECKPOINT_NAME, StepInfo, TrainResult, train
+from stetho.data import ClipTable
+from stetho.training import CHECKPOINT_NAME, StepInfo, TrainResult, train
+from tests.training.helpers import tiny_config
 
 
 class Killed(RuntimeError):
@@ -19,37 +19,17 @@ class Killed(RuntimeError):
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> ClipTable:
-    root = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(
-        root,
-        machines=("fan", "valve"),
-        n_train_source=4,
-        n_train_target=2,
-        n_test_per_group=0,
-        seconds=1.0,
-    )
-    return scan_dataset(root).filter(split="train")
+def clips(train_clips: ClipTable) -> ClipTable:
+    return train_clips
 
 
 def cfg(**extra: object) -> ExperimentConfig:
-    base = [
-        "backbone.name=beats-tiny",
-        "finetune.lora.r=4",
-        "finetune.lora.alpha=4",
+    return tiny_config(
         "finetune.lora.dropout=0.1",  # exercises the torch RNG
-        "head.embed_dim=16",
         "train.epochs=2",
-        "train.batch_size=4",
-        "train.lr=3e-3",
         "train.warmup_steps=2",
-        "train.tensorboard=false",
-        "train.log_every=1",
-        "train.deterministic=true",
-        "data.segment_seconds=0.6",  # random crops (per-sample RNG) + SpecAugment (global RNG)
-    ]
-    return ExperimentConfig().override(
-        base + [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
+        "data.crop_seconds=0.6",  # random crops (per-sample RNG) + SpecAugment (global RNG)
+        **extra,
     )
 
 
@@ -123,3 +103,17 @@ def test_finished_run_returns_at_once_and_config_changes_are_refused(
     )
     assert restarted.steps == 3
     assert not torch.equal(_all_state(restarted)["head.weight"], _all_state(first)["head.weight"])
+
+
+def test_checkpoint_with_old_key_names_resumes(clips: ClipTable, tmp_path: Path) -> None:
+    """A checkpoint written before ``data.segment_seconds`` became ``data.crop_seconds``."""
+    run_cfg = cfg(train__epochs=1)
+    first = train(run_cfg, clips, tmp_path, progress=False)
+    path = tmp_path / CHECKPOINT_NAME
+    state = torch.load(path, weights_only=True)
+    state["config"]["data"]["segment_seconds"] = state["config"]["data"].pop("crop_seconds")
+    torch.save(state, path)
+    again = train(run_cfg, clips, tmp_path, progress=False)  # a finished run: nothing to train
+    assert again.steps == first.steps
+    with pytest.raises(ValueError, match=r"different configuration.*crop_seconds"):
+        train(cfg(train__epochs=1, data__crop_seconds=0.5), clips, tmp_path, progress=False)

@@ -24,6 +24,13 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if args.csv:
         write_records_csv(records, args.csv)
         print(f"scores written to {args.csv}")
+    if args.db:
+        from stetho.serving.history import store_records
+        from stetho.store import ScoreStore
+
+        with ScoreStore.open(args.db) as store:
+            n = len(store_records(store, records, detector, args.detector))
+        print(f"{n} score(s) stored in {args.db}")
     failed = sum(1 for r in records if r.error)
     return 1 if failed else 0
 
@@ -80,6 +87,9 @@ def register(sub: Any) -> None:
         default=0,
         help="processes decoding the next files while the model runs (0: none; 2 is a good "
         "start, see docs/benchmarks.md)",
+    )
+    p.add_argument(
+        "--db", default=None, help="also store the scores (score store file or postgresql:// URL)"
     )
     p.set_defaults(func=_cmd_detect)
 

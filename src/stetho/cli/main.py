@@ -25,6 +25,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stetho.cli.train",
     "stetho.cli.detect",
     "stetho.cli.export",
+    "stetho.cli.report",
+    "stetho.cli.monitor",
 )
 
 

@@ -1,3 +1,4 @@
+# Over 500 lines: the deployable k-NN detector: fit, score, save and load must stay in step.
 """The detector artifact: backbone + head projection + k-NN banks + thresholds, saved and reloaded.
 
 ::
@@ -8,7 +9,7 @@
     det.save("runs/x/detector");  det2 = Detector.load("runs/x/detector")   # identical scores
 
 A clip's embedding is ``head.project(backbone.embed(wave))`` in eval mode; with a scoring window
-(``scoring.segment_seconds``; 2 s for raw-waveform models by default) the clip is cut into windows
+(``scoring.window_seconds``; 2 s for raw-waveform models by default) the clip is cut into windows
 and their embeddings are averaged. Its anomaly score is the k-NN distance of
 :class:`~stetho.scoring.DomainKNNScorer` (min over the source and target banks of its
 machine/section).
@@ -25,6 +26,8 @@ replaced only when it is a saved detector, and restored if the rename fails)::
     adapter.safetensors  LoRA weights (LoRA runs; merged into the backbone for inference)
     head.safetensors     proxy head (projection + class centres)
     backend.safetensors  k-NN memory banks
+    bank_clips.json      path of the training clip behind every bank row (absent in folders
+                         saved before it existed; they load, without clip names)
     thresholds.json      decision thresholds per machine/section
 
 Nothing is pickled; checkpoints are read with ``weights_only``.
@@ -37,6 +40,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,6 +53,7 @@ from stetho.backbones import Backbone, create_backbone, resolve_checkpoint
 from stetho.backbones.checkpoint import cache_dir
 from stetho.config import ExperimentConfig
 from stetho.data import Clip
+from stetho.data.names import Key
 from stetho.detector.artifact import DetectorError, check_replaceable, publish_folder, read_meta
 from stetho.detector.embedding import WaveInput, as_waveform_list, embed_waveform_list
 from stetho.model.adapt import (
@@ -92,7 +97,6 @@ DETECTOR_FORMAT = "stetho-detector"
 _FORMAT_VERSION = 1
 _CLIP_CHUNK = 64  # clips decoded at once when embedding many files
 
-Key = tuple[str, str]
 Scores = dict[Key, dict[str, float]]
 Decisions = dict[Key, dict[str, int]]
 
@@ -126,6 +130,9 @@ class Detector:
         device: Where to run the models.
         waveform_loader: ``loader(path, sample_rate) -> (N,) float32``; default
             :func:`stetho.data.load_audio`.
+        detector_id: Stable identity kept across calibrations (default: a new UUID).
+        version: 1 for a new detector, +1 per ``stetho calibrate``.
+        calibrations: Log of the calibrations that produced this version (saved with it).
     """
 
     def __init__(
@@ -140,6 +147,9 @@ class Detector:
         adapter_state: dict[str, torch.Tensor] | None = None,
         device: str | torch.device = "cpu",
         waveform_loader: Callable[[Path, int], np.ndarray] | None = None,
+        detector_id: str | None = None,
+        version: int = 1,
+        calibrations: list[dict[str, Any]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.backbone = backbone
@@ -150,6 +160,9 @@ class Detector:
         self.adapter_state = adapter_state
         self.device = torch.device(device)
         self._loader = waveform_loader
+        self.detector_id = detector_id or uuid.uuid4().hex
+        self.version = int(version)
+        self.calibrations: list[dict[str, Any]] = list(calibrations or [])
         self.backbone.to(self.device)
         self.head.to(self.device)
 
@@ -195,13 +208,15 @@ class Detector:
         return int(self.head.out_dim)
 
     def window_seconds(self) -> float | None:
-        """Scoring window in seconds (``scoring.segment_seconds``), ``None`` for whole clips."""
-        return self.cfg.scoring.window_seconds(self.cfg.data, self.backbone.input_kind)
+        """Scoring window in seconds (``scoring.window_seconds``), ``None`` for whole clips."""
+        return self.cfg.scoring.window_seconds_for(self.cfg.data, self.backbone.input_kind)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready summary: keys, thresholds, backbone, sample rate, stetho version."""
+        """JSON-ready summary: id, version, keys, thresholds, backbone, sample rate, stetho version."""
         return {
             "kind": "knn-detector",
+            "id": self.detector_id,
+            "version": self.version,
             "keys": [{"machine": m, "section": s} for m, s in self.keys],
             "thresholds": {f"{m}/{s}": float(t) for (m, s), t in sorted(self.thresholds.items())},
             "backbone": self.cfg.backbone.name,
@@ -323,7 +338,13 @@ class Detector:
         if bad:
             raise ValueError(f"Detector.fit takes normal training clips only; got e.g. {bad[:3]}")
         emb = self.embed_clips(clips, progress=progress)
-        self.scorer.fit(emb, [c.key for c in clips], [c.domain for c in clips], replace=replace)
+        self.scorer.fit(
+            emb,
+            [c.key for c in clips],
+            [c.domain for c in clips],
+            replace=replace,
+            refs=[str(Path(c.path).absolute()) for c in clips],
+        )
         if replace:
             self.thresholds = {}
         if fit_thresholds:
@@ -449,6 +470,7 @@ class Detector:
                 weights["adapter"] = "adapter.safetensors"
             save_file(_state_for_file(self.head), str(tmp / "head.safetensors"))
             save_file(self.scorer.state_dict(), str(tmp / "backend.safetensors"))
+            _write_bank_clips(tmp / _BANK_CLIPS, self.scorer)
             thresholds = [
                 {"machine": m, "section": s, "threshold": float(t)}
                 for (m, s), t in sorted(self.thresholds.items())
@@ -463,6 +485,9 @@ class Detector:
             meta = {
                 "format": DETECTOR_FORMAT,
                 "format_version": _FORMAT_VERSION,
+                "id": self.detector_id,
+                "version": self.version,
+                "calibrations": self.calibrations,
                 "stetho_version": stetho.__version__,
                 "experiment": self.cfg.to_dict(),
                 "class_map": self.class_map.to_dict(),
@@ -551,6 +576,7 @@ class Detector:
         head.load_state_dict(load_file(str(src / "head.safetensors")))
         scorer = DomainKNNScorer(cfg.backend)
         scorer.load_state_dict(load_file(str(src / "backend.safetensors")))
+        _read_bank_clips(src / _BANK_CLIPS, scorer)
         tjson = json.loads((src / "thresholds.json").read_text(encoding="utf-8"))
         thresholds = {
             (t["machine"], t["section"]): float(t["threshold"]) for t in tjson["thresholds"]
@@ -567,6 +593,10 @@ class Detector:
             thresholds=thresholds,
             adapter_state=adapter,
             device=device,
+            # folders saved before detector identities existed: the folder name, version 1
+            detector_id=str(meta.get("id") or src.resolve().name),
+            version=int(meta.get("version", 1)),
+            calibrations=list(meta.get("calibrations", [])),
         )
 
     @staticmethod
@@ -596,6 +626,35 @@ class Detector:
                     f"checkpoint {path} has SHA-256 {got}, but the detector was built with {want}"
                 )
         return Path(path)
+
+
+_BANK_CLIPS = "bank_clips.json"
+
+
+def _write_bank_clips(path: Path, scorer: DomainKNNScorer) -> None:
+    """``bank_clips.json``: ``{"banks": {"<machine>/<section>/<domain>": [clip path, …]}}``."""
+    banks = {
+        f"{m}/{s}/{d}": list(paths)
+        for (m, s), by_domain in sorted(scorer.refs.items())
+        for d, paths in by_domain.items()
+    }
+    atomic_write_text(path, json.dumps({"banks": banks}, indent=1) + "\n")
+
+
+def _read_bank_clips(path: Path, scorer: DomainKNNScorer) -> None:
+    """Attach ``bank_clips.json`` to the loaded banks; a missing or unreadable file is no error."""
+    if not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["banks"]
+        refs: dict[Key, dict[str, list[str]]] = {}
+        for name, paths in data.items():
+            machine, section, domain = name.rsplit("/", 2)
+            refs.setdefault((machine, section), {})[domain] = [str(p) for p in paths]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        logger.warning("%s: unreadable (%s); bank clip names unavailable", path, err)
+        return
+    scorer.load_refs(refs)
 
 
 def _has_lora(module: torch.nn.Module) -> bool:

@@ -16,12 +16,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from stetho.data import Clip
+from stetho.data.names import Key
 from stetho.detector.artifact import DetectorError
 
 __all__ = ["Key", "Scorer", "load_scorer"]
-
-#: (machine, section), e.g. ("fan", "00").
-Key = tuple[str, str]
 
 
 @runtime_checkable
@@ -110,12 +108,17 @@ def load_scorer(directory: str | os.PathLike[str], **kwargs: Any) -> Scorer:
 
     if fmt == DETECTOR_FORMAT:
         return Detector.load(src, **kwargs)
+    from stetho.detector.ensemble import ENSEMBLE_FORMAT, EnsembleDetector
+
+    if fmt == ENSEMBLE_FORMAT:
+        return EnsembleDetector.load(src, **kwargs)
     from stetho.baselines.autoencoder import FORMAT as AE_FORMAT
     from stetho.baselines.autoencoder import AEBaseline
 
     if fmt == AE_FORMAT:
         kwargs.pop("checkpoint", None)
-        return AEBaseline.load(src, **kwargs)  # type: ignore[return-value]  # until AEBaseline implements Scorer
+        return AEBaseline.load(src, **kwargs)
     raise DetectorError(
-        f"{cfg_path}: unknown scorer format {fmt!r} (known: {DETECTOR_FORMAT!r}, {AE_FORMAT!r})"
+        f"{cfg_path}: unknown scorer format {fmt!r} (known: {DETECTOR_FORMAT!r}, "
+        f"{ENSEMBLE_FORMAT!r}, {AE_FORMAT!r})"
     )

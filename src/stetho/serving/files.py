@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from stetho.data import AudioError, ClipNameError, is_audio_file_name, parse_clip_name
+from stetho.data.names import Key, normalize_section
 from stetho.data.prefetch import decode_files
+from stetho.scoring.threshold import decide
 from stetho.utils.io import atomic_write
 
 if TYPE_CHECKING:
@@ -48,7 +50,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 PathLike = str | os.PathLike[str]
 CSV_COLUMNS: tuple[str, ...] = (
     "path",
@@ -103,14 +104,6 @@ class ScoreRecord:
             "threshold": "" if self.threshold is None else repr(float(self.threshold)),
             "error": self.error or "",
         }
-
-
-def normalize_section(section: str | int) -> str:
-    """``"0"``, ``0``, ``"section_00"`` → ``"00"``; other strings are returned unchanged."""
-    s = str(section).strip()
-    if s.lower().startswith("section_"):
-        s = s[len("section_") :]
-    return s.zfill(2) if s.isdigit() and len(s) < 2 else s
 
 
 def expand_paths(paths: PathLike | Iterable[PathLike]) -> list[tuple[Path, str | None]]:
@@ -264,7 +257,7 @@ def score_paths(
             ):
                 if score is not None:
                     thr = thresholds.get(key)
-                    dec = None if thr is None else int(score > thr)
+                    dec = None if thr is None else int(decide([score], thr)[0])
                     records[i_] = ScoreRecord(path_, key[0], key[1], score, dec, thr)
             pending = []
     return [r for r in records if r is not None]
