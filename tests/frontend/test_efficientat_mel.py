@@ -134,3 +134,17 @@ def test_too_short_input_is_a_clear_error() -> None:
     assert mel(torch.zeros(1, 514)).shape[-1] == mel.num_frames(514)  # the shortest valid input
     with pytest.raises(ValueError, match=r"too short: 513 samples.*at least 514"):
         mel(torch.zeros(1, 513))
+
+
+def test_preemphasis_equals_the_valid_convolution() -> None:
+    """The shifted difference is the original's ``conv1d`` with kernel ``[-0.97, 1]``."""
+    torch.manual_seed(2)
+    x = torch.randn(2, 4000) * 0.3
+    conv = torch.nn.functional.conv1d(x[:, None], torch.tensor([[[-0.97, 1.0]]]))[:, 0]
+    diff = x[:, 1:] - 0.97 * x[:, :-1]
+    assert torch.allclose(diff, conv, atol=1e-6, rtol=0)
+    full = EfficientATMel()
+    # the whole front end, recomputed with the convolution, agrees to float32 rounding
+    spec = full.forward(x)
+    assert spec.shape == (2, 128, 13)
+    assert torch.isfinite(spec).all()

@@ -26,10 +26,11 @@ def _brute_euclid(q: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])
 @pytest.mark.parametrize("k", [1, 3])
-def test_exact_search_matches_brute_force(metric: str, k: int) -> None:
+@pytest.mark.parametrize("index", ["exact", "auto"])
+def test_exact_search_matches_brute_force(metric: str, k: int, index: str) -> None:
     rng = np.random.default_rng(0)
     x, q = rng.normal(size=(300, 16)), rng.normal(size=(41, 16))
-    bank = MemoryBank(KNNConfig(k=k, metric=metric)).fit(x)
+    bank = MemoryBank(KNNConfig(k=k, metric=metric, index=index)).fit(x)  # type: ignore[arg-type]
     ref = (_brute_cosine if metric == "cosine" else _brute_euclid)(q, x)
     ref_k = np.sort(ref, axis=1)[:, :k]
     got = bank.search(q).numpy()
@@ -42,7 +43,7 @@ def test_exact_search_matches_brute_force(metric: str, k: int) -> None:
 def test_search_is_chunked_consistently(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(1)
     x, q = rng.normal(size=(50, 8)), rng.normal(size=(33, 8))
-    bank = MemoryBank(KNNConfig(k=2)).fit(x)
+    bank = MemoryBank(KNNConfig(k=2, index="exact")).fit(x)
     full = bank.search(q)
     monkeypatch.setattr(knn_module, "_CHUNK_ELEMENTS", 50 * 4)  # 4 query rows per chunk
     torch.testing.assert_close(bank.search(q), full, rtol=0, atol=0)
@@ -168,7 +169,7 @@ def test_faiss_path_with_a_stand_in_index(monkeypatch: pytest.MonkeyPatch) -> No
     rng = np.random.default_rng(6)
     x, q = rng.normal(size=(40, 5)), rng.normal(size=(6, 5))
     for metric in ("cosine", "euclidean"):
-        exact = MemoryBank(KNNConfig(k=3, metric=metric)).fit(x)
+        exact = MemoryBank(KNNConfig(k=3, metric=metric, index="exact")).fit(x)
         fais = MemoryBank(KNNConfig(k=3, metric=metric, index="faiss")).fit(x)
         torch.testing.assert_close(fais.search(q), exact.search(q), atol=2e-6, rtol=1e-5)
         ex = np.array([0, 5, -1, 39, 2, 2])

@@ -15,6 +15,13 @@ def add_detector_options(p: argparse.ArgumentParser, required: bool = True) -> N
         help="backbone checkpoint, if it moved since the detector was saved (SHA-256 checked)",
     )
     p.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda")
+    p.add_argument(
+        "--engine",
+        choices=["torch", "onnxruntime", "onnxruntime-int8"],
+        default="torch",
+        help="torch: a saved detector folder; onnxruntime(-int8): a folder written by "
+        "`stetho export` (int8: its quantised model)",
+    )
 
 
 def add_set_option(p: argparse.ArgumentParser, help: str = "config overrides") -> None:
@@ -25,8 +32,14 @@ def add_set_option(p: argparse.ArgumentParser, help: str = "config overrides") -
 def load_detector(args: argparse.Namespace) -> Any:
     """Load ``--detector`` (with ``--checkpoint`` if the backbone weights moved, on ``--device``).
 
-    Any saved scorer folder works (k-NN detector or autoencoder baseline).
+    Any saved scorer folder works (k-NN detector or autoencoder baseline); with ``--engine
+    onnxruntime`` a folder written by ``stetho export``.
     """
+    engine = getattr(args, "engine", "torch")
+    if engine != "torch":
+        from stetho.deploy import OnnxDetector
+
+        return OnnxDetector.load(args.detector, int8=engine.endswith("int8"))
     from stetho.detector import load_scorer
 
     return load_scorer(args.detector, device=args.device, checkpoint=args.checkpoint)

@@ -13,7 +13,13 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from stetho.serving import format_records, score_paths, write_records_csv
 
     detector = load_detector(args)
-    records = score_paths(detector, args.paths, machine=args.machine, section=args.section)
+    records = score_paths(
+        detector,
+        args.paths,
+        machine=args.machine,
+        section=args.section,
+        num_workers=args.workers,
+    )
     print(format_records(records))
     if args.csv:
         write_records_csv(records, args.csv)
@@ -136,6 +142,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--section", default=None, help="section, e.g. 00")
     p.add_argument("--csv", default=None, help="also write the scores to this CSV file")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes decoding the next files while the model runs (0: none; 2 is a good "
+        "start, see docs/benchmarks.md)",
+    )
     p.add_argument(
         "--db", default=None, help="also store the scores (score store file or postgresql:// URL)"
     )

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stetho.cli.backbones",
     "stetho.cli.train",
     "stetho.cli.detect",
+    "stetho.cli.export",
     "stetho.cli.report",
     "stetho.cli.monitor",
 )

@@ -52,9 +52,10 @@ import stetho
 from stetho.backbones import Backbone, create_backbone, resolve_checkpoint
 from stetho.backbones.checkpoint import cache_dir
 from stetho.config import ExperimentConfig
-from stetho.data import Clip, load_audio
+from stetho.data import Clip
 from stetho.data.names import Key
 from stetho.detector.artifact import DetectorError, check_replaceable, publish_folder, read_meta
+from stetho.detector.embedding import WaveInput, as_waveform_list, embed_waveform_list
 from stetho.model.adapt import (
     apply_finetuning,
     load_lora_state_dict,
@@ -82,7 +83,12 @@ class TrainedParts(Protocol):
     device: str
 
 
-__all__ = ["DETECTOR_FORMAT", "Detector", "DetectorError", "TrainedParts"]
+__all__ = [
+    "DETECTOR_FORMAT",
+    "Detector",
+    "DetectorError",
+    "TrainedParts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +99,6 @@ _CLIP_CHUNK = 64  # clips decoded at once when embedding many files
 
 Scores = dict[Key, dict[str, float]]
 Decisions = dict[Key, dict[str, int]]
-WaveInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]
 
 
 def _key(key: Key | str) -> Key:
@@ -236,66 +241,15 @@ class Detector:
         return emb.float().cpu()
 
     def _embed_list(self, waves: list[torch.Tensor]) -> np.ndarray:
-        from stetho.frontend.segment import segment
-
         self.backbone.eval()
         self.head.eval()
-        bs = max(1, self.cfg.scoring.batch_size)
-        out = torch.zeros(len(waves), self.embed_dim)
         win, hop = self._windows()
-        if win is None or hop is None:  # whole clips, batched by equal length
-            by_len: dict[int, list[int]] = {}
-            for i, w in enumerate(waves):
-                by_len.setdefault(int(w.shape[0]), []).append(i)
-            for idx in by_len.values():
-                for s in range(0, len(idx), bs):
-                    part = idx[s : s + bs]
-                    out[part] = self._forward(torch.stack([waves[i] for i in part]))
-            return out.numpy()
-        segs = [segment(w, win, hop, pad="repeat") for w in waves]  # each (S_i, win)
-        flat = torch.cat(segs)  # (ΣS, win)
-        emb = torch.cat([self._forward(flat[s : s + bs]) for s in range(0, flat.shape[0], bs)])
-        start = 0
-        for i, sg in enumerate(segs):
-            out[i] = emb[start : start + sg.shape[0]].mean(0)
-            start += sg.shape[0]
-        return out.numpy()
+        return embed_waveform_list(
+            waves, self._forward, self.embed_dim, self.cfg.scoring.batch_size, win, hop
+        )
 
     def _as_list(self, waves: WaveInput, sample_rate: int | None) -> list[torch.Tensor]:
-        if isinstance(waves, np.ndarray | torch.Tensor):
-            arr = torch.as_tensor(waves)
-            if arr.ndim == 1:
-                items = [arr]
-            elif arr.ndim == 2:
-                items = list(arr)
-            else:
-                raise ValueError(f"expected waveforms (N,) or (B, N), got shape {tuple(arr.shape)}")
-        else:
-            items = [torch.as_tensor(w) for w in waves]
-        out = []
-        for w in items:
-            if w.ndim != 1 or w.shape[0] == 0:
-                raise ValueError(
-                    f"each waveform must be a non-empty 1-D array, got shape {tuple(w.shape)}"
-                )
-            if not w.is_floating_point():
-                # int16/int32 PCM (e.g. scipy.io.wavfile.read) would be scored unscaled
-                dtype = str(w.dtype).removeprefix("torch.")
-                raise ValueError(
-                    f"expected float waveforms in [-1, 1], got {dtype}; convert PCM integers "
-                    "first (e.g. int16: x / 32768)"
-                )
-            w = w.detach().to("cpu", torch.float32)
-            if sample_rate is not None and int(sample_rate) != self.sample_rate:
-                import soxr
-
-                w = torch.from_numpy(
-                    np.ascontiguousarray(
-                        soxr.resample(w.numpy(), int(sample_rate), self.sample_rate, quality="HQ")
-                    )
-                ).float()
-            out.append(w)
-        return out
+        return as_waveform_list(waves, sample_rate, self.sample_rate)
 
     def embed_waveforms(self, waves: WaveInput, sample_rate: int | None = None) -> np.ndarray:
         """k-NN embeddings (B, E) of mono waveforms.
@@ -307,28 +261,48 @@ class Detector:
         """
         return self._embed_list(self._as_list(waves, sample_rate))
 
-    def _load(self, path: str | os.PathLike[str]) -> torch.Tensor:
-        if self._loader is not None:
-            wave = self._loader(Path(path), self.sample_rate)
-        else:
-            wave, _ = load_audio(path, sr=self.sample_rate)
-        return torch.from_numpy(np.array(wave, dtype=np.float32))
-
     def embed_files(
-        self, paths: Sequence[str | os.PathLike[str]], *, progress: bool = False
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        progress: bool = False,
+        num_workers: int = 0,
     ) -> np.ndarray:
-        """k-NN embeddings (M, E) of audio files (decoded and resampled to :attr:`sample_rate`)."""
+        """k-NN embeddings (M, E) of audio files (decoded and resampled to :attr:`sample_rate`).
+
+        Args:
+            paths: Audio files.
+            progress: Show a progress bar.
+            num_workers: Processes that decode and resample the next files while the model
+                embeds the current ones (0 = decode in this process). Same embeddings either way.
+
+        Raises:
+            AudioError: a file cannot be decoded or holds no samples (the message names it).
+        """
+        from stetho.data import AudioError
+        from stetho.data.prefetch import decode_files
+
         out = np.zeros((len(paths), self.embed_dim), dtype=np.float32)
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(paths), desc="embedding", leave=False, dynamic_ncols=True)
-        for s in range(0, len(paths), _CLIP_CHUNK):
-            chunk = list(paths[s : s + _CLIP_CHUNK])
-            out[s : s + len(chunk)] = self._embed_list([self._load(p) for p in chunk])
-            if bar is not None:
-                bar.update(len(chunk))
+        idx: list[int] = []
+        waves: list[torch.Tensor] = []
+        decoded = decode_files(
+            paths, self.sample_rate, num_workers=num_workers, loader=self._loader
+        )
+        for n, (i, wave, error) in enumerate(decoded, start=1):
+            if wave is None:
+                raise AudioError(error or f"cannot decode {paths[i]}")
+            idx.append(i)
+            waves.append(torch.from_numpy(wave))
+            if len(waves) == _CLIP_CHUNK or n == len(paths):
+                out[idx] = self._embed_list(waves)
+                if bar is not None:
+                    bar.update(len(waves))
+                idx, waves = [], []
         if bar is not None:
             bar.close()
         return out
@@ -409,10 +383,16 @@ class Detector:
         section: str,
         *,
         progress: bool = False,
+        num_workers: int = 0,
     ) -> np.ndarray:
-        """Anomaly scores (M,) of audio files of one machine/section."""
+        """Anomaly scores (M,) of audio files of one machine/section.
+
+        ``num_workers`` processes decode the next files while the model runs (see
+        :meth:`embed_files`).
+        """
         self.scorer.require_key((machine, section))
-        return self.score_embeddings(self.embed_files(paths, progress=progress), machine, section)
+        emb = self.embed_files(paths, progress=progress, num_workers=num_workers)
+        return self.score_embeddings(emb, machine, section)
 
     def score_clips(self, clips: Iterable[Clip], *, progress: bool = False) -> Scores:
         """Scores of clips grouped as ``{(machine, section): {file name: score}}``."""

@@ -11,12 +11,14 @@ swamped if it were pooled with the ~990 source clips)::
     scores = scorer.score(test_emb, ("fan", "00"))        # (M,) higher = more anomalous
 
 Cosine distance is ``1 - cos(q, x)``, computed as ``1 - q̂ · x̂`` on L2-normalised embeddings with
-chunked matrix products. ``index="faiss"`` uses ``faiss.IndexFlatIP`` (exact inner product)
-instead; faiss is optional and imported only when asked for.
+chunked matrix products. With faiss installed (``index="auto"``, the default) or with
+``index="faiss"`` the search uses ``faiss.IndexFlatIP`` (exact inner product) instead, which is
+faster on CPUs; faiss stays optional.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,15 +51,17 @@ class KNNConfig(ConfigBase):
         k: Number of neighbours; the score is the mean distance to them (paper: k = 1).
         metric: ``"cosine"`` (``1 - cos``, on L2-normalised embeddings; the default) or
             ``"euclidean"`` (L2 distance on the raw embeddings).
-        index: ``"exact"`` (chunked matrix products in torch) or ``"faiss"`` (``IndexFlatIP`` /
-            ``IndexFlatL2``; needs ``pip install faiss-cpu``).
+        index: ``"auto"`` (the default: faiss when it is installed, else the torch path),
+            ``"exact"`` (chunked matrix products in torch) or ``"faiss"`` (``IndexFlatIP`` /
+            ``IndexFlatL2``; needs ``pip install faiss-cpu``). All three are exact searches and
+            agree to float32 rounding; faiss is the faster one on CPUs (``docs/benchmarks.md``).
         domain_banks: Keep separate source and target banks per (machine, section) and take the
             minimum score over them (DCASE 2022+ practice). ``False`` pools both domains in one bank.
     """
 
     k: int = 1
     metric: Literal["cosine", "euclidean"] = "cosine"
-    index: Literal["exact", "faiss"] = "exact"
+    index: Literal["auto", "exact", "faiss"] = "auto"
     domain_banks: bool = True
 
     def __post_init__(self) -> None:
@@ -73,6 +77,16 @@ def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or infinite values")
     return t.contiguous()
+
+
+@functools.cache
+def _faiss_available() -> bool:
+    """Whether ``import faiss`` works (checked once per process)."""
+    try:
+        _import_faiss()
+    except ImportError:
+        return False
+    return True
 
 
 def _import_faiss() -> Any:
@@ -182,26 +196,40 @@ class MemoryBank:
         out = torch.full((m, k), float("inf"), dtype=torch.float32)
         if n == 0 or m == 0:
             return out
-        if self.cfg.index == "faiss":
+        if self._use_faiss():
             return self._search_faiss(q, k, excl, out)
         kk = min(k, n)
         rows = max(1, _CHUNK_ELEMENTS // n)
-        bank_sq = (self._emb * self._emb).sum(1) if self.cfg.metric == "euclidean" else None
+        euclid = self.cfg.metric == "euclidean"
+        bank_sq = (self._emb * self._emb).sum(1) if euclid else None
         for start in range(0, m, rows):
             qc = q[start : start + rows]  # (c, D)
-            sim = qc @ self._emb.T  # (c, N)
-            if bank_sq is not None:  # squared L2 = |q|² + |x|² - 2 q·x
-                dist = (qc * qc).sum(1, keepdim=True) + bank_sq[None, :] - 2.0 * sim
-                dist = dist.clamp_min_(0.0).sqrt_()
+            # Rank by a score that is larger for nearer entries and convert only the k kept
+            # columns to distances: one pass over the (c, N) matrix after the product.
+            if bank_sq is not None:  # -squared L2 up to the query's constant: 2 q·x - |x|²
+                score = torch.addmm(bank_sq[None, :], qc, self._emb.T, beta=-1.0, alpha=2.0)
             else:
-                dist = (1.0 - sim).clamp_(0.0, 2.0)  # rounding can give -1e-7 for identical rows
+                score = qc @ self._emb.T  # (c, N) cosine similarity
             if excl is not None:
                 ec = excl[start : start + rows]
                 valid = ec >= 0
-                dist[torch.arange(len(ec))[valid], ec[valid]] = float("inf")
-            top = torch.topk(dist, kk, dim=1, largest=False, sorted=True).values  # (c, kk)
-            out[start : start + rows, :kk] = top
+                score[torch.arange(len(ec))[valid], ec[valid]] = float("-inf")
+            if kk == 1:
+                top = score.amax(dim=1, keepdim=True)  # (c, 1); faster than topk for k = 1
+            else:
+                top = torch.topk(score, kk, dim=1, largest=True, sorted=True).values  # (c, kk)
+            if bank_sq is not None:  # squared L2 = |q|² - (2 q·x - |x|²)
+                dist = ((qc * qc).sum(1, keepdim=True) - top).clamp_min_(0.0).sqrt_()
+            else:
+                dist = (1.0 - top).clamp_(0.0, 2.0)  # rounding can give -1e-7 for identical rows
+            dist[torch.isnan(dist) | torch.isinf(top)] = float("inf")  # excluded entries
+            out[start : start + rows, :kk] = dist
         return out
+
+    def _use_faiss(self) -> bool:
+        if self.cfg.index == "faiss":
+            return True
+        return self.cfg.index == "auto" and _faiss_available()
 
     def nearest(self, query: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Index and distance of each query's nearest entry (exact search, both (M,)).

@@ -20,15 +20,16 @@ from __future__ import annotations
 import csv
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from stetho.data import AudioError, ClipNameError, is_audio_file_name, load_audio, parse_clip_name
+from stetho.data import AudioError, ClipNameError, is_audio_file_name, parse_clip_name
 from stetho.data.names import Key, normalize_section
+from stetho.data.prefetch import decode_files
 from stetho.scoring.threshold import decide
 from stetho.utils.io import atomic_write
 
@@ -177,12 +178,13 @@ def resolve_key(
     return key
 
 
-def score_paths(  # noqa: C901, PLR0915  (hardening branch splits this)
+def score_paths(
     detector: Scorer,
     paths: PathLike | Iterable[PathLike],
     machine: str | None = None,
     section: str | None = None,
     on_error: Literal["report", "raise"] = "report",
+    num_workers: int = 0,
 ) -> list[ScoreRecord]:
     """Score audio files and folders (walked recursively for ``.wav``/``.flac``).
 
@@ -192,6 +194,8 @@ def score_paths(  # noqa: C901, PLR0915  (hardening branch splits this)
         machine, section: The key of all files (default: resolved per file, see module docs).
         on_error: ``"report"``: unreadable or unscorable files / unresolvable keys become
             records with ``error`` set; ``"raise"``: raise at the first problem.
+        num_workers: Processes that decode and resample the next files while the model scores
+            the current ones (:func:`stetho.data.prefetch.decode_files`; 0 = in this process).
 
     Returns:
         One :class:`ScoreRecord` per file, in input order.
@@ -234,49 +238,58 @@ def score_paths(  # noqa: C901, PLR0915  (hardening branch splits this)
         groups.setdefault(key, []).append((i, path))
 
     sr = detector.sample_rate
-    for key, items in groups.items():
-        thr = thresholds.get(key)
-        for start in range(0, len(items), _CHUNK):
-            waves: list[np.ndarray] = []
-            ok: list[tuple[int, Path]] = []
-            for i, path in items[start : start + _CHUNK]:
-                try:
-                    wave, _ = load_audio(path, sr=sr)
-                    if wave.size == 0:
-                        raise AudioError(f"audio file {path} contains no samples")
-                except AudioError as err:
-                    if on_error == "raise":
-                        raise
-                    fail(i, path, key, str(err))
-                    continue
-                waves.append(wave)
-                ok.append((i, path))
-            if not waves:
-                continue
-            try:
-                scores: list[float | None] = [
-                    float(v) for v in detector.score_waveforms(waves, key[0], key[1])
-                ]  # (b,)
-            except ValueError:
-                # one unscorable file (e.g. shorter than the model's window) must not lose the
-                # others: score this chunk file by file to find it
-                scores = []
-                for (i, path), wave in zip(ok, waves):
-                    try:
-                        scores.append(float(detector.score_waveforms([wave], key[0], key[1])[0]))
-                    except ValueError as err:
-                        length = f"{wave.shape[0]} samples = {wave.shape[0] / sr:.3g} s at {sr} Hz"
-                        message = f"{path}: cannot score this audio ({length}): {err}"
-                        if on_error == "raise":
-                            raise ValueError(message) from err
-                        fail(i, path, key, message)
-                        scores.append(None)
-            for (i, path), score in zip(ok, scores):
-                if score is None:
-                    continue
-                dec = None if thr is None else int(decide([score], thr)[0])
-                records[i] = ScoreRecord(path, key[0], key[1], score, dec, thr)
+    order = [(i, path, key) for key, items in groups.items() for i, path in items]
+    pending: list[tuple[int, Path, np.ndarray]] = []
+    decoded = decode_files([p for _, p, _ in order], sr, num_workers=num_workers)
+    for n, (j, wave, error) in enumerate(decoded, start=1):
+        i, path, key = order[j]
+        if wave is None:
+            if on_error == "raise":
+                raise AudioError(error or f"cannot decode {path}")
+            fail(i, path, key, error or f"cannot decode {path}")
+        else:
+            pending.append((i, path, wave))
+        next_key = order[n][2] if n < len(order) else None
+        if pending and (len(pending) == _CHUNK or next_key != key):
+            for (i_, path_, _), score in zip(
+                pending,
+                _score_chunk(detector, key, pending, fail if on_error == "report" else None),
+            ):
+                if score is not None:
+                    thr = thresholds.get(key)
+                    dec = None if thr is None else int(decide([score], thr)[0])
+                    records[i_] = ScoreRecord(path_, key[0], key[1], score, dec, thr)
+            pending = []
     return [r for r in records if r is not None]
+
+
+def _score_chunk(
+    detector: Scorer,
+    key: Key,
+    items: list[tuple[int, Path, np.ndarray]],
+    fail: Callable[[int, Path, Key | None, str], None] | None,
+) -> list[float | None]:
+    """Scores of one chunk of decoded files of one key; ``fail=None`` raises on a bad file."""
+    waves = [w for _, _, w in items]
+    try:
+        return [float(v) for v in detector.score_waveforms(waves, key[0], key[1])]  # (b,)
+    except ValueError:
+        pass
+    # one unscorable file (e.g. shorter than the model's window) must not lose the others:
+    # score this chunk file by file to find it
+    sr = detector.sample_rate
+    scores: list[float | None] = []
+    for i, path, wave in items:
+        try:
+            scores.append(float(detector.score_waveforms([wave], key[0], key[1])[0]))
+        except ValueError as err:
+            length = f"{wave.shape[0]} samples = {wave.shape[0] / sr:.3g} s at {sr} Hz"
+            message = f"{path}: cannot score this audio ({length}): {err}"
+            if fail is None:
+                raise ValueError(message) from err
+            fail(i, path, key, message)
+            scores.append(None)
+    return scores
 
 
 def write_records_csv(records: Iterable[ScoreRecord], path: PathLike) -> Path:
