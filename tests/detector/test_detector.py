@@ -89,6 +89,7 @@ def test_lora_without_checkpoint_saves_full_weights_and_reloads_exactly(
         "backend.safetensors",
         "config.json",
         "head.safetensors",
+        "manifest.json",
         "thresholds.json",
     ]
     meta = json.loads((folder / "config.json").read_text())

@@ -401,7 +401,7 @@ def run_import(
     for src, split, label in planned:
         if check_audio:
             try:
-                info = audio_info(src)
+                info = audio_info(src, check_samples=True)
             except AudioError as err:
                 bad.append(BadRecording(src, str(err)))
                 continue
@@ -551,7 +551,8 @@ def import_recordings(
         attributes: Attribute tail of the generated names (the fine-tuning proxy class, e.g.
             ``"speed_1500"``); default ``noAttribute``. Never taken from the original names.
         mode: ``"symlink"`` (absolute links to the sources) or ``"copy"`` (atomic copies).
-        check_audio: Open every header first; unreadable files are reported.
+        check_audio: Open every header first (and decode float-encoded files to refuse NaN/Inf
+            samples); unreadable or non-finite files are reported.
         skip_bad: Import the readable files and log the bad ones instead of failing.
         year: DCASE rules year of the dataset (2021–2025 share the generated name form).
 

@@ -448,7 +448,7 @@ def _scan_machine(
                 continue
             if check_audio:
                 try:
-                    info = audio_info(p)
+                    info = audio_info(p, check_samples=True)
                 except AudioError as err:
                     report(p, str(err), err)
                     continue
@@ -544,8 +544,9 @@ def scan_dataset(
         partitions: Which of ``dev_data``/``eval_data`` to scan when ``root`` holds them.
         on_error: ``"report"`` collects problems in ``ClipTable.problems``; ``"raise"`` raises
             at the first one (:class:`ClipNameError` for a bad name, else :class:`ScanError`).
-        check_audio: Also read every file header: corrupt/empty files become problems (and are
-            left out), durations go to ``Clip.seconds``. Off by default (no file is opened).
+        check_audio: Also read every file header (and decode float-encoded files): corrupt,
+            empty and non-finite (NaN/Inf) files become problems (and are left out), durations
+            go to ``Clip.seconds``. Off by default (no file is opened).
 
     Returns:
         The :class:`ClipTable`.

@@ -7,7 +7,6 @@ scorer folder by the ``format`` in its ``config.json``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from stetho.data import Clip
-from stetho.detector.artifact import DetectorError
+from stetho.detector.artifact import DetectorError, read_json
 
 __all__ = ["Key", "Scorer", "load_scorer"]
 
@@ -93,19 +92,18 @@ def load_scorer(directory: str | os.PathLike[str], **kwargs: Any) -> Scorer:
 
     Args:
         directory: The folder written by ``save``.
-        **kwargs: Passed to the format's ``load`` (e.g. ``device``, ``checkpoint``).
+        **kwargs: Passed to the format's ``load`` (e.g. ``device``, ``checkpoint``,
+            ``trust_checkpoint``; the latter two only apply to k-NN detectors).
 
     Raises:
         DetectorError: not a scorer folder, or an unknown format.
     """
     src = Path(directory)
     cfg_path = src / "config.json"
-    try:
-        fmt = json.loads(cfg_path.read_text(encoding="utf-8")).get("format")
-    except FileNotFoundError:
-        raise DetectorError(f"{src} is not a detector folder (no config.json)") from None
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
-        raise DetectorError(f"{cfg_path}: unreadable ({err})") from err
+    if not cfg_path.is_file():
+        raise DetectorError(f"{src} is not a detector folder (no config.json)")
+    doc = read_json(cfg_path)
+    fmt = doc.get("format") if isinstance(doc, dict) else None
     from stetho.detector.detector import DETECTOR_FORMAT, Detector
 
     if fmt == DETECTOR_FORMAT:
@@ -115,6 +113,7 @@ def load_scorer(directory: str | os.PathLike[str], **kwargs: Any) -> Scorer:
 
     if fmt == AE_FORMAT:
         kwargs.pop("checkpoint", None)
+        kwargs.pop("trust_checkpoint", None)
         return AEBaseline.load(src, **kwargs)  # type: ignore[return-value]  # until AEBaseline implements Scorer
     raise DetectorError(
         f"{cfg_path}: unknown scorer format {fmt!r} (known: {DETECTOR_FORMAT!r}, {AE_FORMAT!r})"

@@ -84,7 +84,7 @@ from stetho.training.distributed import (
     destroy_distributed,
     init_distributed,
 )
-from stetho.utils.io import atomic_write, atomic_write_text
+from stetho.utils.io import atomic_write, atomic_write_text, write_error
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -595,7 +595,10 @@ def _train(
             "epoch_loss_count": loss_count,
         }
         with atomic_write(ckpt_path, "wb") as fh:
-            torch.save(state, fh)
+            try:
+                torch.save(state, fh)
+            except RuntimeError as err:  # torch wraps a failed write (disk full) in RuntimeError
+                raise write_error(ckpt_path, err) from err
 
     t0 = time.monotonic()
     try:
