@@ -9,6 +9,32 @@ from typing import Any
 from stetho.cli._common import add_detector_options, load_detector
 
 
+def _seconds(text: str) -> float:
+    """argparse type: window/hop seconds, > 0 and at most an hour."""
+    from stetho.serving.stream import MAX_WINDOW_SECONDS
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= MAX_WINDOW_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be > 0 and at most {MAX_WINDOW_SECONDS:g} seconds, got {text}"
+        )
+    return value
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 0..65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535, got {value}")
+    return value
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     from stetho.serving import format_records, score_paths, write_records_csv
 
@@ -81,13 +107,17 @@ def register(sub: Any) -> None:
     p.add_argument("--channels", type=int, default=1, help="interleaved channels in the stream")
     p.add_argument("--channel-index", type=int, default=0, help="channel to score")
     p.add_argument("--dtype", choices=["int16", "int32", "float32"], default="int16")
-    p.add_argument("--window", type=float, default=None, help="window seconds (default: detector)")
-    p.add_argument("--hop", type=float, default=None, help="hop seconds (default: half a window)")
+    p.add_argument(
+        "--window", type=_seconds, default=None, help="window seconds (default: detector)"
+    )
+    p.add_argument(
+        "--hop", type=_seconds, default=None, help="hop seconds (default: half a window)"
+    )
     p.set_defaults(func=_cmd_watch)
 
     p = sub.add_parser("serve", help="HTTP scoring server (POST /score?machine=…&section=…)")
     add_detector_options(p)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=_port, default=8000)
     p.add_argument("--max-body-mb", type=float, default=50.0)
     p.set_defaults(func=_cmd_serve)
