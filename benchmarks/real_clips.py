@@ -25,7 +25,7 @@ import numpy as np
 from stetho.config import load_experiment_config
 from stetho.data import scan_dataset
 from stetho.evaluation.metrics import auc_score, pauc_score
-from stetho.pipelines.pipeline import run_training
+from stetho.pipelines import run_training
 
 MN04 = "weights/efficientat_mn04_as_mAP_432.pt"
 VARIANTS: dict[str, list[str]] = {

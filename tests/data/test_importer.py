@@ -282,7 +282,7 @@ def test_cli_import(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def test_import_then_train_end_to_end(tmp_path: Path) -> None:
     """Synthetic clips renamed to arbitrary names → import → scan → run_training → evaluation."""
     from stetho.config import load_experiment_config
-    from stetho.pipelines.pipeline import run_training
+    from stetho.pipelines import run_training
 
     synth = generate_synthetic_dataset(
         tmp_path / "synth",

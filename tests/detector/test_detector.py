@@ -27,7 +27,7 @@ from stetho.evaluation import (
     write_submission,
 )
 from stetho.scoring import fit_threshold
-from stetho.training.loop import train
+from stetho.training import train
 from stetho.utils.io import sha256_file
 
 

@@ -14,7 +14,7 @@ from stetho.data import scan_dataset
 from stetho.data.synth import generate_synthetic_dataset
 from stetho.detector.detector import Detector
 from stetho.evaluation import evaluate, load_ground_truth, read_submission, truth_from_clips
-from stetho.pipelines.pipeline import (
+from stetho.pipelines import (
     embed_dataset,
     run_demo,
     run_sweep,

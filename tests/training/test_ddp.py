@@ -15,14 +15,15 @@ import torch
 from stetho.config import ExperimentConfig
 from stetho.data import scan_dataset
 from stetho.data.synth import generate_synthetic_dataset
-from stetho.training.loop import CHECKPOINT_NAME, METRICS_NAME, train
+from stetho.training import CHECKPOINT_NAME, METRICS_NAME, train
+from tests.training.helpers import tiny_config
 
 WORKER = textwrap.dedent(
     """
     import json, logging, sys
     from stetho.data import scan_dataset
     from stetho.config import ExperimentConfig
-    from stetho.training.loop import train
+    from stetho.training import train
 
     logging.basicConfig(level=logging.WARNING)
     cfg = ExperimentConfig.from_dict(json.loads(open(sys.argv[1]).read()))
@@ -33,22 +34,10 @@ WORKER = textwrap.dedent(
 
 
 def _cfg() -> ExperimentConfig:
-    return ExperimentConfig().override(
-        [
-            "backbone.name=beats-tiny",
-            "finetune.lora.r=4",
-            "finetune.lora.alpha=4",
-            "head.embed_dim=16",
-            "data.spec_augment=null",  # batch-level masks would differ between the two setups
-            "data.segment_seconds=0.5",  # per-sample random crops stay identical
-            "train.epochs=2",
-            "train.batch_size=4",  # global: 2 per process under torchrun --nproc_per_node 2
-            "train.lr=3e-3",
-            "train.warmup_steps=1",
-            "train.tensorboard=false",
-            "train.log_every=1",
-            "train.deterministic=true",
-        ]
+    return tiny_config(
+        "data.spec_augment=null",  # batch-level masks would differ between the two setups
+        "data.segment_seconds=0.5",  # per-sample random crops stay identical
+        "train.epochs=2",  # batch_size=4 is global: 2 per process under --nproc_per_node 2
     )
 
 

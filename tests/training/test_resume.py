@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from stetho.config import ExperimentConfig
-from stetho.data import ClipTable, scan_dataset
-from stetho.data.synth import generate_synthetic_dataset
-from stetho.training.loop import CHECKPOINT_NAME, StepInfo, TrainResult, train
+from stetho.data import ClipTable
+from stetho.training import CHECKPOINT_NAME, StepInfo, TrainResult, train
+from tests.training.helpers import tiny_config
 
 
 class Killed(RuntimeError):
@@ -19,37 +19,17 @@ class Killed(RuntimeError):
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory: pytest.TempPathFactory) -> ClipTable:
-    root = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(
-        root,
-        machines=("fan", "valve"),
-        n_train_source=4,
-        n_train_target=2,
-        n_test_per_group=0,
-        seconds=1.0,
-    )
-    return scan_dataset(root).filter(split="train")
+def clips(train_clips: ClipTable) -> ClipTable:
+    return train_clips
 
 
 def cfg(**extra: object) -> ExperimentConfig:
-    base = [
-        "backbone.name=beats-tiny",
-        "finetune.lora.r=4",
-        "finetune.lora.alpha=4",
+    return tiny_config(
         "finetune.lora.dropout=0.1",  # exercises the torch RNG
-        "head.embed_dim=16",
         "train.epochs=2",
-        "train.batch_size=4",
-        "train.lr=3e-3",
         "train.warmup_steps=2",
-        "train.tensorboard=false",
-        "train.log_every=1",
-        "train.deterministic=true",
         "data.segment_seconds=0.6",  # random crops (per-sample RNG) + SpecAugment (global RNG)
-    ]
-    return ExperimentConfig().override(
-        base + [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
+        **extra,
     )
 
 

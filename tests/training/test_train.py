@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
-import importlib
 import itertools
 import logging
 import math
@@ -19,46 +18,15 @@ from torch import nn
 
 from stetho.backbones import Backbone, PretrainedCfg
 from stetho.config import ExperimentConfig
-from stetho.data import ClipTable, load_audio, scan_dataset
-from stetho.data.synth import generate_synthetic_dataset
+from stetho.data import ClipTable, load_audio
 from stetho.detector.detector import Detector
-from stetho.training.loop import StepInfo, TrainResult, lr_factor, train
-
-# the module (``stetho.training.loop`` as an attribute is the function ``train``)
-train_module = importlib.import_module("stetho.training.loop")
-
-
-@pytest.fixture(scope="module")
-def table(tmp_path_factory: pytest.TempPathFactory) -> ClipTable:
-    root = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(
-        root,
-        machines=("fan", "valve"),
-        n_train_source=4,
-        n_train_target=2,
-        n_test_per_group=1,
-        seconds=1.0,
-    )
-    return scan_dataset(root)
+from stetho.pipelines import knn_validator
+from stetho.training import StepInfo, TrainResult, lr_factor, train
+from tests.training.helpers import tiny_config
 
 
 def tiny_cfg(strategy: str = "lora", **extra: object) -> ExperimentConfig:
-    overrides = [
-        "backbone.name=beats-tiny",
-        f"finetune.strategy={strategy}",
-        "finetune.lora.r=4",
-        "finetune.lora.alpha=4",
-        "head.embed_dim=16",
-        "train.batch_size=4",
-        "train.lr=3e-3",
-        "train.warmup_steps=1",
-        "train.tensorboard=false",
-        "train.log_every=1",
-        "train.deterministic=true",
-        "scoring.batch_size=8",
-    ]
-    overrides += [f"{k.replace('__', '.')}={v}" for k, v in extra.items()]
-    return ExperimentConfig().override(overrides)
+    return tiny_config(f"finetune.strategy={strategy}", "scoring.batch_size=8", **extra)
 
 
 def _states(result: TrainResult) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -91,7 +59,7 @@ def lora_run(table: ClipTable, tmp_path_factory: pytest.TempPathFactory) -> dict
         cfg,
         train_clips,
         out / "run",
-        val_clips=table.filter(split="test"),
+        validate=knn_validator(cfg, train_clips, table.filter(split="test")),
         progress=False,
         callback=record,
     )
@@ -175,7 +143,7 @@ def test_full_and_frozen_strategies(
     bb, _ = _states(full)
     changed = [k for k in bb if bb[k].is_floating_point() and not torch.equal(bb[k], init[0][k])]
     assert len(changed) > len(bb) // 2  # full fine-tuning moves the backbone
-    with caplog.at_level(logging.INFO, logger="stetho.training.loop"):
+    with caplog.at_level(logging.INFO, logger="stetho.training"):
         frozen = train(
             tiny_cfg("frozen", train__epochs=1, train__amp="bf16", train__compile="true"),
             clips,
@@ -222,12 +190,16 @@ def test_specaugment_and_crops_by_input_kind(
     kind: Literal["fbank", "waveform"],
     table: ClipTable,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     probe = _Probe(kind)
-    monkeypatch.setattr(train_module, "build_backbone", lambda cfg: probe)
     cfg = tiny_cfg("full", train__epochs=1)
-    result = train(cfg, table.filter(split="train"), tmp_path, progress=False)
+    result = train(
+        cfg,
+        table.filter(split="train"),
+        tmp_path,
+        progress=False,
+        backbone_factory=lambda cfg: probe,
+    )
     assert len(probe.lengths) == 3
     if (
         kind == "waveform"
@@ -250,9 +222,9 @@ def test_unusable_validation_set_is_skipped(
 ) -> None:
     cfg = tiny_cfg("frozen", backbone__name="logmel", train__epochs=1)
     normals_only = table.filter(split="test", label="normal")  # no anomalies: AUC undefined
-    with caplog.at_level(logging.WARNING, logger="stetho.training.loop"):
-        result = train(
-            cfg, table.filter(split="train"), tmp_path, val_clips=normals_only, progress=False
-        )
+    train_clips = table.filter(split="train")
+    validate = knn_validator(cfg, train_clips, normals_only)
+    with caplog.at_level(logging.WARNING, logger="stetho.pipelines"):
+        result = train(cfg, train_clips, tmp_path, validate=validate, progress=False)
     assert "validation skipped" in caplog.text
     assert result.epochs == 1 and "val_official_score" not in result.history[0]

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -26,52 +25,18 @@ from torch import nn
 from stetho.backbones import Backbone, create_backbone, list_backbones
 from stetho.config import ExperimentConfig
 from stetho.data import ClipTable, scan_dataset
-from stetho.data.synth import generate_synthetic_dataset
 from stetho.detector.detector import Detector
-from stetho.training.loop import CHECKPOINT_NAME, train
-
-train_module = importlib.import_module("stetho.training.loop")
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(
-        path,
-        machines=("fan", "valve"),
-        n_train_source=4,
-        n_train_target=2,
-        n_test_per_group=1,
-        seconds=1.0,
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
-def table(root: Path) -> ClipTable:
-    return scan_dataset(root)
+from stetho.pipelines import knn_validator
+from stetho.training import CHECKPOINT_NAME, build_backbone, train
+from tests.training.helpers import tiny_config
 
 
 def _cfg(*extra: str) -> ExperimentConfig:
-    return ExperimentConfig().override(
-        [
-            "backbone.name=beats-tiny",
-            "finetune.lora.r=4",
-            "finetune.lora.alpha=4",
-            "head.embed_dim=16",
-            "train.batch_size=4",
-            "train.lr=3e-3",
-            "train.warmup_steps=1",
-            "train.tensorboard=false",
-            "train.epochs=1",
-            *extra,
-        ]
-    )
+    return tiny_config("train.deterministic=false", "train.epochs=1", *extra)
 
 
-def _as_if_on_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train_module, "_accelerated", lambda device: True)
-    monkeypatch.setattr(train_module, "_COMPILE_OPTIONS", {"backend": "eager"})
+#: the GPU-only code paths (bf16 autocast, torch.compile with the eager backend) on the CPU
+AS_IF_ON_GPU: dict[str, Any] = {"accelerate": True, "compile_options": {"backend": "eager"}}
 
 
 def _frontends(backbone: nn.Module) -> dict[str, nn.Module]:
@@ -88,27 +53,24 @@ def _clean(keys: Any) -> bool:
     return all("_orig_mod" not in k and not k.startswith("module.") for k in keys)
 
 
-def test_bf16_autocast_covers_forward_only(
-    table: ClipTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _as_if_on_gpu(monkeypatch)
+def test_bf16_autocast_covers_forward_only(table: ClipTable, tmp_path: Path) -> None:
     seen: dict[str, set[torch.dtype]] = {"frontend": set(), "linear": set()}
-    build = train_module.build_backbone
 
     def build_and_probe(cfg: Any) -> Backbone:
-        bb = build(cfg)
+        bb = build_backbone(cfg)
         for m in _frontends(bb).values():
             m.register_forward_hook(lambda mod, i, out: seen["frontend"].add(out.dtype))
         linear = next(m for m in bb.modules() if isinstance(m, nn.Linear))
         linear.register_forward_hook(lambda mod, i, out: seen["linear"].add(out.dtype))
         return bb
 
-    monkeypatch.setattr(train_module, "build_backbone", build_and_probe)
     result = train(
         _cfg("finetune.strategy=full", "train.amp=bf16"),
         table.filter(split="train"),
         tmp_path / "run",
         progress=False,
+        backbone_factory=build_and_probe,
+        **AS_IF_ON_GPU,
     )
     assert seen["linear"] == {torch.bfloat16}  # autocast was on in the training forward
     assert seen["frontend"] == {torch.float32}  # the fbank front-end disables it
@@ -125,7 +87,6 @@ def test_bf16_autocast_covers_forward_only(
 def test_compile_once_and_clean_state_dicts(
     table: ClipTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _as_if_on_gpu(monkeypatch)
     calls: list[type] = []
     real_compile = torch.compile
 
@@ -135,12 +96,14 @@ def test_compile_once_and_clean_state_dicts(
 
     monkeypatch.setattr(torch, "compile", counting_compile)
     cfg = _cfg("finetune.strategy=lora", "train.amp=bf16", "train.compile=true", "train.epochs=2")
+    train_clips = table.filter(split="train")
     result = train(
         cfg,
-        table.filter(split="train"),
+        train_clips,
         tmp_path / "run",
-        val_clips=table.filter(split="test"),
+        validate=knn_validator(cfg, train_clips, table.filter(split="test")),
         progress=False,
+        **AS_IF_ON_GPU,
     )
     assert len(calls) == 1  # compiled once, not per epoch
     assert result.steps == 6 and "val_official_score" in result.history[-1]
@@ -150,7 +113,7 @@ def test_compile_once_and_clean_state_dicts(
     assert any(".lora_B." in k for k in state["backbone"])
     assert _clean(state["backbone"]) and _clean(state["head"])
     # the checkpoint loads into a plain, freshly adapted model
-    fresh = train(cfg, table.filter(split="train"), tmp_path / "run", progress=False)
+    fresh = train(cfg, train_clips, tmp_path / "run", progress=False, **AS_IF_ON_GPU)
     assert fresh.steps == 6
     det = Detector.from_training(result)
     det.fit(table.filter(split="train"))
@@ -186,20 +149,19 @@ def test_frontends_stay_fp32_under_bf16_autocast(name: str) -> None:
 
 WORKER = textwrap.dedent(
     """
-    import importlib, json, logging, os, sys
+    import json, logging, os, sys
     import torch
     from stetho.data import scan_dataset
     from stetho.config import ExperimentConfig
+    from stetho.training import train
 
     logging.basicConfig(level=logging.WARNING)
-    tm = importlib.import_module("stetho.training.loop")
-    tm._accelerated = lambda device: True  # the GPU path: torch.compile(DDP(module))
-    tm._COMPILE_OPTIONS = {"backend": "eager"}
     real_compile, calls = torch.compile, []
     torch.compile = lambda model, **kw: calls.append(type(model).__name__) or real_compile(model, **kw)
     cfg = ExperimentConfig.from_dict(json.loads(open(sys.argv[1]).read()))
     clips = list(scan_dataset(sys.argv[2]).filter(split="train"))[:8]
-    tm.train(cfg, clips, sys.argv[3], progress=False)
+    # the GPU path: torch.compile(DDP(module)), eager backend
+    train(cfg, clips, sys.argv[3], progress=False, accelerate=True, compile_options={"backend": "eager"})
     # one file per rank: the two processes' stdout would interleave
     with open(os.path.join(sys.argv[4], f"compiled_{os.environ['RANK']}.json"), "w") as fh:
         json.dump(calls, fh)
@@ -208,7 +170,9 @@ WORKER = textwrap.dedent(
 
 
 @pytest.mark.slow
-def test_ddp_full_finetuning_with_unused_backbone_parameters(root: Path, tmp_path: Path) -> None:
+def test_ddp_full_finetuning_with_unused_backbone_parameters(
+    synth_root: Path, tmp_path: Path
+) -> None:
     if "ced-test" not in list_backbones():
         pytest.skip("ced-test not registered")
     cfg = _cfg(
@@ -227,7 +191,7 @@ def test_ddp_full_finetuning_with_unused_backbone_parameters(root: Path, tmp_pat
     env.pop("WORLD_SIZE", None)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(script), str(cfg_path), str(root), str(tmp_path / "ddp"), str(tmp_path),
+        str(script), str(cfg_path), str(synth_root), str(tmp_path / "ddp"), str(tmp_path),
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -238,7 +202,7 @@ def test_ddp_full_finetuning_with_unused_backbone_parameters(root: Path, tmp_pat
     assert ddp["step"] == 2
     assert _clean(ddp["backbone"]) and _clean(ddp["head"])
 
-    clips = list(scan_dataset(root).filter(split="train"))[:8]
+    clips = list(scan_dataset(synth_root).filter(split="train"))[:8]
     single = train(cfg, clips, tmp_path / "single", progress=False)
     sd = single.backbone.state_dict()
     assert set(sd) == set(ddp["backbone"])  # full state, plain names

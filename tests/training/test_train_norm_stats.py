@@ -9,43 +9,26 @@ import torch
 
 from stetho.backbones import list_backbones
 from stetho.config import ExperimentConfig
-from stetho.data import ClipTable, scan_dataset
-from stetho.data.synth import generate_synthetic_dataset
-from stetho.training.loop import train
+from stetho.data import ClipTable
+from stetho.pipelines import knn_validator
+from stetho.training import train
+from tests.training.helpers import tiny_config
 
 _STATS = ("running_mean", "running_var", "num_batches_tracked")
 
 
-@pytest.fixture(scope="module")
-def table(tmp_path_factory: pytest.TempPathFactory) -> ClipTable:
+@pytest.fixture(autouse=True)
+def _needs_efficientat_tiny() -> None:
     if "efficientat-tiny" not in list_backbones():
         pytest.skip("efficientat-tiny not registered")
-    root = tmp_path_factory.mktemp("synth")
-    generate_synthetic_dataset(
-        root,
-        machines=("fan", "valve"),
-        n_train_source=4,
-        n_train_target=2,
-        n_test_per_group=1,
-        seconds=1.0,
-    )
-    return scan_dataset(root)
 
 
 def _cfg(epochs: int, *extra: str) -> ExperimentConfig:
-    return ExperimentConfig().override(
-        [
-            "backbone.name=efficientat-tiny",
-            "finetune.strategy=full",
-            "head.embed_dim=16",
-            "train.batch_size=4",
-            "train.lr=3e-3",
-            "train.warmup_steps=1",
-            "train.tensorboard=false",
-            "train.deterministic=true",
-            f"train.epochs={epochs}",
-            *extra,
-        ]
+    return tiny_config(
+        "backbone.name=efficientat-tiny",
+        "finetune.strategy=full",
+        f"train.epochs={epochs}",
+        *extra,
     )
 
 
@@ -64,11 +47,12 @@ def test_full_finetuning_keeps_batchnorm_statistics_unless_disabled(
 
     # frozen statistics; two epochs with a validation in between: the k-NN validation switches
     # modes and must hand the BatchNorm layers back in eval mode
+    frozen_cfg = _cfg(2, "finetune.freeze_norm_stats=true")
     frozen = train(
-        _cfg(2, "finetune.freeze_norm_stats=true"),
+        frozen_cfg,
         clips,
         tmp_path / "frozen",
-        val_clips=table.filter(split="test"),
+        validate=knn_validator(frozen_cfg, clips, table.filter(split="test")),
         progress=False,
     )
     assert frozen.steps == 6 and "val_official_score" in frozen.history[0]

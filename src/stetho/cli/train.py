@@ -10,7 +10,7 @@ from stetho.cli._common import add_detector_options, add_set_option, load_detect
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from stetho.config import load_experiment_config
-    from stetho.pipelines.pipeline import run_training
+    from stetho.pipelines import run_training
 
     cfg = load_experiment_config(args.config, args.set)
     result = run_training(cfg, args.data, args.out, resume=not args.no_resume)
@@ -22,7 +22,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from stetho.config import load_experiment_config
-    from stetho.pipelines.pipeline import embed_dataset
+    from stetho.pipelines import embed_dataset
 
     if (args.detector is None) == (args.config is None):
         raise ValueError("pass exactly one of --detector DIR (fine-tuned) or --config CFG (plain)")
@@ -37,7 +37,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
-    from stetho.pipelines.pipeline import score_dataset
+    from stetho.pipelines import score_dataset
 
     detector = load_detector(args)
     scores = score_dataset(detector, args.data, args.out, partition=args.partition)
@@ -62,7 +62,7 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from stetho.pipelines.pipeline import run_sweep
+    from stetho.pipelines import run_sweep
 
     result = run_sweep(args.configs, args.data, args.out, overrides=args.set)
     print(result.markdown)
@@ -72,7 +72,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from stetho.backbones import get_entry
-    from stetho.pipelines.pipeline import run_demo
+    from stetho.pipelines import run_demo
 
     if get_entry(args.backbone).needs_weights and not args.checkpoint and not args.random_weights:
         raise ValueError(

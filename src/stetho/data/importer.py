@@ -340,7 +340,7 @@ def _copy(src: Path, dest: Path, sha256: str) -> None:
     shutil.copystat(src, dest)
 
 
-def run_import(
+def run_import(  # noqa: C901, PLR0915  (hardening branch splits this)
     out_root: PathLike,
     machine: str,
     *,

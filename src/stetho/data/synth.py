@@ -182,16 +182,39 @@ def synthesize_clip(
     if domain == "target":
         sig += 0.3 * np.sin(2 * np.pi * 100.0 * t + rng.uniform(0, 2 * np.pi))
     if prof.clicks:
-        # valve-like clicks: short decaying bursts at a roughly constant rate
-        onsets = np.cumsum(rng.uniform(0.7, 1.3, size=int(seconds * prof.clicks) + 2)) / prof.clicks
-        env = np.zeros(n)
-        kern = np.exp(-np.arange(int(0.08 * sr)) / (0.01 * sr))
-        for o in onsets[onsets < seconds]:
-            i0 = int(o * sr)
-            seg = kern[: n - i0]
-            env[i0 : i0 + seg.size] += seg
-        sig += 1.5 * env * _shaped_noise(rng, n, sr, lambda f: (f > 500) & (f < 6000))
+        sig += _clicks(rng, prof, n, sr, seconds)
+    sig += _mechanical_fault(rng, prof, anomaly, f_rot, phase, t, n, sr, seconds)
+    sig *= 0.08 * 10 ** (rng.uniform(-1.0, 1.0) / 20)  # about -22 dBFS RMS, ±1 dB
+    peak = float(np.max(np.abs(sig)))
+    if peak > 0.9:
+        sig *= 0.9 / peak
+    return sig
 
+
+def _clicks(rng: np.random.Generator, prof: Any, n: int, sr: int, seconds: float) -> np.ndarray:
+    """Valve-like clicks: short decaying bursts at a roughly constant rate, (N,)."""
+    onsets = np.cumsum(rng.uniform(0.7, 1.3, size=int(seconds * prof.clicks) + 2)) / prof.clicks
+    env = np.zeros(n)
+    kern = np.exp(-np.arange(int(0.08 * sr)) / (0.01 * sr))
+    for o in onsets[onsets < seconds]:
+        i0 = int(o * sr)
+        seg = kern[: n - i0]
+        env[i0 : i0 + seg.size] += seg
+    return 1.5 * env * _shaped_noise(rng, n, sr, lambda f: (f > 500) & (f < 6000))
+
+
+def _mechanical_fault(
+    rng: np.random.Generator,
+    prof: Any,
+    anomaly: str | None,
+    f_rot: float,
+    phase: np.ndarray,
+    t: np.ndarray,
+    n: int,
+    sr: int,
+    seconds: float,
+) -> np.ndarray | float:
+    """The added sound of a ``bearing`` or ``rubbing`` fault, (N,); 0 for other kinds."""
     if anomaly == "bearing":
         # periodic impacts at a defect frequency, each ringing at a structural resonance
         f_def = f_rot * rng.uniform(3.2, 5.3)
@@ -204,8 +227,8 @@ def synthesize_clip(
         f_res = prof.resonance * rng.uniform(0.9, 1.1)
         kernel = np.exp(-kt / 0.0015) * np.sin(2 * np.pi * f_res * kt)
         ring = np.fft.irfft(np.fft.rfft(imp, 2 * n) * np.fft.rfft(kernel, 2 * n), 2 * n)[:n]
-        sig += rng.uniform(0.6, 1.2) * ring / (np.sqrt(np.mean(ring**2)) + 1e-12)
-    elif anomaly == "rubbing":
+        return rng.uniform(0.6, 1.2) * ring / (np.sqrt(np.mean(ring**2)) + 1e-12)
+    if anomaly == "rubbing":
         # friction noise bursts, band-limited, modulated at the rotation rate
         band_lo = rng.uniform(1200.0, 2200.0)
         rub = _shaped_noise(rng, n, sr, lambda f: (f > band_lo) & (f < band_lo + 1800.0))
@@ -213,15 +236,10 @@ def synthesize_clip(
             float
         )
         mod = (0.5 + 0.5 * np.sin(phase)) ** 2
-        sig += rng.uniform(0.5, 0.9) * rub * mod * gate
-    elif anomaly not in (None, "imbalance", "shift"):
+        return rng.uniform(0.5, 0.9) * rub * mod * gate
+    if anomaly not in (None, "imbalance", "shift"):
         raise ValueError(f"unknown anomaly kind {anomaly!r}; valid: {', '.join(ANOMALY_KINDS)}")
-
-    sig *= 0.08 * 10 ** (rng.uniform(-1.0, 1.0) / 20)  # about -22 dBFS RMS, ±1 dB
-    peak = float(np.max(np.abs(sig)))
-    if peak > 0.9:
-        sig *= 0.9 / peak
-    return sig
+    return 0.0
 
 
 def _wav_bytes(x: np.ndarray, sr: int) -> bytes:
@@ -276,6 +294,105 @@ def _attribute_csv(rows: list[tuple[str, tuple[tuple[str, str], ...]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _check_arguments(
+    machines: Sequence[str],
+    eval_machines: Sequence[str],
+    sections: Sequence[str],
+    year: int,
+    counts: tuple[int, int, int],
+    seconds: float,
+    sr: int,
+) -> None:
+    if year not in _SUPPORTED_YEARS:
+        raise ValueError(f"year {year} not supported; valid: {_SUPPORTED_YEARS}")
+    for m in (*machines, *eval_machines):
+        if not _MACHINE_RE.fullmatch(m):
+            raise ValueError(
+                f"invalid machine name {m!r}: use letters, digits and '-' (no '_', no '/')"
+            )
+    if set(machines) & set(eval_machines):
+        raise ValueError("machines and eval_machines must be disjoint (as in the official data)")
+    for s in sections:
+        if not re.fullmatch(r"\d{2}", s):
+            raise ValueError(f"invalid section {s!r}: expected two digits like '00'")
+    if min(counts) < 0 or seconds <= 0 or sr <= 0:
+        raise ValueError("counts must be >= 0 and seconds, sr > 0")
+    if not machines and not eval_machines:
+        raise ValueError("no machine types given")
+
+
+def _clear_previous(out: Path, overwrite: bool) -> None:
+    """Refuse foreign data; remove a previous synthetic dataset when ``overwrite``."""
+    marker = out / MARKER_FILE
+    ours = [out / "dev_data", out / "eval_data", out / "ground_truth"]
+    if any(p.exists() for p in ours):
+        if not marker.is_file():
+            raise FileExistsError(
+                f"{out} already contains data not written by the synthetic generator; "
+                "choose an empty folder"
+            )
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds a synthetic dataset; pass overwrite=True")
+        for p in ours:
+            if p.exists():
+                shutil.rmtree(p)
+        marker.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write_section(
+    out: Path,
+    part: str,
+    m: str,
+    sec: str,
+    counts: tuple[int, int, int],
+    seed: int,
+    seconds: float,
+    sr: int,
+) -> None:
+    """Clips, attribute file (and, for eval, the ground truth) of one machine section."""
+    n_src, n_tgt, n_test = counts
+    mdir = out / f"{part}_data" / "raw" / m
+    gdir = out / "ground_truth"
+    specs = [
+        _Spec(part, m, sec, dom, "normal", "train", i)
+        for dom, count in (("source", n_src), ("target", n_tgt))
+        for i in range(count)
+    ]
+    specs += [
+        _Spec(part, m, sec, dom, lab, "test", i)
+        for dom in ("source", "target")
+        for lab in ("normal", "anomaly")
+        for i in range(n_test)
+    ]
+    attr_rows: list[tuple[str, tuple[tuple[str, str], ...]]] = []
+    gt: list[tuple[str, str, str, str]] = []  # (anon, full w/o .wav, label, domain)
+    if part == "eval":
+        test_specs = [sp for sp in specs if sp.split == "test"]
+        order = _clip_rng(seed, "anonymise", m, sec).permutation(len(test_specs))
+        anon_of = {test_specs[int(j)]: k for k, j in enumerate(order)}
+    for sp in specs:
+        name, x, attrs = sp.render(seed, seconds, sr)
+        if part == "dev" or sp.split == "train":
+            atomic_write_bytes(mdir / sp.split / name, _wav_bytes(x, sr))
+            attr_rows.append((f"{m}/{sp.split}/{name}", attrs))
+        else:
+            anon = f"section_{sec}_{anon_of[sp]:04d}.wav"
+            atomic_write_bytes(mdir / "test" / anon, _wav_bytes(x, sr))
+            gt.append((anon, name[: -len(".wav")],
+                       "1" if sp.label == "anomaly" else "0",
+                       "1" if sp.domain == "target" else "0"))  # fmt: skip
+    atomic_write_text(mdir / f"attributes_{sec}.csv", _attribute_csv(attr_rows))
+    if part == "eval":
+        gt.sort()
+        fname = f"ground_truth_{m}_section_{sec}_test.csv"
+        for sub, col in (("data", 2), ("domain", 3), ("attributes", 1)):
+            atomic_write_text(
+                gdir / f"ground_truth_{sub}" / fname,
+                "".join(f"{row[0]},{row[col]}\n" for row in gt),
+            )
+
+
 def generate_synthetic_dataset(
     out_root: str | os.PathLike[str],
     *,
@@ -312,82 +429,18 @@ def generate_synthetic_dataset(
             not written by this generator).
         ValueError: invalid arguments.
     """
-    if year not in _SUPPORTED_YEARS:
-        raise ValueError(f"year {year} not supported; valid: {_SUPPORTED_YEARS}")
-    for m in (*machines, *eval_machines):
-        if not _MACHINE_RE.fullmatch(m):
-            raise ValueError(
-                f"invalid machine name {m!r}: use letters, digits and '-' (no '_', no '/')"
-            )
-    if set(machines) & set(eval_machines):
-        raise ValueError("machines and eval_machines must be disjoint (as in the official data)")
-    for s in sections:
-        if not re.fullmatch(r"\d{2}", s):
-            raise ValueError(f"invalid section {s!r}: expected two digits like '00'")
-    if min(n_train_source, n_train_target, n_test_per_group) < 0 or seconds <= 0 or sr <= 0:
-        raise ValueError("counts must be >= 0 and seconds, sr > 0")
-    if not machines and not eval_machines:
-        raise ValueError("no machine types given")
-
+    _check_arguments(
+        machines, eval_machines, sections, year, (n_train_source, n_train_target, n_test_per_group),
+        seconds, sr,
+    )  # fmt: skip
     out = Path(out_root)
     marker = out / MARKER_FILE
-    ours = [out / "dev_data", out / "eval_data", out / "ground_truth"]
-    if any(p.exists() for p in ours):
-        if not marker.is_file():
-            raise FileExistsError(
-                f"{out} already contains data not written by the synthetic generator; "
-                "choose an empty folder"
-            )
-        if not overwrite:
-            raise FileExistsError(f"{out} already holds a synthetic dataset; pass overwrite=True")
-        for p in ours:
-            if p.exists():
-                shutil.rmtree(p)
-        marker.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-
-    gdir = out / "ground_truth"
+    _clear_previous(out, overwrite)
     for part, part_machines in (("dev", machines), ("eval", eval_machines)):
         for m in part_machines:
-            mdir = out / f"{part}_data" / "raw" / m
             for sec in sections:
-                specs = [
-                    _Spec(part, m, sec, dom, "normal", "train", i)
-                    for dom, count in (("source", n_train_source), ("target", n_train_target))
-                    for i in range(count)
-                ]
-                specs += [
-                    _Spec(part, m, sec, dom, lab, "test", i)
-                    for dom in ("source", "target")
-                    for lab in ("normal", "anomaly")
-                    for i in range(n_test_per_group)
-                ]
-                attr_rows: list[tuple[str, tuple[tuple[str, str], ...]]] = []
-                gt: list[tuple[str, str, str, str]] = []  # (anon, full w/o .wav, label, domain)
-                if part == "eval":
-                    test_specs = [sp for sp in specs if sp.split == "test"]
-                    order = _clip_rng(seed, "anonymise", m, sec).permutation(len(test_specs))
-                    anon_of = {test_specs[int(j)]: k for k, j in enumerate(order)}
-                for sp in specs:
-                    name, x, attrs = sp.render(seed, seconds, sr)
-                    if part == "dev" or sp.split == "train":
-                        atomic_write_bytes(mdir / sp.split / name, _wav_bytes(x, sr))
-                        attr_rows.append((f"{m}/{sp.split}/{name}", attrs))
-                    else:
-                        anon = f"section_{sec}_{anon_of[sp]:04d}.wav"
-                        atomic_write_bytes(mdir / "test" / anon, _wav_bytes(x, sr))
-                        gt.append((anon, name[: -len(".wav")],
-                                   "1" if sp.label == "anomaly" else "0",
-                                   "1" if sp.domain == "target" else "0"))  # fmt: skip
-                atomic_write_text(mdir / f"attributes_{sec}.csv", _attribute_csv(attr_rows))
-                if part == "eval":
-                    gt.sort()
-                    fname = f"ground_truth_{m}_section_{sec}_test.csv"
-                    for sub, col in (("data", 2), ("domain", 3), ("attributes", 1)):
-                        atomic_write_text(
-                            gdir / f"ground_truth_{sub}" / fname,
-                            "".join(f"{row[0]},{row[col]}\n" for row in gt),
-                        )
+                counts = (n_train_source, n_train_target, n_test_per_group)
+                _write_section(out, part, m, sec, counts, seed, seconds, sr)
     params = {
         "generator": "stetho.data.synth",
         "format_version": 1,

@@ -23,7 +23,7 @@ import math
 import os
 import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -223,51 +223,9 @@ def write_submission(
         raise ValueError(f"baseline-style file names exist only for 2022–2025, not {year}")
     if not scores:
         raise ValueError(f"{machine} section {section}: no scores to write")
-    score_rows: dict[str, str] = {}
-    for name, value in scores.items():
-        _check_name(name, machine, section)
-        v = float(value)
-        if not math.isfinite(v):
-            raise ValueError(
-                f"{machine} section {section}: score of {name!r} is not finite ({v!r})"
-            )
-        score_rows[name] = repr(v)
-    decision_rows: dict[str, str] | None = None
-    if decisions is not None and year == 2020:
-        logger.warning(
-            "2020 submissions have no decision files; decisions for %s %s not written",
-            machine,
-            section,
-        )
-    elif decisions is not None:
-        if set(decisions) != set(scores):
-            diff = sorted(set(decisions) ^ set(scores))[:5]
-            raise ValueError(
-                f"{machine} section {section}: scores and decisions name different clips, e.g. {diff}"
-            )
-        decision_rows = {}
-        for name, d in decisions.items():
-            if isinstance(d, str) or d not in (0, 1):
-                raise ValueError(
-                    f"{machine} section {section}: decision of {name!r} must be 0 or 1, got {d!r}"
-                )
-            decision_rows[name] = str(int(d))
-
-    groups: dict[str | None, list[str]] = defaultdict(list)
-    for name in sorted(score_rows):
-        if year == 2021:
-            try:
-                domain = parse_clip_name(name).domain
-            except ClipNameError as err:
-                raise ValueError(f"{machine} section {section}: {err}") from err
-            if domain is None:
-                raise ValueError(
-                    f"{machine} section {section}: 2021 files are per domain but {name!r} carries no "
-                    "source/target token"
-                )
-            groups[domain].append(name)
-        else:
-            groups[None].append(name)
+    score_rows = _score_rows(scores, machine, section)
+    decision_rows = _decision_rows(decisions, scores, machine, section, year)
+    groups = _group_by_file_domain(score_rows, machine, section, year)
 
     written: list[Path] = []
     out = Path(out_dir)
@@ -283,6 +241,72 @@ def write_submission(
             atomic_write_text(path, "".join(f"{n},{rows[n]}\n" for n in names))
             written.append(path)
     return written
+
+
+def _score_rows(scores: Mapping[str, float], machine: str, section: str) -> dict[str, str]:
+    rows: dict[str, str] = {}
+    for name, value in scores.items():
+        _check_name(name, machine, section)
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(
+                f"{machine} section {section}: score of {name!r} is not finite ({v!r})"
+            )
+        rows[name] = repr(v)
+    return rows
+
+
+def _decision_rows(
+    decisions: Mapping[str, int] | None,
+    scores: Mapping[str, float],
+    machine: str,
+    section: str,
+    year: int,
+) -> dict[str, str] | None:
+    if decisions is None:
+        return None
+    if year == 2020:
+        logger.warning(
+            "2020 submissions have no decision files; decisions for %s %s not written",
+            machine,
+            section,
+        )
+        return None
+    if set(decisions) != set(scores):
+        diff = sorted(set(decisions) ^ set(scores))[:5]
+        raise ValueError(
+            f"{machine} section {section}: scores and decisions name different clips, e.g. {diff}"
+        )
+    rows: dict[str, str] = {}
+    for name, d in decisions.items():
+        if isinstance(d, str) or d not in (0, 1):
+            raise ValueError(
+                f"{machine} section {section}: decision of {name!r} must be 0 or 1, got {d!r}"
+            )
+        rows[name] = str(int(d))
+    return rows
+
+
+def _group_by_file_domain(
+    rows: Mapping[str, str], machine: str, section: str, year: int
+) -> dict[str | None, list[str]]:
+    """Sorted clip names per output file: per domain in 2021, one group otherwise."""
+    groups: dict[str | None, list[str]] = defaultdict(list)
+    for name in sorted(rows):
+        if year != 2021:
+            groups[None].append(name)
+            continue
+        try:
+            domain = parse_clip_name(name).domain
+        except ClipNameError as err:
+            raise ValueError(f"{machine} section {section}: {err}") from err
+        if domain is None:
+            raise ValueError(
+                f"{machine} section {section}: 2021 files are per domain but {name!r} carries no "
+                "source/target token"
+            )
+        groups[domain].append(name)
+    return groups
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,44 +468,59 @@ def read_submission(
         for f in files
     )
 
-    scores: Scores = {}
-    decisions: Decisions = {}
     if truth is None:
         if not files:
             raise SubmissionError(f"{scores_dir}: no submission files for {year} ({_forms(year)})")
-        for f in files:
-            values = {name: value for _, name, value in _read_rows(f.path, f.kind)}
-            key = (f.machine, f.section)
-            previous = scores.get(key, {}) if f.kind == "anomaly_score" else decisions.get(key, {})
-            if clash := sorted(set(values) & set(previous)):
-                raise SubmissionError(
-                    f"{f.path}: {clash[0]!r} also appears in the other domain file"
-                )
-            if f.kind == "anomaly_score":
-                scores.setdefault(key, {}).update(values)
-            else:
-                decisions.setdefault(key, {}).update({n: int(v) for n, v in values.items()})
+        scores, decisions = _read_all(files)
         return scores, (decisions if has_decisions else None)
-
-    domains: tuple[str | None, ...] = DOMAINS if year == 2021 else (None,)
     kinds: tuple[Kind, ...] = (
         ("anomaly_score", "decision_result") if has_decisions else ("anomaly_score",)
     )
+    _check_complete(scores_dir, files, slots, truth, kinds, year)
+    scores, decisions = _read_against_truth(slots, truth, kinds, year)
+    return scores, (decisions if has_decisions else None)
+
+
+def _read_all(files: Sequence[SubmissionFile]) -> tuple[Scores, Decisions]:
+    """Every file, names as written (no truth to align with)."""
+    scores: Scores = {}
+    decisions: Decisions = {}
+    for f in files:
+        values = {name: value for _, name, value in _read_rows(f.path, f.kind)}
+        key = (f.machine, f.section)
+        previous = scores.get(key, {}) if f.kind == "anomaly_score" else decisions.get(key, {})
+        if clash := sorted(set(values) & set(previous)):
+            raise SubmissionError(f"{f.path}: {clash[0]!r} also appears in the other domain file")
+        if f.kind == "anomaly_score":
+            scores.setdefault(key, {}).update(values)
+        else:
+            decisions.setdefault(key, {}).update({n: int(v) for n, v in values.items()})
+    return scores, decisions
+
+
+def _check_complete(
+    scores_dir: str | os.PathLike[str],
+    files: Sequence[SubmissionFile],
+    slots: Mapping[tuple[str, str, str, str], SubmissionFile],
+    truth: Truth,
+    kinds: tuple[Kind, ...],
+    year: int,
+) -> None:
+    """Raise naming every file the truth's sections need but the folder lacks."""
+    domains: tuple[str | None, ...] = DOMAINS if year == 2021 else (None,)
     missing: list[str] = []
-    for key in sorted(truth):
-        machine, section = key
+    for machine, section in sorted(truth):
         for kind in kinds:
             for domain in domains:
-                if (kind, machine, section, domain or "") not in slots:
-                    name = submission_file_names(
-                        machine, section, kind=kind, year=year, domain=domain
+                if (kind, machine, section, domain or "") in slots:
+                    continue
+                name = submission_file_names(machine, section, kind=kind, year=year, domain=domain)
+                if year >= 2022:
+                    alt = submission_file_names(
+                        machine, section, kind=kind, style="baseline", year=year
                     )
-                    if year >= 2022:
-                        alt = submission_file_names(
-                            machine, section, kind=kind, style="baseline", year=year
-                        )
-                        name = f"{name} (or {alt})"
-                    missing.append(name)
+                    name = f"{name} (or {alt})"
+                missing.append(name)
     if missing:
         found = ", ".join(f.path.name for f in files) or "none"
         raise SubmissionError(
@@ -489,6 +528,17 @@ def read_submission(
             + "\n  ".join(missing)
             + f"\nsubmission files found: {found}"
         )
+
+
+def _read_against_truth(
+    slots: Mapping[tuple[str, str, str, str], SubmissionFile],
+    truth: Truth,
+    kinds: tuple[Kind, ...],
+    year: int,
+) -> tuple[Scores, Decisions]:
+    """The files of the truth's sections, rows aligned to the truth's canonical names."""
+    scores: Scores = {}
+    decisions: Decisions = {}
     for (file_kind, machine, section, _), f in sorted(slots.items(), key=lambda kv: str(kv[0])):
         if (machine, section) not in truth:
             logger.warning(
@@ -512,7 +562,7 @@ def read_submission(
             decisions.setdefault((machine, section), {}).update(
                 {n: int(v) for n, v in values.items()}
             )
-    return scores, (decisions if has_decisions else None)
+    return scores, decisions
 
 
 def _forms(year: int) -> str:

@@ -430,15 +430,7 @@ def _load_list(path: Path, year: int) -> Truth:
     for row, fields in read_csv_rows(path):
         fields = [f.strip() for f in fields]
         if len(fields) == 1 or (len(fields) > 1 and not any(fields[1:])):
-            machine = fields[0]
-            if "_" in machine:
-                raise GroundTruthError(f"{path}, row {row}: machine type {machine!r} contains '_'")
-            if year == 2022 and machine in ("ToyCar", "ToyTrain"):
-                raise GroundTruthError(
-                    f"{path}: 2022 {machine} labels in the renaming list disagree with the official "
-                    "ground_truth_data/ground_truth_domain files (protocol §4.1); use the 2022 "
-                    "evaluator's ground-truth folders instead"
-                )
+            machine = _list_machine(fields[0], path, row, year)
             continue
         if machine is None:
             raise GroundTruthError(
@@ -450,35 +442,7 @@ def _load_list(path: Path, year: int) -> Truth:
             )
         anon, full = fields[0], fields[1]
         where = f"{path}, row {row}"
-        try:
-            anon_parsed = parse_clip_name(anon)
-        except ClipNameError as err:
-            raise GroundTruthError(f"{where}: {err}") from err
-        section = anon_parsed.section
-        if section is None:
-            raise GroundTruthError(f"{where}: no section/id in {anon!r}")
-        label: int | None = None
-        domain: int | None = None
-        if len(fields) == 3:
-            label = _binary(fields[2], path, row, "label")
-        try:
-            full_parsed = parse_clip_name(full)
-        except ClipNameError as err:
-            if label is None:
-                raise GroundTruthError(f"{where}: {err}") from err
-            full_parsed = None
-        if full_parsed is not None:
-            if full_parsed.label is not None:
-                name_label = 1 if full_parsed.label == "anomaly" else 0
-                if label is not None and label != name_label:
-                    raise GroundTruthError(
-                        f"{where}: label column {label} contradicts name {full!r}"
-                    )
-                label = name_label
-            dom = full_parsed.domain or anon_parsed.domain
-            domain = None if dom is None or year == 2020 else DOMAINS.index(dom)
-        if label is None:
-            raise GroundTruthError(f"{where}: no label column and no label token in {full!r}")
+        section, label, domain = _list_row(fields, path, row, year)
         key = (machine, section)
         rows_by_key[key].append((anon, label, domain))
         if full != anon:
@@ -493,6 +457,53 @@ def _load_list(path: Path, year: int) -> Truth:
             key[0], key[1], rows, f"{path} {key[0]} section {key[1]}", aliases[key]
         )
     return truth
+
+
+def _list_machine(machine: str, path: Path, row: int, year: int) -> str:
+    """A machine-type header line of an eval list, checked."""
+    if "_" in machine:
+        raise GroundTruthError(f"{path}, row {row}: machine type {machine!r} contains '_'")
+    if year == 2022 and machine in ("ToyCar", "ToyTrain"):
+        raise GroundTruthError(
+            f"{path}: 2022 {machine} labels in the renaming list disagree with the official "
+            "ground_truth_data/ground_truth_domain files (protocol §4.1); use the 2022 "
+            "evaluator's ground-truth folders instead"
+        )
+    return machine
+
+
+def _list_row(fields: list[str], path: Path, row: int, year: int) -> tuple[str, int, int | None]:
+    """``(section, label, domain)`` of an ``anon,full[,label]`` row of an eval list."""
+    anon, full = fields[0], fields[1]
+    where = f"{path}, row {row}"
+    try:
+        anon_parsed = parse_clip_name(anon)
+    except ClipNameError as err:
+        raise GroundTruthError(f"{where}: {err}") from err
+    section = anon_parsed.section
+    if section is None:
+        raise GroundTruthError(f"{where}: no section/id in {anon!r}")
+    label: int | None = None
+    domain: int | None = None
+    if len(fields) == 3:
+        label = _binary(fields[2], path, row, "label")
+    try:
+        full_parsed = parse_clip_name(full)
+    except ClipNameError as err:
+        if label is None:
+            raise GroundTruthError(f"{where}: {err}") from err
+        full_parsed = None
+    if full_parsed is not None:
+        if full_parsed.label is not None:
+            name_label = 1 if full_parsed.label == "anomaly" else 0
+            if label is not None and label != name_label:
+                raise GroundTruthError(f"{where}: label column {label} contradicts name {full!r}")
+            label = name_label
+        dom = full_parsed.domain or anon_parsed.domain
+        domain = None if dom is None or year == 2020 else DOMAINS.index(dom)
+    if label is None:
+        raise GroundTruthError(f"{where}: no label column and no label token in {full!r}")
+    return section, label, domain
 
 
 def find_eval_list(root: Path, year: int | None = None) -> Path | None:

@@ -184,7 +184,7 @@ def resolve_key(
     return key
 
 
-def score_paths(
+def score_paths(  # noqa: C901, PLR0915  (hardening branch splits this)
     detector: Scorer,
     paths: PathLike | Iterable[PathLike],
     machine: str | None = None,

@@ -24,6 +24,7 @@ __all__ = [
     "broadcast_object",
     "destroy_distributed",
     "init_distributed",
+    "process_rank",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,16 @@ class DistInfo:
     def enabled(self) -> bool:
         """True when more than one process takes part."""
         return self.world_size > 1
+
+
+def process_rank() -> int:
+    """Global rank of this process: the process group's, else ``RANK`` from ``torchrun``, else 0.
+
+    The one place that reads ``RANK`` (pipelines ask it after training, when the group is gone).
+    """
+    if dist.is_available() and dist.is_initialized():
+        return int(dist.get_rank())
+    return int(os.environ.get("RANK", "0"))
 
 
 def init_distributed(backend: str | None = None) -> DistInfo:

@@ -2,8 +2,14 @@
 
 ::
 
-    result = train(cfg, clips.filter(split="train"), "runs/beats_lora", val_clips=dev_test)
+    validate = knn_validator(cfg, train_clips, dev_test)          # stetho.pipelines
+    result = train(cfg, train_clips, "runs/beats_lora", validate=validate)
     result.history[-1]["val_official_score"]
+
+The run is a :class:`TrainState` moved along by small steps: :func:`setup` (models, optimiser,
+data), :func:`resume_from_checkpoint` or :func:`start_fresh`, then per epoch :func:`run_epoch`
+(:func:`train_step` per batch, :func:`save_checkpoint` every ``train.checkpoint_every_steps``) and
+:func:`end_epoch` (validation, history, checkpoint).
 
 What happens (all settings in :class:`~stetho.config.ExperimentConfig`):
 
@@ -21,9 +27,10 @@ What happens (all settings in :class:`~stetho.config.ExperimentConfig`):
   atomically to ``out_dir/checkpoint.pt`` at each epoch end (and every
   ``train.checkpoint_every_steps`` steps); ``resume=True`` continues from it, and on the CPU in
   deterministic mode a resumed run ends with exactly the weights of an uninterrupted one;
-* ``metrics.csv`` (and TensorBoard events) log the loss, learning rate and gradient norm; with
-  ``val_clips`` (labelled dev test clips) each epoch ends with a k-NN validation: official score
-  Ω, arithmetic mean.
+* ``metrics.csv`` (and TensorBoard events) log the loss, learning rate and gradient norm; with a
+  ``validate`` callable (the pipelines build a k-NN one on labelled dev test clips:
+  :func:`stetho.pipelines.knn_validator`) each epoch ends with a validation: official score Ω,
+  arithmetic mean. Training never imports the detector.
 
 GPU-only options: ``train.amp="bf16"`` autocasts the forward pass and the loss only (the
 backward and the optimiser step run outside it; parameters, gradients and optimiser state stay
@@ -40,178 +47,68 @@ and every trainable parameter is used.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import math
 import os
-import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from stetho.backbones import Backbone, create_backbone
+from stetho.backbones import Backbone
 from stetho.config import BackboneConfig, ExperimentConfig
 from stetho.data import Clip
-from stetho.model.adapt import (
-    apply_finetuning,
-    freeze_norm_statistics,
-    norm_stats_frozen,
-    trainable_parameter_count,
-)
+from stetho.model.adapt import freeze_norm_statistics, norm_stats_frozen
 from stetho.model.heads import ProxyHead
-from stetho.model.labels import ClassMap, build_class_map
-from stetho.training.dataset import (
-    ClipDataset,
-    GlobalBatchSampler,
-    WaveformCache,
-    collate_batch,
-    global_batch_sizes,
-    resolve_crop_samples,
-)
+from stetho.training.checkpoint import CHECKPOINT_NAME, resume_from_checkpoint, save_checkpoint
+from stetho.training.dataset import GlobalBatchSampler, collate_batch
 from stetho.training.distributed import (
-    DistInfo,
-    all_gather_objects,
     all_reduce_sum,
     barrier,
     destroy_distributed,
     init_distributed,
 )
-from stetho.utils.io import atomic_write, atomic_write_text, write_error
+from stetho.training.metrics import METRICS_NAME, MetricsLog
+from stetho.training.state import (
+    StepInfo,
+    TrainedModel,
+    TrainResult,
+    TrainState,
+    Validator,
+    build_backbone,
+    resolve_device,
+    seed_everything,
+    setup,
+)
+from stetho.utils.io import atomic_write_text
 
 __all__ = [
     "CHECKPOINT_NAME",
     "METRICS_NAME",
     "StepInfo",
     "TrainResult",
+    "TrainState",
+    "TrainedModel",
+    "Validator",
     "build_backbone",
+    "end_epoch",
     "lr_factor",
     "resolve_device",
+    "resume_from_checkpoint",
+    "run_epoch",
+    "save_checkpoint",
+    "setup",
+    "start_fresh",
     "train",
+    "train_step",
+    "validate_model",
 ]
 
 logger = logging.getLogger(__name__)
-
-#: Resumable checkpoint written in the training output folder.
-CHECKPOINT_NAME = "checkpoint.pt"
-#: Per-step / per-epoch metrics CSV in the training output folder.
-METRICS_NAME = "metrics.csv"
-_CHECKPOINT_FORMAT = 1
-_METRIC_FIELDS = (
-    "kind",
-    "epoch",
-    "step",
-    "lr",
-    "loss",
-    "grad_norm",
-    "val_official_score",
-    "val_arithmetic_mean",
-    "elapsed_s",
-)
-# Settings that may change between a checkpoint and its resumption without changing the maths.
-_RESUME_FREE = {
-    "train.log_every",
-    "train.checkpoint_every_steps",
-    "train.num_workers",
-    "train.device",
-    "train.tensorboard",
-    "train.val_every",
-    "data.cache_mb",
-}
-#: Extra ``torch.compile`` arguments (tests run the compile path on the CPU with ``backend="eager"``).
-_COMPILE_OPTIONS: dict[str, Any] = {}
-
-
-@dataclass
-class StepInfo:
-    """What a training callback sees after each optimiser step.
-
-    Attributes:
-        epoch: 0-based epoch of the step.
-        step: Global number of optimiser steps done so far (1 after the first step).
-        step_in_epoch: Steps done in this epoch.
-        loss: Loss of the step (averaged over processes).
-        lr: Learning rate used for the step.
-    """
-
-    epoch: int
-    step: int
-    step_in_epoch: int
-    loss: float
-    lr: float
-
-
-@dataclass
-class TrainResult:
-    """Outcome of :func:`train`.
-
-    Attributes:
-        backbone: The trained backbone (LoRA still unmerged), in eval mode, on ``device``.
-        head: The trained proxy head, in eval mode.
-        class_map: Proxy classes of the training clips.
-        config: The experiment config used.
-        out_dir: Training output folder.
-        checkpoint: The final resumable checkpoint (``None`` if nothing was trained).
-        epochs: Completed epochs.
-        steps: Optimiser steps done.
-        history: One dict per completed epoch: ``epoch, step, loss, lr, seconds`` and, when
-            validated, ``val_official_score, val_arithmetic_mean``.
-        device: Device the models live on.
-        trainable_params: Parameters trained (backbone + head), counted before training (a
-            detector built from this result may merge LoRA into the backbone afterwards).
-    """
-
-    backbone: Backbone
-    head: ProxyHead
-    class_map: ClassMap
-    config: ExperimentConfig
-    out_dir: Path
-    checkpoint: Path | None
-    epochs: int
-    steps: int
-    history: list[dict[str, Any]] = field(default_factory=list)
-    device: str = "cpu"
-    trainable_params: int = 0
-
-    @property
-    def final_loss(self) -> float | None:
-        """Mean training loss of the last epoch (``None`` before any epoch)."""
-        return float(self.history[-1]["loss"]) if self.history else None
-
-
-# -- helpers ----------------------------------------------------------------------------------
-def resolve_device(spec: str, info: DistInfo | None = None) -> torch.device:
-    """``"auto"`` → ``cuda:<local rank>`` when CUDA is available, else ``cpu``; else ``spec``."""
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", info.local_rank if info is not None else 0)
-        return torch.device("cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={spec!r} but CUDA is not available; use 'cpu' or 'auto'")
-    if device.type == "cuda" and device.index is None and info is not None and info.enabled:
-        device = torch.device("cuda", info.local_rank)
-    return device
-
-
-def _accelerated(device: torch.device) -> bool:
-    """Whether the GPU-only options (bf16 autocast, ``torch.compile``) apply on ``device``."""
-    return device.type == "cuda"
-
-
-def build_backbone(cfg: BackboneConfig) -> Backbone:
-    """``create_backbone`` from a :class:`BackboneConfig` (checkpoint, trust flag, overrides)."""
-    kwargs = dict(cfg.overrides)
-    if cfg.trust_checkpoint:
-        kwargs["trust_checkpoint"] = True
-    return create_backbone(cfg.name, checkpoint=cfg.checkpoint, **kwargs)
 
 
 def lr_factor(
@@ -235,12 +132,6 @@ def lr_factor(
     raise ValueError(f"unknown schedule {schedule!r}; valid: ['linear', 'cosine', 'constant']")
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 @contextlib.contextmanager
 def _determinism(enabled: bool) -> Iterator[None]:
     prev = torch.are_deterministic_algorithms_enabled()
@@ -254,60 +145,6 @@ def _determinism(enabled: bool) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(prev)
         torch.backends.cudnn.benchmark = prev_bench
-
-
-def _rng_state() -> dict[str, Any]:
-    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": [
-            str(name),
-            torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            int(pos),
-            int(has_gauss),
-            float(cached),
-        ],
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _backbone_tensors(backbone: Backbone, full: bool) -> dict[str, torch.Tensor]:
-    """Trainable parameters and all buffers (or the whole state dict when ``full``), uncopied."""
-    if full:
-        return dict(backbone.state_dict())
-    out: dict[str, torch.Tensor] = {k: p for k, p in backbone.named_parameters() if p.requires_grad}
-    out.update(dict(backbone.named_buffers()))
-    return out
-
-
-def _backbone_state(backbone: Backbone, full: bool) -> dict[str, torch.Tensor]:
-    """CPU copies of :func:`_backbone_tensors` (what the checkpoint stores)."""
-    return {k: v.detach().cpu().clone() for k, v in _backbone_tensors(backbone, full).items()}
-
-
-def _config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    out: list[str] = []
-    for key in sorted(set(a) | set(b)):
-        path = f"{prefix}{key}"
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict) and path != "backbone.overrides":
-            out += _config_diff(va, vb, path + ".")
-        elif va != vb and path not in _RESUME_FREE:
-            out.append(f"{path}: {va!r} -> {vb!r}")
-    return out
 
 
 class _TrainModule(nn.Module):
@@ -341,64 +178,19 @@ class _TrainModule(nn.Module):
         return self.head.loss(emb.float(), labels)
 
 
-class _MetricsLog:
-    """``metrics.csv`` (rewritten atomically) + optional TensorBoard, on rank 0 only."""
-
-    def __init__(
-        self, out_dir: Path, active: bool, tensorboard: bool, keep_until_step: int
-    ) -> None:
-        self.path = out_dir / METRICS_NAME
-        self.active = active
-        self.rows: list[dict[str, Any]] = []
-        self.writer: Any = None
-        if not active:
-            return
-        if keep_until_step > 0 and self.path.is_file():
-            with open(self.path, newline="", encoding="utf-8") as fh:
-                # rows written after the checkpoint by an interrupted run are dropped
-                self.rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= keep_until_step]
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.writer = SummaryWriter(
-                    str(out_dir / "tensorboard"),
-                    purge_step=keep_until_step if keep_until_step else None,
-                )
-            except Exception as err:  # tensorboard missing or broken: the CSV is enough
-                logger.info("TensorBoard logging disabled: %s", err)
-
-    def log(self, kind: str, epoch: int, step: int, values: dict[str, Any]) -> None:
-        if not self.active:
-            return
-        row = {"kind": kind, "epoch": epoch, "step": step, **values}
-        self.rows.append({k: row.get(k, "") for k in _METRIC_FIELDS})
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(_METRIC_FIELDS), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write_text(self.path, buf.getvalue())
-        if self.writer is not None:
-            for k, v in values.items():
-                if isinstance(v, int | float) and k != "elapsed_s" and math.isfinite(v):
-                    self.writer.add_scalar(f"{kind}/{k}", v, step)
-            self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-# -- the loop ---------------------------------------------------------------------------------
+# -- the algorithm --------------------------------------------------------------------------
 def train(
     cfg: ExperimentConfig,
     clips: Sequence[Clip],
     out_dir: str | os.PathLike[str],
     *,
     resume: bool = True,
-    val_clips: Sequence[Clip] | None = None,
+    validate: Validator | None = None,
     progress: bool = True,
     callback: Callable[[StepInfo], None] | None = None,
+    backbone_factory: Callable[[BackboneConfig], Backbone] | None = None,
+    accelerate: bool | None = None,
+    compile_options: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Fine-tune a backbone with the ArcFace proxy task on normal training clips.
 
@@ -408,10 +200,17 @@ def train(
         out_dir: Folder for ``checkpoint.pt``, ``metrics.csv``, ``config.json``, TensorBoard.
         resume: Continue from ``out_dir/checkpoint.pt`` when present (a finished run returns
             at once). ``False`` starts over (the old checkpoint is overwritten).
-        val_clips: Labelled test clips for the per-epoch k-NN validation (Ω).
+        validate: Called on rank 0 every ``train.val_every`` epochs with a
+            :class:`TrainedModel`; its metrics join the epoch's record (see
+            :func:`stetho.pipelines.knn_validator`).
         progress: Show tqdm progress bars (rank 0 only).
         callback: Called with a :class:`StepInfo` after every optimiser step (and after the
             checkpoint of that step, if any); an exception raised there stops training.
+        backbone_factory: Builds the backbone from ``cfg.backbone`` (default
+            :func:`build_backbone`; e.g. a custom or instrumented model).
+        accelerate: Use the GPU-only options (``train.amp``, ``train.compile``); default: on
+            CUDA devices only. ``True`` runs those code paths on any device (tests).
+        compile_options: Extra ``torch.compile`` arguments (e.g. ``{"backend": "eager"}``).
 
     Returns:
         A :class:`TrainResult` with the trained (unmerged) backbone and head.
@@ -419,324 +218,241 @@ def train(
     Raises:
         ValueError: no clips, or a checkpoint in ``out_dir`` from a different configuration.
     """
-    clips = list(clips)
-    if not clips:
-        raise ValueError("train() needs at least one training clip, got none")
-    n_test = sum(1 for c in clips if c.split == "test" or c.label == "anomaly")
-    if n_test:
-        raise ValueError(
-            f"{n_test} of the training clips are test or anomalous clips; train on normal train clips only"
-        )
+    clips = _check_training_clips(clips)
     info = init_distributed()
     try:
         with _determinism(cfg.train.deterministic):
-            return _train(cfg, clips, Path(out_dir), info, resume, val_clips, progress, callback)
+            state = setup(
+                cfg,
+                clips,
+                Path(out_dir),
+                info,
+                backbone_factory=backbone_factory or build_backbone,
+                accelerate=accelerate,
+                compile_options=compile_options,
+            )
+            if not (resume and resume_from_checkpoint(state)):
+                start_fresh(state)
+            metrics = MetricsLog(state.out_dir, info.is_main, cfg.train.tensorboard, state.step)
+            try:
+                runner = training_module(state)
+                state.t0 = time.monotonic()
+                while state.epoch < cfg.train.epochs:
+                    run_epoch(state, runner, metrics, progress=progress, callback=callback)
+                    end_epoch(state, metrics, validate)
+            finally:
+                metrics.close()
+            barrier(info)
+            return _result(state)
     finally:
         destroy_distributed(info)
 
 
-def _train(
-    cfg: ExperimentConfig,
-    clips: list[Clip],
-    out_dir: Path,
-    info: DistInfo,
-    resume: bool,
-    val_clips: Sequence[Clip] | None,
-    progress: bool,
-    callback: Callable[[StepInfo], None] | None,
-) -> TrainResult:
-    tc = cfg.train
-    device = resolve_device(tc.device, info)
-    on_gpu = device.type == "cuda"
-    accelerated = _accelerated(device)
-    use_amp = tc.amp == "bf16" and accelerated
-    use_compile = tc.compile and accelerated
-    if tc.amp == "bf16" and not accelerated:
-        logger.info("train.amp='bf16' is ignored on %s (GPU only)", device)
-    if tc.compile and not accelerated:
-        logger.info("train.compile=True is ignored on %s (GPU only)", device)
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-
-    # -- model ------------------------------------------------------------------------------
-    class_map = build_class_map(clips)
-    _seed_everything(tc.seed)
-    backbone = build_backbone(cfg.backbone)
-    has_params = any(True for _ in backbone.parameters())
-    if has_params:
-        apply_finetuning(backbone, cfg.finetune)
-    else:
-        logger.info("backbone %s has no parameters: training the head only", cfg.backbone.name)
-    backbone_trainable = trainable_parameter_count(backbone) > 0
-    head = ProxyHead(backbone.embed_dim, len(class_map), cfg.head)
-    n_trainable = trainable_parameter_count(backbone) + trainable_parameter_count(head)
-    if backbone.input_kind == "fbank" and cfg.data.spec_augment is not None:
-        from stetho.frontend.specaugment import SpecAugment
-
-        backbone.set_spec_augment(SpecAugment(cfg.data.spec_augment))
-    else:
-        backbone.set_spec_augment(None)
-    backbone.to(device)
-    head.to(device)
-    # full state when the backbone's weights cannot be rebuilt from a checkpoint file
-    full_state = cfg.backbone.checkpoint is None or cfg.finetune.strategy == "full"
-    params = [p for p in list(backbone.parameters()) + list(head.parameters()) if p.requires_grad]
-    params = list({id(p): p for p in params}.values())
-    opt_cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
-    logger.info(
-        "training %s (%s): %d trainable backbone + %d head parameters, %d classes, device %s",
-        cfg.backbone.name,
-        cfg.finetune.strategy if has_params else "head only",
-        trainable_parameter_count(backbone),
-        trainable_parameter_count(head),
-        len(class_map),
-        device,
-    )
-
-    # -- data -------------------------------------------------------------------------------
-    crop = resolve_crop_samples(
-        clips, backbone.sample_rate, cfg.data.crop_seconds(backbone.input_kind)
-    )
-    cache = WaveformCache(cfg.data.cache_mb << 20)
-    dataset = ClipDataset(
-        clips, backbone.sample_rate, class_map, crop_samples=crop, seed=tc.seed, cache=cache
-    )
-    batch_sizes = global_batch_sizes(len(dataset), tc.batch_size, info.world_size)
-    steps_per_epoch = len(batch_sizes)
-    if steps_per_epoch == 0:
+def _check_training_clips(clips: Sequence[Clip]) -> list[Clip]:
+    out = list(clips)
+    if not out:
+        raise ValueError("train() needs at least one training clip, got none")
+    n_test = sum(1 for c in out if c.split == "test" or c.label == "anomaly")
+    if n_test:
         raise ValueError(
-            f"{len(dataset)} training clips are too few for {info.world_size} processes"
+            f"{n_test} of the training clips are test or anomalous clips; train on normal train clips only"
         )
-    total_steps = steps_per_epoch * tc.epochs
-    warmup = (
-        tc.warmup_steps
-        if tc.warmup_steps is not None
-        else round(tc.warmup_epochs * steps_per_epoch)
-    )
+    return out
 
-    # -- resume -----------------------------------------------------------------------------
-    ckpt_path = out_dir / CHECKPOINT_NAME
-    epoch, step_in_epoch, global_step = 0, 0, 0
-    loss_sum, loss_count = 0.0, 0  # running sums of the current epoch (kept in checkpoints)
-    lr = tc.lr
-    history: list[dict[str, Any]] = []
-    cfg_dict = cfg.to_dict()
-    if resume and ckpt_path.is_file():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("format") != _CHECKPOINT_FORMAT:
-            raise ValueError(f"{ckpt_path}: unsupported checkpoint format {state.get('format')!r}")
-        diff = _config_diff(state["config"], cfg_dict)
-        if diff:
-            raise ValueError(
-                f"{ckpt_path} was written with a different configuration ({'; '.join(diff[:5])}); "
-                "use another output folder or resume=False to start over"
-            )
-        if state["class_map"] != class_map.classes:
-            raise ValueError(
-                f"{ckpt_path}: the training clips' classes differ from the checkpoint's"
-            )
-        missing = set(_backbone_tensors(backbone, full_state)) - set(state["backbone"])
-        if missing:
-            raise ValueError(
-                f"{ckpt_path}: backbone weights missing from the checkpoint: {sorted(missing)[:5]}"
-            )
-        backbone.load_state_dict(state["backbone"], strict=False)
-        head.load_state_dict(state["head"])
-        optimizer.load_state_dict(state["optimizer"])
-        epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["step"]
-        loss_sum, loss_count = float(state["epoch_loss_sum"]), int(state["epoch_loss_count"])
-        history = list(state["history"])
-        rngs = state["rng"]
-        _set_rng_state(rngs[info.rank] if info.rank < len(rngs) else rngs[0])
-        logger.info("resumed from %s: epoch %d, step %d", ckpt_path, epoch, global_step)
-    elif info.is_main:
-        atomic_write_text(out_dir / "config.json", cfg.to_json() + "\n")
-        class_map.save(out_dir / "class_map.json")
-    if not (resume and ckpt_path.is_file()):
-        # Different per-process augmentation streams (SpecAugment, dropout) after identical init.
-        _seed_everything(tc.seed + info.rank)
 
-    metrics = _MetricsLog(out_dir, info.is_main, tc.tensorboard, global_step)
-    freeze_stats = has_params and norm_stats_frozen(cfg.finetune)
-    module = _TrainModule(backbone, head, backbone_trainable, freeze_stats)
+def start_fresh(state: TrainState) -> None:
+    """Write ``config.json`` and ``class_map.json`` (rank 0) and seed each process."""
+    if state.info.is_main:
+        atomic_write_text(state.out_dir / "config.json", state.cfg.to_json() + "\n")
+        state.class_map.save(state.out_dir / "class_map.json")
+    # different per-process augmentation streams (SpecAugment, dropout) after identical init
+    seed_everything(state.cfg.train.seed + state.info.rank)
+
+
+def training_module(state: TrainState) -> nn.Module:
+    """Backbone + head loss as one module, wrapped in DDP and compiled as configured.
+
+    ``torch.compile`` comes after the DDP wrapper (graph breaks at bucket boundaries); the
+    state's ``backbone``/``head`` stay uncompiled, so checkpoints carry no wrapper prefixes.
+    """
+    freeze_stats = state.has_params and norm_stats_frozen(state.cfg.finetune)
+    module = _TrainModule(state.backbone, state.head, state.backbone_trainable, freeze_stats)
     runner: nn.Module = module
-    if info.enabled:
+    if state.info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         # trainable backbone weights can go unused in a step (classifiers outside the embedding
         # path, layer drop); the head's parameters are always used
         runner = DistributedDataParallel(
             module,
-            device_ids=[device.index] if on_gpu else None,
-            find_unused_parameters=backbone_trainable,
+            device_ids=[state.device.index] if state.device.type == "cuda" else None,
+            find_unused_parameters=module.backbone_trainable,
         )
-    if use_compile:
-        # after DDP (graph breaks at bucket boundaries); ``backbone``/``head`` stay uncompiled
-        runner = torch.compile(runner, **_COMPILE_OPTIONS)  # type: ignore[assignment]
+    if state.use_compile:
+        runner = torch.compile(runner, **state.compile_options)  # type: ignore[assignment]
+    return runner
 
-    def save_checkpoint(epoch_done: int, in_epoch: int) -> None:
-        rngs = all_gather_objects(_rng_state(), info)
-        if not info.is_main:
-            return
-        state = {
-            "format": _CHECKPOINT_FORMAT,
-            "epoch": epoch_done,
-            "step_in_epoch": in_epoch,
-            "step": global_step,
-            "backbone": _backbone_state(backbone, full_state),
-            "head": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()},
-            "optimizer": optimizer.state_dict(),
-            "rng": rngs,
-            "class_map": list(class_map.classes),
-            "config": cfg_dict,
-            "history": history,
-            "epoch_loss_sum": loss_sum,
-            "epoch_loss_count": loss_count,
-        }
-        with atomic_write(ckpt_path, "wb") as fh:
-            try:
-                torch.save(state, fh)
-            except RuntimeError as err:  # torch wraps a failed write (disk full) in RuntimeError
-                raise write_error(ckpt_path, err) from err
 
-    t0 = time.monotonic()
+# -- one epoch ------------------------------------------------------------------------------
+def run_epoch(
+    state: TrainState,
+    runner: nn.Module,
+    metrics: MetricsLog,
+    *,
+    progress: bool = False,
+    callback: Callable[[StepInfo], None] | None = None,
+) -> None:
+    """Train the rest of epoch ``state.epoch`` (from ``state.step_in_epoch`` on)."""
+    tc, info = state.cfg.train, state.info
+    sampler = GlobalBatchSampler(
+        len(state.dataset),
+        tc.batch_size,
+        tc.seed,
+        state.epoch,
+        info.rank,
+        info.world_size,
+        start_step=state.step_in_epoch,
+    )
+    loader = DataLoader(
+        state.dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_batch,
+        num_workers=tc.num_workers,
+        # a private generator: creating the iterator must not consume the global RNG
+        generator=torch.Generator().manual_seed(tc.seed + state.epoch),
+        pin_memory=state.device.type == "cuda",
+    )
+    runner.train()  # BatchNorm layers stay in eval mode when statistics are frozen
+    bar = _progress(
+        progress and info.is_main,
+        state.steps_per_epoch,
+        state.step_in_epoch,
+        f"epoch {state.epoch + 1}/{tc.epochs}",
+    )
     try:
-        while epoch < tc.epochs:
-            sampler = GlobalBatchSampler(
-                len(dataset),
-                tc.batch_size,
-                tc.seed,
-                epoch,
-                info.rank,
-                info.world_size,
-                start_step=step_in_epoch,
-            )
-            loader = DataLoader(
-                dataset,
-                batch_sampler=sampler,
-                collate_fn=collate_batch,
-                num_workers=tc.num_workers,
-                # a private generator: creating the iterator must not consume the global RNG
-                generator=torch.Generator().manual_seed(tc.seed + epoch),
-                pin_memory=on_gpu,
-            )
-            module.train()  # BatchNorm layers stay in eval mode when statistics are frozen
-            bar = _progress(
-                progress and info.is_main,
-                steps_per_epoch,
-                step_in_epoch,
-                f"epoch {epoch + 1}/{tc.epochs}",
-            )
-            for batch in loader:
-                n_global = batch_sizes[step_in_epoch]
-                lr = tc.lr * lr_factor(
-                    global_step, warmup, total_steps, tc.schedule, tc.min_lr_ratio
-                )
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                wave = batch["wave"].to(device, non_blocking=True)
-                labels = batch["label"].to(device, non_blocking=True)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    loss_mean = runner(wave, labels)
-                # local sum / global count, times world size (DDP averages over processes);
-                # backward outside autocast, fp32 parameters: no GradScaler needed for bf16
-                scale = wave.shape[0] * info.world_size / n_global
-                (loss_mean * scale).backward()
-                grad_norm = (
-                    torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
-                    if tc.grad_clip is not None
-                    else torch.nn.utils.clip_grad_norm_(params, float("inf"))
-                )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                global_step += 1
-                step_in_epoch += 1
-                # reduced on the training device: NCCL cannot reduce CPU tensors
-                step_loss = float(
-                    all_reduce_sum(loss_mean.detach().double() * wave.shape[0], info) / n_global
-                )
-                loss_sum += step_loss
-                loss_count += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
-                if global_step % tc.log_every == 0:
-                    metrics.log(
-                        "step",
-                        epoch,
-                        global_step,
-                        {"lr": lr, "loss": step_loss, "grad_norm": float(grad_norm),
-                         "elapsed_s": round(time.monotonic() - t0, 3)},
-                    )  # fmt: skip
-                epoch_done = step_in_epoch == steps_per_epoch
-                if (
-                    tc.checkpoint_every_steps
-                    and global_step % tc.checkpoint_every_steps == 0
-                    and not epoch_done
-                ):
-                    save_checkpoint(epoch, step_in_epoch)
-                if callback is not None:
-                    callback(StepInfo(epoch, global_step, step_in_epoch, step_loss, lr))
+        for batch in loader:
+            loss, grad_norm = train_step(state, runner, batch)
             if bar is not None:
-                bar.close()
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "step": global_step,
-                "loss": loss_sum / loss_count if loss_count else float("nan"),
-                "lr": lr,
-                "seconds": round(time.monotonic() - t0, 3),
-            }
-            if val_clips and tc.val_every and (epoch + 1) % tc.val_every == 0:
-                if info.is_main:
-                    record.update(
-                        _validate(
-                            cfg, backbone, head, class_map, clips, val_clips, device, cache.load
-                        )
-                    )
-                barrier(info)
-            history.append(record)
-            metrics.log(
-                "epoch",
-                epoch + 1,
-                global_step,
-                {
-                    k: record.get(k, "")
-                    for k in ("lr", "loss", "val_official_score", "val_arithmetic_mean")
-                }
-                | {"elapsed_s": record["seconds"]},
-            )
-            epoch += 1
-            step_in_epoch = 0
-            loss_sum, loss_count = 0.0, 0
-            save_checkpoint(epoch, 0)
-            logger.info(
-                "epoch %d/%d: loss %.4f%s",
-                epoch,
-                tc.epochs,
-                record["loss"],
-                f", val Ω {record['val_official_score']:.4f}"
-                if "val_official_score" in record
-                else "",
-            )
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{state.lr:.2e}")
+            if state.step % tc.log_every == 0:
+                elapsed = round(time.monotonic() - state.t0, 3)
+                metrics.log(
+                    "step",
+                    state.epoch,
+                    state.step,
+                    {"lr": state.lr, "loss": loss, "grad_norm": grad_norm, "elapsed_s": elapsed},
+                )
+            every = tc.checkpoint_every_steps
+            if every and state.step % every == 0 and state.step_in_epoch < state.steps_per_epoch:
+                save_checkpoint(state)
+            if callback is not None:
+                callback(StepInfo(state.epoch, state.step, state.step_in_epoch, loss, state.lr))
     finally:
-        metrics.close()
-    barrier(info)
-    backbone.eval()
-    head.eval()
+        if bar is not None:
+            bar.close()
+
+
+def train_step(
+    state: TrainState, runner: nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[float, float]:
+    """One optimiser step on a batch: ``(loss averaged over processes, gradient norm)``."""
+    tc, info = state.cfg.train, state.info
+    n_global = state.batch_sizes[state.step_in_epoch]
+    state.lr = tc.lr * lr_factor(
+        state.step, state.warmup, state.total_steps, tc.schedule, tc.min_lr_ratio
+    )
+    for group in state.optimizer.param_groups:
+        group["lr"] = state.lr
+    wave = batch["wave"].to(state.device, non_blocking=True)
+    labels = batch["label"].to(state.device, non_blocking=True)
+    with torch.autocast(device_type=state.device.type, dtype=torch.bfloat16, enabled=state.use_amp):
+        loss_mean = runner(wave, labels)
+    # local sum / global count, times world size (DDP averages over processes);
+    # backward outside autocast, fp32 parameters: no GradScaler needed for bf16
+    scale = wave.shape[0] * info.world_size / n_global
+    (loss_mean * scale).backward()
+    max_norm = tc.grad_clip if tc.grad_clip is not None else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.params, max_norm)
+    state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.step += 1
+    state.step_in_epoch += 1
+    # reduced on the training device: NCCL cannot reduce CPU tensors
+    loss = float(all_reduce_sum(loss_mean.detach().double() * wave.shape[0], info) / n_global)
+    state.loss_sum += loss
+    state.loss_count += 1
+    return loss, float(grad_norm)
+
+
+def end_epoch(state: TrainState, metrics: MetricsLog, validate: Validator | None = None) -> None:
+    """Close epoch ``state.epoch``: validate (when due), record, log, checkpoint."""
+    tc = state.cfg.train
+    record: dict[str, Any] = {
+        "epoch": state.epoch + 1,
+        "step": state.step,
+        "loss": state.loss_sum / state.loss_count if state.loss_count else float("nan"),
+        "lr": state.lr,
+        "seconds": round(time.monotonic() - state.t0, 3),
+    }
+    if validate is not None and tc.val_every and (state.epoch + 1) % tc.val_every == 0:
+        if state.info.is_main:
+            record.update(validate_model(state, validate))
+        barrier(state.info)
+    state.history.append(record)
+    logged = ("lr", "loss", "val_official_score", "val_arithmetic_mean")
+    metrics.log(
+        "epoch",
+        state.epoch + 1,
+        state.step,
+        {k: record.get(k, "") for k in logged} | {"elapsed_s": record["seconds"]},
+    )
+    state.epoch += 1
+    state.step_in_epoch = 0
+    state.loss_sum, state.loss_count = 0.0, 0
+    save_checkpoint(state)
+    val = record.get("val_official_score")
+    logger.info(
+        "epoch %d/%d: loss %.4f%s",
+        state.epoch,
+        tc.epochs,
+        record["loss"],
+        f", val Ω {val:.4f}" if val is not None else "",
+    )
+
+
+def validate_model(state: TrainState, validate: Validator) -> dict[str, float]:
+    """Run ``validate`` without SpecAugment; every module's train/eval mode is restored after."""
+    backbone, head = state.backbone, state.head
+    modes = [(m, m.training) for m in (*backbone.modules(), *head.modules())]
+    spec = backbone.spec_augment
     backbone.set_spec_augment(None)
+    try:
+        model = TrainedModel(backbone, head, state.class_map, state.device, state.cache.load)
+        return {k: float(v) for k, v in validate(model).items()}
+    finally:
+        backbone.set_spec_augment(spec)
+        for m, mode in modes:
+            m.training = mode
+
+
+def _result(state: TrainState) -> TrainResult:
+    state.backbone.eval()
+    state.head.eval()
+    state.backbone.set_spec_augment(None)
+    path = state.out_dir / CHECKPOINT_NAME
     return TrainResult(
-        backbone=backbone,
-        head=head,
-        class_map=class_map,
-        config=cfg,
-        out_dir=out_dir,
-        checkpoint=ckpt_path if ckpt_path.is_file() else None,
-        epochs=epoch,
-        steps=global_step,
-        history=history,
-        device=str(device),
-        trainable_params=n_trainable,
+        backbone=state.backbone,
+        head=state.head,
+        class_map=state.class_map,
+        config=state.cfg,
+        out_dir=state.out_dir,
+        checkpoint=path if path.is_file() else None,
+        epochs=state.epoch,
+        steps=state.step,
+        history=state.history,
+        device=str(state.device),
+        trainable_params=state.n_trainable,
     )
 
 
@@ -746,53 +462,3 @@ def _progress(enabled: bool, total: int, initial: int, desc: str) -> Any:
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def _validate(
-    cfg: ExperimentConfig,
-    backbone: Backbone,
-    head: ProxyHead,
-    class_map: ClassMap,
-    train_clips: Sequence[Clip],
-    val_clips: Sequence[Clip],
-    device: torch.device,
-    loader: Callable[[Path, int], np.ndarray] | None = None,
-) -> dict[str, float]:
-    """Embed train clips → k-NN banks → score the labelled val clips → Ω.
-
-    A validation set the official metrics cannot be computed on (e.g. a section without
-    anomalies) is logged and skipped instead of stopping the training.
-    """
-    from stetho.detector.detector import Detector
-    from stetho.evaluation import GroundTruthError, MetricError, evaluate, truth_from_clips
-
-    # per-module modes, restored exactly (BatchNorm layers kept in eval mode stay there)
-    modes = [(m, m.training) for m in (*backbone.modules(), *head.modules())]
-    spec = backbone.spec_augment
-    backbone.set_spec_augment(None)
-    try:
-        det = Detector(cfg, backbone, head, class_map, device=device, waveform_loader=loader)
-        det.fit(train_clips, fit_thresholds=False)
-        keys = set(det.keys)
-        usable = [c for c in val_clips if c.key in keys]
-        if not usable:
-            logger.warning(
-                "validation skipped: no validation clip belongs to a trained machine/section"
-            )
-            return {}
-        scores = det.score_clips(usable)
-        years = [c.year for c in usable if c.year is not None]
-        year = cfg.data.year or (max(set(years), key=years.count) if years else 2023)
-        try:
-            result = evaluate(scores, truth_from_clips(usable), year=year, ci95=False)
-        except (MetricError, GroundTruthError) as err:
-            logger.warning("validation skipped: %s", err)
-            return {}
-    finally:
-        backbone.set_spec_augment(spec)
-        for m, mode in modes:
-            m.training = mode
-    return {
-        "val_official_score": float(result.official_score),
-        "val_arithmetic_mean": float(result.arithmetic_mean),
-    }

@@ -13,6 +13,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -94,58 +95,10 @@ def download_file(
     if size is not None and offset > size:
         part.unlink()
         offset = 0
-    request = urllib.request.Request(url, headers={"User-Agent": "stetho"})
-    if offset:
-        request.add_header("Range", f"bytes={offset}-")
-    try:
-        response = urllib.request.urlopen(request, timeout=timeout)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and size is not None and offset == size:
-            response = None
-        else:
-            raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
-    except (TimeoutError, urllib.error.URLError, OSError) as err:
-        raise OfflineError(
-            f"cannot reach {url} ({getattr(err, 'reason', err)}); you appear to be offline. "
-            f"Download it elsewhere and place it at {dest}"
-        ) from err
+    response = _open(url, offset, size, timeout, dest)
     if response is not None:
         with response:
-            status = getattr(response, "status", 200)
-            if offset and status != 206:  # server ignored the Range header: start over
-                offset = 0
-            length = response.headers.get("Content-Length")
-            total = (int(length) + offset) if length is not None else size
-            mode = "ab" if offset else "wb"
-            with (
-                open(part, mode) as fh,
-                tqdm(
-                    total=total,
-                    initial=offset,
-                    unit="B",
-                    unit_scale=True,
-                    desc=dest.name,
-                    disable=not progress,
-                    leave=False,
-                ) as bar,
-            ):
-                try:
-                    while block := response.read(chunk_size):
-                        fh.write(block)
-                        bar.update(len(block))
-                except (TimeoutError, OSError) as err:
-                    raise DownloadError(
-                        f"{url}: transfer interrupted after {part.stat().st_size} bytes ({err}); "
-                        "run again to resume"
-                    ) from err
-                fh.flush()
-                os.fsync(fh.fileno())
-            received = part.stat().st_size
-            if length is not None and received != total:
-                raise DownloadError(
-                    f"{url}: connection closed after {received} of {total} bytes; "
-                    "run again to resume"
-                )
+            _receive(response, url, part, offset, dest.name, progress, chunk_size, size)
     try:
         _verify(part, size, md5, sha256, url)
     except DownloadError:
@@ -154,3 +107,68 @@ def download_file(
         raise
     os.replace(part, dest)
     return dest
+
+
+def _open(url: str, offset: int, size: int | None, timeout: float, dest: Path) -> Any:
+    """The HTTP response (ranged from ``offset``), or ``None`` when ``.part`` is already whole."""
+    request = urllib.request.Request(url, headers={"User-Agent": "stetho"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        return urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and size is not None and offset == size:
+            return None
+        raise DownloadError(f"{url}: HTTP {err.code} {err.reason}") from err
+    except (TimeoutError, urllib.error.URLError, OSError) as err:
+        raise OfflineError(
+            f"cannot reach {url} ({getattr(err, 'reason', err)}); you appear to be offline. "
+            f"Download it elsewhere and place it at {dest}"
+        ) from err
+
+
+def _receive(
+    response: Any,
+    url: str,
+    part: Path,
+    offset: int,
+    name: str,
+    progress: bool,
+    chunk_size: int,
+    size: int | None,
+) -> None:
+    """Append (or write, if the server ignored the range) the body to ``part``, fsynced."""
+    status = getattr(response, "status", 200)
+    if offset and status != 206:  # server ignored the Range header: start over
+        offset = 0
+    length = response.headers.get("Content-Length")
+    total = (int(length) + offset) if length is not None else size
+    mode = "ab" if offset else "wb"
+    with (
+        open(part, mode) as fh,
+        tqdm(
+            total=total,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            desc=name,
+            disable=not progress,
+            leave=False,
+        ) as bar,
+    ):
+        try:
+            while block := response.read(chunk_size):
+                fh.write(block)
+                bar.update(len(block))
+        except (TimeoutError, OSError) as err:
+            raise DownloadError(
+                f"{url}: transfer interrupted after {part.stat().st_size} bytes ({err}); "
+                "run again to resume"
+            ) from err
+        fh.flush()
+        os.fsync(fh.fileno())
+    received = part.stat().st_size
+    if length is not None and received != total:
+        raise DownloadError(
+            f"{url}: connection closed after {received} of {total} bytes; run again to resume"
+        )

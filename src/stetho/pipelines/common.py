@@ -1,0 +1,194 @@
+"""What every pipeline shares: clip selection, the challenge year, submission files, partial
+evaluation, the per-epoch k-NN validator and the process rank.
+
+Output layout of a run folder (``run_training``, ``stetho baseline``)::
+
+    train/        checkpoint.pt, metrics.csv, config.json, class_map.json, tensorboard/
+    detector/     the saved detector (see :mod:`stetho.detector.detector`)
+    scores/       anomaly_score_<m>_section_<XX>_test.csv + decision_result_… (official format)
+    evaluation/   results.json, results.csv, paper_table.csv, <system>_result.csv, table.md
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from stetho.config import ExperimentConfig
+from stetho.data import Clip, ClipTable
+from stetho.detector.scorer import Scorer
+from stetho.evaluation import EvaluationResult, MetricError, Scores, evaluate, write_submission
+from stetho.evaluation.submission import Decisions
+from stetho.evaluation.truth import Truth
+from stetho.training import TrainedModel, Validator
+from stetho.training.distributed import process_rank
+from stetho.utils.io import atomic_write_text
+
+__all__ = [
+    "evaluate_partially",
+    "grouped_decisions",
+    "infer_year",
+    "is_main_process",
+    "knn_validator",
+    "select_clips",
+    "write_evaluation",
+    "write_scores",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def infer_year(cfg: ExperimentConfig, clips: Sequence[Clip]) -> int:
+    """The challenge year: ``data.year``, else the clips' most common year, else 2023."""
+    if cfg.data.year is not None:
+        return cfg.data.year
+    years = Counter(c.year for c in clips if c.year is not None)
+    return years.most_common(1)[0][0] if years else 2023
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (under ``torchrun`` only rank 0 writes results)."""
+    return process_rank() == 0
+
+
+def select_clips(
+    table: ClipTable,
+    cfg: ExperimentConfig,
+    *,
+    partition: str | Sequence[str] = "dev",
+    split: str = "train",
+    restrict_machines: bool = True,
+) -> ClipTable:
+    """Clips of ``partition``/``split`` restricted to ``data.machines``/``data.sections``.
+
+    Training selections (``split="train"``) keep normal clips only.
+
+    Args:
+        table: All clips.
+        cfg: The experiment config (``data.machines``, ``data.sections``).
+        partition: ``"dev"``, ``"eval"`` or several.
+        split: ``"train"`` or ``"test"``.
+        restrict_machines: Apply ``data.machines``; ``False`` for the eval partition, whose
+            machine types differ from the dev ones that ``data.machines`` names.
+    """
+    crit: dict[str, Any] = {"split": split}
+    crit["partition"] = partition if isinstance(partition, str) else set(partition)
+    if cfg.data.machines is not None and restrict_machines:
+        crit["machine"] = set(cfg.data.machines)
+    if cfg.data.sections is not None:
+        crit["section"] = set(cfg.data.sections)
+    out = table.filter(**crit)
+    if split == "train":
+        out = out.filter(label=lambda lab: lab in (None, "normal"))
+    return out
+
+
+def write_scores(
+    scorer: Scorer,
+    scores: Scores,
+    out_dir: Path,
+    year: int,
+    style: Literal["plain", "baseline"],
+) -> tuple[list[Path], Decisions]:
+    """Write the official ``anomaly_score_…``/``decision_result_…`` CSVs of ``scores``.
+
+    Returns:
+        The files written and the decisions (``scorer.decide`` per machine/section).
+    """
+    decisions = grouped_decisions(scorer, scores)
+    files: list[Path] = []
+    for (machine, section), named in sorted(scores.items()):
+        files += write_submission(
+            out_dir, machine, section, named, decisions[(machine, section)], style=style, year=year
+        )
+    return files, decisions
+
+
+def grouped_decisions(scorer: Scorer, scores: Scores) -> Decisions:
+    """``scorer.decide`` of grouped scores, in the same ``{key: {name: 0/1}}`` layout."""
+    out: Decisions = {}
+    for key, named in scores.items():
+        names = list(named)
+        decided = scorer.decide([named[n] for n in names], key)
+        out[key] = {n: int(d) for n, d in zip(names, decided)}
+    return out
+
+
+def evaluate_partially(
+    scores: Scores,
+    truth: Truth,
+    decisions: Decisions | None,
+    *,
+    year: int,
+    system: str,
+) -> EvaluationResult | None:
+    """Evaluate; on small or unbalanced sets fall back to partial mode, else ``None``.
+
+    Partial mode leaves undefined metrics out (logged); ``None`` when nothing can be evaluated
+    (e.g. only anomalies).
+    """
+    try:
+        return evaluate(scores, truth, decisions, year=year, system=system)
+    except MetricError as err:  # small / unbalanced dev sets: report a partial score
+        logger.warning("%s; evaluating in partial mode (undefined metrics left out)", err)
+    try:
+        return evaluate(scores, truth, decisions, year=year, system=system, allow_undefined=True)
+    except MetricError as err:  # e.g. only anomalies: nothing can be evaluated
+        logger.warning("evaluation skipped: %s", err)
+        return None
+
+
+def write_evaluation(evaluation: EvaluationResult, out_dir: Path) -> None:
+    """``results.json``, CSVs and ``table.md`` in ``out_dir``."""
+    evaluation.write(out_dir)
+    atomic_write_text(out_dir / "table.md", evaluation.table() + "\n")
+
+
+def knn_validator(
+    cfg: ExperimentConfig, train_clips: Sequence[Clip], val_clips: Sequence[Clip]
+) -> Validator:
+    """A per-epoch validator for :func:`stetho.training.train`: k-NN detector → Ω.
+
+    Embeds the train clips into k-NN banks, scores the labelled ``val_clips`` of the trained
+    machine/sections and returns ``val_official_score`` and ``val_arithmetic_mean``. A set the
+    official metrics cannot be computed on (e.g. a section without anomalies) is logged and
+    skipped (``{}``) instead of stopping the training.
+    """
+    from stetho.detector.detector import Detector
+    from stetho.evaluation import GroundTruthError, truth_from_clips
+
+    train_clips, val_clips = list(train_clips), list(val_clips)
+
+    def validate(model: TrainedModel) -> dict[str, float]:
+        det = Detector(
+            cfg,
+            model.backbone,
+            model.head,
+            model.class_map,
+            device=model.device,
+            waveform_loader=model.load_waveform,
+        )
+        det.fit(train_clips, fit_thresholds=False)
+        keys = set(det.keys)
+        usable = [c for c in val_clips if c.key in keys]
+        if not usable:
+            logger.warning(
+                "validation skipped: no validation clip belongs to a trained machine/section"
+            )
+            return {}
+        scores = det.score_clips(usable)
+        year = infer_year(cfg, usable)
+        try:
+            result = evaluate(scores, truth_from_clips(usable), year=year, ci95=False)
+        except (MetricError, GroundTruthError) as err:
+            logger.warning("validation skipped: %s", err)
+            return {}
+        return {
+            "val_official_score": float(result.official_score),
+            "val_arithmetic_mean": float(result.arithmetic_mean),
+        }
+
+    return validate

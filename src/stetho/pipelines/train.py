@@ -1,0 +1,135 @@
+"""``run_training``: dev train clips → fine-tuned backbone → detector → scores → evaluation.
+
+::
+
+    run = run_training(cfg, "data/dcase2023t2", "runs/beats_lora")   # dev train → dev test
+    print(run.evaluation.table())
+
+The run folder's layout is in :mod:`stetho.pipelines.common`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stetho.config import ExperimentConfig
+from stetho.data import scan_dataset
+from stetho.detector.detector import Detector
+from stetho.evaluation import EvaluationResult, Scores, truth_from_clips
+from stetho.pipelines.common import (
+    evaluate_partially,
+    infer_year,
+    is_main_process,
+    knn_validator,
+    select_clips,
+    write_evaluation,
+    write_scores,
+)
+from stetho.training import TrainResult, train
+
+__all__ = ["RunResult", "run_training"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """Outcome of :func:`run_training`.
+
+    Attributes:
+        out_dir: The run folder.
+        detector: The fitted detector (also saved in ``out_dir/detector``).
+        train: The training result.
+        evaluation: Dev-test evaluation (``None`` when the test clips carry no labels).
+        scores: ``{(machine, section): {clip name: score}}`` of the dev test clips.
+        submission_files: Score/decision CSVs written to ``out_dir/scores``.
+        seconds: Wall time of the whole run.
+    """
+
+    out_dir: Path
+    detector: Detector
+    train: TrainResult
+    evaluation: EvaluationResult | None
+    scores: Scores
+    submission_files: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_training(
+    cfg: ExperimentConfig,
+    data_root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    resume: bool = True,
+    *,
+    progress: bool = True,
+) -> RunResult:
+    """Train on the normal train clips, fit and save the detector, score and evaluate dev test.
+
+    Training clips come from ``cfg.data.train_partitions`` (dev by default; dev + eval for a
+    challenge submission); the labelled dev test clips of the trained sections are scored and
+    evaluated.
+
+    Args:
+        cfg: The experiment config.
+        data_root: DCASE dataset root (``dev_data/raw/<machine>/{train,test}``).
+        out_dir: Run folder (layout in :mod:`stetho.pipelines.common`).
+        resume: Continue an interrupted training run in ``out_dir/train``.
+        progress: Progress bars.
+
+    Returns:
+        A :class:`RunResult`. Under ``torchrun`` all processes train; only rank 0 then fits,
+        saves, scores and evaluates (other ranks get an unfitted detector and no evaluation).
+    """
+    t0 = time.monotonic()
+    out = Path(out_dir)
+    table = scan_dataset(data_root, year=cfg.data.year)
+    partitions = list(dict.fromkeys(cfg.data.train_partitions))
+    train_clips = select_clips(table, cfg, partition=partitions, split="train")
+    if not len(train_clips):
+        raise ValueError(
+            f"no normal {'/'.join(partitions)} training clips under {data_root} "
+            f"(machines={cfg.data.machines}, sections={cfg.data.sections}); "
+            f"found {len(table)} clips in total"
+        )
+    test_clips = select_clips(table, cfg, partition="dev", split="test").filter(
+        key=set(train_clips.sections())
+    )
+    labelled = len(test_clips) > 0 and all(c.label is not None for c in test_clips)
+    year = infer_year(cfg, list(table))
+    logger.info(
+        "run %s: %d train clips, %d test clips (%s), %d machine/section(s), year %d",
+        cfg.name, len(train_clips), len(test_clips), "labelled" if labelled else "unlabelled",
+        len(train_clips.sections()), year,
+    )  # fmt: skip
+    result = train(
+        cfg,
+        train_clips,
+        out / "train",
+        resume=resume,
+        validate=knn_validator(cfg, train_clips, test_clips) if labelled else None,
+        progress=progress,
+    )
+    if not is_main_process():
+        # under torchrun only rank 0 fits, saves, scores and evaluates
+        return RunResult(out, Detector.from_training(result), result, None, {}, [], 0.0)
+    detector = Detector.from_training(result).fit(train_clips, progress=progress)
+    detector.save(out / "detector")
+    scores: Scores = {}
+    files: list[Path] = []
+    evaluation = None
+    if len(test_clips):
+        scores = detector.score_clips(test_clips, progress=progress)
+        files, decisions = write_scores(detector, scores, out / "scores", year, "plain")
+        if labelled:
+            truth = truth_from_clips(test_clips)
+            evaluation = evaluate_partially(scores, truth, decisions, year=year, system=cfg.name)
+        if evaluation is not None:
+            write_evaluation(evaluation, out / "evaluation")
+            logger.info("run %s: official score Ω = %.4f", cfg.name, evaluation.official_score)
+    return RunResult(
+        out, detector, result, evaluation, scores, files, round(time.monotonic() - t0, 3)
+    )
