@@ -501,7 +501,9 @@ def _make_clip(
         label=label,
         split=split,
         partition=partition,
-        year=year,
+        # 2020 names (normal_id_00_…) exist only in the 2020 data: they fix the year when the
+        # path does not (``stetho train`` then evaluates with the 2020 rules)
+        year=year if year is not None or cn.style != "dcase2020" else 2020,
         attributes=cn.attributes,
         attribute_values=attrs.get(cn.name, ()),
     )
