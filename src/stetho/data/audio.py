@@ -268,6 +268,30 @@ def _check_channel(channel: int | Literal["mix"] | None, n_ch: int, name: str) -
             )
 
 
+def _decode(src: _Source, info: AudioInfo) -> np.ndarray:
+    """All frames ``(N, C)`` float32, decoded block by block: memory follows the data actually
+    present, never the header's claim, and never more than the header's frame count is read."""
+    blocks: list[np.ndarray] = []
+    left = info.frames
+    try:
+        with sf.SoundFile(src.handle()) as fh:
+            while left > 0:
+                block = fh.read(min(left, 1 << 20), dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                blocks.append(block)
+                left -= block.shape[0]
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise AudioError(
+            f"cannot decode audio data of {src.name} (corrupt or truncated file): {err}"
+        ) from err
+    if len(blocks) == 1:
+        return blocks[0]
+    if not blocks:
+        return np.zeros((0, info.channels), dtype=np.float32)
+    return np.concatenate(blocks)
+
+
 def load_audio(
     source: AudioSource,
     sr: int | None = None,
@@ -309,13 +333,8 @@ def load_audio(
     if sr is not None and (not isinstance(sr, int | np.integer) or sr <= 0):
         raise ValueError(f"sr must be a positive int or None, got {sr!r}")
 
-    try:
-        # frames=: never decode more than the header declared (a lying header cannot blow up)
-        data, rate = sf.read(src.handle(), frames=info.frames, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise AudioError(
-            f"cannot decode audio data of {src.name} (corrupt or truncated file): {err}"
-        ) from err
+    data = _decode(src, info)
+    rate = info.samplerate
     if data.shape[0] != info.frames:
         raise AudioError(
             f"truncated or corrupt audio file {src.name}: header declares {info.frames} frames, "

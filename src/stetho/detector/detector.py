@@ -321,12 +321,31 @@ class Detector:
             bar = tqdm(total=len(paths), desc="embedding", leave=False, dynamic_ncols=True)
         for s in range(0, len(paths), _CLIP_CHUNK):
             chunk = list(paths[s : s + _CLIP_CHUNK])
-            out[s : s + len(chunk)] = self._embed_list([self._load(p) for p in chunk])
+            out[s : s + len(chunk)] = self._embed_named(chunk, [self._load(p) for p in chunk])
             if bar is not None:
                 bar.update(len(chunk))
         if bar is not None:
             bar.close()
         return out
+
+    def _embed_named(
+        self, paths: Sequence[str | os.PathLike[str]], waves: list[torch.Tensor]
+    ) -> np.ndarray:
+        """:meth:`_embed_list`; audio the model cannot take (e.g. too short) names its file."""
+        try:
+            return self._embed_list(waves)
+        except ValueError:
+            sr = self.sample_rate
+            for path, wave in zip(paths, waves):
+                try:
+                    self._embed_list([wave])
+                except ValueError as err:
+                    n = int(wave.shape[0])
+                    raise ValueError(
+                        f"{path}: cannot score this audio ({n} samples = {n / sr:.3g} s at "
+                        f"{sr} Hz): {err}"
+                    ) from err
+            raise
 
     def embed_clips(self, clips: Sequence[Clip], *, progress: bool = False) -> np.ndarray:
         """k-NN embeddings (M, E) of clips."""

@@ -22,7 +22,7 @@ from torch import nn
 
 from stetho.backbones import Backbone, create_backbone
 from stetho.config import BackboneConfig, ExperimentConfig, TrainConfig
-from stetho.data import Clip
+from stetho.data import Clip, audio_info
 from stetho.model.adapt import apply_finetuning, trainable_parameter_count
 from stetho.model.heads import ProxyHead
 from stetho.model.labels import ClassMap, build_class_map
@@ -226,6 +226,37 @@ class TrainState:
 
 
 # -- setup ------------------------------------------------------------------------------------
+def check_shortest_clip(clips: list[Clip], backbone: Backbone) -> None:
+    """Refuse training clips too short for the backbone, naming the shortest one.
+
+    The shortest clip (from the file headers) is embedded as silence of its length: a model that
+    cannot take it (e.g. shorter than one STFT frame) would otherwise fail mid-epoch with a
+    message naming no file (not in the paper: a usability check).
+
+    Raises:
+        ValueError: the shortest clip is too short; the message names it.
+    """
+    if not clips:
+        return
+    infos = [(c, audio_info(c.path)) for c in clips]
+    clip, info = min(infos, key=lambda ci: ci[1].seconds)
+    n = max(1, int(info.frames * backbone.sample_rate // info.samplerate))
+    device = next((p.device for p in backbone.parameters()), torch.device("cpu"))
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            backbone.embed(torch.zeros(1, n, device=device))
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"{clip.path}: training clip too short for {backbone.__class__.__name__} "
+            f"({info.frames} samples = {info.seconds:.3g} s at {info.samplerate} Hz): {err}. "
+            "Remove it (or re-record it)"
+        ) from err
+    finally:
+        backbone.train(was_training)
+
+
 def setup(
     cfg: ExperimentConfig,
     clips: list[Clip],
@@ -273,6 +304,7 @@ def setup(
         len(class_map),
         device,
     )
+    check_shortest_clip(clips, backbone)
     cache = WaveformCache(cfg.data.cache_mb << 20)
     crop = resolve_crop_samples(
         clips, backbone.sample_rate, cfg.data.crop_seconds(backbone.input_kind)
