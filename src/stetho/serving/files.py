@@ -184,7 +184,7 @@ def resolve_key(
     return key
 
 
-def score_paths(  # noqa: C901, PLR0915  (hardening branch splits this)
+def score_paths(
     detector: Scorer,
     paths: PathLike | Iterable[PathLike],
     machine: str | None = None,
@@ -212,78 +212,103 @@ def score_paths(  # noqa: C901, PLR0915  (hardening branch splits this)
     """
     if on_error not in ("report", "raise"):
         raise ValueError(f"on_error must be 'report' or 'raise', got {on_error!r}")
-    keys = list(detector.keys)
-    thresholds = dict(detector.thresholds)
-    records: list[ScoreRecord | None] = []
-    groups: dict[Key, list[tuple[int, Path]]] = {}
+    run = _Run(detector, machine, section, on_error == "raise")
+    groups = run.group(expand_paths(paths))
+    for key, items in groups.items():
+        for start in range(0, len(items), _CHUNK):
+            run.score_chunk(key, items[start : start + _CHUNK])
+    return [r for r in run.records if r is not None]
 
-    def fail(i: int, path: Path, key: Key | None, message: str) -> None:
-        m, s = key if key is not None else (machine, section)
-        records[i] = ScoreRecord(
-            path, m, s, None, None, thresholds.get(key) if key else None, message
-        )
+
+class _Run:
+    """The state of one :func:`score_paths` call: records in input order, error handling."""
+
+    def __init__(
+        self, detector: Scorer, machine: str | None, section: str | None, raise_: bool
+    ) -> None:
+        self.detector = detector
+        self.keys = list(detector.keys)
+        self.thresholds = dict(detector.thresholds)
+        self.machine, self.section = machine, section
+        self.raise_ = raise_
+        self.records: list[ScoreRecord | None] = []
+
+    def fail(self, i: int, path: Path, key: Key | None, message: str) -> None:
+        m, s = key if key is not None else (self.machine, self.section)
+        thr = self.thresholds.get(key) if key else None
+        self.records[i] = ScoreRecord(path, m, s, None, None, thr, message)
         logger.warning("%s", message)
 
-    for i, (path, problem) in enumerate(expand_paths(paths)):
-        records.append(None)
-        if problem is not None:
-            if on_error == "raise":
-                raise FileNotFoundError(problem)
-            fail(i, path, None, problem)
-            continue
-        try:
-            key = resolve_key(path, keys, machine, section)
-        except KeyResolutionError as err:
-            if on_error == "raise":
-                raise
-            fail(i, path, None, str(err))
-            continue
-        groups.setdefault(key, []).append((i, path))
-
-    sr = detector.sample_rate
-    for key, items in groups.items():
-        thr = thresholds.get(key)
-        for start in range(0, len(items), _CHUNK):
-            waves: list[np.ndarray] = []
-            ok: list[tuple[int, Path]] = []
-            for i, path in items[start : start + _CHUNK]:
-                try:
-                    wave, _ = load_audio(path, sr=sr)
-                    if wave.size == 0:
-                        raise AudioError(f"audio file {path} contains no samples")
-                except AudioError as err:
-                    if on_error == "raise":
-                        raise
-                    fail(i, path, key, str(err))
-                    continue
-                waves.append(wave)
-                ok.append((i, path))
-            if not waves:
+    def group(self, items: list[tuple[Path, str | None]]) -> dict[Key, list[tuple[int, Path]]]:
+        """Resolve each file's key; missing files and unknown keys become error records."""
+        groups: dict[Key, list[tuple[int, Path]]] = {}
+        for i, (path, problem) in enumerate(items):
+            self.records.append(None)
+            if problem is not None:
+                if self.raise_:
+                    raise FileNotFoundError(problem)
+                self.fail(i, path, None, problem)
                 continue
             try:
-                scores: list[float | None] = [
-                    float(v) for v in detector.score_waveforms(waves, key[0], key[1])
-                ]  # (b,)
-            except ValueError:
-                # one unscorable file (e.g. shorter than the model's window) must not lose the
-                # others: score this chunk file by file to find it
-                scores = []
-                for (i, path), wave in zip(ok, waves):
-                    try:
-                        scores.append(float(detector.score_waveforms([wave], key[0], key[1])[0]))
-                    except ValueError as err:
-                        length = f"{wave.shape[0]} samples = {wave.shape[0] / sr:.3g} s at {sr} Hz"
-                        message = f"{path}: cannot score this audio ({length}): {err}"
-                        if on_error == "raise":
-                            raise ValueError(message) from err
-                        fail(i, path, key, message)
-                        scores.append(None)
-            for (i, path), score in zip(ok, scores):
-                if score is None:
-                    continue
+                key = resolve_key(path, self.keys, self.machine, self.section)
+            except KeyResolutionError as err:
+                if self.raise_:
+                    raise
+                self.fail(i, path, None, str(err))
+                continue
+            groups.setdefault(key, []).append((i, path))
+        return groups
+
+    def _decode(
+        self, key: Key, items: list[tuple[int, Path]]
+    ) -> tuple[list[np.ndarray], list[tuple[int, Path]]]:
+        waves: list[np.ndarray] = []
+        ok: list[tuple[int, Path]] = []
+        for i, path in items:
+            try:
+                wave, _ = load_audio(path, sr=self.detector.sample_rate)
+            except AudioError as err:
+                if self.raise_:
+                    raise
+                self.fail(i, path, key, str(err))
+                continue
+            waves.append(wave)
+            ok.append((i, path))
+        return waves, ok
+
+    def _one_by_one(
+        self, key: Key, ok: list[tuple[int, Path]], waves: list[np.ndarray]
+    ) -> list[float | None]:
+        """Score file by file, so that one unscorable file (e.g. too short) loses no other."""
+        sr = self.detector.sample_rate
+        scores: list[float | None] = []
+        for (i, path), wave in zip(ok, waves):
+            try:
+                scores.append(float(self.detector.score_waveforms([wave], *key)[0]))
+            except ValueError as err:
+                length = f"{wave.shape[0]} samples = {wave.shape[0] / sr:.3g} s at {sr} Hz"
+                message = f"{path}: cannot score this audio ({length}): {err}"
+                if self.raise_:
+                    raise ValueError(message) from err
+                self.fail(i, path, key, message)
+                scores.append(None)
+        return scores
+
+    def score_chunk(self, key: Key, items: list[tuple[int, Path]]) -> None:
+        waves, ok = self._decode(key, items)
+        if not waves:
+            return
+        try:
+            scores: list[float | None] = [
+                float(v) for v in self.detector.score_waveforms(waves, *key)
+            ]  # (b,)
+        except ValueError:
+            scores = self._one_by_one(key, ok, waves)
+        thr = self.thresholds.get(key)
+        for (i, path), score in zip(ok, scores):
+            if score is not None:
                 dec = None if thr is None else int(score > thr)
-                records[i] = ScoreRecord(path, key[0], key[1], score, dec, thr)
-    return [r for r in records if r is not None]
+                self.records[i] = ScoreRecord(path, key[0], key[1], score, dec, thr)
 
 
 def write_records_csv(records: Iterable[ScoreRecord], path: PathLike) -> Path:
