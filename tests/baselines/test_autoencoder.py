@@ -14,13 +14,14 @@ from stetho.baselines.autoencoder import (
     AEBaselineConfig,
     DenseAE,
     mahalanobis_pairwise_mean,
-    run_ae_baseline,
     selective_mahalanobis,
     train_ae_baseline,
 )
 from stetho.data import generate_synthetic_dataset, load_audio, scan_dataset
+from stetho.detector import DetectorError, Scorer, load_scorer
 from stetho.evaluation import auc_score
 from stetho.frontend.librosa_mel import baseline_vectors
+from stetho.pipelines import run_ae_baseline
 from stetho.scoring.threshold import fit_threshold
 
 # Tiny but learnable: 1 s clips, BatchNorm running statistics that settle in a few epochs.
@@ -109,26 +110,26 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, obje
 
 def test_tiny_training_run_beats_chance(tiny_run: tuple[Path, Path, object]) -> None:
     root, out, result = tiny_run
-    model = AEBaseline.load(out / "model")
+    model = AEBaseline.load(out / "detector")
     assert model.keys == [("fan", "00")]
     test = list(scan_dataset(root).filter(split="test"))
     y = np.array([c.label == "anomaly" for c in test], dtype=int)
     paths = [c.path for c in test]
     for mode in ("mse", "mahala"):
-        auc = auc_score(y, model.score_files(paths, ("fan", "00"), mode))
+        auc = auc_score(y, model.score_files(paths, "fan", "00", mode=mode))
         assert auc > 0.7, f"{mode}: AUC {auc:.3f} does not beat chance clearly"
     # the end-to-end run wrote submission files and evaluated them
     assert result.official_score > 0.55  # type: ignore[attr-defined]
     assert (out / "scores" / "anomaly_score_fan_section_00_test.csv").is_file()
     assert (out / "scores" / "decision_result_fan_section_00_test.csv").is_file()
-    assert (out / "results" / "results.json").is_file()
+    assert (out / "evaluation" / "results.json").is_file()
     rows = (out / "scores" / "anomaly_score_fan_section_00_test.csv").read_text().splitlines()
     assert len(rows) == len(test)
 
 
 def test_mahalanobis_score_uses_mean_residual(tiny_run: tuple[Path, Path, object]) -> None:
     root, out, _ = tiny_run
-    model = AEBaseline.load(out / "model")
+    model = AEBaseline.load(out / "detector")
     key = ("fan", "00")
     clip = next(iter(scan_dataset(root).filter(split="test", label="anomaly")))
     wave, sr = load_audio(clip.path)
@@ -154,14 +155,14 @@ def test_save_load_gives_identical_scores(
     tiny_run: tuple[Path, Path, object], tmp_path: Path
 ) -> None:
     root, out, _ = tiny_run
-    model = AEBaseline.load(out / "model")
+    model = AEBaseline.load(out / "detector")
     model.save(tmp_path / "again")
     again = AEBaseline.load(tmp_path / "again")
     paths = [c.path for c in scan_dataset(root).filter(split="test")][:6]
     for mode in ("mse", "mahala"):
         for faithful in (True, False):
-            a = model.score_files(paths, ("fan", "00"), mode, faithful=faithful)
-            b = again.score_files(paths, ("fan", "00"), mode, faithful=faithful)
+            a = model.score_files(paths, "fan", "00", mode=mode, faithful=faithful)
+            b = again.score_files(paths, "fan", "00", mode=mode, faithful=faithful)
             np.testing.assert_array_equal(a, b)
             assert model.threshold(("fan", "00"), mode, faithful=faithful) == again.threshold(
                 ("fan", "00"), mode, faithful=faithful
@@ -183,7 +184,7 @@ def test_training_rejects_test_clips_and_clip_thresholds(tmp_path: Path) -> None
     key = ("valve", "00")
     train_paths = [c.path for c in table.filter(split="train")]
     for mode in ("mse", "mahala"):
-        scores = model.score_files(train_paths, key, mode)
+        scores = model.score_files(train_paths, *key, mode=mode)
         thr = model.threshold(key, mode)
         # "clips": the gamma ppf(0.9) fitted on the per-clip scores of the training clips
         assert thr == pytest.approx(fit_threshold(scores, cfg.threshold), rel=1e-6)
@@ -192,3 +193,39 @@ def test_training_rejects_test_clips_and_clip_thresholds(tmp_path: Path) -> None
         table.filter(split="train"), cfg.replace(threshold_samples="batches")
     )
     assert batch_thr.threshold(key, "mse") != pytest.approx(model.threshold(key, "mse"), rel=1e-3)
+
+
+def test_saved_baseline_is_a_scorer(tiny_run: tuple[Path, Path, object], tmp_path: Path) -> None:
+    """What ``stetho detect`` / ``watch`` / ``serve`` need: the Scorer protocol, by load_scorer."""
+    root, out, _ = tiny_run
+    model = load_scorer(out / "detector")
+    assert isinstance(model, AEBaseline) and isinstance(model, Scorer)
+    assert model.cfg.score_mode == "mahala"  # the run's mode is what the saved baseline scores
+    assert model.keys == [("fan", "00")] and model.sample_rate == 16000
+    assert model.window_seconds() is None
+    test = list(scan_dataset(root).filter(split="test"))[:4]
+    waves = [load_audio(c.path, sr=16000)[0] for c in test]
+    explicit = model.score(waves, ("fan", "00"), "mahala", faithful=True)
+    np.testing.assert_array_equal(model.score_waveforms(waves, "fan", "00"), explicit)
+    grouped = model.score_clips(test)
+    assert list(grouped) == [("fan", "00")]
+    np.testing.assert_array_equal([grouped[("fan", "00")][c.name] for c in test], explicit)
+    thr = model.thresholds[("fan", "00")]
+    assert thr == model.threshold(("fan", "00"), "mahala", faithful=True)
+    np.testing.assert_array_equal(model.decide(explicit, "fan/00"), (explicit > thr).astype(int))
+    described = model.describe()
+    assert described["score_mode"] == "mahala" and described["thresholds"][0]["threshold"] == thr
+    # saving replaces only another AE baseline folder, never foreign data
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(DetectorError, match="refusing to replace"):
+        model.save(foreign)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    again = model.save(tmp_path / "copy")
+    assert model.save(again) == again  # replacing a baseline folder is fine
+    with pytest.raises(DetectorError, match=r"no config\.json"):
+        AEBaseline.load(out / "scores")
+    (foreign / "config.json").write_text('{"format": "other", "format_version": 1}')
+    with pytest.raises(DetectorError, match=r"not a 'stetho\.ae_baseline' artifact"):
+        AEBaseline.load(foreign)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+import stetho
+from stetho.baselines import AEBaseline
 from stetho.cli import main
 from stetho.data.synth import generate_synthetic_dataset
 from stetho.detector.detector import Detector
@@ -189,6 +197,74 @@ def test_baseline_command(
     assert code == 0
     assert "fan" in capsys.readouterr().out
     assert list((tmp_path / "ae" / "scores").glob("anomaly_score_fan_section_00_test.csv"))
+    assert (tmp_path / "ae" / "evaluation" / "results.json").is_file()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_saved_baseline_serves_like_a_detector(
+    run_dir: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``stetho detect``, ``watch`` and ``serve --detector AE_DIR`` with a saved AE baseline."""
+    data, _ = run_dir
+    args = ["--data", str(data), "--out", str(tmp_path / "ae"), "--epochs", "2"]
+    assert main(["baseline", *args, "--machines", "fan", "--mode", "mahala"]) == 0
+    ae_dir = tmp_path / "ae" / "detector"
+    model = AEBaseline.load(ae_dir)
+    clip = next((data / "dev_data" / "raw" / "fan" / "test").glob("*.wav"))
+    want = float(model.score_files([clip], "fan", "00")[0])
+    capsys.readouterr()
+
+    # detect: the file's score and decision in the table
+    assert main(["detect", str(clip), "--detector", str(ae_dir), "--machine", "fan"]) == 0
+    assert f"{want:.6f}"[:6] in capsys.readouterr().out
+
+    # watch: a PCM stream, 1-s windows
+    pcm, sr = sf.read(clip, dtype="int16")
+    stream = io.TextIOWrapper(io.BytesIO(np.concatenate([pcm, pcm]).tobytes()))
+    monkeypatch.setattr("sys.stdin", stream)
+    watch = ["watch", "--detector", str(ae_dir), "--machine", "fan", "--rate", str(sr)]
+    assert main([*watch, "--window", "1", "--hop", "1"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "score" in ln]
+    assert len(lines) == 2
+    first = float(lines[0].split("score")[1].split()[0])
+    expected = float(model.score_waveforms([pcm / 32768.0], "fan", "00", sample_rate=sr)[0])
+    assert first == pytest.approx(expected, rel=1e-4)
+
+    # serve: the real command in a subprocess, queried over HTTP
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(Path(stetho.__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "stetho", "serve", "--detector", str(ae_dir), "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        info = None
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(url + "/info", timeout=5) as resp:
+                    info = json.loads(resp.read())
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                time.sleep(0.1)
+        assert info is not None and info["keys"] == [{"machine": "fan", "section": "00"}]
+        req = urllib.request.Request(
+            url + "/score?machine=fan&section=00", data=clip.read_bytes(), method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            out = json.loads(resp.read())
+        assert out["score"] == pytest.approx(want, rel=1e-5)
+        assert out["decision"] == int(out["score"] > model.thresholds[("fan", "00")])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def test_bad_override_lists_valid_keys(

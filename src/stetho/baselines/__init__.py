@@ -2,6 +2,8 @@
 
 >>> from stetho.baselines import AEBaselineConfig, train_ae_baseline
 >>> model = train_ae_baseline(clips, AEBaselineConfig())    # doctest: +SKIP
+
+The end-to-end run (train → score → evaluate) is :func:`stetho.pipelines.run_ae_baseline`.
 """
 
 from stetho.baselines.autoencoder import (
@@ -11,7 +13,6 @@ from stetho.baselines.autoencoder import (
     AESection,
     DenseAE,
     mahalanobis_pairwise_mean,
-    run_ae_baseline,
     selective_mahalanobis,
     train_ae_baseline,
 )
@@ -23,7 +24,6 @@ __all__ = [
     "AESection",
     "DenseAE",
     "mahalanobis_pairwise_mean",
-    "run_ae_baseline",
     "selective_mahalanobis",
     "train_ae_baseline",
 ]

@@ -30,437 +30,69 @@ Known deviations: the validation split and shuffling use numpy/torch generators 
 computed in float64 (librosa: float32), so numbers match the baseline statistically, not bit for
 bit.
 
+:class:`AEBaseline` implements :class:`stetho.detector.Scorer` (score mode
+``cfg.score_mode``), so ``stetho detect``, ``watch`` and ``serve --detector DIR`` work with a saved
+baseline; :func:`stetho.pipelines.run_ae_baseline` is the end-to-end run. Rooms: ``ae_model``
+(config, network, Mahalanobis scores), ``ae_training`` (one section's training), this module (the
+trained baseline).
+
 Example:
     >>> model = train_ae_baseline(scan_dataset(root).filter(split="train"))   # doctest: +SKIP
     >>> model.score([wave], ("fan", "00"), mode="mahala")                       # doctest: +SKIP
+    >>> model.score_files(paths, "fan", "00")                   # cfg.score_mode # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
-import math
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from stetho.data import Clip, load_audio, scan_dataset
-from stetho.frontend.librosa_mel import BaselineFeatureConfig, baseline_vectors
-from stetho.scoring.threshold import ThresholdConfig, decide, fit_threshold
-from stetho.utils.config import ConfigBase
+import stetho
+from stetho.baselines.ae_model import (
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    SCORE_MODES,
+    WEIGHTS_FILE,
+    AEBaselineConfig,
+    AESection,
+    DenseAE,
+    ScoreMode,
+    group_scores,
+    mahalanobis_pairwise_mean,
+    residuals,
+    score_name,
+    selective_mahalanobis,
+)
+from stetho.baselines.ae_training import train_section
+from stetho.data import Clip, load_audio
+from stetho.data.names import Key
+from stetho.frontend.librosa_mel import baseline_vectors
+from stetho.scoring.threshold import decide
+from stetho.utils.artifact import DetectorError, read_meta, write_folder
 from stetho.utils.io import atomic_write_bytes, atomic_write_text
 
-if TYPE_CHECKING:
-    from stetho.evaluation import EvaluationResult
-
 __all__ = [
+    "FORMAT",
     "SCORE_MODES",
     "AEBaseline",
     "AEBaselineConfig",
     "AESection",
     "DenseAE",
     "mahalanobis_pairwise_mean",
-    "run_ae_baseline",
     "selective_mahalanobis",
     "train_ae_baseline",
 ]
 
 logger = logging.getLogger(__name__)
-
-Key = tuple[str, str]
-ScoreMode = Literal["mse", "mahala"]
-SCORE_MODES: tuple[str, ...] = ("mse", "mahala")
-FORMAT = "stetho.ae_baseline"
-FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-_CHUNK = 16384  # vectors per forward pass when scoring
-
-
-@dataclass
-class AEBaselineConfig(ConfigBase):
-    """Configuration of the AE baseline (defaults = protocol §3).
-
-    Attributes:
-        features: Log-mel / context-vector parameters.
-        hidden_dim: Width of the hidden layers (128).
-        hidden_layers: Hidden layers on each side of the bottleneck (4).
-        latent_dim: Bottleneck size (8).
-        bn_momentum: BatchNorm1d momentum (PyTorch convention; 0.01 = Keras 0.99).
-        bn_eps: BatchNorm1d eps.
-        epochs: Training epochs.
-        batch_size: Mini-batch size (vectors).
-        lr: Adam learning rate.
-        validation_split: Fraction of the vectors held out for validation (rounded up).
-        seed: Seed of the weight init, the split and the shuffling.
-        faithful: Default Mahalanobis reduction (True: baseline quirk ``r̄ᵀΣ⁻¹r̄``; False: mean
-            per-frame distance).
-        threshold_samples: Values the gamma threshold is fitted on: ``"batches"`` (2023 PyTorch
-            baseline) or ``"clips"`` (per-clip scores of the training clips).
-        threshold: Threshold fit (gamma, quantile 0.9).
-        device: Torch device for training and scoring.
-    """
-
-    features: BaselineFeatureConfig = field(default_factory=BaselineFeatureConfig)
-    hidden_dim: int = 128
-    hidden_layers: int = 4
-    latent_dim: int = 8
-    bn_momentum: float = 0.01
-    bn_eps: float = 1e-3
-    epochs: int = 100
-    batch_size: int = 256
-    lr: float = 1e-3
-    validation_split: float = 0.1
-    seed: int = 13711
-    faithful: bool = True
-    threshold_samples: Literal["batches", "clips"] = "batches"
-    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 2:
-            raise ValueError(
-                f"need epochs >= 0 and batch_size >= 2, got {self.epochs}, {self.batch_size}"
-            )
-        if not 0.0 <= self.validation_split < 1.0:
-            raise ValueError(f"validation_split must be in [0, 1), got {self.validation_split}")
-        if min(self.hidden_dim, self.hidden_layers, self.latent_dim) < 1:
-            raise ValueError("hidden_dim, hidden_layers and latent_dim must be >= 1")
-
-
-class DenseAE(nn.Module):
-    """Dense autoencoder of the baseline: ``(B, D)`` → reconstruction ``(B, D)``, code ``(B, latent)``.
-
-    Encoder: D→H, (H→H)×(L−1), H→latent; decoder: latent→H, (H→H)×(L−1), H→D (linear). Every
-    layer except the last is Linear + BatchNorm1d + ReLU.
-    """
-
-    def __init__(
-        self,
-        input_dim: int = 640,
-        hidden_dim: int = 128,
-        hidden_layers: int = 4,
-        latent_dim: int = 8,
-        bn_momentum: float = 0.01,
-        bn_eps: float = 1e-3,
-    ) -> None:
-        super().__init__()
-        self.input_dim = input_dim
-
-        def block(n_in: int, n_out: int) -> list[nn.Module]:
-            return [
-                nn.Linear(n_in, n_out),
-                nn.BatchNorm1d(n_out, momentum=bn_momentum, eps=bn_eps),
-                nn.ReLU(),
-            ]
-
-        enc = block(input_dim, hidden_dim)
-        dec = block(latent_dim, hidden_dim)
-        for _ in range(hidden_layers - 1):
-            enc += block(hidden_dim, hidden_dim)
-            dec += block(hidden_dim, hidden_dim)
-        enc += block(hidden_dim, latent_dim)
-        dec.append(nn.Linear(hidden_dim, input_dim))
-        self.encoder = nn.Sequential(*enc)
-        self.decoder = nn.Sequential(*dec)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encoder(x.view(-1, self.input_dim))  # (B, latent)
-        return self.decoder(z), z  # (B, D), (B, latent)
-
-
-def mahalanobis_pairwise_mean(blocks: np.ndarray, precision: np.ndarray) -> float:
-    """``mean_{i,j} rᵢᵀ P rⱼ`` over all pairs of residual blocks, as the baseline computes it.
-
-    Args:
-        blocks: Residual blocks ``(M, d)``.
-        precision: Inverse covariance ``(d, d)``.
-
-    Returns:
-        The mean of the ``(M, M)`` matrix ``R P Rᵀ`` (O(M²) — a reference for tests; the same
-        value is ``r̄ᵀ P r̄``, see :func:`selective_mahalanobis`).
-    """
-    r = np.asarray(blocks, dtype=np.float64)
-    return float(np.mean(r @ np.asarray(precision, dtype=np.float64) @ r.T))
-
-
-def selective_mahalanobis(
-    blocks: np.ndarray,
-    precision_source: np.ndarray,
-    precision_target: np.ndarray,
-    *,
-    faithful: bool = True,
-) -> float:
-    """Selective Mahalanobis score ``min(D_s, D_t)`` of one clip's residual blocks ``(M, d)``.
-
-    ``faithful=True``: ``D = r̄ᵀ P r̄`` with ``r̄`` the mean block (= the baseline's mean over all
-    block pairs); ``False``: ``D = mean_i rᵢᵀ P rᵢ``.
-    """
-    r = np.asarray(blocks, dtype=np.float64)  # (M, d)
-    if r.ndim != 2 or r.shape[0] == 0:
-        raise ValueError(f"expected residual blocks (M, d) with M >= 1, got shape {r.shape}")
-    out = []
-    for p in (precision_source, precision_target):
-        if faithful:
-            m = r.mean(axis=0)  # (d,)
-            out.append(float(m @ p @ m))
-        else:
-            out.append(float(np.mean(np.einsum("md,de,me->m", r, p, r))))
-    return min(out)
-
-
-@dataclass
-class AESection:
-    """Trained state of one (machine, section).
-
-    Attributes:
-        model: The autoencoder (eval mode).
-        cov_source, cov_target: Residual-block covariances ``(n_mels, n_mels)`` float64.
-        thresholds: Decision thresholds by score name (``"mse"``, ``"mahala"``,
-            ``"mahala-frame"`` = non-faithful Mahalanobis).
-        sample_rate: Rate of the training clips (test audio at another rate is resampled).
-        stats: Counts (clips, vectors, source/target vectors) and final losses.
-    """
-
-    model: DenseAE
-    cov_source: np.ndarray
-    cov_target: np.ndarray
-    thresholds: dict[str, float]
-    sample_rate: int
-    stats: dict[str, Any] = field(default_factory=dict)
-    _precisions: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
-
-    @property
-    def precisions(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(Σ_s⁻¹, Σ_t⁻¹)`` float64."""
-        if self._precisions is None:
-            self._precisions = (_inverse(self.cov_source), _inverse(self.cov_target))
-        return self._precisions
-
-
-def _inverse(cov: np.ndarray) -> np.ndarray:
-    try:
-        return np.linalg.inv(cov)
-    except np.linalg.LinAlgError:
-        logger.warning("singular residual covariance; using the pseudo-inverse")
-        return np.linalg.pinv(cov)
-
-
-def _score_name(mode: str, faithful: bool) -> str:
-    if mode not in SCORE_MODES:
-        raise ValueError(f"unknown score mode {mode!r}; valid: {', '.join(SCORE_MODES)}")
-    return (
-        "mahala" if mode == "mahala" and faithful else ("mse" if mode == "mse" else "mahala-frame")
-    )
-
-
-# ------------------------------------------------------------------------------------------------
-# scoring helpers
-
-
-@torch.no_grad()
-def _residuals(model: DenseAE, x: np.ndarray, device: str) -> np.ndarray:
-    """``x − model(x)`` in eval mode, chunked: ``(V, D)`` float64."""
-    model.eval()
-    out = np.empty(x.shape, dtype=np.float64)
-    for i in range(0, x.shape[0], _CHUNK):
-        xb = torch.from_numpy(np.ascontiguousarray(x[i : i + _CHUNK])).to(device)
-        recon, _ = model(xb)
-        out[i : i + _CHUNK] = (xb - recon).double().cpu().numpy()
-    return out
-
-
-def _group_scores(
-    res: np.ndarray, offsets: Sequence[int], sec: AESection, n_mels: int
-) -> dict[str, np.ndarray]:
-    """Per-group scores (all three kinds) from residuals ``(V, D)``; group ``g`` is rows
-    ``offsets[g]:offsets[g + 1]``."""
-    p_s, p_t = sec.precisions
-    out: dict[str, list[float]] = {"mse": [], "mahala": [], "mahala-frame": []}
-    for a, b in itertools.pairwise(offsets):
-        r = res[a:b]  # (v, D)
-        blocks = r.reshape(-1, n_mels)  # (v·frames, n_mels)
-        out["mse"].append(float(np.mean(r**2)))
-        out["mahala"].append(selective_mahalanobis(blocks, p_s, p_t, faithful=True))
-        out["mahala-frame"].append(selective_mahalanobis(blocks, p_s, p_t, faithful=False))
-    return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
-
-
-# ------------------------------------------------------------------------------------------------
-# training
-
-
-def _train_section(
-    clip_vectors: Sequence[np.ndarray],
-    clip_is_target: Sequence[bool],
-    sample_rate: int,
-    cfg: AEBaselineConfig,
-    where: str,
-) -> AESection:
-    """Train one AE on the vectors of one (machine, section); see the module docstring."""
-    n_mels = cfg.features.n_mels
-    dim = cfg.features.dim
-    x_all = np.concatenate(clip_vectors, axis=0).astype(np.float32)  # (N, D)
-    tgt_all = np.concatenate(
-        [np.full(v.shape[0], t, dtype=bool) for v, t in zip(clip_vectors, clip_is_target)]
-    )  # (N,)
-    n = x_all.shape[0]
-    rng = np.random.default_rng(cfg.seed)
-    perm = rng.permutation(n)
-    n_val = math.ceil(cfg.validation_split * n) if cfg.validation_split > 0 else 0
-    val_idx, tr_idx = perm[:n_val], perm[n_val:]
-    if tr_idx.size < 2:
-        raise ValueError(
-            f"{where}: only {tr_idx.size} training vector(s) after the validation split; "
-            "the autoencoder needs at least 2 (use longer or more clips)"
-        )
-    device = cfg.device
-    x_tr = torch.from_numpy(x_all[tr_idx]).to(device)  # (Ntr, D)
-    x_val = torch.from_numpy(x_all[val_idx]).to(device)  # (Nval, D)
-    tgt_tr = torch.from_numpy(tgt_all[tr_idx]).to(device)  # (Ntr,)
-
-    torch.manual_seed(cfg.seed)
-    model = DenseAE(
-        dim, cfg.hidden_dim, cfg.hidden_layers, cfg.latent_dim, cfg.bn_momentum, cfg.bn_eps
-    ).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    bs = cfg.batch_size
-
-    def batches(size: int) -> list[torch.Tensor]:
-        order = torch.randperm(size, generator=gen).to(device)
-        return [order[i : i + bs] for i in range(0, size, bs)]
-
-    @torch.no_grad()
-    def val_losses() -> list[float]:
-        model.eval()
-        out = []
-        for i in range(0, x_val.shape[0], bs):
-            xb = x_val[i : i + bs]
-            out.append(float(F.mse_loss(model(xb)[0], xb)))
-        return out
-
-    train_batch_losses: list[float] = []
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        train_batch_losses = []
-        for idx in batches(x_tr.shape[0]):
-            if idx.numel() <= 1:  # BatchNorm needs 2+ rows (the baseline skips such batches)
-                continue
-            xb = x_tr[idx]
-            loss = F.mse_loss(model(xb)[0], xb)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            train_batch_losses.append(loss.item())
-        vl = val_losses()
-        logger.debug(
-            "%s epoch %d/%d: loss %.4f, val_loss %.4f",
-            where,
-            epoch,
-            cfg.epochs,
-            float(np.mean(train_batch_losses)),
-            float(np.mean(vl)) if vl else float("nan"),
-        )
-    model.eval()
-    val_mse = val_losses()
-    if cfg.epochs == 0:  # no training epoch: eval-mode batch losses stand in
-        with torch.no_grad():
-            train_batch_losses = [
-                float(F.mse_loss(model(x_tr[idx])[0], x_tr[idx])) for idx in batches(x_tr.shape[0])
-            ]
-
-    # --- residual covariances (baseline: one extra pass over the shuffled train batches) --------
-    cov_s = torch.zeros(n_mels, n_mels, dtype=torch.float64, device=device)
-    cov_t = torch.zeros_like(cov_s)
-    n_s = n_t = 0
-    with torch.no_grad():
-        for idx in batches(x_tr.shape[0]):
-            if idx.numel() <= 1:
-                continue
-            xb = x_tr[idx]
-            diff = (xb - model(xb)[0]).double()  # (B, D)
-            is_t = tgt_tr[idx]
-            for sel, which in ((~is_t, "s"), (is_t, "t")):
-                count = int(sel.sum())
-                if count == 0:
-                    continue
-                blocks = diff[sel].reshape(-1, n_mels)  # (count·frames, n_mels)
-                blocks = blocks - blocks.mean(dim=0)
-                if which == "s":
-                    cov_s += blocks.T @ blocks
-                    n_s += count
-                else:
-                    cov_t += blocks.T @ blocks
-                    n_t += count
-    if n_s < 2:
-        raise ValueError(f"{where}: need at least 2 source training vectors, got {n_s}")
-    cov_source = (cov_s / (n_s - 1)).cpu().numpy()
-    if n_t * cfg.features.frames <= n_mels or n_t < 2:
-        if n_t:
-            logger.warning(
-                "%s: only %d target training vectors (%d blocks <= %d dims); Σ_t = Σ_s",
-                where,
-                n_t,
-                n_t * cfg.features.frames,
-                n_mels,
-            )
-        cov_target = cov_source.copy()
-    else:
-        cov_target = (cov_t / (n_t - 1)).cpu().numpy()
-
-    sec = AESection(model, cov_source, cov_target, {}, sample_rate)
-
-    # --- threshold samples ----------------------------------------------------------------------
-    samples: dict[str, list[float]] = {"mse": [], "mahala": [], "mahala-frame": []}
-    if cfg.threshold_samples == "batches":
-        samples["mse"] = train_batch_losses + val_mse
-        groups = itertools.chain(
-            (x_tr[idx] for idx in batches(x_tr.shape[0])),
-            (x_val[i : i + bs] for i in range(0, x_val.shape[0], bs)),
-        )
-        for g in groups:
-            xg = g.cpu().numpy()
-            s = _group_scores(_residuals(model, xg, device), [0, xg.shape[0]], sec, n_mels)
-            samples["mahala"].append(float(s["mahala"][0]))
-            samples["mahala-frame"].append(float(s["mahala-frame"][0]))
-    else:  # per-clip scores, a few clips at a time
-        bounds = np.cumsum([0] + [v.shape[0] for v in clip_vectors])  # (C+1,)
-        for c in range(0, len(clip_vectors), 64):
-            off = bounds[c : c + 65]
-            res = _residuals(model, x_all[off[0] : off[-1]], device)
-            for k, v in _group_scores(res, (off - off[0]).tolist(), sec, n_mels).items():
-                samples[k] += v.tolist()
-    fit_on = {k: np.asarray(v) for k, v in samples.items()}
-    sec.thresholds = {k: fit_threshold(v, cfg.threshold) for k, v in fit_on.items()}
-    sec.stats = {
-        "n_clips": len(clip_vectors),
-        "n_vectors": n,
-        "n_train_vectors": int(tr_idx.size),
-        "n_val_vectors": int(val_idx.size),
-        "n_source_vectors": int((~tgt_all).sum()),
-        "n_target_vectors": int(tgt_all.sum()),
-        "final_train_loss": float(np.mean(train_batch_losses)) if train_batch_losses else None,
-        "final_val_loss": float(np.mean(val_mse)) if val_mse else None,
-    }
-    logger.info(
-        "%s: %d clips, %d vectors, train loss %s, val loss %s",
-        where,
-        len(clip_vectors),
-        n,
-        sec.stats["final_train_loss"],
-        sec.stats["final_val_loss"],
-    )
-    return sec
 
 
 def train_ae_baseline(clips: Iterable[Clip], cfg: AEBaselineConfig | None = None) -> AEBaseline:
@@ -511,28 +143,75 @@ def train_ae_baseline(clips: Iterable[Clip], cfg: AEBaselineConfig | None = None
             is_t.append(clip.domain == "target")
         if len(rates) != 1:
             raise ValueError(f"{where}: training clips have different sample rates {sorted(rates)}")
-        sections[key] = _train_section(vecs, is_t, rates.pop(), cfg, where)
+        sections[key] = train_section(vecs, is_t, rates.pop(), cfg, where)
     return AEBaseline(cfg, sections)
 
 
-# ------------------------------------------------------------------------------------------------
-# the trained baseline
+def _key(key: Key | str) -> Key:
+    if isinstance(key, str):
+        machine, _, section = key.rpartition("/")
+        if not machine:
+            raise ValueError(f"expected a (machine, section) key or 'machine/section', got {key!r}")
+        return (machine, section)
+    return (str(key[0]), str(key[1]))
 
 
 class AEBaseline:
-    """Trained AE baselines of several (machine, section) keys: scores, decisions, save/load."""
+    """Trained AE baselines of several (machine, section) keys; a :class:`stetho.detector.Scorer`.
+
+    The ``Scorer`` methods (``score_waveforms``, ``score_files``, ``score_clips``, ``decide``,
+    ``thresholds``) use ``cfg.score_mode`` and ``cfg.faithful``; :meth:`score`,
+    :meth:`threshold` and :meth:`decide` also take an explicit ``mode``.
+    """
 
     def __init__(self, cfg: AEBaselineConfig, sections: dict[Key, AESection]) -> None:
         self.cfg = cfg
         self.sections = dict(sorted(sections.items()))
 
+    # -- Scorer: what the model covers --------------------------------------------------------
     @property
     def keys(self) -> list[Key]:
         """Sorted (machine, section) keys."""
         return list(self.sections)
 
-    def _section(self, key: Key) -> AESection:
-        key = (str(key[0]), str(key[1]))
+    @property
+    def sample_rate(self) -> int:
+        """Rate (Hz) of the training clips (of the first section if sections differ)."""
+        rates = [sec.sample_rate for sec in self.sections.values()]
+        return int(max(set(rates), key=rates.count)) if rates else 16000
+
+    @property
+    def thresholds(self) -> dict[Key, float]:
+        """Decision threshold per key for ``cfg.score_mode`` (a copy; assign to change)."""
+        name = score_name(self.cfg.score_mode, self.cfg.faithful)
+        return {key: float(sec.thresholds[name]) for key, sec in self.sections.items()}
+
+    @thresholds.setter
+    def thresholds(self, values: dict[Key, float]) -> None:
+        name = score_name(self.cfg.score_mode, self.cfg.faithful)
+        for key, value in values.items():
+            self._section(key).thresholds[name] = float(value)
+
+    def window_seconds(self) -> float | None:
+        """No preferred stream window: any length of at least one context vector scores."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary: keys, thresholds, score mode, sample rate, stetho version."""
+        return {
+            "kind": "ae-baseline",
+            "keys": [{"machine": m, "section": s} for m, s in self.keys],
+            "thresholds": [
+                {"machine": m, "section": s, "threshold": t}
+                for (m, s), t in sorted(self.thresholds.items())
+            ],
+            "score_mode": score_name(self.cfg.score_mode, self.cfg.faithful),
+            "sample_rate": self.sample_rate,
+            "stetho_version": stetho.__version__,
+        }
+
+    def _section(self, key: Key | str) -> AESection:
+        key = _key(key)
         if key not in self.sections:
             valid = ", ".join(f"{m}/{s}" for m, s in self.sections)
             raise KeyError(
@@ -540,6 +219,7 @@ class AEBaseline:
             )
         return self.sections[key]
 
+    # -- scoring -------------------------------------------------------------------------------
     def vectors(self, wave: np.ndarray, key: Key, sample_rate: int | None = None) -> np.ndarray:
         """Context vectors ``(V, D)`` of a mono waveform, resampled to the section's rate."""
         sec = self._section(key)
@@ -560,7 +240,7 @@ class AEBaseline:
         self,
         waves: Sequence[np.ndarray] | np.ndarray,
         key: Key,
-        mode: ScoreMode = "mse",
+        mode: ScoreMode | None = None,
         *,
         faithful: bool | None = None,
         sample_rate: int | None = None,
@@ -570,49 +250,79 @@ class AEBaseline:
         Args:
             waves: Mono waveforms: a ``(B, N)`` array or a sequence of ``(N_i,)`` arrays.
             key: (machine, section) of the clips.
-            mode: ``"mse"`` or ``"mahala"`` (selective Mahalanobis).
+            mode: ``"mse"`` or ``"mahala"`` (selective Mahalanobis); default ``cfg.score_mode``.
             faithful: Mahalanobis reduction (default ``cfg.faithful``); ignored for MSE.
             sample_rate: Rate of ``waves`` (default: the training rate).
 
         Returns:
             ``(B,)`` float64.
         """
-        name = _score_name(mode, self.cfg.faithful if faithful is None else faithful)
+        name = self._score_name(mode, faithful)
         sec = self._section(key)
         items = [waves] if isinstance(waves, np.ndarray) and waves.ndim == 1 else list(waves)
         vecs = [self.vectors(w, key, sample_rate) for w in items]
         if not vecs:
             return np.zeros(0, dtype=np.float64)
         bounds = np.cumsum([0] + [v.shape[0] for v in vecs])
-        res = _residuals(sec.model, np.concatenate(vecs), self.cfg.device)
-        scores = _group_scores(res, bounds.tolist(), sec, self.cfg.features.n_mels)
-        return scores[name]
+        res = residuals(sec.model, np.concatenate(vecs), self.cfg.device)
+        return group_scores(res, bounds.tolist(), sec, self.cfg.features.n_mels)[name]
+
+    def score_waveforms(
+        self,
+        waves: np.ndarray | Sequence[np.ndarray],
+        machine: str,
+        section: str,
+        sample_rate: int | None = None,
+    ) -> np.ndarray:
+        """Scores ``(B,)`` of mono waveforms of one machine/section (``cfg.score_mode``)."""
+        return self.score(waves, (machine, section), sample_rate=sample_rate)
 
     def score_files(
         self,
         paths: Iterable[str | os.PathLike[str]],
-        key: Key,
-        mode: ScoreMode = "mse",
+        machine: str,
+        section: str,
         *,
+        progress: bool = False,
+        mode: ScoreMode | None = None,
         faithful: bool | None = None,
     ) -> np.ndarray:
         """Scores ``(B,)`` of audio files (channel 0, resampled to the training rate)."""
+        key = (machine, section)
         sec = self._section(key)
+        paths = list(paths)
+        if progress:
+            from tqdm.auto import tqdm
+
+            paths = list(tqdm(paths, desc=f"{machine}/{section}", leave=False))
         waves = [load_audio(p, sr=sec.sample_rate)[0] for p in paths]
         return self.score(waves, key, mode, faithful=faithful)
 
+    def score_clips(
+        self, clips: Iterable[Clip], *, progress: bool = False
+    ) -> dict[Key, dict[str, float]]:
+        """Scores grouped as ``{(machine, section): {file name: score}}``."""
+        by_key: dict[Key, list[Clip]] = defaultdict(list)
+        for clip in clips:
+            by_key[clip.key].append(clip)
+        out: dict[Key, dict[str, float]] = {}
+        for key in sorted(by_key):
+            group = by_key[key]
+            values = self.score_files([c.path for c in group], *key, progress=progress)
+            out[key] = {c.name: float(v) for c, v in zip(group, values)}
+        return out
+
     def threshold(
-        self, key: Key, mode: ScoreMode = "mse", *, faithful: bool | None = None
+        self, key: Key | str, mode: ScoreMode | None = None, *, faithful: bool | None = None
     ) -> float:
         """The gamma decision threshold of a section and score mode."""
-        name = _score_name(mode, self.cfg.faithful if faithful is None else faithful)
-        return self._section(key).thresholds[name]
+        return self._section(key).thresholds[self._score_name(mode, faithful)]
 
     def decide(
         self,
         scores: np.ndarray | Sequence[float],
-        key: Key,
-        mode: ScoreMode = "mse",
+        key: Key | str,
+        mode: ScoreMode | None = None,
         *,
         faithful: bool | None = None,
     ) -> np.ndarray:
@@ -621,13 +331,23 @@ class AEBaseline:
             np.asarray(scores, dtype=np.float64), self.threshold(key, mode, faithful=faithful)
         )
 
-    # --- persistence -----------------------------------------------------------------------------
+    def _score_name(self, mode: ScoreMode | None, faithful: bool | None) -> str:
+        return score_name(
+            self.cfg.score_mode if mode is None else mode,
+            self.cfg.faithful if faithful is None else faithful,
+        )
 
-    def save(self, out_dir: str | os.PathLike[str]) -> list[Path]:
-        """Write ``config.json`` (config, keys, thresholds, stats) and ``model.safetensors``."""
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` as one folder (atomically).
+
+        Raises:
+            DetectorError: ``directory`` exists and is not an AE baseline folder (never
+                overwritten).
+        """
         from safetensors.torch import save as st_save
 
-        out = Path(out_dir)
+        dest = Path(directory)
         tensors: dict[str, torch.Tensor] = {}
         meta = []
         for i, ((machine, section), sec) in enumerate(self.sections.items()):
@@ -647,34 +367,57 @@ class AEBaseline:
         doc = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
+            "stetho_version": stetho.__version__,
             "config": self.cfg.to_dict(),
             "sections": meta,
         }
-        cfg_path, w_path = out / CONFIG_FILE, out / WEIGHTS_FILE
-        atomic_write_bytes(w_path, st_save(tensors))
-        atomic_write_text(cfg_path, json.dumps(doc, indent=2) + "\n")
-        return [cfg_path, w_path]
+        with write_folder(dest, FORMAT) as tmp:
+            atomic_write_bytes(tmp / WEIGHTS_FILE, st_save(tensors))
+            atomic_write_text(tmp / CONFIG_FILE, json.dumps(doc, indent=2) + "\n")
+        logger.info("AE baseline saved to %s", dest)
+        return dest
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike[str], device: str | None = None) -> AEBaseline:
-        """Load a baseline written by :meth:`save` (optionally onto another device)."""
+        """Load a baseline written by :meth:`save` (optionally onto another device).
+
+        Raises:
+            DetectorError: not an AE baseline folder, another format version, or a missing
+                weights file (the message names the file).
+        """
         from safetensors.torch import load_file
 
         d = Path(model_dir)
-        cfg_path, w_path = d / CONFIG_FILE, d / WEIGHTS_FILE
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise FileNotFoundError(f"not an AE baseline folder: {p} is missing")
-        doc = json.loads(cfg_path.read_text(encoding="utf-8"))
-        if doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{cfg_path}: expected format {FORMAT!r} version {FORMAT_VERSION}, "
-                f"got {doc.get('format')!r} version {doc.get('format_version')!r}"
-            )
+        doc = read_meta(d, FORMAT, FORMAT_VERSION)
+        w_path = d / WEIGHTS_FILE
+        if not w_path.is_file():
+            raise DetectorError(f"not a complete AE baseline folder: {w_path} is missing")
         cfg = AEBaselineConfig.from_dict(doc["config"])
         if device is not None:
             cfg = cfg.replace(device=device)
-        tensors = load_file(str(w_path))
+        try:
+            tensors = load_file(str(w_path))
+        except Exception as err:  # SafetensorError, OSError: a damaged file
+            raise DetectorError(f"{w_path}: not a readable safetensors file ({err})") from err
+        try:
+            sections = cls._sections(doc, cfg, tensors)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise DetectorError(
+                f"{d / 'config.json'} / {w_path.name}: invalid AE baseline ({err!r})"
+            ) from err
+        for (machine, section), sec in sections.items():
+            for name, t in sec.thresholds.items():
+                if not np.isfinite(t) or t < 0:  # scores are errors / distances (>= 0)
+                    raise DetectorError(
+                        f"{d / 'config.json'}: threshold {name} of {machine}/{section} is {t!r}; "
+                        "expected a finite number >= 0 (the file is damaged)"
+                    )
+        return cls(cfg, sections)
+
+    @staticmethod
+    def _sections(
+        doc: dict[str, Any], cfg: AEBaselineConfig, tensors: dict[str, torch.Tensor]
+    ) -> dict[Key, AESection]:
         sections: dict[Key, AESection] = {}
         for i, m in enumerate(doc["sections"]):
             prefix = f"{i}.model."
@@ -698,88 +441,4 @@ class AEBaseline:
                 sample_rate=int(m["sample_rate"]),
                 stats=dict(m.get("stats", {})),
             )
-        return cls(cfg, sections)
-
-
-# ------------------------------------------------------------------------------------------------
-# end-to-end run on a dev set
-
-
-def run_ae_baseline(
-    data_root: str | os.PathLike[str],
-    out_dir: str | os.PathLike[str],
-    *,
-    mode: ScoreMode = "mse",
-    epochs: int = 100,
-    faithful: bool = True,
-    cfg: AEBaselineConfig | None = None,
-    machines: Sequence[str] | None = None,
-    year: int | None = None,
-    style: Literal["plain", "baseline"] = "plain",
-) -> EvaluationResult:
-    """Train the AE baseline on dev train clips, score dev test clips, write and evaluate.
-
-    Writes ``<out_dir>/model/`` (the trained baseline), ``<out_dir>/scores/`` (submission CSVs
-    ``anomaly_score_…``/``decision_result_…``) and ``<out_dir>/results/`` (evaluation tables).
-
-    Args:
-        data_root: Dataset root (``…/dcase2023t2`` with ``dev_data/raw/<machine>/{train,test}``).
-        out_dir: Output folder.
-        mode: Score ``"mse"`` or ``"mahala"``.
-        epochs: Training epochs (overrides ``cfg.epochs``).
-        faithful: Baseline Mahalanobis quirk (overrides ``cfg.faithful``).
-        cfg: Other settings (default: protocol §3).
-        machines: Restrict to these machine types.
-        year: Evaluation rules year (default: inferred from the clips, else 2023).
-        style: Submission file names (``"plain"`` or baseline-style).
-
-    Returns:
-        The :class:`~stetho.evaluation.EvaluationResult` (Ω in ``official_score``).
-    """
-    from stetho.evaluation import evaluate, truth_from_clips, write_submission
-
-    if mode not in SCORE_MODES:
-        raise ValueError(f"unknown score mode {mode!r}; valid: {', '.join(SCORE_MODES)}")
-    cfg = (cfg or AEBaselineConfig()).replace(epochs=epochs, faithful=faithful)
-    table = scan_dataset(data_root, year=year, partitions=("dev",))
-    if machines is not None:
-        missing = sorted(set(machines) - set(table.machines()))
-        if missing:
-            raise ValueError(
-                f"machine(s) {missing} not found in {data_root}; available: {table.machines()}"
-            )
-        table = table.filter(machine=set(machines))
-    train = table.filter(split="train")
-    test = table.filter(split="test")
-    if not len(train) or not len(test):
-        raise ValueError(
-            f"{data_root}: need dev train and test clips, found {len(train)} train and "
-            f"{len(test)} test clips"
-        )
-    if year is None:
-        year = next((c.year for c in table if c.year is not None), None) or 2023
-    out = Path(out_dir)
-    model = train_ae_baseline(train, cfg)
-    model.save(out / "model")
-
-    scores: dict[Key, dict[str, float]] = {}
-    decisions: dict[Key, dict[str, int]] = {}
-    for key in test.sections():
-        clips = list(test.filter(key=key))
-        if key not in model.sections:
-            raise ValueError(f"{key[0]} section {key[1]}: test clips but no training clips")
-        s = model.score_files([c.path for c in clips], key, mode)
-        d = model.decide(s, key, mode)
-        scores[key] = {c.name: float(v) for c, v in zip(clips, s)}
-        decisions[key] = {c.name: int(v) for c, v in zip(clips, d)}
-        write_submission(
-            out / "scores", key[0], key[1], scores[key], decisions[key], style=style, year=year
-        )
-    result = evaluate(
-        scores, truth_from_clips(test), decisions, year=year, system=f"ae_baseline_{mode}"
-    )
-    result.write(out / "results")
-    logger.info(
-        "AE baseline (%s) on %s: official score %.4f", mode, data_root, result.official_score
-    )
-    return result
+        return sections

@@ -47,7 +47,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> int:
-    from stetho.baselines.autoencoder import run_ae_baseline
+    from stetho.pipelines import run_ae_baseline
 
     result = run_ae_baseline(
         args.data,

@@ -27,9 +27,23 @@ __all__ = [
     "CLIP_NAME_PATTERNS",
     "ClipName",
     "ClipNameError",
+    "Key",
     "is_audio_file_name",
+    "normalize_section",
     "parse_clip_name",
 ]
+
+#: (machine, section), e.g. ("fan", "00"): the key of every per-section model, score and threshold.
+Key = tuple[str, str]
+
+
+def normalize_section(section: str | int) -> str:
+    """``"0"``, ``0``, ``"section_00"`` → ``"00"``; other strings are returned unchanged."""
+    s = str(section).strip()
+    if s.lower().startswith("section_"):
+        s = s[len("section_") :]
+    return s.zfill(2) if s.isdigit() and len(s) < 2 else s
+
 
 Domain = Literal["source", "target"]
 Label = Literal["normal", "anomaly"]

@@ -52,6 +52,7 @@ from stetho.backbones import Backbone, create_backbone, resolve_checkpoint
 from stetho.backbones.checkpoint import cache_dir
 from stetho.config import ExperimentConfig
 from stetho.data import Clip, load_audio
+from stetho.data.names import Key
 from stetho.detector.artifact import (
     DetectorError,
     check_replaceable,
@@ -96,7 +97,6 @@ DETECTOR_FORMAT = "stetho-detector"
 _FORMAT_VERSION = 2
 _CLIP_CHUNK = 64  # clips decoded at once when embedding many files
 
-Key = tuple[str, str]
 Scores = dict[Key, dict[str, float]]
 Decisions = dict[Key, dict[str, int]]
 WaveInput = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]

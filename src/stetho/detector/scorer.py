@@ -15,12 +15,10 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from stetho.data import Clip
+from stetho.data.names import Key
 from stetho.detector.artifact import DetectorError, read_json
 
 __all__ = ["Key", "Scorer", "load_scorer"]
-
-#: (machine, section), e.g. ("fan", "00").
-Key = tuple[str, str]
 
 
 @runtime_checkable
@@ -114,7 +112,7 @@ def load_scorer(directory: str | os.PathLike[str], **kwargs: Any) -> Scorer:
     if fmt == AE_FORMAT:
         kwargs.pop("checkpoint", None)
         kwargs.pop("trust_checkpoint", None)
-        return AEBaseline.load(src, **kwargs)  # type: ignore[return-value]  # until AEBaseline implements Scorer
+        return AEBaseline.load(src, **kwargs)
     raise DetectorError(
         f"{cfg_path}: unknown scorer format {fmt!r} (known: {DETECTOR_FORMAT!r}, {AE_FORMAT!r})"
     )

@@ -1,10 +1,10 @@
 """What every pipeline shares: clip selection, the challenge year, submission files, partial
 evaluation, the per-epoch k-NN validator and the process rank.
 
-Output layout of a run folder (``run_training``, ``stetho baseline``)::
+Output layout of a run folder (``run_training``; ``run_ae_baseline`` writes the last three)::
 
     train/        checkpoint.pt, metrics.csv, config.json, class_map.json, tensorboard/
-    detector/     the saved detector (see :mod:`stetho.detector.detector`)
+    detector/     the saved detector or AE baseline (a :class:`~stetho.detector.Scorer` folder)
     scores/       anomaly_score_<m>_section_<XX>_test.csv + decision_result_… (official format)
     evaluation/   results.json, results.csv, paper_table.csv, <system>_result.csv, table.md
 """
@@ -41,10 +41,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def infer_year(cfg: ExperimentConfig, clips: Sequence[Clip]) -> int:
-    """The challenge year: ``data.year``, else the clips' most common year, else 2023."""
-    if cfg.data.year is not None:
-        return cfg.data.year
+def infer_year(clips: Sequence[Clip], year: int | None = None) -> int:
+    """The challenge year: ``year`` (e.g. ``data.year``), else the clips' most common, else 2023.
+
+    The one place every pipeline (training, scoring, validation, the AE baseline) asks.
+    """
+    if year is not None:
+        return year
     years = Counter(c.year for c in clips if c.year is not None)
     return years.most_common(1)[0][0] if years else 2023
 
@@ -216,7 +219,7 @@ def knn_validator(
             )
             return {}
         scores = det.score_clips(usable)
-        year = infer_year(cfg, usable)
+        year = infer_year(usable, cfg.data.year)
         try:
             result = evaluate(scores, truth_from_clips(usable), year=year, ci95=False)
         except (MetricError, GroundTruthError) as err:

@@ -83,6 +83,10 @@ def score_dataset(
         detector.fit(extra, replace=False, progress=progress)
     scores = detector.score_clips(test, progress=progress)
     write_scores(
-        detector, scores, Path(out_dir), year or infer_year(detector.cfg, list(table)), style
+        detector,
+        scores,
+        Path(out_dir),
+        infer_year(list(table), year or detector.cfg.data.year),
+        style,
     )
     return scores

@@ -99,7 +99,7 @@ def run_training(
         key=set(train_clips.sections())
     )
     labelled = len(test_clips) > 0 and all(c.label is not None for c in test_clips)
-    year = infer_year(cfg, list(table))
+    year = infer_year(list(table), cfg.data.year)
     logger.info(
         "run %s: %d train clips, %d test clips (%s), %d machine/section(s), year %d",
         cfg.name, len(train_clips), len(test_clips), "labelled" if labelled else "unlabelled",

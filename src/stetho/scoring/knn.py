@@ -25,13 +25,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from stetho.data.names import Key
 from stetho.utils.config import ConfigBase
 
 __all__ = ["DomainKNNScorer", "KNNConfig", "MemoryBank"]
 
 logger = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 ArrayLike = np.ndarray | torch.Tensor
 
 #: Domains a bank can hold; clips with an unknown domain (``None``) go to the source bank.

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from stetho.data import AudioError, ClipNameError, is_audio_file_name, load_audio, parse_clip_name
+from stetho.data.names import Key, normalize_section
+from stetho.scoring.threshold import decide
 from stetho.utils.io import atomic_write
 
 if TYPE_CHECKING:
@@ -47,7 +49,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Key = tuple[str, str]
 PathLike = str | os.PathLike[str]
 CSV_COLUMNS: tuple[str, ...] = (
     "path",
@@ -102,14 +103,6 @@ class ScoreRecord:
             "threshold": "" if self.threshold is None else repr(float(self.threshold)),
             "error": self.error or "",
         }
-
-
-def normalize_section(section: str | int) -> str:
-    """``"0"``, ``0``, ``"section_00"`` → ``"00"``; other strings are returned unchanged."""
-    s = str(section).strip()
-    if s.lower().startswith("section_"):
-        s = s[len("section_") :]
-    return s.zfill(2) if s.isdigit() and len(s) < 2 else s
 
 
 def expand_paths(paths: PathLike | Iterable[PathLike]) -> list[tuple[Path, str | None]]:
@@ -307,7 +300,7 @@ class _Run:
         thr = self.thresholds.get(key)
         for (i, path), score in zip(ok, scores):
             if score is not None:
-                dec = None if thr is None else int(score > thr)
+                dec = None if thr is None else int(decide([score], thr)[0])
                 self.records[i] = ScoreRecord(path, key[0], key[1], score, dec, thr)
 
 

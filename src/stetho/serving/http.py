@@ -39,7 +39,8 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 
 import stetho
-from stetho.serving.files import normalize_section
+from stetho.data.names import normalize_section
+from stetho.scoring.threshold import decide
 
 if TYPE_CHECKING:
     from stetho.detector.scorer import Scorer
@@ -248,7 +249,7 @@ class _Handler(BaseHTTPRequestHandler):
         thr = det.thresholds.get(key)
         return {
             "score": score,
-            "decision": None if thr is None else int(score > thr),
+            "decision": None if thr is None else int(decide([score], thr)[0]),
             "threshold": None if thr is None else float(thr),
             "machine": key[0],
             "section": key[1],

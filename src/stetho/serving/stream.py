@@ -32,7 +32,8 @@ from typing import IO, TYPE_CHECKING, Literal
 
 import numpy as np
 
-from stetho.serving.files import normalize_section
+from stetho.data.names import normalize_section
+from stetho.scoring.threshold import decide
 
 if TYPE_CHECKING:
     from stetho.detector.scorer import Scorer
@@ -270,7 +271,7 @@ class StreamScorer:
         scores = self.detector.score_waveforms(windows, self.machine, self.section)  # (W,)
         events = []
         for end, score in zip(ends, scores):
-            dec = None if self.threshold is None else int(float(score) > self.threshold)
+            dec = None if self.threshold is None else int(decide([score], self.threshold)[0])
             events.append(
                 StreamEvent(
                     t_start=(end - self.window) / self.sample_rate,
