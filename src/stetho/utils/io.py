@@ -171,6 +171,8 @@ def clean_stale_temporaries(parent: str | os.PathLike[str], name: str) -> list[P
     if not base.is_dir():
         return removed
     for p in base.glob(f".{name}.*.tmp"):
+        if "." in p.name[len(name) + 2 : -4]:  # e.g. ".out.csv.x.tmp" belongs to "out.csv"
+            continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
         else:
