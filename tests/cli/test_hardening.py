@@ -335,6 +335,16 @@ def test_folder_cannot_grant_itself_trust(
         Detector.load(run / "detector")
     code = main(["detect", clip, "--detector", str(run / "detector"), "--trust-checkpoint"])
     assert code == 0 and "fan/00" in capsys.readouterr().out
+    # a 0-byte checkpoint: a clear error naming it, even with --trust-checkpoint
+    ckpt.write_bytes(b"")
+    code = main(["detect", clip, "--detector", str(run / "detector"), "--trust-checkpoint"])
+    err = capsys.readouterr().err
+    _no_traceback(err)
+    assert code == 2 and str(ckpt) in err
+    from stetho.backbones.checkpoint import CheckpointError, load_checkpoint
+
+    with pytest.raises(CheckpointError, match=r"pickled\.pt"):
+        load_checkpoint(ckpt, trust=True)
 
 
 # -- train / data import / scan -------------------------------------------------------------------

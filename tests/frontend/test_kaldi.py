@@ -19,6 +19,9 @@ from stetho.frontend.mel import kaldi_mel_bank
 from stetho.utils.config import ConfigError
 from tests.numerics import assert_within, log_band_interval, per_bin_error
 
+# CPU-dependent float32 kernels: re-run by .ci/run under other MKL instruction sets
+pytestmark = pytest.mark.float_sensitive
+
 LN_FLT_EPS = math.log(np.finfo(np.float32).eps)  # -15.942385
 
 
@@ -75,7 +78,6 @@ def test_golden_summary(golden_fbank: torch.Tensor, fbank_reference: tuple) -> N
     assert abs(mid.std(ddof=1) - 6.424705) < 1e-4 + np.sqrt((half**2).mean())
 
 
-@pytest.mark.float_sensitive
 def test_float32_fbank_within_conditioning_of_float64_reference(
     golden_fbank: torch.Tensor, fbank_reference: tuple
 ) -> None:
@@ -87,7 +89,6 @@ def test_float32_fbank_within_conditioning_of_float64_reference(
     assert float((hi - lo)[50, 120:128].min()) > 1e-3
 
 
-@pytest.mark.float_sensitive
 @pytest.mark.parametrize(
     ("frame", "bins", "expected"),
     [
@@ -164,7 +165,6 @@ def test_bad_rank_raises() -> None:
         KaldiFbank()(torch.randn(1, 2, 1000))
 
 
-@pytest.mark.float_sensitive
 def test_batched_equals_per_clip() -> None:
     # batched and per-clip FFTs may use different kernels (MKL, by CPU): both must lie within the
     # float32 round-off interval of each clip's own float64 reference

@@ -12,6 +12,9 @@ import torch
 from stetho.scoring import DomainKNNScorer, KNNConfig, MemoryBank
 from stetho.scoring import knn as knn_module
 
+# CPU-dependent float32 kernels: re-run by .ci/run under other MKL instruction sets
+pytestmark = pytest.mark.float_sensitive
+
 
 def _brute_cosine(q: np.ndarray, x: np.ndarray) -> np.ndarray:
     """(M, N) cosine distances in float64, written independently of the library."""
@@ -39,7 +42,6 @@ def test_exact_search_matches_brute_force(metric: str, k: int) -> None:
         np.testing.assert_allclose(bank.embeddings.norm(dim=1).numpy(), 1.0, atol=1e-6)
 
 
-@pytest.mark.float_sensitive
 def test_search_is_chunked_consistently(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(1)
     x, q = rng.normal(size=(50, 8)), rng.normal(size=(33, 8))

@@ -102,6 +102,7 @@ def test_bad_audio_and_missing_paths_become_error_records(
     assert "3 file(s): 1 scored" in text and "2 error(s)" in text
 
 
+@pytest.mark.float_sensitive
 def test_too_short_audio_becomes_an_error_record_and_others_are_scored(
     detector: Detector, serving_data: tuple[Path, ClipTable], tmp_path: Path
 ) -> None:
