@@ -67,3 +67,12 @@ def assert_within(got: np.ndarray, lo: np.ndarray, hi: np.ndarray, slack: float 
         f"element {tuple(int(i) for i in idx)} = {got[idx]!r} outside "
         f"[{lo[idx]!r}, {hi[idx]!r}] by {worst[idx]:.3g}"
     )
+
+
+#: Absolute tolerance for k-NN cosine-distance scores computed with different batchings. A score
+#: is ``1 - <u, v>`` of unit float32 vectors; near a match ``<u, v> ≈ 1``, whose float32 spacing
+#: is eps32, so the score is only defined to a few eps32 absolute, never relative (a score of
+#: 0.006 has 1 ulp of 1.0 = 2e-5 relative). Batch size changes the kernels (CPU-dependent) and
+#: moves embeddings by a few ulp; 8 eps32 covers that, while another clip's score differs by far
+#: more.
+SCORE_ATOL = 8 * EPS32
