@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from stetho.frontend.specaugment import SpecAugmentConfig
 from stetho.model.adapt import FinetuneConfig
@@ -36,7 +36,7 @@ __all__ = [
     "load_experiment_config",
 ]
 
-#: Crop length used for raw-waveform models when ``segment_seconds="auto"`` (the paper's 2 s).
+#: Crop length used for raw-waveform models when ``crop_seconds="auto"`` (the paper's 2 s).
 WAVEFORM_SEGMENT_SECONDS = 2.0
 
 
@@ -65,7 +65,8 @@ class DataConfig(ConfigBase):
     """Which clips to use and how training inputs are cropped and augmented.
 
     Attributes:
-        segment_seconds: Training crop length in seconds (a random crop per sample and epoch).
+        crop_seconds: Training crop length in seconds (a random crop per sample and epoch;
+            formerly ``segment_seconds``, which still loads).
             ``"auto"`` (default): 2.0 s for raw-waveform models (the paper), the whole clip for
             spectrogram models. ``None``: whole clips; since a batch needs one length, clips are
             cropped to the shortest training clip. A number: that crop for every model.
@@ -82,7 +83,7 @@ class DataConfig(ConfigBase):
             model for all machine types; the eval test clips can then be scored without refitting).
     """
 
-    segment_seconds: float | Literal["auto"] | None = "auto"
+    crop_seconds: float | Literal["auto"] | None = "auto"
     spec_augment: SpecAugmentConfig | None = field(default_factory=SpecAugmentConfig)
     machines: list[str] | None = None
     sections: list[str] | None = None
@@ -90,19 +91,21 @@ class DataConfig(ConfigBase):
     cache_mb: int = 2048
     train_partitions: list[Literal["dev", "eval"]] = field(default_factory=lambda: ["dev"])
 
+    config_aliases: ClassVar[dict[str, str]] = {"segment_seconds": "crop_seconds"}
+
     def __post_init__(self) -> None:
         if not self.train_partitions:
             raise ConfigError("data.train_partitions must name at least one of ['dev', 'eval']")
-        if isinstance(self.segment_seconds, float | int) and self.segment_seconds <= 0:
+        if isinstance(self.crop_seconds, float | int) and self.crop_seconds <= 0:
             raise ConfigError(
-                f"data.segment_seconds must be > 0, 'auto' or null, got {self.segment_seconds}"
+                f"data.crop_seconds must be > 0, 'auto' or null, got {self.crop_seconds}"
             )
 
-    def crop_seconds(self, input_kind: str) -> float | None:
+    def crop_seconds_for(self, input_kind: str) -> float | None:
         """Resolved training crop length for a backbone of ``input_kind`` (None = whole clip)."""
-        if self.segment_seconds == "auto":
+        if self.crop_seconds == "auto":
             return WAVEFORM_SEGMENT_SECONDS if input_kind == "waveform" else None
-        return None if self.segment_seconds is None else float(self.segment_seconds)
+        return None if self.crop_seconds is None else float(self.crop_seconds)
 
 
 @dataclass
@@ -182,22 +185,26 @@ class ScoringConfig(ConfigBase):
     """How a clip becomes one embedding at fit and test time.
 
     Attributes:
-        segment_seconds: ``"auto"`` (default): the training crop length (2 s windows for
-            raw-waveform models, whole clips for spectrogram models); ``None``: the whole clip;
-            a number: windows of that length. Window embeddings are averaged into the clip's.
+        window_seconds: Scoring window (``--window`` of ``stetho watch``; formerly
+            ``segment_seconds``, which still loads). ``"auto"`` (default): the
+            training crop length (2 s windows for raw-waveform models, whole clips for
+            spectrogram models); ``None``: the whole clip; a number: windows of that length.
+            Window embeddings are averaged into the clip's.
         hop_seconds: Step between windows (default: half a window).
         batch_size: Clips (or windows) embedded per forward pass.
     """
 
-    segment_seconds: float | Literal["auto"] | None = "auto"
+    window_seconds: float | Literal["auto"] | None = "auto"
     hop_seconds: float | None = None
     batch_size: int = 16
 
-    def window_seconds(self, data: DataConfig, input_kind: str) -> float | None:
+    config_aliases: ClassVar[dict[str, str]] = {"segment_seconds": "window_seconds"}
+
+    def window_seconds_for(self, data: DataConfig, input_kind: str) -> float | None:
         """Resolved scoring window in seconds (None = whole clip)."""
-        if self.segment_seconds == "auto":
-            return data.crop_seconds(input_kind)
-        return None if self.segment_seconds is None else float(self.segment_seconds)
+        if self.window_seconds == "auto":
+            return data.crop_seconds_for(input_kind)
+        return None if self.window_seconds is None else float(self.window_seconds)
 
 
 @dataclass

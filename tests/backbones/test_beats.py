@@ -318,7 +318,7 @@ def test_strict_round_trip(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> 
     path = _save_official(tmp_path, model, label_dict={0: "/m/09x0r", 1: "/m/05zppz"})
     raw = load_checkpoint(path)  # weights_only=True works for the official layout
     assert set(raw) == {"cfg", "model", "label_dict"}
-    with caplog.at_level(logging.DEBUG, logger="stetho.backbones.beats"):
+    with caplog.at_level(logging.DEBUG, logger="stetho.backbones"):
         loaded = create_backbone("beats", checkpoint=str(path))
     assert "some_future_field" in caplog.text
     assert isinstance(loaded, BEATs)

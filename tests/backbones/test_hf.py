@@ -430,7 +430,8 @@ def no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     return attempts
 
 
-@pytest.mark.parametrize("name", ["wav2vec2", "whisper-encoder", "qwen-audio-encoder"])
+# every family that accepts hub ids goes through the one hub client (CED included)
+@pytest.mark.parametrize("name", ["wav2vec2", "whisper-encoder", "qwen-audio-encoder", "ced-test"])
 def test_offline_missing_hub_id_raises_clear_error(name: str, no_network: list[str]) -> None:
     start = time.monotonic()
     with pytest.raises(CheckpointError) as info:

@@ -1,8 +1,7 @@
-"""AudioSet labels, ``tag_waveform`` (soxr resampling, head checks) and ``describe_backbones``."""
+"""AudioSet labels and ``tag_waveform`` (soxr resampling, head checks)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,25 +10,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from stetho.backbones import create_backbone, registry
-from stetho.backbones.registry import BackboneEntry
-from stetho.backbones.tagging import _resample, audioset_labels, describe_backbones, tag_waveform
+from stetho.backbones import create_backbone
+from stetho.backbones.tagging import _resample, audioset_labels, tag_waveform
 
 FAN_CLIP = Path(
     "data/dcase2023t2_mini/dev_data/raw/fan/train/section_00_source_train_normal_0040_m-n_X.wav"
 )
-MY_BACKBONES = [
-    "efficientat-mn01",
-    "efficientat-mn02",
-    "efficientat-mn04",
-    "efficientat-mn05",
-    "efficientat-mn10",
-    "efficientat-mn20",
-    "efficientat-mn30",
-    "efficientat-mn40",
-    "efficientat-tiny",
-    "logmel",
-]
 
 
 @pytest.fixture(autouse=True)
@@ -150,46 +136,3 @@ def test_tag_waveform_real_fan_clip(mn04: torch.nn.Module, shared_dir: Path) -> 
     print("fan 0040 (soxr HQ):", ", ".join(f"{t} {p:.3f}" for t, p in tags))
     assert [t for t, _ in tags[:2]] == ["Hum", "Mains hum"]
     assert np.allclose([p for _, p in tags[:2]], [0.800, 0.731], atol=1e-3)  # spec §7.4
-
-
-# -- describe_backbones ----------------------------------------------------------------------
-
-
-def test_describe_my_backbones_quickly() -> None:
-    start = time.perf_counter()
-    rows = {r["name"]: r for r in describe_backbones(MY_BACKBONES)}
-    assert time.perf_counter() - start < 10.0
-    assert set(rows) == set(MY_BACKBONES)
-    mn04 = rows["efficientat-mn04"]
-    assert mn04["params"] == 983_599
-    assert mn04["sample_rate"] == 32000 and mn04["embed_dim"] == 384 and mn04["input"] == "fbank"
-    assert mn04["weights"].endswith("/v0.0.1/mn04_as_mAP_432.pt")
-    assert mn04["needs_weights"] is True and "error" not in mn04
-    assert rows["efficientat-mn40"]["params"] == 68_427_303
-    assert rows["efficientat-mn40"]["embed_dim"] == 3840
-    logmel = rows["logmel"]
-    assert logmel["params"] == 0 and logmel["needs_weights"] is False
-    assert logmel["sample_rate"] == 16000 and logmel["embed_dim"] == 384
-    assert rows["efficientat-tiny"]["needs_weights"] is False
-
-
-def test_meta_count_equals_a_real_build() -> None:
-    (row,) = describe_backbones(["efficientat-mn10"])
-    model = create_backbone("efficientat-mn10")
-    assert row["params"] == sum(p.numel() for p in model.parameters()) == 4_876_831
-
-
-def test_describe_survives_a_broken_entry(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(checkpoint: str | None = None, **_: object) -> torch.nn.Module:
-        raise RuntimeError("cannot build on meta")
-
-    entry = BackboneEntry("broken-test", broken, "a broken backbone", True)
-    monkeypatch.setitem(registry._REGISTRY, "broken-test", entry)
-    (row,) = describe_backbones(["broken-test"])
-    assert row["name"] == "broken-test" and row["params"] is None
-    assert "cannot build on meta" in row["error"]
-
-
-def test_describe_unknown_name_lists_choices() -> None:
-    with pytest.raises(KeyError, match="efficientat-mn04"):
-        describe_backbones(["no-such-backbone"])

@@ -106,6 +106,21 @@ def test_lora_without_checkpoint_saves_full_weights_and_reloads_exactly(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_detector_saved_with_old_key_names_loads(
+    lora_detector: Detector, table: ClipTable, tmp_path: Path
+) -> None:
+    """Detectors saved before ``segment_seconds`` was renamed (data: crop, scoring: window)."""
+    folder = lora_detector.save(tmp_path / "det")
+    meta = json.loads((folder / "config.json").read_text())
+    exp = meta["experiment"]
+    exp["data"]["segment_seconds"] = exp["data"].pop("crop_seconds")
+    exp["scoring"]["segment_seconds"] = exp["scoring"].pop("window_seconds")
+    (folder / "config.json").write_text(json.dumps(meta))
+    loaded = Detector.load(folder)
+    assert loaded.cfg == lora_detector.cfg
+    _assert_same_scores(lora_detector, loaded, table)
+
+
 def test_save_refuses_to_replace_anything_but_a_detector(
     lora_detector: Detector, tmp_path: Path
 ) -> None:
@@ -265,7 +280,7 @@ def test_scoring_paths_agree_and_decisions(lora_detector: Detector, table: ClipT
 
 
 def test_windowed_scoring_averages_window_embeddings(lora_detector: Detector) -> None:
-    cfg = lora_detector.cfg.override(["scoring.segment_seconds=0.5", "scoring.hop_seconds=0.25"])
+    cfg = lora_detector.cfg.override(["scoring.window_seconds=0.5", "scoring.hop_seconds=0.25"])
     det = Detector(cfg, lora_detector.backbone, lora_detector.head, lora_detector.class_map)
     wave = torch.randn(16000) * 0.1
     got = det.embed_waveforms(wave.numpy())

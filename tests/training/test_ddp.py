@@ -36,7 +36,7 @@ WORKER = textwrap.dedent(
 def _cfg() -> ExperimentConfig:
     return tiny_config(
         "data.spec_augment=null",  # batch-level masks would differ between the two setups
-        "data.segment_seconds=0.5",  # per-sample random crops stay identical
+        "data.crop_seconds=0.5",  # per-sample random crops stay identical
         "train.epochs=2",  # batch_size=4 is global: 2 per process under --nproc_per_node 2
     )
 

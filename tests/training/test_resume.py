@@ -28,7 +28,7 @@ def cfg(**extra: object) -> ExperimentConfig:
         "finetune.lora.dropout=0.1",  # exercises the torch RNG
         "train.epochs=2",
         "train.warmup_steps=2",
-        "data.segment_seconds=0.6",  # random crops (per-sample RNG) + SpecAugment (global RNG)
+        "data.crop_seconds=0.6",  # random crops (per-sample RNG) + SpecAugment (global RNG)
         **extra,
     )
 
@@ -103,3 +103,17 @@ def test_finished_run_returns_at_once_and_config_changes_are_refused(
     )
     assert restarted.steps == 3
     assert not torch.equal(_all_state(restarted)["head.weight"], _all_state(first)["head.weight"])
+
+
+def test_checkpoint_with_old_key_names_resumes(clips: ClipTable, tmp_path: Path) -> None:
+    """A checkpoint written before ``data.segment_seconds`` became ``data.crop_seconds``."""
+    run_cfg = cfg(train__epochs=1)
+    first = train(run_cfg, clips, tmp_path, progress=False)
+    path = tmp_path / CHECKPOINT_NAME
+    state = torch.load(path, weights_only=True)
+    state["config"]["data"]["segment_seconds"] = state["config"]["data"].pop("crop_seconds")
+    torch.save(state, path)
+    again = train(run_cfg, clips, tmp_path, progress=False)  # a finished run: nothing to train
+    assert again.steps == first.steps
+    with pytest.raises(ValueError, match=r"different configuration.*crop_seconds"):
+        train(cfg(train__epochs=1, data__crop_seconds=0.5), clips, tmp_path, progress=False)

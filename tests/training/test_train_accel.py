@@ -179,7 +179,7 @@ def test_ddp_full_finetuning_with_unused_backbone_parameters(
         "backbone.name=ced-test",
         "finetune.strategy=full",
         "data.spec_augment=null",
-        "data.segment_seconds=0.5",
+        "data.crop_seconds=0.5",
         "train.deterministic=true",
         "train.compile=true",  # compiled in the workers only (eager backend: same numerics)
     )

@@ -34,11 +34,11 @@ def test_defaults_are_the_papers() -> None:
     assert (cfg.threshold.method, cfg.threshold.quantile) == ("gamma", 0.9)
     assert cfg.data.spec_augment is not None
     # 2 s crops for raw-waveform models (paper), whole clips for spectrogram models
-    assert cfg.data.crop_seconds("waveform") == 2.0
-    assert cfg.data.crop_seconds("fbank") is None
-    assert cfg.scoring.window_seconds(cfg.data, "waveform") == 2.0
-    assert ScoringConfig(segment_seconds=None).window_seconds(cfg.data, "waveform") is None
-    assert DataConfig(segment_seconds=1.5).crop_seconds("fbank") == 1.5
+    assert cfg.data.crop_seconds_for("waveform") == 2.0
+    assert cfg.data.crop_seconds_for("fbank") is None
+    assert cfg.scoring.window_seconds_for(cfg.data, "waveform") == 2.0
+    assert ScoringConfig(window_seconds=None).window_seconds_for(cfg.data, "waveform") is None
+    assert DataConfig(crop_seconds=1.5).crop_seconds_for("fbank") == 1.5
 
 
 def test_yaml_round_trip_and_overrides(tmp_path: Path) -> None:
@@ -48,13 +48,13 @@ def test_yaml_round_trip_and_overrides(tmp_path: Path) -> None:
             "train.lr=1e-4",
             "train.betas=[0.8, 0.9]",
             "data.spec_augment=null",
-            "data.segment_seconds=2.5",
+            "data.crop_seconds=2.5",
             "backend.k=3",
             "finetune.lora.targets=[q, k, v]",
         ]
     )
     assert cfg.train.lr == 1e-4 and cfg.train.betas == (0.8, 0.9)
-    assert cfg.data.spec_augment is None and cfg.data.segment_seconds == 2.5
+    assert cfg.data.spec_augment is None and cfg.data.crop_seconds == 2.5
     assert cfg.backend.k == 3 and tuple(cfg.finetune.lora.targets) == ("q", "k", "v")
     path = tmp_path / "exp.yaml"
     cfg.save(path)
@@ -90,8 +90,8 @@ def test_bad_keys_and_values_are_clear_errors(tmp_path: Path) -> None:
         ExperimentConfig().override(["train.schedule=exponential"])
     with pytest.raises(ConfigError, match="epochs"):
         TrainConfig(epochs=-1)
-    with pytest.raises(ConfigError, match="segment_seconds"):
-        DataConfig(segment_seconds=-2.0)
+    with pytest.raises(ConfigError, match="crop_seconds"):
+        DataConfig(crop_seconds=-2.0)
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer: {epochs: 1}\n")
     with pytest.raises(ConfigError, match="unknown key"):
@@ -110,3 +110,22 @@ def test_shipped_configs_load() -> None:
     assert load_experiment_config(REPO / "configs" / "default.yaml") == ExperimentConfig(
         name="default"
     )
+
+
+def test_renamed_keys_still_load() -> None:
+    """``segment_seconds`` (data and scoring) was renamed: old files, artifacts and --set work."""
+    old = ExperimentConfig().to_dict()
+    old["data"]["segment_seconds"] = old["data"].pop("crop_seconds")
+    old["scoring"]["segment_seconds"] = old["scoring"].pop("window_seconds")
+    old["data"]["segment_seconds"], old["scoring"]["segment_seconds"] = 1.5, 0.5
+    cfg = ExperimentConfig.from_dict(old)
+    assert (cfg.data.crop_seconds, cfg.scoring.window_seconds) == (1.5, 0.5)
+    assert "segment_seconds" not in cfg.to_json()  # written with today's names
+    via_set = ExperimentConfig().override(
+        ["data.segment_seconds=2.5", "scoring.segment_seconds=null"]
+    )
+    assert via_set.data.crop_seconds == 2.5 and via_set.scoring.window_seconds is None
+    both = ExperimentConfig().to_dict()
+    both["data"]["segment_seconds"] = 1.0
+    with pytest.raises(ConfigError, match="keep only 'crop_seconds'"):
+        ExperimentConfig.from_dict(both)

@@ -6,10 +6,24 @@
 """
 
 # Built-in backbones register themselves on import (one module per family).
-from stetho.backbones import beats, ced, efficientat, hf, logmel
+from stetho.backbones import (
+    beats,
+    ced,
+    efficientat,
+    hf,  # re-exports of wav2vec2 / whisper (compatibility)
+    logmel_stats,
+    wav2vec2,
+    whisper,
+)
 from stetho.backbones.base import MATRIX_KEYS, Backbone, PretrainedCfg
 from stetho.backbones.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
-from stetho.backbones.registry import create_backbone, get_entry, list_backbones, register_backbone
+from stetho.backbones.registry import (
+    create_backbone,
+    describe_backbones,
+    get_entry,
+    list_backbones,
+    register_backbone,
+)
 
 __all__ = [
     "MATRIX_KEYS",
@@ -19,12 +33,15 @@ __all__ = [
     "beats",
     "ced",
     "create_backbone",
+    "describe_backbones",
     "efficientat",
     "get_entry",
     "hf",
     "list_backbones",
     "load_checkpoint",
-    "logmel",
+    "logmel_stats",
     "register_backbone",
     "resolve_checkpoint",
+    "wav2vec2",
+    "whisper",
 ]

@@ -26,7 +26,12 @@ from torch import nn
 
 from stetho.utils.config import ConfigBase
 
-__all__ = ["MATRIX_KEYS", "Backbone", "PretrainedCfg"]
+__all__ = [
+    "MATRIX_KEYS",
+    "Backbone",
+    "PretrainedCfg",
+    "hf_lora_targets",
+]
 
 #: Matrix keys accepted in LoRA target lists ("fc" expands to fc1 + fc2).
 MATRIX_KEYS: tuple[str, ...] = ("q", "k", "v", "out", "fc1", "fc2")
@@ -61,6 +66,28 @@ class PretrainedCfg(ConfigBase):
     sha256: str | None = None
     license: str = ""
     frontend: dict[str, Any] = field(default_factory=dict)
+
+
+def hf_lora_targets(
+    layer: str, attention: str, fc1: str = "fc1", fc2: str = "fc2"
+) -> dict[str, str]:
+    """LoRA target map of a ``transformers`` encoder layer (the one place it is written).
+
+    Args:
+        layer: Module name of layer ``{i}``, e.g. ``"encoder.layers.{i}"``.
+        attention: Attention module inside the layer (holds ``q_proj``/``k_proj``/``v_proj``/
+            ``out_proj``), e.g. ``"self_attn"``.
+        fc1, fc2: The feed-forward linears inside the layer.
+    """
+    att = f"{layer}.{attention}"
+    return {
+        "q": f"{att}.q_proj",
+        "k": f"{att}.k_proj",
+        "v": f"{att}.v_proj",
+        "out": f"{att}.out_proj",
+        "fc1": f"{layer}.{fc1}",
+        "fc2": f"{layer}.{fc2}",
+    }
 
 
 class Backbone(nn.Module):

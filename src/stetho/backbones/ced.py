@@ -1,3 +1,4 @@
+# Over 500 lines: one model family: the network, its key remapping and its strict loader.
 """CED audio transformers (Consistent Ensemble Distillation; Dinkel et al., ICASSP 2024).
 
 A ViT over 16×16 patches of a 64-bin dB mel spectrogram::
@@ -33,12 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stetho.backbones._builder import load_pretrained
+from stetho.backbones._hub import hub_file, looks_like_hub_id, offline_hint
 from stetho.backbones.base import Backbone, PretrainedCfg, dataclass_overrides
 from stetho.backbones.checkpoint import (
     CheckpointError,
-    load_checkpoint,
     resolve_checkpoint,
-    unwrap_state_dict,
 )
 from stetho.backbones.registry import register_backbone
 from stetho.frontend.ced_mel import CEDMel, CEDMelConfig
@@ -385,38 +386,56 @@ def _local_checkpoint_file(spec: str | os.PathLike[str]) -> Path | None:
 
 
 def _fetch_from_hub(repo_id: str) -> Path:
-    """Download the weight file of an HF hub repository (e.g. ``mispeech/ced-base``)."""
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as err:  # pragma: no cover - transformers depends on it
-        raise CheckpointError("huggingface_hub is needed to fetch hub checkpoints") from err
-    errors = []
+    """The weight file of an HF hub repository (e.g. ``mispeech/ced-base``), through the one hub
+    client: offline mode and the cache folder are honoured."""
     for name in _HF_FILES:
-        try:
-            return Path(hf_hub_download(repo_id, name))
-        except Exception as err:
-            errors.append(f"{name}: {err}")
+        found = hub_file(repo_id, name)
+        if found is not None:
+            return found
     raise CheckpointError(
-        f"could not fetch {repo_id!r} from the Hugging Face hub ({'; '.join(errors)}). Download "
-        "the model folder by hand and pass its path, or use the Zenodo .pt file."
+        f"no weights for hub id {repo_id!r}: expected one of {list(_HF_FILES)}; "
+        f"{offline_hint()}, or use the Zenodo .pt file"
     )
 
 
-def _resolve(spec: str | os.PathLike[str], pretrained: PretrainedCfg) -> Path:
+def _find(spec: str | os.PathLike[str], pretrained: PretrainedCfg) -> Path:
+    """HF-style folder, hub id, or (path / URL / cached name) checked against the known hash."""
     folder_file = _local_checkpoint_file(spec)
     if folder_file is not None:
         return folder_file
     text = str(spec)
     is_url = re.match(r"^[a-z]+://", text) is not None
-    looks_like_hub = re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None
     if (
         not is_url
-        and looks_like_hub
+        and looks_like_hub_id(text)
         and not Path(text).expanduser().exists()
         and not text.endswith(_CHECKPOINT_SUFFIXES)
     ):
         return _fetch_from_hub(text)
     return resolve_checkpoint(spec, sha256=pretrained.sha256)
+
+
+def _fill_front_end(
+    model: CED, state: dict[str, torch.Tensor], path: Path
+) -> dict[str, torch.Tensor]:
+    """Fused ``qkv`` split; deterministic front-end buffers (absent from HF files) and a missing
+    ``init_bn.1.num_batches_tracked`` filled from the model itself."""
+    state = remap_ced_state_dict(state)
+    own = model.state_dict()
+    fillable = [k for k in own if k.startswith("front_end.") or k.endswith("num_batches_tracked")]
+    for key in fillable:
+        if key not in state:
+            state[key] = own[key]
+        elif key.startswith("front_end.") and state[key].shape == own[key].shape:
+            diff = (state[key].float() - own[key].float()).abs().max().item()
+            if diff > 1e-6:
+                logger.warning(
+                    "%s: checkpoint buffer %s differs from the computed one by %.3g",
+                    path,
+                    key,
+                    diff,
+                )
+    return state
 
 
 def load_ced_checkpoint(
@@ -432,31 +451,18 @@ def load_ced_checkpoint(
     Raises:
         CheckpointError: missing file, unreadable file, or keys/shapes that do not match.
     """
-    path = _resolve(checkpoint, model.pretrained_cfg)
-    state = remap_ced_state_dict(unwrap_state_dict(load_checkpoint(path, trust=trust)))
-    own = model.state_dict()
-    fillable = [k for k in own if k.startswith("front_end.") or k.endswith("num_batches_tracked")]
-    for key in fillable:
-        if key not in state:
-            state[key] = own[key]
-        elif key.startswith("front_end.") and state[key].shape == own[key].shape:
-            diff = (state[key].float() - own[key].float()).abs().max().item()
-            if diff > 1e-6:
-                logger.warning(
-                    "%s: checkpoint buffer %s differs from the computed one by %.3g",
-                    path,
-                    key,
-                    diff,
-                )
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        cfg = model.cfg
-        raise CheckpointError(
-            f"{path} does not match {model.pretrained_cfg.name!r} (embed_dim={cfg.embed_dim}, "
-            f"depth={cfg.depth}, num_heads={cfg.num_heads}, num_classes={cfg.num_classes}): {err}"
-        ) from err
-    logger.info("loaded CED weights from %s (%d tensors)", path, len(state))
+    cfg = model.cfg
+    load_pretrained(
+        model,
+        checkpoint,
+        trust=trust,
+        find=lambda spec: _find(spec, model.pretrained_cfg),
+        adapt=lambda state, path: _fill_front_end(model, state, path),
+        hint=(
+            f"{model.pretrained_cfg.name!r}: embed_dim={cfg.embed_dim}, depth={cfg.depth}, "
+            f"num_heads={cfg.num_heads}, num_classes={cfg.num_classes}"
+        ),
+    )
 
 
 # -- registry --------------------------------------------------------------------------------

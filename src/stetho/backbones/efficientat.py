@@ -31,13 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from stetho.backbones._builder import load_pretrained
 from stetho.backbones.base import Backbone, PretrainedCfg, dataclass_overrides
-from stetho.backbones.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    resolve_checkpoint,
-    unwrap_state_dict,
-)
 from stetho.backbones.registry import register_backbone
 from stetho.frontend.efficientat_mel import EfficientATMel
 from stetho.utils.config import ConfigBase
@@ -346,25 +341,29 @@ def _load_weights(model: EfficientAT, checkpoint: str, trust: bool) -> None:
     official = cfg.url is not None and (
         checkpoint == cfg.url or Path(urllib.parse.urlparse(checkpoint).path).name == cfg.filename
     )
-    path = resolve_checkpoint(
-        checkpoint, filename=cfg.filename, sha256=cfg.sha256 if official else None
+
+    def drop_head(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+        if model.classifier is None:
+            dropped = [k for k in state if k.startswith("classifier.")]
+            for k in dropped:
+                del state[k]
+            if dropped:
+                logger.info("%s: dropped %d head tensors (num_classes=0)", path.name, len(dropped))
+        return state
+
+    load_pretrained(
+        model,
+        checkpoint,
+        trust=trust,
+        filename=cfg.filename,
+        sha256=cfg.sha256 if official else None,
+        adapt=drop_head,
+        hint=(
+            f"{cfg.name!r}: width_mult={model.config.width_mult}, "
+            f"num_classes={model.config.num_classes}; the released widths are "
+            f"{sorted(EFFICIENTAT_RELEASES)}"
+        ),
     )
-    state = dict(unwrap_state_dict(load_checkpoint(path, trust=trust)))
-    if model.classifier is None:
-        dropped = [k for k in state if k.startswith("classifier.")]
-        for k in dropped:
-            del state[k]
-        if dropped:
-            logger.info("%s: dropped %d head tensors (num_classes=0)", path.name, len(dropped))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"{path}: does not match {cfg.name!r} (width_mult={model.config.width_mult}, "
-            f"num_classes={model.config.num_classes}); the released widths are "
-            f"{sorted(EFFICIENTAT_RELEASES)}. {err}"
-        ) from err
-    logger.info("loaded %s into %s (%d tensors)", path, cfg.name, len(state))
 
 
 def build_efficientat(

@@ -1,4 +1,5 @@
-"""Backbone registry: ``@register_backbone`` and the ``create_backbone`` factory (timm-style)."""
+"""Backbone registry: ``@register_backbone``, the ``create_backbone`` factory (timm-style) and
+``describe_backbones`` (the facts ``stetho backbones`` lists)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from stetho.backbones.base import Backbone
 
-__all__ = ["BackboneEntry", "create_backbone", "get_entry", "list_backbones", "register_backbone"]
+__all__ = [
+    "BackboneEntry",
+    "create_backbone",
+    "describe_backbones",
+    "get_entry",
+    "list_backbones",
+    "register_backbone",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +101,48 @@ def create_backbone(name: str, checkpoint: str | None = None, **overrides: Any) 
     model.eval()
     logger.debug("created backbone %s (checkpoint=%s, overrides=%s)", name, checkpoint, overrides)
     return model
+
+
+def describe_backbones(names: list[str] | None = None) -> list[dict[str, Any]]:
+    """One summary per registered backbone, for ``stetho backbones``.
+
+    Each model is built with random weights on the ``meta`` device (no memory, no download), so even
+    the largest ones are summarised in well under a second each.
+
+    Args:
+        names: Registry names to describe (default: all, sorted).
+
+    Returns:
+        Dicts with ``name``, ``description``, ``params`` (unique parameters), ``sample_rate``,
+        ``embed_dim``, ``input`` (``"fbank"``/``"waveform"``), ``weights`` (where the official
+        weights come from) and ``needs_weights``. A backbone that cannot be built on ``meta``
+        gets ``None`` for the model facts and the reason under ``error``.
+
+    Raises:
+        KeyError: for an unknown name (the message lists the valid ones).
+    """
+    rows: list[dict[str, Any]] = []
+    for name in list_backbones() if names is None else names:
+        entry = get_entry(name)
+        row: dict[str, Any] = {
+            "name": name,
+            "description": entry.description,
+            "params": None,
+            "sample_rate": None,
+            "embed_dim": None,
+            "input": None,
+            "weights": None,
+            "needs_weights": entry.needs_weights,
+        }
+        try:
+            with torch.device("meta"):
+                model = entry.factory(checkpoint=None)
+            info = model.describe()
+        except Exception as err:  # a broken entry must not hide the others
+            logger.warning("cannot describe backbone %s: %s", name, err)
+            row["error"] = f"{type(err).__name__}: {err}"
+        else:
+            row.update({k: info[k] for k in ("params", "sample_rate", "embed_dim", "input")})
+            row["weights"] = info.get("weights")
+        rows.append(row)
+    return rows

@@ -18,15 +18,15 @@ import io
 import itertools
 import logging
 from importlib import resources
-from typing import Any
 
 import numpy as np
 import soxr
 import torch
 
 from stetho.backbones.base import Backbone
-from stetho.backbones.registry import get_entry, list_backbones
+from stetho.backbones.registry import describe_backbones
 
+# describe_backbones lives in the registry; re-exported here for compatibility
 __all__ = ["audioset_labels", "describe_backbones", "tag_waveform"]
 
 logger = logging.getLogger(__name__)
@@ -122,48 +122,3 @@ def tag_waveform(
             labels = [f"class_{i}" for i in range(n_classes)]
     values, indices = probs.topk(min(top_k, n_classes))
     return [(labels[int(i)], float(v)) for v, i in zip(values, indices)]
-
-
-def describe_backbones(names: list[str] | None = None) -> list[dict[str, Any]]:
-    """One summary per registered backbone, for ``stetho backbones``.
-
-    Each model is built with random weights on the ``meta`` device (no memory, no download), so even
-    the largest ones are summarised in well under a second each.
-
-    Args:
-        names: Registry names to describe (default: all, sorted).
-
-    Returns:
-        Dicts with ``name``, ``description``, ``params`` (unique parameters), ``sample_rate``,
-        ``embed_dim``, ``input`` (``"fbank"``/``"waveform"``), ``weights`` (where the official
-        weights come from) and ``needs_weights``. A backbone that cannot be built on ``meta``
-        gets ``None`` for the model facts and the reason under ``error``.
-
-    Raises:
-        KeyError: for an unknown name (the message lists the valid ones).
-    """
-    rows: list[dict[str, Any]] = []
-    for name in list_backbones() if names is None else names:
-        entry = get_entry(name)
-        row: dict[str, Any] = {
-            "name": name,
-            "description": entry.description,
-            "params": None,
-            "sample_rate": None,
-            "embed_dim": None,
-            "input": None,
-            "weights": None,
-            "needs_weights": entry.needs_weights,
-        }
-        try:
-            with torch.device("meta"):
-                model = entry.factory(checkpoint=None)
-            info = model.describe()
-        except Exception as err:  # a broken entry must not hide the others
-            logger.warning("cannot describe backbone %s: %s", name, err)
-            row["error"] = f"{type(err).__name__}: {err}"
-        else:
-            row.update({k: info[k] for k in ("params", "sample_rate", "embed_dim", "input")})
-            row["weights"] = info.get("weights")
-        rows.append(row)
-    return rows

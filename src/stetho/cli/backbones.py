@@ -8,7 +8,7 @@ from typing import Any
 
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
-    from stetho.backbones.tagging import describe_backbones
+    from stetho.backbones.registry import describe_backbones
 
     rows = describe_backbones()
     if args.json:

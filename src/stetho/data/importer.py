@@ -1,3 +1,4 @@
+# Over 500 lines: one import job with its validation; the hardening branch splits it.
 """Turn plain folders of recordings into a DCASE Task 2 tree that stetho can train on.
 
 A plant engineer's recordings have arbitrary names (``pump/2026-03-01_0800.wav``). The pipeline

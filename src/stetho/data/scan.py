@@ -1,3 +1,4 @@
+# Over 500 lines: the DCASE folder layouts of 2020-2025 behind one scanner; the hardening branch splits it.
 """Inventory of a DCASE Task 2 dataset folder: :func:`scan_dataset` → :class:`ClipTable`.
 
 Supported layouts (protocol §1.2):

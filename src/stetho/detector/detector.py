@@ -1,3 +1,4 @@
+# Over 500 lines: the deployable k-NN detector: fit, score, save and load must stay in step.
 """The detector artifact: backbone + head projection + k-NN banks + thresholds, saved and reloaded.
 
 ::
@@ -8,7 +9,7 @@
     det.save("runs/x/detector");  det2 = Detector.load("runs/x/detector")   # identical scores
 
 A clip's embedding is ``head.project(backbone.embed(wave))`` in eval mode; with a scoring window
-(``scoring.segment_seconds``; 2 s for raw-waveform models by default) the clip is cut into windows
+(``scoring.window_seconds``; 2 s for raw-waveform models by default) the clip is cut into windows
 and their embeddings are averaged. Its anomaly score is the k-NN distance of
 :class:`~stetho.scoring.DomainKNNScorer` (min over the source and target banks of its
 machine/section).
@@ -200,8 +201,8 @@ class Detector:
         return int(self.head.out_dim)
 
     def window_seconds(self) -> float | None:
-        """Scoring window in seconds (``scoring.segment_seconds``), ``None`` for whole clips."""
-        return self.cfg.scoring.window_seconds(self.cfg.data, self.backbone.input_kind)
+        """Scoring window in seconds (``scoring.window_seconds``), ``None`` for whole clips."""
+        return self.cfg.scoring.window_seconds_for(self.cfg.data, self.backbone.input_kind)
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary: keys, thresholds, backbone, sample rate, stetho version."""

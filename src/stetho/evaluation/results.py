@@ -1,3 +1,4 @@
+# Over 500 lines: the result tables of every challenge year, written and read, in one place.
 """Evaluation results: per-section metrics, the official aggregates, tables and result files.
 
 Aggregation follows the official evaluators exactly (protocol §2.4–§2.6), including their value

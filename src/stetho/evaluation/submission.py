@@ -1,3 +1,4 @@
+# Over 500 lines: the submission file format, written and read, in one place so both sides agree.
 """DCASE Task 2 submission files: write and strictly read ``anomaly_score_…`` / ``decision_result_…``.
 
 File names (protocol §2.1, §2.6), no header, one ``name,value`` row per test clip:

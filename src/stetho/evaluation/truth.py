@@ -1,3 +1,4 @@
+# Over 500 lines: every ground-truth source of 2020-2025 (folders, lists, clip names) behind one type.
 """Ground truth for evaluation: from dev file names, from scanned clips, or from official GT files.
 
 Evaluation truth is a :data:`Truth` = ``{(machine, section): SectionTruth}``. Sources:

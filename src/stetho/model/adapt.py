@@ -1,3 +1,4 @@
+# Over 500 lines: the three fine-tuning strategies and LoRA (targets, presets, merge) share their checks.
 """Which backbone weights train: full fine-tuning, a frozen backbone, or LoRA (peft).
 
 ::

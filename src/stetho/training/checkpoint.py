@@ -10,8 +10,10 @@ another configuration (except :data:`RESUME_FREE` settings) or other classes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +129,11 @@ def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 
 def read_checkpoint(
-    path: Path, config: dict[str, Any], classes: list[str], backbone_keys: set[str]
+    path: Path,
+    config: dict[str, Any],
+    classes: list[str],
+    backbone_keys: set[str],
+    normalise: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Read a checkpoint and check that it belongs to this run.
 
@@ -136,6 +142,8 @@ def read_checkpoint(
         config: The run's config (``ExperimentConfig.to_dict()``).
         classes: The run's proxy classes.
         backbone_keys: Backbone tensors the checkpoint must hold.
+        normalise: Maps the saved config to today's key names before the comparison (renamed
+            keys of older checkpoints are no difference).
 
     Returns:
         The checkpoint's dict (tensors on the CPU).
@@ -147,7 +155,11 @@ def read_checkpoint(
     state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: unsupported checkpoint format {state.get('format')!r}")
-    diff = config_diff(state["config"], config)
+    saved = state["config"]
+    if normalise is not None:
+        with contextlib.suppress(ValueError):  # not today's config at all: compare as saved
+            saved = normalise(saved)
+    diff = config_diff(saved, config)
     if diff:
         raise ValueError(
             f"{path} was written with a different configuration ({'; '.join(diff[:5])}); "
@@ -202,6 +214,7 @@ def resume_from_checkpoint(state: TrainState) -> bool:
         state.cfg.to_dict(),
         list(state.class_map.classes),
         set(backbone_tensors(state.backbone, state.full_state)),
+        normalise=lambda saved: type(state.cfg).from_dict(saved).to_dict(),
     )
     state.backbone.load_state_dict(saved["backbone"], strict=False)
     state.head.load_state_dict(saved["head"])

@@ -307,7 +307,7 @@ def setup(
     check_shortest_clip(clips, backbone)
     cache = WaveformCache(cfg.data.cache_mb << 20)
     crop = resolve_crop_samples(
-        clips, backbone.sample_rate, cfg.data.crop_seconds(backbone.input_kind)
+        clips, backbone.sample_rate, cfg.data.crop_seconds_for(backbone.input_kind)
     )
     dataset = ClipDataset(
         clips, backbone.sample_rate, class_map, crop_samples=crop, seed=tc.seed, cache=cache

@@ -18,16 +18,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from stetho.utils.io import atomic_write_text
 
 __all__ = ["ConfigBase", "ConfigError"]
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T", bound="ConfigBase")
 
@@ -151,9 +154,26 @@ _SCALARS: dict[Any, Callable[[Any, str], Any]] = {
 }
 
 
+def _apply_aliases(cls: type[Any], data: dict[str, Any], where: str) -> dict[str, Any]:
+    """Old key names (``cls.config_aliases``: old → new) read as the new ones."""
+    aliases: dict[str, str] = getattr(cls, "config_aliases", {})
+    for old, new in aliases.items():
+        if old not in data:
+            continue
+        if new in data:
+            raise ConfigError(
+                f"{where or cls.__name__}: both {old!r} (the old name) and {new!r} are set; "
+                f"keep only {new!r}"
+            )
+        data[new] = data.pop(old)
+        logger.info("config key %s%s is now called %r", f"{where}." if where else "", old, new)
+    return data
+
+
 def _from_dict(cls: type[Any], data: dict[str, Any], where: str) -> Any:
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = _apply_aliases(cls, data, where)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
@@ -195,7 +215,14 @@ def _to_jsonable(value: Any) -> Any:
 
 
 class ConfigBase:
-    """Mixin for ``@dataclass`` configs: dict/JSON/YAML round trips, validation and overrides."""
+    """Mixin for ``@dataclass`` configs: dict/JSON/YAML round trips, validation and overrides.
+
+    ``config_aliases`` (old key → new key) lets renamed keys load from old files, saved
+    artifacts and ``--set`` overrides.
+    """
+
+    #: Renamed keys: old name → current field name.
+    config_aliases: ClassVar[dict[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-compatible nested dict of every field."""
@@ -269,6 +296,7 @@ class ConfigBase:
                 last = i == len(parts) - 1
                 if dataclasses.is_dataclass(tp):
                     hints = get_type_hints(tp)
+                    part = getattr(tp, "config_aliases", {}).get(part, part)
                     if part not in hints or not isinstance(node, dict):
                         valid = sorted(f.name for f in dataclasses.fields(tp))
                         raise ConfigError(

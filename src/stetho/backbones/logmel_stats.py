@@ -1,5 +1,8 @@
 """``logmel``: the weight-free backbone that runs anywhere (stetho's default without checkpoints).
 
+(Module ``logmel_stats``: the registry name stays ``logmel``; the front-end is
+:mod:`stetho.frontend.logmel`.)
+
 No download, no GPU, no trainable parameters: a 16 kHz waveform becomes a log-mel spectrogram in
 dB (``n_fft`` 1024, hop 512, 128 Slaney mel bins, the DCASE baseline feature), whose frames are the
 tokens ``(B, T, 128)``. The pooled embedding is the per-band statistics over time,

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from stetho.backbones import create_backbone, get_entry
-from stetho.backbones.logmel import LogMelBackbone
+from stetho.backbones.logmel_stats import LogMelBackbone
 from stetho.frontend.logmel import LogMel, hz_to_mel_slaney, mel_to_hz_slaney, slaney_mel_bank
 
 
