@@ -437,3 +437,20 @@ def test_train_on_a_2020_layout_infers_2020_and_evaluates(
     _no_traceback(err)
     assert code == 0, err
     assert "year=2020" not in err and "AUC" in out
+
+
+def test_a_folder_saved_by_a_newer_stetho_loads_with_a_warning(
+    run_dir: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from stetho.utils.io import write_manifest
+
+    _, run = run_dir
+    folder = _copy_detector(run, tmp_path / "det")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "stetho_version": "99.1.0"}))
+    with pytest.raises(DetectorError, match=r"config\.json: SHA-256 differs"):
+        Detector.load(folder)  # edited after saving
+    write_manifest(folder)  # as that newer stetho would have written it
+    with caplog.at_level("WARNING"):
+        Detector.load(folder)
+    assert "saved by stetho 99.1.0, newer than this stetho" in caplog.text
