@@ -226,12 +226,15 @@ class TrainState:
 
 
 # -- setup ------------------------------------------------------------------------------------
-def check_shortest_clip(clips: list[Clip], backbone: Backbone) -> None:
+def check_shortest_clip(clips: list[Clip], backbone: Backbone, *, amp: bool = False) -> None:
     """Refuse training clips too short for the backbone, naming the shortest one.
 
-    The shortest clip (from the file headers) is embedded as silence of its length: a model that
-    cannot take it (e.g. shorter than one STFT frame) would otherwise fail mid-epoch with a
-    message naming no file (not in the paper: a usability check).
+    For whole-clip training (every batch is cut to the shortest clip): the shortest clip (from
+    the file headers) is embedded once as silence of its length; a model that cannot take it
+    (e.g. shorter than one STFT frame) would otherwise fail in the first step with a message
+    naming no file (not in the paper: a usability check). Fixed-length crops are padded, and
+    clips too short to score are named when the detector embeds them. ``amp``: probe under the
+    training forward's bf16 autocast, as the training step runs.
 
     Raises:
         ValueError: the shortest clip is too short; the message names it.
@@ -245,7 +248,10 @@ def check_shortest_clip(clips: list[Clip], backbone: Backbone) -> None:
     was_training = backbone.training
     backbone.eval()
     try:
-        with torch.no_grad():
+        with (
+            torch.no_grad(),
+            torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp),
+        ):
             backbone.embed(torch.zeros(1, n, device=device))
     except (ValueError, RuntimeError) as err:
         raise ValueError(
@@ -304,11 +310,11 @@ def setup(
         len(class_map),
         device,
     )
-    check_shortest_clip(clips, backbone)
     cache = WaveformCache(cfg.data.cache_mb << 20)
-    crop = resolve_crop_samples(
-        clips, backbone.sample_rate, cfg.data.crop_seconds_for(backbone.input_kind)
-    )
+    crop_seconds = cfg.data.crop_seconds_for(backbone.input_kind)
+    if crop_seconds is None:  # whole clips: the shortest one sets the length of every batch
+        check_shortest_clip(clips, backbone, amp=use_amp)
+    crop = resolve_crop_samples(clips, backbone.sample_rate, crop_seconds)
     dataset = ClipDataset(
         clips, backbone.sample_rate, class_map, crop_samples=crop, seed=tc.seed, cache=cache
     )
