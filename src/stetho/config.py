@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Literal
 from stetho.frontend.specaugment import SpecAugmentConfig
 from stetho.model.adapt import FinetuneConfig
 from stetho.model.heads import HeadConfig
+from stetho.scoring.ensemble import EnsembleConfig
 from stetho.scoring.knn import KNNConfig
 from stetho.scoring.threshold import ThresholdConfig
 from stetho.utils.config import ConfigBase, ConfigError
@@ -221,6 +222,10 @@ class ExperimentConfig(ConfigBase):
         backend: k-NN memory banks (k = 1, cosine, per-domain banks).
         threshold: Decision threshold (gamma fit, 0.9 quantile, as the DCASE baseline).
         scoring: Clip → embedding at fit and test time.
+        ensemble: Training-free few-shot ensemble (features + back-ends, label-free choice);
+            when set, ``stetho train`` builds an ensemble detector instead of fine-tuning
+            (``backbone``, ``finetune``, ``head``, ``train``, ``backend`` are then unused).
+            ``None`` (default): the paper's fine-tuning + k-NN recipe.
     """
 
     name: str = "experiment"
@@ -232,6 +237,7 @@ class ExperimentConfig(ConfigBase):
     backend: KNNConfig = field(default_factory=KNNConfig)
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    ensemble: EnsembleConfig | None = None
 
 
 def load_experiment_config(

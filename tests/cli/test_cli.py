@@ -139,4 +139,4 @@ def test_tag_real_clip(
 
 def test_parser_defaults() -> None:
     args = build_parser().parse_args(["demo"])
-    assert args.backbone == "logmel"
+    assert args.backbone is None  # the training-free few-shot recipe

@@ -30,6 +30,10 @@ TRAIN_SET = [
     "train.tensorboard=false",
 ]
 
+#: ``stetho train`` without ``--config`` builds the few-shot ensemble; these tests exercise the
+#: fine-tuning path, whose defaults ``configs/default.yaml`` lists.
+FINETUNE = ["--config", str(Path(__file__).resolve().parents[2] / "configs" / "default.yaml")]
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -44,7 +48,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         seed=5,
     )
     out = base / "run"
-    code = main(["train", "--data", str(data), "--out", str(out), "--set", *TRAIN_SET])
+    code = main(["train", *FINETUNE, "--data", str(data), "--out", str(out), "--set", *TRAIN_SET])
     assert code == 0
     return data, out
 
@@ -298,9 +302,13 @@ def test_baseline_configs_load() -> None:
 
     root = Path(__file__).resolve().parents[2] / "configs" / "baselines"
     files = sorted(root.glob("*.yaml"))
-    assert len(files) == 2
+    assert len(files) == 3
     for path in files:
         cfg = load_experiment_config(path)
+        if cfg.ensemble is not None:  # logmel_stats.yaml: the training-free few-shot baseline
+            assert [m.feature.backbone for m in cfg.ensemble.members] == ["logmel"]
+            assert cfg.ensemble.members[0].backend.standardise == "std"
+            continue
         assert cfg.finetune.strategy == "frozen"
         assert cfg.train.epochs == 0
         assert cfg.head.embed_dim is None
@@ -396,7 +404,7 @@ def test_challenge_workflow_dev_and_eval(
     )
     run = tmp_path / "run"
     sets = [*TRAIN_SET, "data.train_partitions=[dev, eval]"]
-    assert main(["train", "--data", str(data), "--out", str(run), "--set", *sets]) == 0
+    assert main(["train", *FINETUNE, "--data", str(data), "--out", str(run), "--set", *sets]) == 0
     det = Detector.load(run / "detector")
     assert sorted(det.keys) == [("ToyDrone", "00"), ("fan", "00")]
     sub = tmp_path / "eval_sub"
@@ -430,7 +438,9 @@ def test_own_recordings_with_only_faulty_test_clips_train_without_evaluation(
     assert main(["data", "import", str(own), "--machine", "pump",
                  "--train", *map(str, normals), "--test-anomaly", *map(str, faulty)]) == 0  # fmt: skip
     run = tmp_path / "run"
-    assert main(["train", "--data", str(own), "--out", str(run), "--set", *TRAIN_SET]) == 0
+    assert (
+        main(["train", *FINETUNE, "--data", str(own), "--out", str(run), "--set", *TRAIN_SET]) == 0
+    )
     assert (run / "detector" / "config.json").is_file()
     assert not (run / "evaluation").exists()
     capsys.readouterr()
@@ -459,7 +469,7 @@ def test_detector_with_moved_checkpoint_loads_with_checkpoint_option(
     run = tmp_path / "run"
     sets = ["backbone.name=efficientat-mn04", f"backbone.checkpoint={ckpt}",
             "finetune.strategy=frozen", "train.epochs=0", "head.embed_dim=null"]  # fmt: skip
-    assert main(["train", "--data", str(data), "--out", str(run), "--set", *sets]) == 0
+    assert main(["train", *FINETUNE, "--data", str(data), "--out", str(run), "--set", *sets]) == 0
     moved = tmp_path / "elsewhere.pt"
     ckpt.rename(moved)
     clip = str(next((data / "dev_data" / "raw" / "fan" / "test").glob("*.wav")))
@@ -482,3 +492,25 @@ def torch_save_tiny(path: Path) -> None:
     import torch
 
     torch.save({"w": torch.zeros(1)}, path)
+
+
+def test_train_without_config_builds_the_fewshot_ensemble(
+    run_dir: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, _ = run_dir
+    run = tmp_path / "fewshot"
+    assert main(["train", "--data", str(data), "--out", str(run)]) == 0
+    cfg = json.loads((run / "detector" / "config.json").read_text())
+    assert cfg["format"] == "stetho-ensemble"
+    assert sorted(cfg["keys"]) == ["fan/00", "valve/00"]
+    assert "choice.md" in capsys.readouterr().out
+    assert "fan/00" in (run / "choice.md").read_text()
+    clip = str(next((data / "dev_data" / "raw" / "fan" / "test").glob("*.wav")))
+    assert main(["detect", clip, "--detector", str(run / "detector")]) == 0
+    assert "fan/00" in capsys.readouterr().out
+
+
+def test_default_demo_is_the_fewshot_recipe(tmp_path: Path) -> None:
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    cfg = json.loads((tmp_path / "demo" / "run" / "detector" / "config.json").read_text())
+    assert cfg["format"] == "stetho-ensemble"

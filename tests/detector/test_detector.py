@@ -87,6 +87,7 @@ def test_lora_without_checkpoint_saves_full_weights_and_reloads_exactly(
         "adapter.safetensors",
         "backbone.safetensors",
         "backend.safetensors",
+        "bank_clips.json",
         "config.json",
         "head.safetensors",
         "manifest.json",
@@ -100,6 +101,11 @@ def test_lora_without_checkpoint_saves_full_weights_and_reloads_exactly(
     assert meta["experiment"] == lora_detector.cfg.to_dict() and meta["stetho_version"]
     loaded = Detector.load(folder)
     _assert_same_scores(lora_detector, loaded, table)
+    # the banks know their training clips (bank_clips.json)
+    assert loaded.scorer.refs == lora_detector.scorer.refs
+    assert sum(len(v) for d in loaded.scorer.refs.values() for v in d.values()) == len(
+        table.filter(split="train")
+    )
     # saving again over the folder replaces it atomically
     lora_detector.save(folder)
     assert sorted(p.name for p in folder.iterdir()) == names

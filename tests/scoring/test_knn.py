@@ -199,3 +199,31 @@ def test_input_validation() -> None:
         DomainKNNScorer().fit(np.ones((3, 2)), [("a", "00")] * 2, ["source"] * 3)
     with pytest.raises(ValueError, match="domain must be one of"):
         DomainKNNScorer().fit(np.ones((1, 2)), [("a", "00")], ["elsewhere"])
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_nearest_finds_the_closest_bank_row_and_its_ref(metric: str) -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(12, 5))
+    doms = ["source"] * 9 + ["target"] * 3
+    scorer = DomainKNNScorer(KNNConfig(k=1, metric=metric))  # type: ignore[arg-type]
+    refs = [f"clip{i}.wav" for i in range(12)]
+    scorer.fit(x, [("fan", "00")] * 12, doms, refs=refs)
+    q = rng.normal(size=(4, 5))
+    if metric == "cosine":  # independent float64 reference
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        d = 1 - (q / np.linalg.norm(q, axis=1, keepdims=True)) @ xn.T
+    else:
+        d = np.linalg.norm(q[:, None, :] - x[None, :, :], axis=2)
+    got = scorer.nearest(q, ("fan", "00"))
+    for i, nb in enumerate(got):
+        j = int(np.argmin(d[i]))
+        assert nb.ref == refs[j] and nb.domain == doms[j]
+        assert nb.distance == pytest.approx(d[i, j], abs=1e-5)
+    np.testing.assert_allclose(scorer.score(q, ("fan", "00")), [n.distance for n in got], atol=1e-6)
+    # refitting one key without refs drops only that key's refs
+    scorer.fit(x[:3], [("pump", "00")] * 3, ["source"] * 3, replace=False)
+    assert set(scorer.refs) == {("fan", "00")}
+    assert scorer.nearest(q[:1], ("pump", "00"))[0].ref is None
+    with pytest.raises(ValueError, match="refs"):
+        scorer.fit(x, [("fan", "00")] * 12, doms, refs=refs[:3])

@@ -175,6 +175,21 @@ class Backbone(nn.Module):
         """Same as :meth:`embed`."""
         return self.embed(wave)
 
+    def embed_layers(
+        self, wave: torch.Tensor, layers: list[int] | None = None
+    ) -> list[torch.Tensor]:
+        """Token maps of intermediate layers, each ``(B, L_i, D_i)``, for multi-layer features.
+
+        ``layers=None`` gives the final tokens only (``[forward_features(wave)]``). Backbones
+        with addressable blocks (EfficientAT) accept block indices; others raise ``ValueError``
+        for anything but ``None``.
+        """
+        if layers is not None:
+            raise ValueError(
+                f"backbone {self.pretrained_cfg.name!r} exposes only its final tokens (layers=None)"
+            )
+        return [self.forward_features(wave)]
+
     def describe(self) -> dict[str, Any]:
         """Summary used by ``stetho backbones``: parameters, rate, embedding size, weights origin."""
         n_params = sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())

@@ -279,6 +279,31 @@ class EfficientAT(Backbone):
         fmap = self.feature_map(wave)  # (B, C, F', T')
         return fmap.flatten(2).transpose(1, 2)  # (B, F'·T', C)
 
+    def embed_layers(
+        self, wave: torch.Tensor, layers: list[int] | None = None
+    ) -> list[torch.Tensor]:
+        """Feature maps of blocks ``layers`` of ``self.features`` (0 = stem, ``-1`` = last conv)
+        as tokens ``(B, F_i·T_i, C_i)``; ``None`` = the last conv only (:meth:`forward_features`).
+
+        Raises:
+            ValueError: a block index out of range.
+        """
+        if layers is None:
+            return [self.forward_features(wave)]
+        n = len(self.features)
+        want = [i % n if -n <= i < n else None for i in layers]
+        if any(i is None for i in want):
+            raise ValueError(f"block indices must be in [-{n}, {n - 1}], got {layers}")
+        x = self._maybe_augment(self.frontend(wave), time_dim=-1, freq_dim=-2).unsqueeze(1)
+        maps: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(self.features):
+            x = block(x)
+            if i in want:
+                maps[i] = x.flatten(2).transpose(1, 2)
+            if i >= max(w for w in want if w is not None):
+                break
+        return [maps[i] for i in want if i is not None]
+
     def logits(self, wave: torch.Tensor) -> torch.Tensor:
         """Waveforms ``(B, N)`` → tagging logits ``(B, num_classes)``.
 

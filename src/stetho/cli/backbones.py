@@ -47,12 +47,28 @@ def _cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from stetho.backbones.fetch import fetch_weights
+
+    path = fetch_weights(args.name, url=args.url, cache=args.cache)
+    print(f"{args.name}: weights verified at {path}")
+    return 0
+
+
 def register(sub: Any) -> None:
     """Add these commands to the ``stetho`` sub-parsers."""
     # backbones / tag -------------------------------------------------------------------------
     p = sub.add_parser("backbones", help="list the registered backbones")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_backbones)
+    fetch_sub = p.add_subparsers(dest="backbones_cmd")
+    f = fetch_sub.add_parser(
+        "fetch", help="download a backbone's registered weights into the cache (SHA-256 checked)"
+    )
+    f.add_argument("name", help="registry name, e.g. efficientat-mn04")
+    f.add_argument("--url", default=None, help="download from this mirror instead")
+    f.add_argument("--cache", default=None, help="cache folder (default: $STETHO_CACHE)")
+    f.set_defaults(func=_cmd_fetch)
 
     p = sub.add_parser("tag", help="print the top AudioSet labels of audio files")
     p.add_argument("files", nargs="+", help="audio files")

@@ -44,6 +44,13 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if args.csv:
         write_records_csv(records, args.csv)
         print(f"scores written to {args.csv}")
+    if args.db:
+        from stetho.serving.history import store_records
+        from stetho.store import ScoreStore
+
+        with ScoreStore.open(args.db) as store:
+            n = len(store_records(store, records, detector, args.detector))
+        print(f"{n} score(s) stored in {args.db}")
     failed = sum(1 for r in records if r.error)
     return 1 if failed else 0
 
@@ -94,6 +101,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--section", default=None, help="section, e.g. 00")
     p.add_argument("--csv", default=None, help="also write the scores to this CSV file")
+    p.add_argument(
+        "--db", default=None, help="also store the scores (score store file or postgresql:// URL)"
+    )
     p.set_defaults(func=_cmd_detect)
 
     p = sub.add_parser(

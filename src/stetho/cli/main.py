@@ -24,6 +24,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stetho.cli.backbones",
     "stetho.cli.train",
     "stetho.cli.detect",
+    "stetho.cli.report",
+    "stetho.cli.monitor",
 )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Literal
 
 from stetho.cli._common import add_detector_options, add_set_option, load_detector
 
@@ -12,10 +12,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from stetho.config import load_experiment_config
     from stetho.pipelines import run_training
 
-    cfg = load_experiment_config(args.config, args.set)
+    if args.config is None:  # the few-shot default recipe (training-free ensemble)
+        from stetho.pipelines.fewshot import fewshot_config
+
+        cfg = fewshot_config(args.pretrained)
+        cfg = cfg.override(list(args.set)) if args.set else cfg
+    else:
+        cfg = load_experiment_config(args.config, args.set)
     result = run_training(cfg, args.data, args.out, resume=not args.no_resume)
     if result.evaluation is not None:
         print(result.evaluation.table())
+    if cfg.ensemble is not None:
+        print(f"label-free member choice per machine: {args.out}/choice.md")
     print(f"run written to {args.out}")
     return 0
 
@@ -74,7 +82,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from stetho.backbones import get_entry
     from stetho.pipelines import run_demo
 
-    if get_entry(args.backbone).needs_weights and not args.checkpoint and not args.random_weights:
+    recipe: Literal["fewshot", "finetune"] = (
+        "fewshot" if args.backbone is None and args.strategy is None else "finetune"
+    )
+    if args.backbone is None:
+        args.backbone = "logmel"
+    if recipe == "fewshot" and args.epochs is not None:
+        recipe = "finetune"
+    if (
+        recipe == "finetune"
+        and get_entry(args.backbone).needs_weights
+        and not args.checkpoint
+        and not args.random_weights
+    ):
         raise ValueError(
             f"backbone {args.backbone!r} needs pre-trained weights: pass --checkpoint PATH_OR_URL "
             "(a file name is also looked up in $STETHO_CACHE), or --random-weights to run the "
@@ -89,6 +109,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         strategy=args.strategy,
         overrides=overrides,
+        recipe=recipe,
     )
     print(result.table())
     print(f"\ndemo run written to {args.out}")
@@ -99,9 +120,21 @@ def register(sub: Any) -> None:
     """Add these commands to the ``stetho`` sub-parsers."""
     # train / embed / score / sweep / demo ----------------------------------------------------
     p = sub.add_parser("train", help="fine-tune a backbone and build a detector")
-    p.add_argument("--config", default=None, help="YAML experiment config (default: built-in)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML experiment config (default: the training-free few-shot ensemble, see "
+        "docs/fewshot.md; the paper's recipe is in configs/paper/)",
+    )
     p.add_argument("--data", required=True, help="dataset root")
     p.add_argument("--out", required=True, help="run folder")
+    p.add_argument(
+        "--pretrained",
+        default=None,
+        metavar="CKPT",
+        help="default recipe only: add the frozen EfficientAT mn04 member with these weights "
+        "(e.g. efficientat_mn04_as_mAP_432.pt after `stetho backbones fetch efficientat-mn04`)",
+    )
     add_set_option(p)
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out")
     p.set_defaults(func=_cmd_train)
@@ -138,7 +171,12 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("demo", help="synthetic data -> train -> score -> evaluate, offline")
     p.add_argument("--out", default="runs/demo", help="run folder")
-    p.add_argument("--backbone", default="logmel", help="e.g. logmel, efficientat-mn04, beats")
+    p.add_argument(
+        "--backbone",
+        default=None,
+        help="fine-tune demo with this backbone (e.g. logmel, efficientat-mn04, beats); default: "
+        "the training-free few-shot recipe",
+    )
     p.add_argument("--checkpoint", default=None, help="weights for backbones that need them")
     p.add_argument(
         "--strategy",

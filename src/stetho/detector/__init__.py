@@ -6,6 +6,7 @@
 """
 
 from stetho.detector.artifact import DetectorError
+from stetho.detector.calibrate import calibrate, calibrate_folder, identity
 from stetho.detector.detector import DETECTOR_FORMAT, Detector, TrainedParts
 from stetho.detector.scorer import Key, Scorer, load_scorer
 
@@ -16,5 +17,8 @@ __all__ = [
     "Key",
     "Scorer",
     "TrainedParts",
+    "calibrate",
+    "calibrate_folder",
+    "identity",
     "load_scorer",
 ]

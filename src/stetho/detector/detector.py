@@ -26,6 +26,8 @@ replaced only when it is a saved detector, and restored if the rename fails)::
     adapter.safetensors  LoRA weights (LoRA runs; merged into the backbone for inference)
     head.safetensors     proxy head (projection + class centres)
     backend.safetensors  k-NN memory banks
+    bank_clips.json      path of the training clip behind every bank row (absent in folders
+                         saved before it existed; they load, without clip names)
     thresholds.json      decision thresholds per machine/section
     manifest.json        SHA-256 of every other file, checked on load
 
@@ -41,6 +43,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -132,6 +135,9 @@ class Detector:
         device: Where to run the models.
         waveform_loader: ``loader(path, sample_rate) -> (N,) float32``; default
             :func:`stetho.data.load_audio`.
+        detector_id: Stable identity kept across calibrations (default: a new UUID).
+        version: 1 for a new detector, +1 per ``stetho calibrate``.
+        calibrations: Log of the calibrations that produced this version (saved with it).
     """
 
     def __init__(
@@ -146,6 +152,9 @@ class Detector:
         adapter_state: dict[str, torch.Tensor] | None = None,
         device: str | torch.device = "cpu",
         waveform_loader: Callable[[Path, int], np.ndarray] | None = None,
+        detector_id: str | None = None,
+        version: int = 1,
+        calibrations: list[dict[str, Any]] | None = None,
     ) -> None:
         self.cfg = cfg
         self.backbone = backbone
@@ -156,6 +165,9 @@ class Detector:
         self.adapter_state = adapter_state
         self.device = torch.device(device)
         self._loader = waveform_loader
+        self.detector_id = detector_id or uuid.uuid4().hex
+        self.version = int(version)
+        self.calibrations: list[dict[str, Any]] = list(calibrations or [])
         self.backbone.to(self.device)
         self.head.to(self.device)
 
@@ -205,9 +217,11 @@ class Detector:
         return self.cfg.scoring.window_seconds_for(self.cfg.data, self.backbone.input_kind)
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready summary: keys, thresholds, backbone, sample rate, stetho version."""
+        """JSON-ready summary: id, version, keys, thresholds, backbone, sample rate, stetho version."""
         return {
             "kind": "knn-detector",
+            "id": self.detector_id,
+            "version": self.version,
             "keys": [{"machine": m, "section": s} for m, s in self.keys],
             "thresholds": {f"{m}/{s}": float(t) for (m, s), t in sorted(self.thresholds.items())},
             "backbone": self.cfg.backbone.name,
@@ -379,7 +393,13 @@ class Detector:
         if bad:
             raise ValueError(f"Detector.fit takes normal training clips only; got e.g. {bad[:3]}")
         emb = self.embed_clips(clips, progress=progress)
-        self.scorer.fit(emb, [c.key for c in clips], [c.domain for c in clips], replace=replace)
+        self.scorer.fit(
+            emb,
+            [c.key for c in clips],
+            [c.domain for c in clips],
+            replace=replace,
+            refs=[str(Path(c.path).absolute()) for c in clips],
+        )
         if replace:
             self.thresholds = {}
         if fit_thresholds:
@@ -497,6 +517,7 @@ class Detector:
                 weights["adapter"] = "adapter.safetensors"
             _write_safetensors(_state_for_file(self.head), tmp / "head.safetensors")
             _write_safetensors(self.scorer.state_dict(), tmp / "backend.safetensors")
+            _write_bank_clips(tmp / _BANK_CLIPS, self.scorer)
             thresholds = [
                 {"machine": m, "section": s, "threshold": float(t)}
                 for (m, s), t in sorted(self.thresholds.items())
@@ -511,6 +532,9 @@ class Detector:
             meta = {
                 "format": DETECTOR_FORMAT,
                 "format_version": _FORMAT_VERSION,
+                "id": self.detector_id,
+                "version": self.version,
+                "calibrations": self.calibrations,
                 "stetho_version": stetho.__version__,
                 "experiment": self.cfg.to_dict(),
                 "class_map": self.class_map.to_dict(),
@@ -595,6 +619,7 @@ class Detector:
         _load_state(head, src / "head.safetensors")
         scorer = DomainKNNScorer(cfg.backend)
         _load_state(scorer, src / "backend.safetensors")
+        _read_bank_clips(src / _BANK_CLIPS, scorer)
         thresholds = _read_thresholds(src / "thresholds.json")
         adapter = _read_safetensors(src / weights["adapter"]) if weights.get("adapter") else None
         backbone.eval()
@@ -608,6 +633,10 @@ class Detector:
             thresholds=thresholds,
             adapter_state=adapter,
             device=device,
+            # folders saved before detector identities existed: the folder name, version 1
+            detector_id=str(meta.get("id") or src.resolve().name),
+            version=int(meta.get("version", 1)),
+            calibrations=list(meta.get("calibrations", [])),
         )
 
     @classmethod
@@ -727,6 +756,35 @@ def _read_thresholds(path: Path) -> dict[Key, float]:
                 "file is damaged: fit the thresholds again, e.g. stetho train or Detector.fit)"
             )
     return out
+
+
+_BANK_CLIPS = "bank_clips.json"
+
+
+def _write_bank_clips(path: Path, scorer: DomainKNNScorer) -> None:
+    """``bank_clips.json``: ``{"banks": {"<machine>/<section>/<domain>": [clip path, …]}}``."""
+    banks = {
+        f"{m}/{s}/{d}": list(paths)
+        for (m, s), by_domain in sorted(scorer.refs.items())
+        for d, paths in by_domain.items()
+    }
+    atomic_write_text(path, json.dumps({"banks": banks}, indent=1) + "\n")
+
+
+def _read_bank_clips(path: Path, scorer: DomainKNNScorer) -> None:
+    """Attach ``bank_clips.json`` to the loaded banks; a missing or unreadable file is no error."""
+    if not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["banks"]
+        refs: dict[Key, dict[str, list[str]]] = {}
+        for name, paths in data.items():
+            machine, section, domain = name.rsplit("/", 2)
+            refs.setdefault((machine, section), {})[domain] = [str(p) for p in paths]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        logger.warning("%s: unreadable (%s); bank clip names unavailable", path, err)
+        return
+    scorer.load_refs(refs)
 
 
 def _has_lora(module: torch.nn.Module) -> bool:

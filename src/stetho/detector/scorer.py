@@ -106,6 +106,12 @@ def load_scorer(directory: str | os.PathLike[str], **kwargs: Any) -> Scorer:
 
     if fmt == DETECTOR_FORMAT:
         return Detector.load(src, **kwargs)
+    from stetho.detector.ensemble import ENSEMBLE_FORMAT, EnsembleDetector
+
+    if fmt == ENSEMBLE_FORMAT:
+        # members read their checkpoints with weights_only, always: nothing to grant
+        kwargs.pop("trust_checkpoint", None)
+        return EnsembleDetector.load(src, **kwargs)
     from stetho.baselines.autoencoder import FORMAT as AE_FORMAT
     from stetho.baselines.autoencoder import AEBaseline
 
@@ -114,5 +120,6 @@ def load_scorer(directory: str | os.PathLike[str], **kwargs: Any) -> Scorer:
         kwargs.pop("trust_checkpoint", None)
         return AEBaseline.load(src, **kwargs)
     raise DetectorError(
-        f"{cfg_path}: unknown scorer format {fmt!r} (known: {DETECTOR_FORMAT!r}, {AE_FORMAT!r})"
+        f"{cfg_path}: unknown scorer format {fmt!r} (known: {DETECTOR_FORMAT!r}, "
+        f"{ENSEMBLE_FORMAT!r}, {AE_FORMAT!r})"
     )

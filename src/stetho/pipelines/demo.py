@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from stetho.config import BackboneConfig, ExperimentConfig
 from stetho.evaluation import EvaluationResult
@@ -57,6 +58,7 @@ def run_demo(
     seed: int = 0,
     resume: bool = True,
     progress: bool = True,
+    recipe: Literal["finetune", "fewshot"] = "finetune",
 ) -> EvaluationResult:
     """Synthetic data → train → detector → submission files → evaluation, in a few minutes.
 
@@ -73,6 +75,8 @@ def run_demo(
             dataset size (3 machines × 50 train + 40 test clips of 2 s by default).
         resume: Reuse a finished or interrupted run in ``out_dir/run``.
         progress: Progress bars.
+        recipe: ``"finetune"`` (``backbone`` + ``strategy``, a short ArcFace run) or
+            ``"fewshot"`` (the training-free default ensemble; ``checkpoint`` adds mn04).
 
     Returns:
         The dev-test :class:`EvaluationResult` (also written to ``out_dir/run/evaluation``).
@@ -92,8 +96,13 @@ def run_demo(
             seed=seed,
             overwrite=True,
         )
-    cfg = demo_config(backbone, checkpoint, strategy)
-    cfg = cfg.override([f"train.seed={seed}", *overrides])
+    if recipe == "fewshot":  # training-free ensemble: the default CPU recipe
+        from stetho.pipelines.fewshot import fewshot_config
+
+        cfg = fewshot_config(checkpoint).override(list(overrides))
+    else:
+        cfg = demo_config(backbone, checkpoint, strategy)
+        cfg = cfg.override([f"train.seed={seed}", *overrides])
     run = run_training(cfg, data, out / "run", resume=resume, progress=progress)
     assert run.evaluation is not None  # synthetic dev test clips are labelled
     return run.evaluation

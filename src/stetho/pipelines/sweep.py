@@ -96,9 +96,9 @@ def run_sweep(
                 "auc_source_hmean": hmean("AUC (source)"),
                 "auc_target_hmean": hmean("AUC (target)"),
                 "pauc_hmean": hmean("pAUC (source, target)"),
-                "trainable_params": run.train.trainable_params,
-                "epochs": run.train.epochs,
-                "final_loss": run.train.final_loss,
+                "trainable_params": run.train.trainable_params if run.train else 0,
+                "epochs": run.train.epochs if run.train else 0,
+                "final_loss": run.train.final_loss if run.train else None,
                 "seconds": run.seconds,
                 "config": str(path),
             }

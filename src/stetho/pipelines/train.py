@@ -19,6 +19,7 @@ from pathlib import Path
 from stetho.config import ExperimentConfig
 from stetho.data import scan_dataset
 from stetho.detector.detector import Detector
+from stetho.detector.ensemble import EnsembleDetector
 from stetho.evaluation import EvaluationResult, Scores, truth_from_clips
 from stetho.pipelines.common import (
     evaluate_partially,
@@ -43,7 +44,7 @@ class RunResult:
     Attributes:
         out_dir: The run folder.
         detector: The fitted detector (also saved in ``out_dir/detector``).
-        train: The training result.
+        train: The training result (``None`` for the training-free few-shot ensemble).
         evaluation: Dev-test evaluation (``None`` when the test clips carry no labels).
         scores: ``{(machine, section): {clip name: score}}`` of the dev test clips.
         submission_files: Score/decision CSVs written to ``out_dir/scores``.
@@ -51,8 +52,8 @@ class RunResult:
     """
 
     out_dir: Path
-    detector: Detector
-    train: TrainResult
+    detector: Detector | EnsembleDetector
+    train: TrainResult | None
     evaluation: EvaluationResult | None
     scores: Scores
     submission_files: list[Path] = field(default_factory=list)
@@ -105,6 +106,14 @@ def run_training(
         cfg.name, len(train_clips), len(test_clips), "labelled" if labelled else "unlabelled",
         len(train_clips.sections()), year,
     )  # fmt: skip
+    if cfg.ensemble is not None:  # training-free few-shot ensemble (the default recipe)
+        from stetho.pipelines.fewshot import fit_and_evaluate
+
+        det, fs_scores, fs_files, ev = fit_and_evaluate(
+            cfg, list(train_clips), list(test_clips), out, year, progress=progress
+        )
+        secs = round(time.monotonic() - t0, 3)
+        return RunResult(out, det, None, ev, fs_scores, fs_files, secs)
     result = train(
         cfg,
         train_clips,

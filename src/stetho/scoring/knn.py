@@ -28,7 +28,7 @@ import torch
 from stetho.data.names import Key
 from stetho.utils.config import ConfigBase
 
-__all__ = ["DomainKNNScorer", "KNNConfig", "MemoryBank"]
+__all__ = ["DomainKNNScorer", "KNNConfig", "MemoryBank", "Neighbour"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,24 @@ def _import_faiss() -> Any:
             "with `pip install faiss-cpu` (or `pip install stetho[faiss]`), or use index='exact'."
         ) from err
     return faiss
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """The nearest bank entry of a query (see :meth:`DomainKNNScorer.nearest`).
+
+    Attributes:
+        domain: Bank the entry is in (``"source"`` / ``"target"``).
+        index: Row of the entry in that bank.
+        distance: Its distance to the query (``1 - cos`` or L2).
+        ref: What the entry was fitted from (a detector records the clip's path), or None when
+            the bank was built or saved without references.
+    """
+
+    domain: str
+    index: int
+    distance: float
+    ref: str | None
 
 
 class MemoryBank:
@@ -185,6 +203,27 @@ class MemoryBank:
             out[start : start + rows, :kk] = top
         return out
 
+    def nearest(self, query: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Index and distance of each query's nearest entry (exact search, both (M,)).
+
+        An empty bank gives index -1 and distance ``inf``.
+        """
+        q = _as_tensor(query, "query")
+        m = q.shape[0]
+        if len(self) == 0:
+            return np.full(m, -1, dtype=np.int64), np.full(m, np.inf)
+        if q.shape[1] != self.dim:
+            raise ValueError(
+                f"query has dimension {q.shape[1]}, the bank holds {self.dim}-d embeddings"
+            )
+        if self.cfg.metric == "cosine":
+            q = torch.nn.functional.normalize(q, p=2.0, dim=1, eps=1e-12)
+            dist = (1.0 - q @ self._emb.T).clamp_(0.0, 2.0)  # (M, N)
+        else:
+            dist = torch.cdist(q, self._emb)  # (M, N)
+        val, idx = dist.min(dim=1)
+        return idx.numpy().astype(np.int64), val.double().numpy()
+
     def _search_faiss(
         self, q: torch.Tensor, k: int, excl: torch.Tensor | None, out: torch.Tensor
     ) -> torch.Tensor:
@@ -228,6 +267,8 @@ class DomainKNNScorer:
         self.banks: dict[Key, dict[str, MemoryBank]] = {}
         # For leave-one-out scores of the fitted data: (key, domain, row in that bank) per sample.
         self._fit_index: list[tuple[Key, str, int]] = []
+        # What each bank row was fitted from (e.g. clip paths), per key and domain; optional.
+        self.refs: dict[Key, dict[str, list[str]]] = {}
 
     @property
     def keys(self) -> list[Key]:
@@ -248,6 +289,7 @@ class DomainKNNScorer:
         domains: Sequence[str | None],
         *,
         replace: bool = True,
+        refs: Sequence[str] | None = None,
     ) -> DomainKNNScorer:
         """Build the banks from training embeddings.
 
@@ -257,6 +299,8 @@ class DomainKNNScorer:
             domains: ``"source"``/``"target"`` (``None`` counts as source) of each row.
             replace: Drop all previously fitted banks (default). ``False`` keeps the banks of
                 keys not present in ``keys`` (keys present are rebuilt).
+            refs: Optional reference of each row (e.g. the clip's path), kept per bank row so
+                that :meth:`nearest` can name the nearest training clip.
 
         Returns:
             ``self``.
@@ -270,9 +314,12 @@ class DomainKNNScorer:
             )
         if x.shape[0] == 0:
             raise ValueError("cannot fit a k-NN scorer on zero embeddings")
+        if refs is not None and len(refs) != x.shape[0]:
+            raise ValueError(f"got {len(refs)} refs for {x.shape[0]} embeddings")
         if replace:
             self.banks = {}
             self._fit_index = []
+            self.refs = {}
         else:
             dims = {b.dim for banks in self.banks.values() for b in banks.values() if len(b)}
             if dims and dims != {x.shape[1]}:
@@ -289,6 +336,10 @@ class DomainKNNScorer:
                 d: MemoryBank(self.cfg).fit(x[idx] if idx else x[:0])
                 for d, idx in by_domain.items()
             }
+            if refs is not None:
+                self.refs[key] = {d: [str(refs[i]) for i in idx] for d, idx in by_domain.items()}
+            else:
+                self.refs.pop(key, None)
             n_src, n_tgt = len(by_domain["source"]), len(by_domain["target"])
             if max(n_src, n_tgt) < self.cfg.k:
                 logger.warning(
@@ -316,6 +367,46 @@ class DomainKNNScorer:
                 f"no memory bank for machine {key[0]!r} section {key[1]!r}; fitted keys: {fitted}"
             )
         return self.banks[key]
+
+    def nearest(self, emb: ArrayLike, key: Key) -> list[Neighbour]:
+        """The nearest bank entry (over both domain banks of ``key``) of each row of ``emb``.
+
+        The distance is the one the k = 1 score is made of (the score is the minimum over the
+        banks), so for k = 1 it equals :meth:`score`.
+
+        Raises:
+            KeyError: ``key`` was not fitted.
+        """
+        key = (str(key[0]), str(key[1]))
+        banks = self.require_key(key)
+        x = _as_tensor(emb, "emb")
+        best_d = np.full(x.shape[0], np.inf)
+        best: list[tuple[str, int]] = [("source", -1)] * x.shape[0]
+        for dom, bank in banks.items():
+            idx, dist = bank.nearest(x)
+            for i in np.flatnonzero(dist < best_d).tolist():
+                best_d[i] = dist[i]
+                best[i] = (dom, int(idx[i]))
+        refs = self.refs.get(key, {})
+        out = []
+        for (dom, row), d in zip(best, best_d.tolist()):
+            names = refs.get(dom)
+            ref = names[row] if names is not None and 0 <= row < len(names) else None
+            out.append(Neighbour(dom, row, float(d), ref))
+        return out
+
+    def load_refs(self, refs: dict[Key, dict[str, list[str]]]) -> None:
+        """Attach saved bank references; a key whose lengths do not match its banks is skipped
+        with a warning (old or edited folders must stay loadable)."""
+        self.refs = {}
+        for key, by_domain in refs.items():
+            banks = self.banks.get(key)
+            if banks is None or any(
+                len(by_domain.get(d, [])) != len(banks[d]) for d in DOMAINS if d in banks
+            ):
+                logger.warning("%s/%s: bank references do not match the banks; ignored", *key)
+                continue
+            self.refs[key] = {d: list(v) for d, v in by_domain.items()}
 
     def score(self, emb: ArrayLike, keys: Key | Sequence[Key]) -> np.ndarray:
         """Anomaly scores (M,) of embeddings ``emb`` (M, D), higher = more anomalous.
@@ -422,3 +513,4 @@ class DomainKNNScorer:
             slot[parts[3]] = MemoryBank(self.cfg).load_embeddings(tensor)
         self.banks = banks
         self._fit_index = []
+        self.refs = {}

@@ -1,0 +1,202 @@
+"""What every monitor source shares: scored windows, the shared detector handle, the base class.
+
+See :mod:`stetho.serving.sources` for the sources themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stetho.serving.monitor_config import SourceConfig
+from stetho.serving.stream import StreamScorer
+
+if TYPE_CHECKING:
+    from stetho.detector.scorer import Scorer
+
+__all__ = [
+    "BaseSource",
+    "DetectorHandle",
+    "LoadedDetector",
+    "Sink",
+    "SourceUnavailable",
+    "Window",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class SourceUnavailable(RuntimeError):
+    """A source cannot run here (e.g. no sound-card support installed); the message says why."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """One scored window of a source: when it was recorded, its span and its score."""
+
+    time: datetime
+    t_start: float
+    t_end: float
+    score: float
+
+
+@dataclass(frozen=True)
+class LoadedDetector:
+    """One loaded version of a detector, with the lock that serialises its scoring.
+
+    It offers what :class:`~stetho.serving.stream.StreamScorer` needs from a scorer, so a stream
+    scores through the lock.
+    """
+
+    scorer: Scorer
+    id: str
+    version: int
+    lock: threading.Lock
+
+    @property
+    def keys(self) -> list[tuple[str, str]]:
+        return list(self.scorer.keys)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.scorer.sample_rate)
+
+    @property
+    def thresholds(self) -> dict[tuple[str, str], float]:
+        return dict(self.scorer.thresholds)
+
+    def window_seconds(self) -> float | None:
+        return self.scorer.window_seconds()
+
+    def score_waveforms(
+        self, waves: Any, machine: str, section: str, sample_rate: int | None = None
+    ) -> np.ndarray:
+        with self.lock:
+            return self.scorer.score_waveforms(waves, machine, section, sample_rate)
+
+
+class DetectorHandle:
+    """A detector folder shared by sources; reloaded when ``stetho calibrate`` replaces it.
+
+    Args:
+        path: The detector folder.
+        load: ``load(path) -> Scorer`` (e.g. :func:`stetho.detector.load_scorer` with a device).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], load: Callable[[Path], Scorer]) -> None:
+        self.path = Path(path)
+        self._load = load
+        self._lock = threading.Lock()  # scoring of every version of this detector
+        self._current: LoadedDetector | None = None
+        self._signature: tuple[int, int] | None = None
+
+    def _stat(self) -> tuple[int, int] | None:
+        try:
+            st = (self.path / "config.json").stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def current(self) -> LoadedDetector:
+        """The loaded detector (loading it on first use).
+
+        Raises:
+            DetectorError: the folder cannot be loaded (the source using it fails and is retried).
+        """
+        if self._current is None:
+            self.reload()
+        assert self._current is not None
+        return self._current
+
+    def reload(self) -> bool:
+        """Load the folder again if it changed since the last load; True when a new one is used."""
+        from stetho.detector import identity
+
+        sig = self._stat()
+        if self._current is not None and sig == self._signature:
+            return False
+        scorer = self._load(self.path)
+        ident, version = identity(scorer, self.path)
+        old = self._current
+        self._current = LoadedDetector(scorer, ident, version, self._lock)
+        self._signature = sig
+        if old is not None:
+            logger.warning(
+                "detector %s reloaded: %s version %d -> %d", self.path, ident, old.version, version
+            )
+        return True
+
+
+#: ``sink(source, detector, windows, position)`` stores the windows and the source's position.
+Sink = Callable[["BaseSource", LoadedDetector, list[Window], "str | None"], None]
+
+
+class BaseSource:
+    """What every source shares: its config, detector handle, windowing and stream swaps."""
+
+    def __init__(
+        self,
+        cfg: SourceConfig,
+        handle: DetectorHandle,
+        *,
+        window_seconds: float | None,
+        hop_seconds: float | None,
+        poll_seconds: float,
+        last_position: Callable[[str], str | None],
+    ) -> None:
+        self.cfg = cfg
+        self.name = cfg.label
+        self.machine = cfg.machine
+        self.section = str(cfg.section)
+        self.handle = handle
+        self.window_seconds = cfg.window_seconds or window_seconds
+        self.hop_seconds = cfg.hop_seconds or hop_seconds
+        self.poll_seconds = poll_seconds
+        self.last_position = last_position
+        self.det: LoadedDetector | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.machine, self.section)
+
+    def detector(self) -> LoadedDetector:
+        """The detector version to score with now (checking that it knows this source's key)."""
+        det = self.handle.current()
+        if self.key not in det.keys:
+            valid = ", ".join(f"{m}/{s}" for m, s in det.keys) or "none"
+            raise KeyError(
+                f"source {self.name}: detector {self.handle.path} has no model for "
+                f"{self.machine}/{self.section}; valid keys: {valid}"
+            )
+        self.det = det
+        return det
+
+    def new_stream(self, input_rate: int) -> StreamScorer:
+        return StreamScorer(
+            self.detector(),  # type: ignore[arg-type]  # LoadedDetector offers what it uses
+            self.machine,
+            self.section,
+            self.window_seconds,
+            self.hop_seconds,
+            input_rate,
+        )
+
+    def sync_stream(self, stream: StreamScorer) -> LoadedDetector:
+        """Point ``stream`` at the current detector version (buffered samples are kept)."""
+        det = self.detector()
+        if stream.detector is not det:
+            stream.detector = det  # type: ignore[assignment]
+            stream.threshold = det.thresholds.get(self.key)
+        return det
+
+    def run(self, sink: Sink, stop: threading.Event) -> None:
+        """Watch the source until ``stop`` is set (or its stream ends)."""
+        raise NotImplementedError

@@ -1,0 +1,100 @@
+"""Row types of the score-history store (plain frozen dataclasses, no database code)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+__all__ = ["AlarmRow", "MachineState", "ScoreRow", "StoreError", "as_utc", "utc_now"]
+
+
+class StoreError(RuntimeError):
+    """The score store cannot be opened, migrated or written (the message says what to do)."""
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime, what: str = "time") -> datetime:
+    """``value`` converted to UTC; naive datetimes are refused (ambiguous wall-clock time).
+
+    Raises:
+        ValueError: ``value`` has no time zone.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(
+            f"{what} {value.isoformat()} has no time zone; pass an aware datetime, e.g. "
+            "datetime.now(datetime.UTC)"
+        )
+    return value.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One scored window.
+
+    Attributes:
+        time: When the window was recorded/scored (aware; stored as UTC).
+        machine, section: What was scored (section as ``"00"``).
+        source: Where the audio came from, e.g. ``"folder:/data/in"``, ``"http"``, ``"stdin"``,
+            ``"wav:/x.wav"``, ``"detect"``.
+        window_start, window_end: Window bounds in seconds from the start of the source
+            recording/stream.
+        score: Anomaly score (higher = more anomalous).
+        threshold: Decision threshold in force, or None.
+        decision: 1 anomalous, 0 normal, None without a threshold.
+        detector_id, detector_version: Which detector version produced the score.
+        id: Database id (None before the row is stored).
+    """
+
+    time: datetime
+    machine: str
+    section: str
+    source: str
+    window_start: float
+    window_end: float
+    score: float
+    threshold: float | None
+    decision: int | None
+    detector_id: str
+    detector_version: int
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class AlarmRow:
+    """One alarm event of a (machine, section).
+
+    Attributes:
+        id: Database id.
+        machine, section: The alarming machine.
+        opened: Time of the window that opened the alarm.
+        closed: Time of the window that closed it (None while open).
+        peak_score: Highest score of the anomalous windows counted by the alarm.
+        n_windows: Anomalous windows counted: those in the opening history plus every anomalous
+            window while open.
+        detector_id, detector_version: Detector of the window that opened the alarm.
+    """
+
+    id: int
+    machine: str
+    section: str
+    opened: datetime
+    closed: datetime | None
+    peak_score: float
+    n_windows: int
+    detector_id: str
+    detector_version: int
+
+
+@dataclass(frozen=True)
+class MachineState:
+    """Where a (machine, section) stands: its latest score, open alarm and number of scores."""
+
+    machine: str
+    section: str
+    last: ScoreRow | None
+    open_alarm: AlarmRow | None
+    n_scores: int

@@ -1,0 +1,475 @@
+"""The score-history store: every score, alarm and source position, in SQLite or PostgreSQL.
+
+>>> store = ScoreStore.open("runs/plant.db")                      # doctest: +SKIP
+>>> store.add_scores(rows, positions={"folder:/in": "clip_0042.wav"})  # doctest: +SKIP
+>>> store.scores("fan", section="00", start=t0, end=t1)           # doctest: +SKIP
+
+One SQLite file (WAL mode, ``synchronous=NORMAL``) by default; PostgreSQL through a
+``postgresql://`` URL (psycopg 3) with the same schema. Every write is one transaction, so a
+process killed mid-write leaves either all of a batch (and its source position) or none of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from stetho.store.rows import AlarmRow, MachineState, ScoreRow, StoreError, as_utc, utc_now
+from stetho.store.schema import (
+    SCHEMA_VERSION,
+    alarm_from,
+    alarms,
+    migrate,
+    positions,
+    schema_version,
+    score_from,
+    score_values,
+    scores,
+)
+
+__all__ = ["ScoreStore", "database_url"]
+
+logger = logging.getLogger(__name__)
+
+#: Rows deleted per transaction by :meth:`ScoreStore.apply_retention`.
+RETENTION_BATCH = 20_000
+#: Seconds an SQLite writer waits for another writer's lock before failing.
+SQLITE_BUSY_TIMEOUT = 60.0
+
+
+def database_url(target: str | os.PathLike[str]) -> str:
+    """The SQLAlchemy URL for a path, ``sqlite:///…`` or ``postgresql://…`` URL.
+
+    ``postgresql://`` and ``postgres://`` select the psycopg 3 driver.
+    """
+    s = os.fspath(target)
+    if s.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + s.split("://", 1)[1]
+    if "://" in s:
+        return s
+    return "sqlite:///" + str(Path(s).expanduser().absolute())
+
+
+def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy's BEGIN events (below) control transactions, not the driver.
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writers take the lock up front (BEGIN IMMEDIATE): a deferred transaction that upgrades from
+    # read to write fails at once with "database is locked" instead of waiting busy_timeout.
+    if conn.get_execution_options().get("stetho_write"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+class ScoreStore:
+    """Score history, alarms and source positions in one database (thread-safe).
+
+    Open with :meth:`open`; the schema is created or migrated on open.
+    """
+
+    def __init__(self, engine: Engine, where: str) -> None:
+        self.engine = engine
+        self.where = where
+        self._lock = threading.Lock()  # SQLite: one writer per process at a time
+
+    # ----------------------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, target: str | os.PathLike[str], **engine_kwargs: Any) -> ScoreStore:
+        """Open (creating and migrating when needed) the store at ``target``.
+
+        Args:
+            target: A file path (SQLite), ``sqlite:///path``, or ``postgresql://user@host/db``.
+            **engine_kwargs: Extra :func:`sqlalchemy.create_engine` arguments.
+
+        Raises:
+            StoreError: the database cannot be reached or was written by a newer stetho.
+        """
+        url = database_url(target)
+        try:
+            parsed = make_url(url)
+        except ArgumentError as err:
+            raise StoreError(f"{target}: not a database path or URL ({err})") from err
+        where = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine_kwargs.setdefault(
+                "connect_args", {"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT}
+            )
+            engine = create_engine(parsed, **engine_kwargs)
+            event.listen(engine, "connect", _sqlite_connect)
+            event.listen(engine, "begin", _sqlite_begin)
+        else:
+            engine_kwargs.setdefault("pool_pre_ping", True)
+            try:
+                engine = create_engine(parsed, **engine_kwargs)
+            except ImportError as err:
+                raise StoreError(
+                    f"{where}: the PostgreSQL driver is missing: pip install 'stetho[postgres]' "
+                    f"({err})"
+                ) from err
+            except ArgumentError as err:
+                raise StoreError(f"{where}: cannot use this database ({err})") from err
+        store = cls(engine, where)
+        try:
+            if store._schema_version() == SCHEMA_VERSION:  # no write lock when nothing to do
+                return store
+            with store._write() as conn:
+                if engine.dialect.name == "postgresql":  # one migrator at a time
+                    conn.execute(text("SELECT pg_advisory_xact_lock(4242170001)"))
+                before = migrate(conn, where)
+        except SQLAlchemyError as err:
+            engine.dispose()
+            raise StoreError(f"{where}: cannot open the score store ({err})") from err
+        except BaseException:
+            engine.dispose()
+            raise
+        if before == 0:
+            logger.info("created score store %s", where)
+        return store
+
+    def _schema_version(self) -> int | None:
+        """The database's schema version (None: no schema yet)."""
+        with self._read() as conn:
+            if not inspect(conn).has_table(schema_version.name):
+                return None
+            return conn.execute(select(func.max(schema_version.c.version))).scalar()
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return str(self.engine.dialect.name)
+
+    def close(self) -> None:
+        """Release the connections (the store cannot be used afterwards)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> ScoreStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """One write transaction (committed on success, rolled back on any error)."""
+        with self._lock, self.engine.connect() as conn:
+            conn = conn.execution_options(stetho_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    # ------------------------------------------------------------------------------ writes
+    def add_scores(
+        self, rows: Sequence[ScoreRow], *, positions: Mapping[str, str] | None = None
+    ) -> list[int]:
+        """Store score rows (and source positions) in one transaction.
+
+        Args:
+            rows: The rows (their ``id`` is ignored).
+            positions: ``{source: position}`` resume markers written in the same transaction, so
+                that a restart never scores a window twice nor skips one.
+
+        Returns:
+            The new row ids, in the order of ``rows``.
+
+        Raises:
+            ValueError: a row has a naive time or no machine/section.
+        """
+        values = [score_values(r) for r in rows]
+        ids: list[int] = []
+        with self._write() as conn:
+            if values:  # batched "insertmanyvalues", ids returned in the order of the rows
+                stmt = scores.insert().returning(scores.c.id, sort_by_parameter_order=True)
+                ids = [int(i) for i in conn.execute(stmt, values).scalars()]
+            for source, position in (positions or {}).items():
+                self._upsert_position(conn, source, position)
+        return ids
+
+    def set_position(self, source: str, position: str) -> None:
+        """Record where ``source`` was read up to (e.g. a file name or a byte offset)."""
+        with self._write() as conn:
+            self._upsert_position(conn, source, position)
+
+    def _upsert_position(self, conn: Connection, source: str, position: str) -> None:
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            ins: Any = pg_insert(positions)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            ins = sqlite_insert(positions)
+        now = utc_now()
+        ins = ins.values(source=str(source), position=str(position), updated=now)
+        conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[positions.c.source],
+                set_={"position": str(position), "updated": now},
+            )
+        )
+
+    def apply_retention(self, days: float) -> int:
+        """Delete score rows older than ``days`` days (alarms are kept); return how many.
+
+        Deletes in batches of :data:`RETENTION_BATCH` rows, one transaction each, so that
+        writers are never blocked for long.
+
+        Raises:
+            ValueError: ``days`` is not positive.
+        """
+        if not days > 0:
+            raise ValueError(f"retention days must be > 0, got {days}")
+        cutoff = utc_now() - timedelta(days=float(days))
+        total = 0
+        while True:
+            batch = (
+                select(scores.c.id).where(scores.c.time < cutoff).limit(RETENTION_BATCH)
+            ).scalar_subquery()
+            with self._write() as conn:
+                n = conn.execute(delete(scores).where(scores.c.id.in_(batch))).rowcount
+            total += n
+            if n < RETENTION_BATCH:
+                break
+        if total:
+            logger.info("retention: deleted %d score row(s) older than %s", total, cutoff)
+        return total
+
+    # --------------------------------------------------------------------- alarm writes
+    def open_alarm(self, first: ScoreRow, peak_score: float, n_windows: int) -> AlarmRow:
+        """Insert an open alarm for ``first``'s machine/section (used by the alarm tracker)."""
+        values: dict[str, Any] = {
+            "machine": first.machine,
+            "section": first.section,
+            "opened": as_utc(first.time, "alarm time"),
+            "closed": None,
+            "peak_score": float(peak_score),
+            "n_windows": int(n_windows),
+            "detector_id": str(first.detector_id),
+            "detector_version": int(first.detector_version),
+        }
+        with self._write() as conn:
+            new_id = int(
+                conn.execute(alarms.insert().values(**values).returning(alarms.c.id)).scalar_one()
+            )
+        return AlarmRow(id=new_id, **values)
+
+    def update_alarm(
+        self,
+        alarm_id: int,
+        *,
+        peak_score: float,
+        n_windows: int,
+        closed: datetime | None = None,
+    ) -> None:
+        """Update an alarm's peak score and window count, and close it when ``closed`` is given."""
+        values: dict[str, Any] = {"peak_score": float(peak_score), "n_windows": int(n_windows)}
+        if closed is not None:
+            values["closed"] = as_utc(closed, "alarm close time")
+        with self._write() as conn:
+            conn.execute(update(alarms).where(alarms.c.id == int(alarm_id)).values(**values))
+
+    # ------------------------------------------------------------------------------ reads
+    def scores(
+        self,
+        machine: str,
+        section: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[ScoreRow]:
+        """A machine's scores with ``start <= time < end``, oldest first.
+
+        Args:
+            machine: Machine name.
+            section: One section, or None for all of the machine's sections.
+            start, end: Time range (aware datetimes; None = open).
+            limit: Keep only the latest ``limit`` rows of the range (still returned oldest
+                first).
+        """
+        cond = [scores.c.machine == machine]
+        if section is not None:
+            cond.append(scores.c.section == section)
+        if start is not None:
+            cond.append(scores.c.time >= as_utc(start, "start"))
+        if end is not None:
+            cond.append(scores.c.time < as_utc(end, "end"))
+        q = select(scores).where(and_(*cond))
+        if limit is not None:
+            q = q.order_by(scores.c.time.desc(), scores.c.id.desc()).limit(max(0, int(limit)))
+            with self._read() as conn:
+                return [score_from(r) for r in reversed(conn.execute(q).all())]
+        q = q.order_by(scores.c.time, scores.c.id)
+        with self._read() as conn:
+            return [score_from(r) for r in conn.execute(q)]
+
+    def machines(self) -> list[MachineState]:
+        """One state per (machine, section) that has scores or alarms, sorted by name."""
+        with self._read() as conn:
+            groups = conn.execute(
+                select(
+                    scores.c.machine, scores.c.section, func.count(), func.max(scores.c.time)
+                ).group_by(scores.c.machine, scores.c.section)
+            ).all()
+            open_rows = conn.execute(
+                select(alarms).where(alarms.c.closed.is_(None)).order_by(alarms.c.opened)
+            ).all()
+            open_by_key = {(r.machine, r.section): alarm_from(r) for r in open_rows}
+            out: dict[tuple[str, str], MachineState] = {}
+            for machine, section, count, _last_time in groups:
+                last = conn.execute(
+                    select(scores)
+                    .where(scores.c.machine == machine, scores.c.section == section)
+                    .order_by(scores.c.time.desc(), scores.c.id.desc())
+                    .limit(1)
+                ).first()
+                key = (machine, section)
+                out[key] = MachineState(
+                    machine=machine,
+                    section=section,
+                    last=None if last is None else score_from(last),
+                    open_alarm=open_by_key.get(key),
+                    n_scores=int(count),
+                )
+            for key, alarm in open_by_key.items():  # scores deleted by retention, alarm open
+                out.setdefault(key, MachineState(key[0], key[1], None, alarm, 0))
+        return [out[k] for k in sorted(out)]
+
+    def alarms(
+        self,
+        machine: str | None = None,
+        section: str | None = None,
+        open_only: bool = False,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[AlarmRow]:
+        """Alarms overlapping ``[start, end)``, oldest first.
+
+        Args:
+            machine, section: Filters (None = all).
+            open_only: Only alarms still open.
+            start, end: An alarm is returned when it was open at some time in the range.
+        """
+        cond = []
+        if machine is not None:
+            cond.append(alarms.c.machine == machine)
+        if section is not None:
+            cond.append(alarms.c.section == section)
+        if open_only:
+            cond.append(alarms.c.closed.is_(None))
+        if end is not None:
+            cond.append(alarms.c.opened < as_utc(end, "end"))
+        if start is not None:
+            cond.append(or_(alarms.c.closed.is_(None), alarms.c.closed >= as_utc(start, "start")))
+        q = select(alarms).where(and_(True, *cond)).order_by(alarms.c.opened, alarms.c.id)
+        with self._read() as conn:
+            return [alarm_from(r) for r in conn.execute(q)]
+
+    def daily_summary(
+        self,
+        machine: str,
+        section: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Per UTC day: ``{"day": "YYYY-MM-DD", "n", "mean", "max", "n_anomalous"}``, oldest first.
+
+        Args:
+            machine: Machine name.
+            section: One section, or None for all sections of the machine together.
+            start, end: Time range of the scores (aware; None = open).
+        """
+        if self.dialect == "postgresql":
+            day: Any = func.to_char(func.timezone("UTC", scores.c.time), "YYYY-MM-DD")
+        else:
+            day = func.substr(scores.c.time, 1, 10)  # stored as "YYYY-MM-DD HH:MM:SS…" UTC
+        cond = [scores.c.machine == machine]
+        if section is not None:
+            cond.append(scores.c.section == section)
+        if start is not None:
+            cond.append(scores.c.time >= as_utc(start, "start"))
+        if end is not None:
+            cond.append(scores.c.time < as_utc(end, "end"))
+        day = day.label("day")
+        q = (
+            select(
+                day,
+                func.count().label("n"),
+                func.avg(scores.c.score).label("mean"),
+                func.max(scores.c.score).label("max"),
+                func.sum(case((scores.c.decision == 1, 1), else_=0)).label("n_anomalous"),
+            )
+            .where(and_(*cond))
+            .group_by(day)
+            .order_by(day)
+        )
+        with self._read() as conn:
+            return [
+                {
+                    "day": str(r.day),
+                    "n": int(r.n),
+                    "mean": float(r.mean),
+                    "max": float(r.max),
+                    "n_anomalous": int(r.n_anomalous or 0),
+                }
+                for r in conn.execute(q)
+            ]
+
+    def last_position(self, source: str) -> str | None:
+        """The resume marker last recorded for ``source``, or None."""
+        with self._read() as conn:
+            return conn.execute(
+                select(positions.c.position).where(positions.c.source == str(source))
+            ).scalar_one_or_none()
+
+    def open_alarm_of(self, machine: str, section: str) -> AlarmRow | None:
+        """The open alarm of one machine/section, or None."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(alarms)
+                .where(
+                    alarms.c.machine == machine,
+                    alarms.c.section == section,
+                    alarms.c.closed.is_(None),
+                )
+                .order_by(alarms.c.opened.desc(), alarms.c.id.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else alarm_from(row)

@@ -1,0 +1,55 @@
+"""Report and explanations on the real DCASE 2023 clips of the shared folder (skipped without it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stetho.data import scan_dataset
+from stetho.pipelines import score_dataset
+from stetho.reporting import build_report, explain_file
+
+from .conftest import tiny_detector
+
+pytestmark = pytest.mark.shared
+
+
+@pytest.fixture(scope="module")
+def mini_run(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A frozen log-mel detector fitted on the 14 real training clips; the 14 test clips scored."""
+    root = shared_dir / "data" / "dcase2023t2_mini"
+    run = tmp_path_factory.mktemp("mini_run")
+    table = scan_dataset(root)
+    det = tiny_detector().fit(table.filter(split="train"))
+    det.save(run / "detector")
+    score_dataset(det, root, run / "scores", progress=False)
+    return root, run
+
+
+def test_report_on_real_clips(mini_run: tuple[Path, Path], tmp_path: Path) -> None:
+    root, run = mini_run
+    result = build_report(run, tmp_path, truth=root, progress=False)
+    html = result.html.read_text(encoding="utf-8")
+    for sid in ("summary", "official-table", "paper-table", "per-section", "embeddings"):
+        assert f'<section id="{sid}">' in html
+    ev = result.evaluation
+    assert ev is not None and len(ev.sections) == 7  # 7 machine types, 2 test clips each
+    assert ev.partial  # sections with one class: metrics left out, clearly marked
+    assert "partial" in html
+    part = html.split('<section id="explanations">')[1].split("</section>")[0]
+    assert part.count("<img") == 7
+
+
+def test_explanation_names_a_real_training_clip(mini_run: tuple[Path, Path]) -> None:
+    from stetho.detector import Detector
+
+    root, run = mini_run
+    det = Detector.load(run / "detector")
+    clip = next(c for c in scan_dataset(root) if c.split == "test" and c.label == "anomaly")
+    ex = explain_file(det, clip.path)
+    assert ex.machine == clip.machine
+    train = {c.name for c in scan_dataset(root) if c.split == "train" and c.machine == clip.machine}
+    assert ex.nearest_name in train
+    assert ex.window_scores.size >= 10  # 10 s clip, 1 s windows, 0.5 s hop
+    assert ex.spectrogram.shape[0] == 128 and ex.nearest_spectrogram is not None

@@ -1,0 +1,110 @@
+"""Pseudo-anomalies and the label-free member choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stetho.scoring.ensemble import EnsembleConfig, MemberConfig, combine_scores
+from stetho.scoring.selection import (
+    PSEUDO_KINDS,
+    SelectionConfig,
+    choose_members,
+    pseudo_anomaly,
+    rank_auc,
+)
+from stetho.utils.config import ConfigError
+
+SR = 16000
+
+
+def _noise(seconds: float = 1.0, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(int(SR * seconds))).astype(np.float32)
+
+
+def _band_energy(x: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    f = np.fft.rfftfreq(x.size, 1 / SR)
+    return float(spec[(f >= lo) & (f <= hi)].sum())
+
+
+@pytest.mark.parametrize("kind", list(PSEUDO_KINDS))
+def test_pseudo_anomaly_changes_the_clip_and_keeps_its_length(kind: str) -> None:
+    x = _noise()
+    y = pseudo_anomaly(x, SR, kind, seed=3)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert np.isfinite(y).all()
+    assert np.abs(y - x).max() > 1e-3
+    np.testing.assert_array_equal(y, pseudo_anomaly(x, SR, kind, seed=3))  # seeded
+
+
+def test_tone_adds_a_narrow_peak_and_notch_removes_a_band() -> None:
+    x = _noise(seconds=2.0)
+    y = pseudo_anomaly(x, SR, "tone", seed=1)
+    spec = np.abs(np.fft.rfft(y - x))
+    f = np.fft.rfftfreq(x.size, 1 / SR)
+    peak = f[np.argmax(spec)]
+    assert _band_energy(y - x, peak - 5, peak + 5) > 0.99 * _band_energy(y - x, 0, SR / 2)
+    z = pseudo_anomaly(x, SR, "notch", seed=1)
+    removed = np.abs(np.fft.rfft(z.astype(np.float64))) < 1e-6 * np.abs(np.fft.rfft(x)).max()
+    assert removed.sum() > 0.01 * removed.size  # a band of bins is zeroed
+
+
+def test_speed_shift_moves_a_tone() -> None:
+    t = np.arange(SR * 2) / SR
+    x = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    y = pseudo_anomaly(x, SR, "speed", seed=0)
+    f = np.fft.rfftfreq(x.size, 1 / SR)
+    moved = f[np.argmax(np.abs(np.fft.rfft(y)))]
+    assert abs(moved - 1000) == pytest.approx(30, abs=3)
+
+
+def test_rank_auc() -> None:
+    assert rank_auc(np.array([0, 1]), np.array([2, 3])) == 1.0
+    assert rank_auc(np.array([0, 1]), np.array([1, 1])) == 0.75
+    with pytest.raises(ValueError):
+        rank_auc(np.array([]), np.array([1.0]))
+
+
+def test_choice_drops_a_blind_member_and_reports_why() -> None:
+    rng = np.random.default_rng(0)
+    loo = [rng.normal(size=20), rng.normal(size=20)]
+    seeing = {"tone": rng.normal(3, 1, 8), "notch": rng.normal(3, 1, 8)}
+    blind = {"tone": rng.normal(0, 1, 8), "notch": rng.normal(0, 1, 8)}
+    out = choose_members(["good", "blind"], loo, [seeing, blind], SelectionConfig())
+    assert out["weights"] == {"good": 1.0, "blind": 0.0}
+    assert "dropped blind" in str(out["reason"])
+    proxy = out["proxy_auc"]
+    assert isinstance(proxy, dict) and proxy["good"]["mean"] > 0.9 > 0.7 > proxy["blind"]["mean"]
+
+
+def test_choice_keeps_all_when_saturated_or_bank_small_or_disabled() -> None:
+    loo = [np.zeros(10) - 1, np.zeros(10) - 1]
+    sat = {"tone": np.ones(5)}
+    out = choose_members(["a", "b"], loo, [sat, sat], SelectionConfig())
+    assert out["weights"] == {"a": 0.5, "b": 0.5}
+    small = [np.zeros(2), np.zeros(2)]
+    out = choose_members(["a", "b"], small, [sat, {"tone": np.zeros(5) - 9}], SelectionConfig())
+    assert out["weights"] == {"a": 0.5, "b": 0.5} and "all members kept" in str(out["reason"])
+    out = choose_members(["a", "b"], loo, [sat, {"tone": -np.ones(5)}],
+                         SelectionConfig(enabled=False))  # fmt: skip
+    assert out["weights"] == {"a": 0.5, "b": 0.5}
+
+
+def test_combine_scores() -> None:
+    s = np.array([[1.0, 2.0], [3.0, -2.0], [100.0, 100.0]])
+    w = np.array([0.5, 0.5, 0.0])
+    np.testing.assert_allclose(combine_scores(s, w, "mean"), [2.0, 0.0])
+    np.testing.assert_allclose(combine_scores(s, w, "max"), [3.0, 2.0])
+    np.testing.assert_allclose(combine_scores(s, w, "min"), [1.0, -2.0])
+    with pytest.raises(ValueError):
+        combine_scores(s, np.zeros(3))
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError):
+        SelectionConfig(kinds=["thunder"])
+    with pytest.raises(ConfigError):
+        EnsembleConfig(members=[MemberConfig(name="a"), MemberConfig(name="a")])
+    with pytest.raises(ConfigError):
+        EnsembleConfig(members=[])
