@@ -17,6 +17,9 @@ from stetho.data.synth import generate_synthetic_dataset
 from stetho.detector import Detector, DetectorError
 from tests.badinput import REFUSED, SCORED, TAMPERING, write_audio_corpus
 
+#: ``stetho train`` without ``--config`` builds the few-shot ensemble; the fine-tuned k-NN
+#: detector (the folder layout tampered with below) needs the fine-tuning config
+FINETUNE = ["--config", str(Path(__file__).resolve().parents[2] / "configs" / "default.yaml")]
 TRAIN_SET = [
     "backbone.name=logmel",
     "finetune.strategy=frozen",
@@ -38,7 +41,9 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         seed=3,
     )
     out = base / "run"
-    assert main(["train", "--data", str(data), "--out", str(out), "--set", *TRAIN_SET]) == 0
+    assert (
+        main(["train", *FINETUNE, "--data", str(data), "--out", str(out), "--set", *TRAIN_SET]) == 0
+    )
     return data, out
 
 
@@ -322,7 +327,7 @@ def test_folder_cannot_grant_itself_trust(
     sets = ["backbone.name=efficientat-tiny", f"backbone.checkpoint={ckpt}",
             "backbone.trust_checkpoint=true", "finetune.strategy=frozen", "train.epochs=0",
             "head.embed_dim=null", "train.tensorboard=false"]  # fmt: skip
-    assert main(["train", "--data", str(data), "--out", str(run), "--set", *sets]) == 0
+    assert main(["train", *FINETUNE, "--data", str(data), "--out", str(run), "--set", *sets]) == 0
     cfg = json.loads((run / "detector" / "config.json").read_text())
     assert cfg["experiment"]["backbone"]["trust_checkpoint"] is True
     clip = str(next((data / "dev_data" / "raw" / "fan" / "test").glob("*.wav")))
@@ -360,7 +365,9 @@ def test_train_refuses_a_nan_clip_naming_it(
     x[100] = np.nan
     sf.write(victim, x, sr, subtype="FLOAT")
     capsys.readouterr()
-    code = main(["train", "--data", str(tree), "--out", str(tmp_path / "r"), "--set", *TRAIN_SET])
+    code = main(
+        ["train", *FINETUNE, "--data", str(tree), "--out", str(tmp_path / "r"), "--set", *TRAIN_SET]
+    )
     err = capsys.readouterr().err
     _no_traceback(err)
     assert code == 2 and victim.name in err and "not finite" in err
@@ -375,7 +382,9 @@ def test_train_refuses_a_one_sample_clip_naming_it(
     victim = sorted((tree / "dev_data" / "raw" / "fan" / "train").glob("*.wav"))[1]
     sf.write(victim, np.zeros(1, np.float32), 16000)
     capsys.readouterr()
-    code = main(["train", "--data", str(tree), "--out", str(tmp_path / "r"), "--set", *TRAIN_SET])
+    code = main(
+        ["train", *FINETUNE, "--data", str(tree), "--out", str(tmp_path / "r"), "--set", *TRAIN_SET]
+    )
     err = capsys.readouterr().err
     _no_traceback(err)
     assert code == 2 and victim.name in err
