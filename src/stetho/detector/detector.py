@@ -740,8 +740,8 @@ def _load_state(module: Any, path: Path, strict: bool = True) -> None:
         raise DetectorError(f"{path}: weights do not fit the saved architecture ({err})") from err
 
 
-def _read_thresholds(path: Path) -> dict[Key, float]:
-    """Decision thresholds from ``thresholds.json``; each must be a finite number >= 0."""
+def _read_thresholds(path: Path, *, nonnegative: bool = True) -> dict[Key, float]:
+    """Decision thresholds from ``thresholds.json``: each finite (and >= 0 for distance scores)."""
     doc = read_json(path)
     try:
         rows = doc["thresholds"]
@@ -749,8 +749,8 @@ def _read_thresholds(path: Path) -> dict[Key, float]:
     except (KeyError, TypeError, ValueError) as err:
         raise DetectorError(f"{path}: invalid thresholds file ({err!r})") from err
     for (m, sec), t in out.items():
-        # scores are distances (>= 0): a NaN threshold would call every clip normal
-        if not np.isfinite(t) or t < 0:
+        # a NaN threshold would call every clip normal; k-NN scores are distances (>= 0)
+        if not np.isfinite(t) or (nonnegative and t < 0):
             raise DetectorError(
                 f"{path}: threshold of {m}/{sec} is {t!r}; expected a finite number >= 0 (the "
                 "file is damaged: fit the thresholds again, e.g. stetho train or Detector.fit)"

@@ -464,7 +464,8 @@ class EnsembleDetector:
                 list(info["domains"]), backends, [float(w) for w in info["weights"]],
                 dict(info.get("choice", {})),
             )  # fmt: skip
-        det.thresholds = _read_thresholds(src / "thresholds.json")  # finite and >= 0, or refused
+        # finite, or refused (ensemble scores are standardised: they may be negative)
+        det.thresholds = _read_thresholds(src / "thresholds.json", nonnegative=False)
         return det
 
 
