@@ -229,3 +229,35 @@ def test_saved_baseline_is_a_scorer(tiny_run: tuple[Path, Path, object], tmp_pat
     (foreign / "config.json").write_text('{"format": "other", "format_version": 1}')
     with pytest.raises(DetectorError, match=r"not a 'stetho\.ae_baseline' artifact"):
         AEBaseline.load(foreign)
+
+
+def test_damaged_baseline_folders_are_refused_naming_the_file(
+    tiny_run: tuple[Path, Path, object], tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    from stetho.utils.artifact import DetectorError
+
+    _, out, _ = tiny_run
+    assert (out / "detector" / "manifest.json").is_file()
+    weights = Path(shutil.copytree(out / "detector", tmp_path / "w")) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(DetectorError, match=r"model\.safetensors"):
+        AEBaseline.load(weights.parent)
+    # without the manifest (an old folder) the damaged file is still named when it is read
+    (weights.parent / "manifest.json").unlink()
+    cfg = json.loads((weights.parent / "config.json").read_text())
+    (weights.parent / "config.json").write_text(json.dumps({**cfg, "format_version": 1}))
+    with pytest.raises(DetectorError, match=r"model\.safetensors: not a readable"):
+        AEBaseline.load(weights.parent)
+    # a NaN threshold in an old folder: refused, the config named
+    folder = Path(shutil.copytree(out / "detector", tmp_path / "t"))
+    (folder / "manifest.json").unlink()
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["format_version"] = 1
+    first = next(iter(cfg["sections"][0]["thresholds"]))
+    cfg["sections"][0]["thresholds"][first] = float("nan")
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DetectorError, match=r"config\.json: threshold .* nan"):
+        AEBaseline.load(folder)

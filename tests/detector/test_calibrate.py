@@ -76,6 +76,8 @@ def test_identity_is_saved_and_old_folders_get_the_folder_name(saved: Path, tmp_
     shutil.copytree(saved, old)
     meta.pop("id")
     meta.pop("version")
+    meta["format_version"] = 1  # such folders also predate the manifest
+    (old / "manifest.json").unlink()
     (old / "config.json").write_text(json.dumps(meta))
     det_old = Detector.load(old)
     assert (det_old.detector_id, det_old.version) == ("plant-fan-v0", 1)

@@ -90,6 +90,7 @@ def test_lora_without_checkpoint_saves_full_weights_and_reloads_exactly(
         "bank_clips.json",
         "config.json",
         "head.safetensors",
+        "manifest.json",
         "thresholds.json",
     ]
     meta = json.loads((folder / "config.json").read_text())
@@ -120,6 +121,9 @@ def test_detector_saved_with_old_key_names_loads(
     exp = meta["experiment"]
     exp["data"]["segment_seconds"] = exp["data"].pop("crop_seconds")
     exp["scoring"]["segment_seconds"] = exp["scoring"].pop("window_seconds")
+    # such folders predate the manifest (format version 1)
+    meta["format_version"] = 1
+    (folder / "manifest.json").unlink()
     (folder / "config.json").write_text(json.dumps(meta))
     loaded = Detector.load(folder)
     assert loaded.cfg == lora_detector.cfg

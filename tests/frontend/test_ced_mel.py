@@ -7,6 +7,10 @@ import pytest
 import torch
 
 from stetho.frontend.ced_mel import CEDMel, CEDMelConfig, amplitude_to_db, htk_mel_filterbank
+from tests.numerics import assert_within, log_band_interval, per_bin_error
+
+# CPU-dependent float32 kernels: re-run by .ci/run under other MKL instruction sets
+pytestmark = pytest.mark.float_sensitive
 
 
 def _two_tones(n: int = 16000, sr: int = 16000) -> torch.Tensor:
@@ -40,20 +44,45 @@ def _reference_db(wave: np.ndarray, top_db: float = 120.0) -> np.ndarray:
     return np.maximum(db, db.max() - top_db)
 
 
+def _reference_interval(wave: np.ndarray, top_db: float = 120.0) -> tuple[np.ndarray, np.ndarray]:
+    """Interval ``[lo, hi]`` (64, T) in dB that the float32 CED mel of ``wave`` must lie in: the
+    float64 reference widened by the float32 round-off its conditioning allows (see
+    :mod:`tests.numerics`), with the per-clip ``max - top_db`` floor applied to both ends."""
+    n_fft, hop = 512, 160
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    padded = np.pad(wave.astype(np.float64), n_fft // 2, mode="reflect")
+    n_frames = 1 + len(wave) // hop
+    frames = np.stack([padded[i * hop : i * hop + n_fft] for i in range(n_frames)]) * window
+    spectrum = np.abs(np.fft.rfft(frames, axis=-1))  # (T, 257)
+    lo, hi = log_band_interval(spectrum, _fb_float64(), per_bin_error(frames, n_fft), 1e-10)
+    lo, hi = (10.0 / np.log(10.0) * b.T for b in (lo, hi))  # ln → dB, (64, T)
+    return np.maximum(lo, lo.max() - top_db), np.maximum(hi, hi.max() - top_db)
+
+
 def test_golden_values_spec_4_4() -> None:
     y = CEDMel()(_two_tones()[None])[0]  # (64, 101)
     assert y.shape == (64, 101)
     assert y.dtype == torch.float32
-    assert abs(y.double().mean().item() - (-68.76377)) < 1e-4
-    assert abs(y.double().std().item() - 36.91719) < 1e-4
-    assert abs(y.max().item() - 20.94727) < 1e-4
-    assert abs(y.min().item() - (-99.05273)) < 1e-4
-    frame0 = torch.tensor([1.2593, 1.6293, 1.9832, 2.4774, 2.9978, 3.7430, 5.1072, 6.1667])
-    frame50 = torch.tensor(
-        [-37.8052, -29.2937, 8.0158, 20.1607, 20.9473, 10.5240, -28.3448, -38.2838]
-    )
-    torch.testing.assert_close(y[0:8, 0], frame0, atol=1e-4, rtol=0)
-    torch.testing.assert_close(y[8:16, 50], frame50, atol=1e-4, rtol=0)
+    lo, hi = _reference_interval(_two_tones().numpy())
+    got = y.double().numpy()
+    assert_within(got, lo, hi, slack=1e-4)  # float32 log10 / top_db arithmetic: a few ulp of 100
+    mid, half = (lo + hi) / 2, (hi - lo) / 2 + 1e-4
+    # summary figures of spec §4.4 (float32 on one CPU, 5 decimals): they and this CPU's result
+    # lie within what the per-element interval allows for a mean / std / max / min
+    for value in (got.mean(), -68.76377):
+        assert abs(value - mid.mean()) <= half.mean() + 1e-5
+    for value in (got.std(ddof=1), 36.91719):
+        assert abs(value - mid.std(ddof=1)) <= np.sqrt((half**2).mean()) + 1e-5
+    for value in (got.max(), 20.94727):
+        assert hi.max() + 1e-4 >= value >= lo.max() - 1e-4
+    for value in (got.min(), -99.05273):
+        assert hi.min() + 1e-4 >= value >= lo.min() - 1e-4
+    frame0 = np.array([1.2593, 1.6293, 1.9832, 2.4774, 2.9978, 3.7430, 5.1072, 6.1667])
+    frame50 = np.array([-37.8052, -29.2937, 8.0158, 20.1607, 20.9473, 10.5240, -28.3448, -38.2838])
+    assert_within(frame0, lo[0:8, 0], hi[0:8, 0], slack=5e-5 + 1e-4)
+    assert_within(frame50, lo[8:16, 50], hi[8:16, 50], slack=5e-5 + 1e-4)
+    # the interval is narrow where the tones are: this test still pins the values down
+    assert float((hi - lo)[10:14, 50].max()) < 1e-3
 
 
 def test_filterbank_shape_and_triangles() -> None:

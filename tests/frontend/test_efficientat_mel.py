@@ -11,6 +11,9 @@ import torch
 from stetho.frontend.efficientat_mel import EfficientATMel
 from stetho.frontend.mel import kaldi_mel_bank, kaldi_mel_scale
 
+# CPU-dependent float32 kernels: re-run by .ci/run under other MKL instruction sets
+pytestmark = pytest.mark.float_sensitive
+
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread() -> Iterator[None]:

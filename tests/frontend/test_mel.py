@@ -23,6 +23,9 @@ from stetho.frontend.mel import (
 from stetho.frontend.whisper_mel import WhisperLogMel
 from stetho.utils.config import ConfigError
 
+# CPU-dependent float32 kernels: re-run by .ci/run under other MKL instruction sets
+pytestmark = pytest.mark.float_sensitive
+
 
 def test_slaney_bank_is_float64_cast_to_the_requested_dtype() -> None:
     b64 = slaney_mel_bank(80, 400, 16000, dtype=torch.float64)

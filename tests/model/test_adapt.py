@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 from collections.abc import Iterator
@@ -418,17 +419,26 @@ def test_lora_state_dict_roundtrip_via_safetensors(tmp_path, wave: torch.Tensor)
         lora_state_dict(tiny())
 
 
+@pytest.mark.float_sensitive
 def test_merge_matches_unmerged_and_restores_names(wave: torch.Tensor) -> None:
     model = tiny()
     original_keys = list(model.state_dict())
     apply_finetuning(model, lora(r=4, alpha=8, targets=("q", "v", "fc"), preset="table6-1"))
     assert any(".base_layer." in k for k in model.state_dict())
     perturb_lora(model, std=0.3)
+    # the maths: in float64, x(W + s·BA) equals xW + s·(xB)A to round-off (~1e-14 here)
+    model64 = copy.deepcopy(model).double()
+    unmerged64 = model64.embed(wave.double())
+    merge_lora(model64)
+    scale = unmerged64.abs().max().item()
+    assert (model64.embed(wave.double()) - unmerged64).abs().max().item() <= 1e-10 * scale
+    # float32: the two orders of operations round differently, and the network amplifies it
+    # (measured 5e-6·scale on AVX-512 and AVX2 kernels); a wrong merge is off by O(scale)
     unmerged = model.embed(wave)
     merge_lora(model)
     merged = model.embed(wave)
     diff = (merged - unmerged).abs().max().item()
-    assert diff <= 1e-5, diff
+    assert diff <= 1e-4 * scale, diff
     assert not torch.equal(merged, tiny().embed(wave))  # the LoRA update is really in the weights
     assert list(model.state_dict()) == original_keys
     assert not adapted_modules(model) and not hasattr(model, "peft_config")

@@ -81,12 +81,21 @@ def test_nearest_normal_is_the_bank_clip_with_the_smallest_distance(
     assert png.startswith(b"\x89PNG")
 
 
+def _as_pre_manifest_folder(folder: Path) -> None:
+    import json
+
+    meta = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**meta, "format_version": 1}))
+    (folder / "manifest.json").unlink()
+
+
 def test_old_detector_folder_without_clip_names_still_explains(
     fitted_detector: Path, tmp_path: Path, synth_root: Path
 ) -> None:
     old = tmp_path / "old"
     shutil.copytree(fitted_detector, old)
     (old / "bank_clips.json").unlink()
+    _as_pre_manifest_folder(old)  # old folders predate both bank_clips.json and the manifest
     det = Detector.load(old)
     test = next(c for c in scan_dataset(synth_root) if c.split == "test")
     ex = explain_file(det, test.path)
@@ -99,6 +108,7 @@ def test_old_detector_folder_without_clip_names_still_explains(
 def test_mismatched_bank_clips_file_is_ignored(fitted_detector: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     shutil.copytree(fitted_detector, bad)
+    _as_pre_manifest_folder(bad)  # with a manifest, an altered file is refused outright
     (bad / "bank_clips.json").write_text('{"banks": {"fan/00/source": ["x.wav"]}}')
     det = Detector.load(bad)
     assert det.scorer.refs == {}

@@ -20,6 +20,10 @@ from stetho.serving import (
     score_paths,
     write_records_csv,
 )
+from tests.numerics import SCORE_ATOL
+
+# scores of different batchings: CPU-dependent kernels, re-run by .ci/run
+pytestmark = pytest.mark.float_sensitive
 
 
 def test_folder_is_walked_and_keys_inferred_from_the_layout(
@@ -37,7 +41,7 @@ def test_folder_is_walked_and_keys_inferred_from_the_layout(
         for clip, w in zip(clips, want):
             rec = by_path[clip.path]
             assert (rec.machine, rec.section) == key
-            assert rec.score == pytest.approx(float(w), rel=1e-5, abs=1e-7)
+            assert rec.score == pytest.approx(float(w), rel=1e-5, abs=SCORE_ATOL)
             assert rec.threshold == detector.thresholds[key]
             assert rec.decision == int(rec.score > rec.threshold)
 
@@ -62,7 +66,7 @@ def test_explicit_key_and_single_key_detector(
     (rec,) = score_paths(detector, [loose], machine="valve", section="0")
     assert (rec.machine, rec.section) == ("valve", "00") and rec.ok
     want = detector.score_files([clip.path], "valve", "00")[0]
-    assert rec.score == pytest.approx(float(want), rel=1e-5)
+    assert rec.score == pytest.approx(float(want), rel=1e-5, abs=SCORE_ATOL)
     # unknown machine → error naming the valid keys
     (bad,) = score_paths(detector, [loose], machine="pump", section="00")
     assert "pump" in bad.error and "valid keys: fan/00, valve/00" in bad.error
@@ -120,10 +124,11 @@ def test_too_short_audio_becomes_an_error_record_and_others_are_scored(
     assert not bad.ok and bad.score is None and bad.decision is None
     assert short.name in bad.error and "100 samples" in bad.error
     assert (bad.machine, bad.section) == ("fan", "00")
-    want = detector.score_files([c.path for c in goods], "fan", "00")
+    # the chunk with the short clip is scored file by file: compare with single-file scores
+    want = [detector.score_files([c.path], "fan", "00")[0] for c in goods]
     for c, w in zip(goods, want):
         rec = by_name[c.name]
-        assert rec.ok and rec.score == pytest.approx(float(w), rel=1e-5, abs=1e-7)
+        assert rec.ok and rec.score == pytest.approx(float(w), rel=0, abs=SCORE_ATOL)
         assert rec.decision == int(rec.score > detector.thresholds[("fan", "00")])
     with pytest.raises(ValueError, match=re.escape(short.name)):
         score_paths(detector, [tmp_path / "fan"], on_error="raise")

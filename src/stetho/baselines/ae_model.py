@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 ScoreMode = Literal["mse", "mahala"]
 SCORE_MODES: tuple[str, ...] = ("mse", "mahala")
 FORMAT = "stetho.ae_baseline"
-FORMAT_VERSION = 1
+#: 2: ``manifest.json`` with the SHA-256 of every file (version 1 folders still load).
+FORMAT_VERSION = 2
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _CHUNK = 16384  # vectors per forward pass when scoring

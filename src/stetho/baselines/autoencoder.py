@@ -395,7 +395,29 @@ class AEBaseline:
         cfg = AEBaselineConfig.from_dict(doc["config"])
         if device is not None:
             cfg = cfg.replace(device=device)
-        tensors = load_file(str(w_path))
+        try:
+            tensors = load_file(str(w_path))
+        except Exception as err:  # SafetensorError, OSError: a damaged file
+            raise DetectorError(f"{w_path}: not a readable safetensors file ({err})") from err
+        try:
+            sections = cls._sections(doc, cfg, tensors)
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise DetectorError(
+                f"{d / 'config.json'} / {w_path.name}: invalid AE baseline ({err!r})"
+            ) from err
+        for (machine, section), sec in sections.items():
+            for name, t in sec.thresholds.items():
+                if not np.isfinite(t) or t < 0:  # scores are errors / distances (>= 0)
+                    raise DetectorError(
+                        f"{d / 'config.json'}: threshold {name} of {machine}/{section} is {t!r}; "
+                        "expected a finite number >= 0 (the file is damaged)"
+                    )
+        return cls(cfg, sections)
+
+    @staticmethod
+    def _sections(
+        doc: dict[str, Any], cfg: AEBaselineConfig, tensors: dict[str, torch.Tensor]
+    ) -> dict[Key, AESection]:
         sections: dict[Key, AESection] = {}
         for i, m in enumerate(doc["sections"]):
             prefix = f"{i}.model."
@@ -419,4 +441,4 @@ class AEBaseline:
                 sample_rate=int(m["sample_rate"]),
                 stats=dict(m.get("stats", {})),
             )
-        return cls(cfg, sections)
+        return sections

@@ -14,6 +14,12 @@ def add_detector_options(p: argparse.ArgumentParser, required: bool = True) -> N
         default=None,
         help="backbone checkpoint, if it moved since the detector was saved (SHA-256 checked)",
     )
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow pickled objects in the backbone checkpoint (runs code from the file: only "
+        "for checkpoints you trust; a detector folder can never grant this itself)",
+    )
     p.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda")
     p.add_argument(
         "--engine",
@@ -30,7 +36,8 @@ def add_set_option(p: argparse.ArgumentParser, help: str = "config overrides") -
 
 
 def load_detector(args: argparse.Namespace) -> Any:
-    """Load ``--detector`` (with ``--checkpoint`` if the backbone weights moved, on ``--device``).
+    """Load ``--detector`` (with ``--checkpoint`` if the backbone weights moved, on ``--device``;
+    ``--trust-checkpoint`` is the only way to allow a pickled checkpoint).
 
     Any saved scorer folder works (k-NN detector or autoencoder baseline); with ``--engine
     onnxruntime`` a folder written by ``stetho export``.
@@ -42,4 +49,9 @@ def load_detector(args: argparse.Namespace) -> Any:
         return OnnxDetector.load(args.detector, int8=engine.endswith("int8"))
     from stetho.detector import load_scorer
 
-    return load_scorer(args.detector, device=args.device, checkpoint=args.checkpoint)
+    return load_scorer(
+        args.detector,
+        device=args.device,
+        checkpoint=args.checkpoint,
+        trust_checkpoint=bool(getattr(args, "trust_checkpoint", False)),
+    )

@@ -73,7 +73,11 @@ def register(sub: Any) -> None:
     p = dsub.add_parser("scan", help="inventory of a DCASE Task 2 tree (clips + problems)")
     p.add_argument("root", help="dataset root (with dev_data/eval_data), or a machine folder")
     p.add_argument("--year", type=int, default=None, help="DCASE year (default: from the path)")
-    p.add_argument("--check-audio", action="store_true", help="open every file header")
+    p.add_argument(
+        "--check-audio",
+        action="store_true",
+        help="open every file header (and decode float files to find NaN/Inf samples)",
+    )
     p.add_argument("--csv", default=None, help="write the clip table to this CSV file")
     p.add_argument("--strict", action="store_true", help="exit 1 when problems were found")
     p.set_defaults(func=_cmd_data_scan)

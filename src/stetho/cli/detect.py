@@ -9,6 +9,32 @@ from typing import Any
 from stetho.cli._common import add_detector_options, load_detector
 
 
+def _seconds(text: str) -> float:
+    """argparse type: window/hop seconds, > 0 and at most an hour."""
+    from stetho.serving.stream import MAX_WINDOW_SECONDS
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= MAX_WINDOW_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be > 0 and at most {MAX_WINDOW_SECONDS:g} seconds, got {text}"
+        )
+    return value
+
+
+def _port(text: str) -> int:
+    """argparse type: a TCP port, 0..65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be in 0..65535, got {value}")
+    return value
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     from stetho.serving import format_records, score_paths, write_records_csv
 
@@ -62,16 +88,6 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"must be in 0..65535 (0 = any free port), got {port}")
-    return port
-
-
 def _cmd_serve(args: argparse.Namespace) -> int:
     from stetho.detector import load_scorer
     from stetho.serving import (
@@ -102,7 +118,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     registry = DetectorRegistry()
 
     def load(folder: Any) -> Any:
-        return load_scorer(folder, device=args.device, checkpoint=args.checkpoint)
+        return load_scorer(
+            folder,
+            device=args.device,
+            checkpoint=args.checkpoint,
+            trust_checkpoint=args.trust_checkpoint,
+        )
 
     for spec in args.detector or []:
         name, folder = parse_detector_spec(spec)
@@ -165,8 +186,12 @@ def register(sub: Any) -> None:
     p.add_argument("--channels", type=int, default=1, help="interleaved channels in the stream")
     p.add_argument("--channel-index", type=int, default=0, help="channel to score")
     p.add_argument("--dtype", choices=["int16", "int32", "float32"], default="int16")
-    p.add_argument("--window", type=float, default=None, help="window seconds (default: detector)")
-    p.add_argument("--hop", type=float, default=None, help="hop seconds (default: half a window)")
+    p.add_argument(
+        "--window", type=_seconds, default=None, help="window seconds (default: detector)"
+    )
+    p.add_argument(
+        "--hop", type=_seconds, default=None, help="hop seconds (default: half a window)"
+    )
     p.set_defaults(func=_cmd_watch)
 
     p = sub.add_parser(
@@ -183,6 +208,12 @@ def register(sub: Any) -> None:
         "folder's, or its parent's for …/detector",
     )
     p.add_argument("--checkpoint", default=None, help="backbone checkpoint, if it moved")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow pickled objects in backbone checkpoints (only for files you trust; a "
+        "detector folder can never grant this itself)",
+    )
     p.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda")
     p.add_argument(
         "--db",

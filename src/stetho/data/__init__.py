@@ -1,7 +1,7 @@
 """Datasets: DCASE Task 2 clip names, dataset scanning, audio loading, synthetic data, downloads,
 imports of plain recordings."""
 
-from stetho.data.audio import AudioError, AudioInfo, audio_info, load_audio
+from stetho.data.audio import AudioError, AudioInfo, AudioSource, audio_info, load_audio
 from stetho.data.download import (
     DATASETS,
     Archive,
@@ -42,6 +42,7 @@ __all__ = [
     "Archive",
     "AudioError",
     "AudioInfo",
+    "AudioSource",
     "Clip",
     "ClipName",
     "ClipNameError",

@@ -3,30 +3,42 @@
 All DCASE Task 2 data 2020–2025 is mono 16 kHz. Multichannel files (8-channel MIMII, the 2026
 stereo data) are reduced to one channel: by default channel 0, which in the 2026 data is the near
 microphone = the legacy mono signal; ``channel="mix"`` averages all channels instead.
+
+This is the one decoding path of stetho: files on disk, HTTP request bodies and uploaded bytes all
+go through :func:`load_audio` (a path, ``bytes`` or a binary file object), so they get the same
+checks, the same clipping of float data and the same errors. Non-finite samples (NaN/Inf in float
+WAV/FLAC data) are always refused; ``max_seconds`` refuses overlong audio from its header, before
+any sample is decoded (a tiny FLAC can declare hours of silence).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import numpy as np
 import soundfile as sf
 import soxr
 
-__all__ = ["AudioError", "AudioInfo", "audio_info", "load_audio"]
+__all__ = ["AudioError", "AudioInfo", "AudioSource", "audio_info", "load_audio"]
 
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
+#: What :func:`load_audio` reads: a file path, the bytes of a file, or a binary file object.
+AudioSource = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
+
+_BLOCK_FRAMES = 1 << 16  # frames decoded at once when only checking samples
 
 
 class AudioError(RuntimeError):
-    """An audio file could not be read (corrupt, empty, truncated, not audio, bad channel)."""
+    """An audio file could not be read (corrupt, empty, truncated, not audio, bad channel,
+    non-finite samples, too long)."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +46,7 @@ class AudioInfo:
     """Header facts of an audio file.
 
     Attributes:
-        path: The file.
+        path: The file (for in-memory audio: its ``name``, e.g. ``<request body>``).
         samplerate: Sampling rate in Hz.
         channels: Number of channels.
         frames: Number of sample frames (per channel).
@@ -51,65 +63,122 @@ class AudioInfo:
     format: str
     subtype: str
 
+    @property
+    def is_float(self) -> bool:
+        """True for float-encoded samples (the only encodings that can hold NaN/Inf)."""
+        return self.subtype.upper() in ("FLOAT", "DOUBLE")
 
-def _riff_data_shortfall(path: Path) -> tuple[int, int] | None:
+
+class _Source:
+    """A path or an in-memory/file-object source with the name used in error messages."""
+
+    def __init__(self, source: AudioSource, name: str | None) -> None:
+        self.path: Path | None = None
+        self.fileobj: IO[bytes] | None = None
+        if isinstance(source, str | os.PathLike):
+            self.path = Path(source)
+            self.name = name or str(self.path)
+            return
+        if isinstance(source, bytes | bytearray | memoryview):
+            fileobj: IO[bytes] = io.BytesIO(bytes(source))
+        else:
+            fileobj = source
+            if not (hasattr(fileobj, "read") and _seekable(fileobj)):
+                fileobj = io.BytesIO(fileobj.read())  # e.g. a pipe: soundfile needs to seek
+        self.fileobj = fileobj
+        self.start = fileobj.tell()
+        self.name = name or str(getattr(source, "name", "") or "<audio data>")
+
+    def size(self) -> int:
+        if self.path is not None:
+            return self.path.stat().st_size
+        assert self.fileobj is not None
+        end = self.fileobj.seek(0, io.SEEK_END)
+        self.fileobj.seek(self.start)
+        return end - self.start
+
+    def handle(self) -> str | IO[bytes]:
+        """What soundfile opens (rewound to the start for file objects)."""
+        if self.path is not None:
+            return str(self.path)
+        assert self.fileobj is not None
+        self.fileobj.seek(self.start)
+        return self.fileobj
+
+    def read_at(self, pos: int, n: int) -> bytes:
+        if self.path is not None:
+            with open(self.path, "rb") as fh:
+                fh.seek(pos)
+                return fh.read(n)
+        assert self.fileobj is not None
+        self.fileobj.seek(self.start + pos)
+        data = self.fileobj.read(n)
+        self.fileobj.seek(self.start)
+        return data
+
+
+def _seekable(fileobj: IO[bytes]) -> bool:
+    try:
+        return bool(fileobj.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _riff_data_shortfall(src: _Source) -> tuple[int, int] | None:
     """For a RIFF/WAVE file whose ``data`` chunk claims more bytes than the file holds, return
     ``(declared, available)``; None when the file is complete or not a plain RIFF file."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(12)
-            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        size = src.size()
+        head = src.read_at(0, 12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            chunk_id, chunk_size = struct.unpack("<4sI", src.read_at(pos, 8))
+            if chunk_id == b"data":
+                available = size - (pos + 8)
+                if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available:
+                    return chunk_size, available
                 return None
-            pos = 12
-            while pos + 8 <= size:
-                fh.seek(pos)
-                chunk_id, chunk_size = struct.unpack("<4sI", fh.read(8))
-                if chunk_id == b"data":
-                    available = size - (pos + 8)
-                    if chunk_size not in (0, 0xFFFFFFFF) and chunk_size > available:
-                        return chunk_size, available
-                    return None
-                pos += 8 + chunk_size + (chunk_size & 1)
-    except OSError:
+            pos += 8 + chunk_size + (chunk_size & 1)
+    except (OSError, struct.error, ValueError):
         return None
     return None
 
 
-def _open_info(path: Path) -> sf._SoundFileInfo:
-    if not path.exists():
-        raise AudioError(f"audio file not found: {path}")
-    if not path.is_file():
-        raise AudioError(f"not a regular file: {path}")
-    if path.stat().st_size == 0:
-        raise AudioError(f"empty file (0 bytes), not audio: {path}")
+def _open_info(src: _Source) -> sf._SoundFileInfo:
+    if src.path is not None:
+        if not src.path.exists():
+            raise AudioError(f"audio file not found: {src.name}")
+        if not src.path.is_file():
+            raise AudioError(f"not a regular file: {src.name}")
     try:
-        return sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise AudioError(f"cannot read audio header of {path}: {err}") from err
+        size = src.size()
+    except OSError as err:
+        raise AudioError(f"cannot read {src.name}: {err}") from err
+    if size == 0:
+        raise AudioError(f"empty file (0 bytes), not audio: {src.name}")
+    try:
+        return sf.info(src.handle())
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as err:
+        raise AudioError(f"cannot read audio header of {src.name}: {err}") from err
 
 
-def audio_info(path: PathLike) -> AudioInfo:
-    """Read the header of an audio file (no sample data is decoded).
-
-    Raises:
-        AudioError: missing, empty, corrupt, non-audio, 0-frame, or truncated file.
-    """
-    path = Path(path)
-    info = _open_info(path)
-    if short := _riff_data_shortfall(path):
+def _info(src: _Source) -> AudioInfo:
+    info = _open_info(src)
+    if short := _riff_data_shortfall(src):
         raise AudioError(
-            f"truncated audio file {path}: header declares {short[0]} data bytes, "
+            f"truncated audio file {src.name}: header declares {short[0]} data bytes, "
             f"only {short[1]} present"
         )
     if info.frames <= 0:
-        raise AudioError(f"audio file has no samples (0 frames): {path}")
+        raise AudioError(f"audio file has no samples (0 frames): {src.name}")
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioError(
-            f"invalid audio header in {path}: rate {info.samplerate}, channels {info.channels}"
+            f"invalid audio header in {src.name}: rate {info.samplerate}, channels {info.channels}"
         )
     return AudioInfo(
-        path=path,
+        path=src.path if src.path is not None else Path(src.name),
         samplerate=int(info.samplerate),
         channels=int(info.channels),
         frames=int(info.frames),
@@ -119,16 +188,124 @@ def audio_info(path: PathLike) -> AudioInfo:
     )
 
 
+def _check_finite(data: np.ndarray, name: str, offset: int = 0) -> None:
+    """Refuse NaN/Inf samples, naming the source and the first bad frame."""
+    finite = np.isfinite(data)
+    if finite.all():
+        return
+    bad = data.size - int(finite.sum())
+    first = offset + int(np.argwhere(~finite)[0][0])
+    raise AudioError(
+        f"{name}: {bad} sample(s) are not finite (NaN or Inf), first at frame {first}; "
+        "the recording is corrupt: re-record or remove it"
+    )
+
+
+def _check_duration(info: AudioInfo, name: str, max_seconds: float | None) -> None:
+    if max_seconds is not None and info.seconds > max_seconds:
+        raise AudioError(
+            f"{name} is {info.seconds:.6g} s long ({info.frames} frames at {info.samplerate} Hz), "
+            f"more than the limit of {max_seconds:g} s"
+        )
+
+
+def audio_info(
+    source: AudioSource,
+    *,
+    check_samples: bool = False,
+    max_seconds: float | None = None,
+    name: str | None = None,
+) -> AudioInfo:
+    """Read the header of an audio file (no sample data is decoded unless ``check_samples``).
+
+    Args:
+        source: A file path, the file's bytes, or a seekable binary file object.
+        check_samples: Also decode float-encoded files block by block and refuse NaN/Inf samples
+            and a sample count short of the header's (integer PCM cannot hold NaN/Inf and is
+            not decoded).
+        max_seconds: Refuse audio longer than this (from the header).
+        name: How the source is named in error messages (default: the path or file name).
+
+    Raises:
+        AudioError: missing, empty, corrupt, non-audio, 0-frame, truncated or too long, or
+            (``check_samples``) non-finite samples.
+    """
+    src = _Source(source, name)
+    info = _info(src)
+    _check_duration(info, src.name, max_seconds)
+    if check_samples and info.is_float:
+        seen = 0
+        try:
+            for block in sf.blocks(src.handle(), blocksize=_BLOCK_FRAMES, dtype="float32"):
+                _check_finite(block, src.name, seen)
+                seen += block.shape[0]
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            if isinstance(err, AudioError):
+                raise
+            raise AudioError(f"cannot decode audio data of {src.name}: {err}") from err
+        if seen != info.frames:
+            raise AudioError(
+                f"truncated or corrupt audio file {src.name}: header declares {info.frames} "
+                f"frames, decoded {seen}"
+            )
+    return info
+
+
+def _check_channel(channel: int | Literal["mix"] | None, n_ch: int, name: str) -> None:
+    if isinstance(channel, str):
+        if channel != "mix":
+            raise AudioError(
+                f"invalid channel {channel!r} for {name}: expected an int in "
+                f"[{-n_ch}, {n_ch - 1}], 'mix' or None"
+            )
+    elif channel is not None:
+        if isinstance(channel, bool) or not isinstance(channel, int | np.integer):
+            raise AudioError(f"invalid channel {channel!r} for {name}: expected int, 'mix' or None")
+        if not -n_ch <= int(channel) < n_ch:
+            raise AudioError(
+                f"channel {channel} out of range for {name}: the file has {n_ch} channel(s), "
+                f"valid indices are 0..{n_ch - 1} (or -{n_ch}..-1), or 'mix'"
+            )
+
+
+def _decode(src: _Source, info: AudioInfo) -> np.ndarray:
+    """All frames ``(N, C)`` float32, decoded block by block: memory follows the data actually
+    present, never the header's claim, and never more than the header's frame count is read."""
+    blocks: list[np.ndarray] = []
+    left = info.frames
+    try:
+        with sf.SoundFile(src.handle()) as fh:
+            while left > 0:
+                block = fh.read(min(left, 1 << 20), dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    break
+                blocks.append(block)
+                left -= block.shape[0]
+    except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise AudioError(
+            f"cannot decode audio data of {src.name} (corrupt or truncated file): {err}"
+        ) from err
+    if len(blocks) == 1:
+        return blocks[0]
+    if not blocks:
+        return np.zeros((0, info.channels), dtype=np.float32)
+    return np.concatenate(blocks)
+
+
 def load_audio(
-    path: PathLike,
+    source: AudioSource,
     sr: int | None = None,
     channel: int | Literal["mix"] | None = None,
     mono: bool = True,
+    *,
+    max_seconds: float | None = None,
+    name: str | None = None,
 ) -> tuple[np.ndarray, int]:
     """Load an audio clip as float32 in [-1, 1].
 
     Args:
-        path: WAV or FLAC file (any libsndfile format, incl. WAVE_FORMAT_EXTENSIBLE multichannel).
+        source: WAV or FLAC (any libsndfile format, incl. WAVE_FORMAT_EXTENSIBLE multichannel):
+            a file path, the file's bytes (e.g. an HTTP body), or a seekable binary file object.
         sr: Target rate; resampled with soxr (HQ) when it differs. None keeps the file's rate.
         channel: Channel index (0-based; negative indices count from the end), ``"mix"`` for
             the mean of all channels, or None: channel 0 of a multichannel file when ``mono``
@@ -136,45 +313,34 @@ def load_audio(
         mono: With ``channel=None``: True returns one channel ``(N,)``; False returns all channels
             ``(C, N)`` (channels first; a mono file gives ``(1, N)``). Ignored when ``channel`` is
             given, which always yields ``(N,)``.
+        max_seconds: Refuse audio longer than this, checked from the header before decoding.
+        name: How the source is named in error messages (default: the path; for bytes
+            ``<audio data>``).
 
     Returns:
         ``(audio, rate)``: audio float32 ``(N,)`` or ``(C, N)``; rate = ``sr`` or the file's rate.
+        Float data outside [-1, 1] is clipped.
 
     Raises:
-        AudioError: corrupt / empty / truncated / non-audio file, or a channel out of range; the
-            message names the file and the cause.
+        AudioError: corrupt / empty / truncated / non-audio file, non-finite (NaN/Inf) samples,
+            longer than ``max_seconds``, or a channel out of range; the message names the file
+            and the cause.
     """
-    path = Path(path)
-    info = audio_info(path)
-    n_ch = info.channels
-    if isinstance(channel, str):
-        if channel != "mix":
-            raise AudioError(
-                f"invalid channel {channel!r} for {path}: expected an int in "
-                f"[{-n_ch}, {n_ch - 1}], 'mix' or None"
-            )
-    elif channel is not None:
-        if isinstance(channel, bool) or not isinstance(channel, int | np.integer):
-            raise AudioError(f"invalid channel {channel!r} for {path}: expected int, 'mix' or None")
-        if not -n_ch <= int(channel) < n_ch:
-            raise AudioError(
-                f"channel {channel} out of range for {path}: the file has {n_ch} channel(s), "
-                f"valid indices are 0..{n_ch - 1} (or -{n_ch}..-1), or 'mix'"
-            )
+    src = _Source(source, name)
+    info = _info(src)
+    _check_duration(info, src.name, max_seconds)
+    _check_channel(channel, info.channels, src.name)
     if sr is not None and (not isinstance(sr, int | np.integer) or sr <= 0):
         raise ValueError(f"sr must be a positive int or None, got {sr!r}")
 
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, C)
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        raise AudioError(
-            f"cannot decode audio data of {path} (corrupt or truncated file): {err}"
-        ) from err
+    data = _decode(src, info)
+    rate = info.samplerate
     if data.shape[0] != info.frames:
         raise AudioError(
-            f"truncated or corrupt audio file {path}: header declares {info.frames} frames, "
+            f"truncated or corrupt audio file {src.name}: header declares {info.frames} frames, "
             f"decoded {data.shape[0]}"
         )
+    _check_finite(data, src.name)
 
     if channel == "mix":
         out = data.mean(axis=1)  # (N,)

@@ -341,7 +341,7 @@ def _copy(src: Path, dest: Path, sha256: str) -> None:
     shutil.copystat(src, dest)
 
 
-def run_import(  # noqa: C901, PLR0915  (hardening branch splits this)
+def run_import(
     out_root: PathLike,
     machine: str,
     *,
@@ -374,9 +374,60 @@ def run_import(  # noqa: C901, PLR0915  (hardening branch splits this)
     tail = attributes if attributes is not None else "noAttribute"
     sources = {"train": train, "test_normal": test_normal, "test_anomaly": test_anomaly}
 
-    # 1. collect source files per group (split, label)
     bad: list[BadRecording] = []
-    planned: list[tuple[Path, str, str]] = []  # (source, split, label)
+    planned = _plan(sources, machine_dir, bad)  # 1. source files per (split, label)
+    n_given = len(planned) + len(bad)  # bad so far: explicit non-audio files
+    if not n_given:
+        raise ValueError("nothing to import: pass train, test_normal and/or test_anomaly paths")
+    hashed = _check_and_hash(planned, check_audio, bad)  # 2. audio checks, content hashes
+    if bad and not skip_bad:
+        raise RecordingImportError(
+            f"{len(bad)} of {n_given} recording(s) cannot be imported (nothing was written; "
+            "fix or remove them, or pass skip_bad=True / --skip-bad to import the others):\n"
+            + "\n".join(f"  {b}" for b in bad),
+            bad,
+        )
+    for b in bad:
+        logger.warning("skipping unreadable recording %s", b)
+
+    # 3. skip content already in the dataset; refuse content imported under another label
+    listed = read_manifest(manifest_path)
+    existing = [e for e in listed if os.path.lexists(_dest(machine_dir, e))]
+    for e in listed:
+        if e not in existing:
+            logger.info("manifest entry %s: the clip was removed; dropping the entry", e.name)
+    todo, dupes = _new_content(hashed, existing, domain, section)
+    new = _name_new(todo, machine_dir, machine, section, domain, tail)  # 4. generated names
+    total = existing + new
+    written = _write(new, machine_dir, mode)  # 5. files, then the manifest (rolled back together)
+    try:
+        if new or len(existing) != len(listed):
+            _write_manifest(manifest_path, total)
+    except BaseException:
+        _unlink_all(written)
+        raise
+
+    notes = _dataset_notes(machine_dir, year)
+    summary = ImportSummary(
+        root=root,
+        machine_dir=machine_dir,
+        manifest=manifest_path,
+        mode=mode,
+        imported=tuple(new),
+        already_imported=tuple(dupes),
+        bad=tuple(bad),
+        total=tuple(total),
+        notes=tuple(notes),
+    )
+    logger.info("imported into %s: %s", machine_dir, summary.counts())
+    return summary
+
+
+def _plan(
+    sources: dict[str, PathLike | Iterable[PathLike]], machine_dir: Path, bad: list[BadRecording]
+) -> list[tuple[Path, str, str]]:
+    """``(source, split, label)`` of every recording; one file given twice is refused."""
+    planned: list[tuple[Path, str, str]] = []
     seen: dict[Path, str] = {}
     conflicts: list[str] = []
     for group, split, label in _GROUPS:
@@ -392,17 +443,22 @@ def run_import(  # noqa: C901, PLR0915  (hardening branch splits this)
             "recordings given for more than one split/label (anomalies in a train folder?):\n"
             + "\n".join(conflicts)
         )
-    n_given = len(planned) + len(bad)  # bad so far: explicit non-audio files
-    if not n_given:
-        raise ValueError("nothing to import: pass train, test_normal and/or test_anomaly paths")
+    return planned
 
-    # 2. check audio headers and hash the content
-    hashed: list[tuple[Path, str, str, str]] = []  # (source, split, label, sha256)
+
+def _check_and_hash(
+    planned: list[tuple[Path, str, str]], check_audio: bool, bad: list[BadRecording]
+) -> list[tuple[Path, str, str, str]]:
+    """``(source, split, label, sha256)`` of the readable recordings; the others go to ``bad``.
+
+    With ``check_audio``, headers are read and float-encoded files decoded (NaN/Inf refused).
+    """
+    hashed: list[tuple[Path, str, str, str]] = []
     rates: Counter[tuple[int, int]] = Counter()
     for src, split, label in planned:
         if check_audio:
             try:
-                info = audio_info(src)
+                info = audio_info(src, check_samples=True)
             except AudioError as err:
                 bad.append(BadRecording(src, str(err)))
                 continue
@@ -413,28 +469,22 @@ def run_import(  # noqa: C901, PLR0915  (hardening branch splits this)
             bad.append(BadRecording(src, f"cannot read file: {err}"))
             continue
         hashed.append((src, split, label, digest))
-    if bad and not skip_bad:
-        raise RecordingImportError(
-            f"{len(bad)} of {n_given} recording(s) cannot be imported (nothing was written; "
-            "fix or remove them, or pass skip_bad=True / --skip-bad to import the others):\n"
-            + "\n".join(f"  {b}" for b in bad),
-            bad,
-        )
-    for b in bad:
-        logger.warning("skipping unreadable recording %s", b)
     if len(rates) > 1:
         logger.warning(
             "recordings have different sample rates/channel counts %s; stetho resamples them to "
             "the model rate and uses channel 0",
             ", ".join(f"{n}x {r} Hz/{c} ch" for (r, c), n in sorted(rates.items())),
         )
+    return hashed
 
-    # 3. skip content already in the dataset; refuse content imported under another label
-    listed = read_manifest(manifest_path)
-    existing = [e for e in listed if os.path.lexists(_dest(machine_dir, e))]
-    for e in listed:
-        if e not in existing:
-            logger.info("manifest entry %s: the clip was removed; dropping the entry", e.name)
+
+def _new_content(
+    hashed: list[tuple[Path, str, str, str]],
+    existing: list[ManifestEntry],
+    domain: Domain,
+    section: str,
+) -> tuple[list[tuple[Path, str, str, str]], list[Path]]:
+    """Recordings whose content is not imported yet, and the already imported ones."""
     by_hash = {e.sha256: e for e in existing}
     dupes: list[Path] = []
     todo: list[tuple[Path, str, str, str]] = []
@@ -452,8 +502,18 @@ def run_import(  # noqa: C901, PLR0915  (hardening branch splits this)
             continue
         by_hash[digest] = ManifestEntry("", split, label, domain, section, digest, src)
         todo.append((src, split, label, digest))
+    return todo, dupes
 
-    # 4. generated names, indices after the existing ones
+
+def _name_new(
+    todo: list[tuple[Path, str, str, str]],
+    machine_dir: Path,
+    machine: str,
+    section: str,
+    domain: Domain,
+    tail: str,
+) -> list[ManifestEntry]:
+    """Manifest entries with generated names, indices after the existing ones."""
     next_index = {k: v + 1 for k, v in _existing_max_index(machine_dir).items()}
     new: list[ManifestEntry] = []
     for src, split, label, digest in todo:
@@ -468,8 +528,16 @@ def run_import(  # noqa: C901, PLR0915  (hardening branch splits this)
         ext = ".flac" if src.suffix.lower() == ".flac" else ".wav"
         name = f"section_{section}_{domain}_{split}_{label}_{idx:04d}_{tail}{ext}"
         new.append(ManifestEntry(name, split, label, domain, section, digest, src))
+    return new
 
-    # 5. write (rolled back on failure), then the manifest
+
+def _unlink_all(paths: list[Path]) -> None:
+    for dest in paths:
+        dest.unlink(missing_ok=True)
+
+
+def _write(new: list[ManifestEntry], machine_dir: Path, mode: Mode) -> list[Path]:
+    """Link or copy the new recordings; all of them are removed again if one fails."""
     written: list[Path] = []
     try:
         for e in new:
@@ -482,14 +550,14 @@ def run_import(  # noqa: C901, PLR0915  (hardening branch splits this)
             else:
                 _copy(e.source, dest, e.sha256)
             written.append(dest)
-        total = existing + new
-        if new or len(existing) != len(listed):
-            _write_manifest(manifest_path, total)
     except BaseException:
-        for dest in written:
-            dest.unlink(missing_ok=True)
+        _unlink_all(written)
         raise
+    return written
 
+
+def _dataset_notes(machine_dir: Path, year: int) -> list[str]:
+    """Problems of the resulting dataset (scan problems, test sections lacking a label)."""
     notes: list[str] = []
     if machine_dir.is_dir():
         table = scan_dataset(machine_dir, year=year)
@@ -504,19 +572,7 @@ def run_import(  # noqa: C901, PLR0915  (hardening branch splits this)
                     )
     for note in notes:
         logger.warning("%s", note)
-    summary = ImportSummary(
-        root=root,
-        machine_dir=machine_dir,
-        manifest=manifest_path,
-        mode=mode,
-        imported=tuple(new),
-        already_imported=tuple(dupes),
-        bad=tuple(bad),
-        total=tuple(total),
-        notes=tuple(notes),
-    )
-    logger.info("imported into %s: %s", machine_dir, summary.counts())
-    return summary
+    return notes
 
 
 def _dest(machine_dir: Path, e: ManifestEntry) -> Path:
@@ -552,7 +608,8 @@ def import_recordings(
         attributes: Attribute tail of the generated names (the fine-tuning proxy class, e.g.
             ``"speed_1500"``); default ``noAttribute``. Never taken from the original names.
         mode: ``"symlink"`` (absolute links to the sources) or ``"copy"`` (atomic copies).
-        check_audio: Open every header first; unreadable files are reported.
+        check_audio: Open every header first (and decode float-encoded files to refuse NaN/Inf
+            samples); unreadable or non-finite files are reported.
         skip_bad: Import the readable files and log the bad ones instead of failing.
         year: DCASE rules year of the dataset (2021–2025 share the generated name form).
 

@@ -372,7 +372,11 @@ def _read_attribute_csv(path: Path, report: _Reporter) -> dict[str, tuple[tuple[
     return out
 
 
-def _scan_machine(  # noqa: C901, PLR0915  (hardening branch splits this)
+_Attrs = dict[str, tuple[tuple[str, str], ...]]
+_SplitDir = tuple[Path, str, str | None]  # (folder, split, domain from the folder name)
+
+
+def _scan_machine(
     mdir: Path,
     *,
     partition: str,
@@ -380,14 +384,32 @@ def _scan_machine(  # noqa: C901, PLR0915  (hardening branch splits this)
     report: _Reporter,
     check_audio: bool,
 ) -> list[Clip]:
-    machine = mdir.name
-    attrs: dict[str, tuple[tuple[str, str], ...]] = {}
-    split_dirs: list[tuple[Path, str, str | None]] = []
+    listed = _machine_entries(mdir, report)
+    if listed is None:
+        return []
+    split_dirs, attrs = listed
+    clips: list[Clip] = []
+    for sdir, folder_split, folder_domain in split_dirs:
+        for p in _clip_files(sdir, report):
+            clip = _clip_of_file(
+                p, mdir.name, folder_split, folder_domain, partition, year, attrs, report
+            )
+            if clip is not None and check_audio:
+                clip = _with_audio_checked(clip, report)
+            if clip is not None:
+                clips.append(clip)
+    return clips
+
+
+def _machine_entries(mdir: Path, report: _Reporter) -> tuple[list[_SplitDir], _Attrs] | None:
+    """The split folders and attribute CSV rows of a machine folder (None: unreadable)."""
+    attrs: _Attrs = {}
+    split_dirs: list[_SplitDir] = []
     try:
         entries = sorted(os.scandir(mdir), key=lambda e: e.name)
     except OSError as err:
         report(mdir, f"cannot list machine folder: {err}", err)
-        return []
+        return None
     for entry in entries:
         p = Path(entry.path)
         try:
@@ -396,17 +418,7 @@ def _scan_machine(  # noqa: C901, PLR0915  (hardening branch splits this)
             report(p, f"unreadable entry: {err}", err)
             continue
         if is_dir:
-            if entry.name in SPLIT_DIRS:
-                split, dom = SPLIT_DIRS[entry.name]
-                split_dirs.append((p, split, dom))
-            elif entry.name in SKIPPED_DIRS:
-                logger.info("skipping %s (baseline-generated copy of test/)", p)
-            else:
-                report(
-                    p,
-                    f"unexpected folder in machine folder {machine!r}; expected one of "
-                    f"{', '.join(SPLIT_DIRS)}",
-                )
+            _split_dir(p, mdir.name, split_dirs, report)
         elif _ATTR_CSV.fullmatch(entry.name):
             for base, vals in _read_attribute_csv(p, report).items():
                 if base in attrs and attrs[base] != vals:
@@ -417,45 +429,73 @@ def _scan_machine(  # noqa: C901, PLR0915  (hardening branch splits this)
             report(
                 p, "unexpected file in machine folder (expected train/, test/, attributes_XX.csv)"
             )
+    return split_dirs, attrs
 
-    clips: list[Clip] = []
-    for sdir, folder_split, folder_domain in split_dirs:
+
+def _split_dir(p: Path, machine: str, split_dirs: list[_SplitDir], report: _Reporter) -> None:
+    if p.name in SPLIT_DIRS:
+        split, dom = SPLIT_DIRS[p.name]
+        split_dirs.append((p, split, dom))
+    elif p.name in SKIPPED_DIRS:
+        logger.info("skipping %s (baseline-generated copy of test/)", p)
+    else:
+        report(
+            p,
+            f"unexpected folder in machine folder {machine!r}; expected one of "
+            f"{', '.join(SPLIT_DIRS)}",
+        )
+
+
+def _clip_files(sdir: Path, report: _Reporter) -> list[Path]:
+    """Audio files of a split folder, sorted; anything else is reported."""
+    try:
+        entries = sorted(os.scandir(sdir), key=lambda e: e.name)
+    except OSError as err:
+        report(sdir, f"cannot list folder: {err}", err)
+        return []
+    out: list[Path] = []
+    for entry in entries:
+        p = Path(entry.path)
         try:
-            files = sorted(os.scandir(sdir), key=lambda e: e.name)
+            if not entry.is_file():
+                report(p, "unexpected non-file entry in a clip folder (ignored)")
+                continue
         except OSError as err:
-            report(sdir, f"cannot list folder: {err}", err)
+            report(p, f"unreadable entry: {err}", err)
             continue
-        for entry in files:
-            p = Path(entry.path)
-            try:
-                if not entry.is_file():
-                    report(p, "unexpected non-file entry in a clip folder (ignored)")
-                    continue
-            except OSError as err:
-                report(p, f"unreadable entry: {err}", err)
-                continue
-            if not is_audio_file_name(entry.name):
-                report(p, "not an audio file (expected .wav or .flac); ignored")
-                continue
-            try:
-                cn = parse_clip_name(entry.name)
-            except ClipNameError as err:
-                report(p, str(err), err)
-                continue
-            clip = _make_clip(
-                p, cn, machine, folder_split, folder_domain, partition, year, attrs, report
-            )
-            if clip is None:
-                continue
-            if check_audio:
-                try:
-                    info = audio_info(p)
-                except AudioError as err:
-                    report(p, str(err), err)
-                    continue
-                clip = replace(clip, seconds=info.seconds)
-            clips.append(clip)
-    return clips
+        if not is_audio_file_name(entry.name):
+            report(p, "not an audio file (expected .wav or .flac); ignored")
+            continue
+        out.append(p)
+    return out
+
+
+def _clip_of_file(
+    p: Path,
+    machine: str,
+    folder_split: str,
+    folder_domain: str | None,
+    partition: str,
+    year: int | None,
+    attrs: _Attrs,
+    report: _Reporter,
+) -> Clip | None:
+    try:
+        cn = parse_clip_name(p.name)
+    except ClipNameError as err:
+        report(p, str(err), err)
+        return None
+    return _make_clip(p, cn, machine, folder_split, folder_domain, partition, year, attrs, report)
+
+
+def _with_audio_checked(clip: Clip, report: _Reporter) -> Clip | None:
+    """The clip with its duration, or None (reported) when the file is broken or non-finite."""
+    try:
+        info = audio_info(clip.path, check_samples=True)
+    except AudioError as err:
+        report(clip.path, str(err), err)
+        return None
+    return replace(clip, seconds=info.seconds)
 
 
 def _make_clip(
@@ -502,7 +542,9 @@ def _make_clip(
         label=label,
         split=split,
         partition=partition,
-        year=year,
+        # 2020 names (normal_id_00_…) exist only in the 2020 data: they fix the year when the
+        # path does not (``stetho train`` then evaluates with the 2020 rules)
+        year=year if year is not None or cn.style != "dcase2020" else 2020,
         attributes=cn.attributes,
         attribute_values=attrs.get(cn.name, ()),
     )
@@ -545,8 +587,9 @@ def scan_dataset(
         partitions: Which of ``dev_data``/``eval_data`` to scan when ``root`` holds them.
         on_error: ``"report"`` collects problems in ``ClipTable.problems``; ``"raise"`` raises
             at the first one (:class:`ClipNameError` for a bad name, else :class:`ScanError`).
-        check_audio: Also read every file header: corrupt/empty files become problems (and are
-            left out), durations go to ``Clip.seconds``. Off by default (no file is opened).
+        check_audio: Also read every file header (and decode float-encoded files): corrupt,
+            empty and non-finite (NaN/Inf) files become problems (and are left out), durations
+            go to ``Clip.seconds``. Off by default (no file is opened).
 
     Returns:
         The :class:`ClipTable`.

@@ -4,6 +4,22 @@ It sits in ``utils`` so that every saver (the k-NN detector and the autoencoder 
 sits below the detector in the layers) publishes its folder the same way.
 """
 
-from stetho.utils.artifact import DetectorError, check_replaceable, publish_folder, read_meta
+from stetho.utils.artifact import (
+    MANIFEST_NAME,
+    DetectorError,
+    check_replaceable,
+    publish_folder,
+    read_json,
+    read_meta,
+    verify_manifest,
+)
 
-__all__ = ["DetectorError", "check_replaceable", "publish_folder", "read_meta"]
+__all__ = [
+    "MANIFEST_NAME",
+    "DetectorError",
+    "check_replaceable",
+    "publish_folder",
+    "read_json",
+    "read_meta",
+    "verify_manifest",
+]

@@ -29,8 +29,11 @@ replaced only when it is a saved detector, and restored if the rename fails)::
     bank_clips.json      path of the training clip behind every bank row (absent in folders
                          saved before it existed; they load, without clip names)
     thresholds.json      decision thresholds per machine/section
+    manifest.json        SHA-256 of every other file, checked on load
 
-Nothing is pickled; checkpoints are read with ``weights_only``.
+Nothing is pickled; checkpoints are read with ``weights_only``. A folder never grants itself
+trust: ``trust_checkpoint`` in its ``config.json`` is ignored; only the person loading it can allow
+a pickled checkpoint (``Detector.load(..., trust_checkpoint=True)``, CLI ``--trust-checkpoint``).
 """
 
 from __future__ import annotations
@@ -54,7 +57,13 @@ from stetho.backbones.checkpoint import cache_dir
 from stetho.config import ExperimentConfig
 from stetho.data import Clip
 from stetho.data.names import Key
-from stetho.detector.artifact import DetectorError, check_replaceable, publish_folder, read_meta
+from stetho.detector.artifact import (
+    DetectorError,
+    check_replaceable,
+    publish_folder,
+    read_json,
+    read_meta,
+)
 from stetho.detector.embedding import WaveInput, as_waveform_list, embed_waveform_list
 from stetho.model.adapt import (
     apply_finetuning,
@@ -66,7 +75,7 @@ from stetho.model.heads import ProxyHead
 from stetho.model.labels import ClassMap
 from stetho.scoring.knn import DomainKNNScorer
 from stetho.scoring.threshold import decide, fit_threshold
-from stetho.utils.io import atomic_write_text, sha256_file
+from stetho.utils.io import atomic_write_text, sha256_file, write_error
 
 
 class TrainedParts(Protocol):
@@ -94,7 +103,8 @@ logger = logging.getLogger(__name__)
 
 #: ``config.json`` format tag and version of saved detectors.
 DETECTOR_FORMAT = "stetho-detector"
-_FORMAT_VERSION = 1
+#: 2: ``manifest.json`` with the SHA-256 of every file (version 1 folders still load).
+_FORMAT_VERSION = 2
 _CLIP_CHUNK = 64  # clips decoded at once when embedding many files
 
 Scores = dict[Key, dict[str, float]]
@@ -299,13 +309,32 @@ class Detector:
             idx.append(i)
             waves.append(torch.from_numpy(wave))
             if len(waves) == _CLIP_CHUNK or n == len(paths):
-                out[idx] = self._embed_list(waves)
+                out[idx] = self._embed_named([paths[j] for j in idx], waves)
                 if bar is not None:
                     bar.update(len(waves))
                 idx, waves = [], []
         if bar is not None:
             bar.close()
         return out
+
+    def _embed_named(
+        self, paths: Sequence[str | os.PathLike[str]], waves: list[torch.Tensor]
+    ) -> np.ndarray:
+        """:meth:`_embed_list`; audio the model cannot take (e.g. too short) names its file."""
+        try:
+            return self._embed_list(waves)
+        except ValueError:
+            sr = self.sample_rate
+            for path, wave in zip(paths, waves):
+                try:
+                    self._embed_list([wave])
+                except ValueError as err:
+                    n = int(wave.shape[0])
+                    raise ValueError(
+                        f"{path}: cannot score this audio ({n} samples = {n / sr:.3g} s at "
+                        f"{sr} Hz): {err}"
+                    ) from err
+            raise
 
     def embed_clips(self, clips: Sequence[Clip], *, progress: bool = False) -> np.ndarray:
         """k-NN embeddings (M, E) of clips."""
@@ -446,8 +475,6 @@ class Detector:
             DetectorError: ``directory`` exists but is a file or a non-empty folder that is not a
                 saved detector (it is never overwritten), or the backbone has unmerged LoRA layers.
         """
-        from safetensors.torch import save_file
-
         dest = Path(directory)
         if _has_lora(self.backbone):
             raise DetectorError(
@@ -460,16 +487,16 @@ class Detector:
         try:
             weights: dict[str, str | None] = {"backbone": None, "adapter": None}
             if self._needs_full_backbone():
-                save_file(_state_for_file(self.backbone), str(tmp / "backbone.safetensors"))
+                _write_safetensors(_state_for_file(self.backbone), tmp / "backbone.safetensors")
                 weights["backbone"] = "backbone.safetensors"
             if self.adapter_state is not None:
-                save_file(
+                _write_safetensors(
                     {k: v.detach().cpu().contiguous() for k, v in self.adapter_state.items()},
-                    str(tmp / "adapter.safetensors"),
+                    tmp / "adapter.safetensors",
                 )
                 weights["adapter"] = "adapter.safetensors"
-            save_file(_state_for_file(self.head), str(tmp / "head.safetensors"))
-            save_file(self.scorer.state_dict(), str(tmp / "backend.safetensors"))
+            _write_safetensors(_state_for_file(self.head), tmp / "head.safetensors")
+            _write_safetensors(self.scorer.state_dict(), tmp / "backend.safetensors")
             _write_bank_clips(tmp / _BANK_CLIPS, self.scorer)
             thresholds = [
                 {"machine": m, "section": s, "threshold": float(t)}
@@ -523,65 +550,58 @@ class Detector:
         *,
         device: str | torch.device = "cpu",
         checkpoint: str | os.PathLike[str] | None = None,
+        trust_checkpoint: bool = False,
     ) -> Detector:
         """Rebuild a detector saved by :meth:`save`; it gives identical scores.
+
+        Every file is checked against the SHA-256 recorded in ``manifest.json`` first.
 
         Args:
             directory: The detector folder.
             device: Where to run the models.
             checkpoint: Backbone checkpoint location if it moved since saving (its SHA-256 must
                 match the recorded one).
+            trust_checkpoint: Allow pickled objects in the backbone checkpoint (``weights_only``
+                off). Only the caller can grant this: the folder's own ``config.json`` is
+                ignored on this point.
 
         Raises:
-            DetectorError: missing files, wrong format, or a checkpoint whose SHA-256 differs.
+            DetectorError: missing, damaged or altered files (named), wrong or newer format,
+                invalid thresholds, or a checkpoint whose SHA-256 differs.
         """
-        from safetensors.torch import load_file
-
         src = Path(directory)
         meta = read_meta(src, DETECTOR_FORMAT, _FORMAT_VERSION)
-        cfg = ExperimentConfig.from_dict(meta["experiment"])
-        binfo = meta["backbone"]
-        weights = meta["weights"]
-        for name in [w for w in weights.values() if w] + [
-            "head.safetensors",
-            "backend.safetensors",
-            "thresholds.json",
-        ]:
+        cfg_path = src / "config.json"
+        try:
+            cfg = ExperimentConfig.from_dict(meta["experiment"])
+            binfo = dict(meta["backbone"])
+            weights = dict(meta["weights"])
+            class_map = ClassMap.from_dict(meta["class_map"])
+            head_dims = (int(meta["head"]["in_dim"]), int(meta["head"]["num_classes"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise DetectorError(f"{cfg_path}: invalid detector config ({err!r})") from err
+        if cfg.backbone.trust_checkpoint and not trust_checkpoint:
+            logger.warning(
+                "%s: ignoring trust_checkpoint in the saved config (a detector folder cannot "
+                "grant itself trust); pass trust_checkpoint=True / --trust-checkpoint to allow "
+                "a pickled checkpoint you trust",
+                cfg_path,
+            )
+        names = [w for w in weights.values() if w]
+        for name in [*names, "head.safetensors", "backend.safetensors", "thresholds.json"]:
+            rel = Path(str(name))
+            if rel.is_absolute() or ".." in rel.parts:
+                raise DetectorError(f"{cfg_path}: weight file {name!r} lies outside the folder")
             if not (src / name).is_file():
                 raise DetectorError(f"{src}: missing {name}")
-        if weights.get("backbone"):
-            backbone = create_backbone(binfo["name"], checkpoint=None, **binfo["extra_config"])
-            try:
-                backbone.load_state_dict(load_file(str(src / weights["backbone"])), strict=True)
-            except RuntimeError as err:
-                raise DetectorError(
-                    f"{src}: backbone weights do not fit {binfo['name']!r}: {err}"
-                ) from err
-        else:
-            path = cls._verified_checkpoint(binfo, cfg, checkpoint)
-            kwargs = dict(cfg.backbone.overrides)
-            if cfg.backbone.trust_checkpoint:
-                kwargs["trust_checkpoint"] = True
-            backbone = create_backbone(binfo["name"], checkpoint=str(path), **kwargs)
-            if weights.get("adapter"):
-                apply_finetuning(backbone, cfg.finetune)
-                load_lora_state_dict(backbone, load_file(str(src / weights["adapter"])))
-                merge_lora(backbone)
-        if backbone.extra_config() != binfo["extra_config"]:
-            logger.warning(
-                "%s: rebuilt backbone's architecture settings differ from the saved ones", src
-            )
-        class_map = ClassMap.from_dict(meta["class_map"])
-        head = ProxyHead(meta["head"]["in_dim"], meta["head"]["num_classes"], cfg.head)
-        head.load_state_dict(load_file(str(src / "head.safetensors")))
+        backbone = cls._load_backbone(src, cfg, binfo, weights, checkpoint, trust_checkpoint)
+        head = ProxyHead(*head_dims, cfg.head)
+        _load_state(head, src / "head.safetensors")
         scorer = DomainKNNScorer(cfg.backend)
-        scorer.load_state_dict(load_file(str(src / "backend.safetensors")))
+        _load_state(scorer, src / "backend.safetensors")
         _read_bank_clips(src / _BANK_CLIPS, scorer)
-        tjson = json.loads((src / "thresholds.json").read_text(encoding="utf-8"))
-        thresholds = {
-            (t["machine"], t["section"]): float(t["threshold"]) for t in tjson["thresholds"]
-        }
-        adapter = load_file(str(src / weights["adapter"])) if weights.get("adapter") else None
+        thresholds = _read_thresholds(src / "thresholds.json")
+        adapter = _read_safetensors(src / weights["adapter"]) if weights.get("adapter") else None
         backbone.eval()
         head.eval()
         return cls(
@@ -598,6 +618,44 @@ class Detector:
             version=int(meta.get("version", 1)),
             calibrations=list(meta.get("calibrations", [])),
         )
+
+    @classmethod
+    def _load_backbone(
+        cls,
+        src: Path,
+        cfg: ExperimentConfig,
+        binfo: dict[str, Any],
+        weights: dict[str, Any],
+        checkpoint: str | os.PathLike[str] | None,
+        trust: bool,
+    ) -> Backbone:
+        from stetho.backbones.checkpoint import CheckpointError
+
+        try:
+            if weights.get("backbone"):
+                backbone = create_backbone(binfo["name"], checkpoint=None, **binfo["extra_config"])
+                _load_state(backbone, src / weights["backbone"], strict=True)
+            else:
+                path = cls._verified_checkpoint(binfo, cfg, checkpoint)
+                kwargs = dict(cfg.backbone.overrides)
+                if trust:
+                    kwargs["trust_checkpoint"] = True
+                backbone = create_backbone(binfo["name"], checkpoint=str(path), **kwargs)
+                if weights.get("adapter"):
+                    apply_finetuning(backbone, cfg.finetune)
+                    load_lora_state_dict(backbone, _read_safetensors(src / weights["adapter"]))
+                    merge_lora(backbone)
+        except CheckpointError as err:
+            raise DetectorError(f"{src}: cannot load the backbone checkpoint: {err}") from err
+        except (KeyError, TypeError) as err:
+            raise DetectorError(
+                f"{src / 'config.json'}: invalid backbone settings ({err!r})"
+            ) from err
+        if backbone.extra_config() != binfo.get("extra_config"):
+            logger.warning(
+                "%s: rebuilt backbone's architecture settings differ from the saved ones", src
+            )
+        return backbone
 
     @staticmethod
     def _verified_checkpoint(
@@ -626,6 +684,58 @@ class Detector:
                     f"checkpoint {path} has SHA-256 {got}, but the detector was built with {want}"
                 )
         return Path(path)
+
+
+def _write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """``safetensors.torch.save_file``; write failures (disk full…) name the file."""
+    from safetensors.torch import save_file
+
+    try:
+        save_file(tensors, str(path))
+    except Exception as err:
+        if isinstance(err, OSError | RuntimeError) or type(err).__name__ == "SafetensorError":
+            raise write_error(path, err) from err
+        raise
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a safetensors file; a damaged file gives a :class:`DetectorError` naming it."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as err:  # SafetensorError, OSError, …: all mean "damaged file"
+        raise DetectorError(f"{path}: not a readable safetensors file ({err})") from err
+
+
+def _load_state(module: Any, path: Path, strict: bool = True) -> None:
+    """Load the state dict in ``path`` into ``module``; mismatches name the file."""
+    state = _read_safetensors(path)
+    try:
+        if isinstance(module, torch.nn.Module):
+            module.load_state_dict(state, strict=strict)
+        else:
+            module.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise DetectorError(f"{path}: weights do not fit the saved architecture ({err})") from err
+
+
+def _read_thresholds(path: Path, *, nonnegative: bool = True) -> dict[Key, float]:
+    """Decision thresholds from ``thresholds.json``: each finite (and >= 0 for distance scores)."""
+    doc = read_json(path)
+    try:
+        rows = doc["thresholds"]
+        out = {(str(t["machine"]), str(t["section"])): float(t["threshold"]) for t in rows}
+    except (KeyError, TypeError, ValueError) as err:
+        raise DetectorError(f"{path}: invalid thresholds file ({err!r})") from err
+    for (m, sec), t in out.items():
+        # a NaN threshold would call every clip normal; k-NN scores are distances (>= 0)
+        if not np.isfinite(t) or (nonnegative and t < 0):
+            raise DetectorError(
+                f"{path}: threshold of {m}/{sec} is {t!r}; expected a finite number >= 0 (the "
+                "file is damaged: fit the thresholds again, e.g. stetho train or Detector.fit)"
+            )
+    return out
 
 
 _BANK_CLIPS = "bank_clips.json"

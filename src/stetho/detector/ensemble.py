@@ -434,9 +434,8 @@ class EnsembleDetector:
         Raises:
             DetectorError: missing files, wrong format or a checkpoint whose SHA-256 differs.
         """
-        from safetensors.torch import load_file
-
         from stetho.config import ExperimentConfig
+        from stetho.detector.detector import _read_safetensors, _read_thresholds
 
         src = Path(directory)
         meta = read_meta(src, ENSEMBLE_FORMAT, _FORMAT_VERSION)
@@ -449,7 +448,7 @@ class EnsembleDetector:
             if info is not None:
                 m.feature.checkpoint = str(_verified(info, checkpoint, m.feature.checkpoint))
         det = cls(cfg, device=device)
-        state = load_file(str(src / "banks.safetensors"))
+        state = _read_safetensors(src / "banks.safetensors")
         members = det.ens.members
         for key_text, info in meta["keys"].items():
             machine, _, section = key_text.rpartition("/")
@@ -465,10 +464,8 @@ class EnsembleDetector:
                 list(info["domains"]), backends, [float(w) for w in info["weights"]],
                 dict(info.get("choice", {})),
             )  # fmt: skip
-        tjson = json.loads((src / "thresholds.json").read_text(encoding="utf-8"))
-        det.thresholds = {
-            (t["machine"], t["section"]): float(t["threshold"]) for t in tjson["thresholds"]
-        }
+        # finite, or refused (ensemble scores are standardised: they may be negative)
+        det.thresholds = _read_thresholds(src / "thresholds.json", nonnegative=False)
         return det
 
 

@@ -7,7 +7,6 @@ scorer folder by the ``format`` in its ``config.json``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 
 from stetho.data import Clip
 from stetho.data.names import Key
-from stetho.detector.artifact import DetectorError
+from stetho.detector.artifact import DetectorError, read_json
 
 __all__ = ["Key", "Scorer", "load_scorer"]
 
@@ -91,19 +90,18 @@ def load_scorer(directory: str | os.PathLike[str], **kwargs: Any) -> Scorer:
 
     Args:
         directory: The folder written by ``save``.
-        **kwargs: Passed to the format's ``load`` (e.g. ``device``, ``checkpoint``).
+        **kwargs: Passed to the format's ``load`` (e.g. ``device``, ``checkpoint``,
+            ``trust_checkpoint``; the latter two only apply to k-NN detectors).
 
     Raises:
         DetectorError: not a scorer folder, or an unknown format.
     """
     src = Path(directory)
     cfg_path = src / "config.json"
-    try:
-        fmt = json.loads(cfg_path.read_text(encoding="utf-8")).get("format")
-    except FileNotFoundError:
-        raise DetectorError(f"{src} is not a detector folder (no config.json)") from None
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
-        raise DetectorError(f"{cfg_path}: unreadable ({err})") from err
+    if not cfg_path.is_file():
+        raise DetectorError(f"{src} is not a detector folder (no config.json)")
+    doc = read_json(cfg_path)
+    fmt = doc.get("format") if isinstance(doc, dict) else None
     from stetho.detector.detector import DETECTOR_FORMAT, Detector
 
     if fmt == DETECTOR_FORMAT:
@@ -111,12 +109,15 @@ def load_scorer(directory: str | os.PathLike[str], **kwargs: Any) -> Scorer:
     from stetho.detector.ensemble import ENSEMBLE_FORMAT, EnsembleDetector
 
     if fmt == ENSEMBLE_FORMAT:
+        # members read their checkpoints with weights_only, always: nothing to grant
+        kwargs.pop("trust_checkpoint", None)
         return EnsembleDetector.load(src, **kwargs)
     from stetho.baselines.autoencoder import FORMAT as AE_FORMAT
     from stetho.baselines.autoencoder import AEBaseline
 
     if fmt == AE_FORMAT:
         kwargs.pop("checkpoint", None)
+        kwargs.pop("trust_checkpoint", None)
         return AEBaseline.load(src, **kwargs)
     raise DetectorError(
         f"{cfg_path}: unknown scorer format {fmt!r} (known: {DETECTOR_FORMAT!r}, "

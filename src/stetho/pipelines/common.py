@@ -25,7 +25,7 @@ from stetho.evaluation.submission import Decisions
 from stetho.evaluation.truth import Truth
 from stetho.training import TrainedModel, Validator
 from stetho.training.distributed import process_rank
-from stetho.utils.io import atomic_write_text
+from stetho.utils.io import atomic_folder, atomic_write_text
 
 __all__ = [
     "evaluate_partially",
@@ -96,18 +96,54 @@ def write_scores(
     year: int,
     style: Literal["plain", "baseline"],
 ) -> tuple[list[Path], Decisions]:
-    """Write the official ``anomaly_score_…``/``decision_result_…`` CSVs of ``scores``.
+    """Write the official ``anomaly_score_…``/``decision_result_…`` CSVs of ``scores`` as a set.
+
+    The files go to a temporary folder beside ``out_dir`` that replaces it in one rename, so a
+    failure part-way never leaves a folder mixing the files of two runs; leftovers of killed runs
+    are removed. An existing ``out_dir`` is replaced only when it holds nothing but submission
+    CSVs.
 
     Returns:
         The files written and the decisions (``scorer.decide`` per machine/section).
+
+    Raises:
+        FileExistsError: ``out_dir`` holds other files (they are never deleted).
+        OSError: a write failed (disk full, permission denied); the message names the path.
     """
+    out_dir = Path(out_dir)
+    _check_submission_folder(out_dir)
     decisions = grouped_decisions(scorer, scores)
-    files: list[Path] = []
-    for (machine, section), named in sorted(scores.items()):
-        files += write_submission(
-            out_dir, machine, section, named, decisions[(machine, section)], style=style, year=year
+    names: list[str] = []
+    with atomic_folder(out_dir) as tmp:
+        for (machine, section), named in sorted(scores.items()):
+            written = write_submission(
+                tmp, machine, section, named, decisions[(machine, section)], style=style, year=year
+            )
+            names += [p.name for p in written]
+    return [out_dir / n for n in names], decisions
+
+
+_SUBMISSION_PREFIXES = ("anomaly_score_", "decision_result_")
+
+
+def _check_submission_folder(out_dir: Path) -> None:
+    """Refuse to replace a folder that holds anything but submission CSVs."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if not out_dir.is_dir() or out_dir.is_symlink():
+        raise FileExistsError(f"{out_dir} exists and is not a folder; choose another output folder")
+    others = sorted(
+        p.name
+        for p in out_dir.iterdir()
+        if not (p.is_file() and p.name.startswith(_SUBMISSION_PREFIXES) and p.suffix == ".csv")
+        and not (p.name.startswith(".") and p.name.endswith(".tmp"))  # leftovers of killed runs
+    )
+    if others:
+        raise FileExistsError(
+            f"{out_dir} holds files other than submission CSVs ({', '.join(others[:3])}"
+            f"{', …' if len(others) > 3 else ''}); the score files replace the folder as a set, "
+            "so choose a new or empty output folder"
         )
-    return files, decisions
 
 
 def grouped_decisions(scorer: Scorer, scores: Scores) -> Decisions:

@@ -17,6 +17,10 @@ Samples are resampled to the detector's rate with soxr's streaming resampler whe
 differs (the result equals resampling the whole recording at once). Window ``k`` covers
 ``[k·hop, k·hop + window)`` seconds of the stream (at the detector's rate) and is scored exactly
 like :meth:`Scorer.score_waveforms` scores a clip of those samples.
+
+Non-finite samples (NaN/Inf, e.g. a glitching float32 source) never end the stream: they are
+replaced by silence before resampling, and every window that overlaps them is skipped and logged
+(its score would be meaningless); the windows after them are scored as usual.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_WINDOW_SECONDS",
+    "MAX_WINDOW_SECONDS",
     "PCM_DTYPES",
     "StreamEvent",
     "StreamScorer",
@@ -46,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 #: Window length when the detector scores whole clips (spectrogram models).
 DEFAULT_WINDOW_SECONDS = 10.0
+#: Longest window (and hop) accepted: the ring buffer holds one window of samples in memory.
+MAX_WINDOW_SECONDS = 3600.0
 #: Raw PCM sample formats: name → (little-endian numpy dtype, scale to [-1, 1]).
 PCM_DTYPES: dict[str, tuple[str, float]] = {
     "int16": ("<i2", 1.0 / 32768.0),
@@ -117,7 +124,7 @@ class StreamScorer:
 
     Raises:
         KeyError: the detector has no model for (machine, section) (the message lists its keys).
-        ValueError: non-positive window/hop/rate.
+        ValueError: non-positive or overlong (> :data:`MAX_WINDOW_SECONDS`) window/hop, bad rate.
     """
 
     def __init__(
@@ -142,10 +149,11 @@ class StreamScorer:
                 window_seconds = DEFAULT_WINDOW_SECONDS
         if hop_seconds is None:
             hop_seconds = window_seconds / 2
-        if window_seconds <= 0 or hop_seconds <= 0:
-            raise ValueError(
-                f"window_seconds and hop_seconds must be > 0, got {window_seconds}, {hop_seconds}"
-            )
+        for what, value in (("window_seconds", window_seconds), ("hop_seconds", hop_seconds)):
+            if not 0 < value <= MAX_WINDOW_SECONDS:  # also refuses NaN
+                raise ValueError(
+                    f"{what} must be > 0 and at most {MAX_WINDOW_SECONDS:g} s, got {value}"
+                )
         self.window = max(1, round(window_seconds * self.sample_rate))  # samples
         self.hop = max(1, round(hop_seconds * self.sample_rate))  # samples
         self.input_rate = int(input_rate) if input_rate is not None else self.sample_rate
@@ -176,6 +184,23 @@ class StreamScorer:
                 self.input_rate, self.sample_rate, 1, dtype="float32", quality="HQ"
             )
         self._flushed = False
+        self._pushed = 0  # input samples pushed so far
+        self._bad: list[tuple[int, int]] = []  # [start, end) at the detector's rate, non-finite
+        self.skipped = 0  # windows skipped for non-finite samples
+
+    def _mark_non_finite(self, x: np.ndarray) -> np.ndarray:
+        """Replace NaN/Inf by 0 and remember where they were (at the detector's rate)."""
+        bad = ~np.isfinite(x)
+        if not bad.any():
+            return x
+        idx = np.flatnonzero(bad)
+        ratio = self.sample_rate / self.input_rate
+        # widen by the resampler's reach (a few ms) so no window touched by them is scored
+        reach = 0 if self._resampler is None else round(0.01 * self.sample_rate)
+        start = int((self._pushed + idx[0]) * ratio) - reach
+        end = int(np.ceil((self._pushed + idx[-1] + 1) * ratio)) + reach
+        self._bad.append((max(0, start), end))
+        return np.where(bad, np.float32(0.0), x)
 
     def _as_mono(self, samples: np.ndarray) -> np.ndarray:
         x = np.asarray(samples)
@@ -198,7 +223,8 @@ class StreamScorer:
         """
         if self._flushed:
             raise RuntimeError("the stream was flushed; call reset() to start a new one")
-        x = self._as_mono(samples)
+        x = self._mark_non_finite(self._as_mono(samples))
+        self._pushed += x.shape[0]
         if self._resampler is not None:
             x = self._resampler.resample_chunk(x).astype(np.float32, copy=False)
         return self._consume(x)
@@ -215,6 +241,10 @@ class StreamScorer:
         self._flushed = True
         return events
 
+    def _overlaps_bad(self, start: int, end: int) -> bool:
+        self._bad = [(a, b) for a, b in self._bad if b > start]  # older ones can never matter
+        return any(a < end and b > start for a, b in self._bad)
+
     def _consume(self, x: np.ndarray) -> list[StreamEvent]:
         windows: list[np.ndarray] = []
         ends: list[int] = []
@@ -225,8 +255,16 @@ class StreamScorer:
             self._ring.extend(x[pos : pos + take])
             pos += take
             if self._ring.written == self._next_end:
-                windows.append(self._ring.last(self.window))
-                ends.append(self._next_end)
+                if self._overlaps_bad(self._next_end - self.window, self._next_end):
+                    self.skipped += 1
+                    logger.warning(
+                        "window %.2f-%.2f s holds non-finite (NaN/Inf) samples: skipped",
+                        (self._next_end - self.window) / self.sample_rate,
+                        self._next_end / self.sample_rate,
+                    )
+                else:
+                    windows.append(self._ring.last(self.window))
+                    ends.append(self._next_end)
                 self._next_end += self.hop
         if not windows:
             return []
@@ -275,7 +313,8 @@ def score_pcm_stream(
         :class:`StreamEvent` as soon as each window is complete.
 
     Raises:
-        ValueError: unknown dtype, channel out of range, bad rate.
+        ValueError: unknown dtype, channel out of range, bad rate or window; or the stream ended
+            before one window was complete (the message says how much audio it held).
     """
     if dtype not in PCM_DTYPES:
         raise ValueError(f"unknown PCM dtype {dtype!r}; valid: {', '.join(PCM_DTYPES)}")
@@ -303,3 +342,9 @@ def score_pcm_stream(
             "stream ended with %d byte(s) of an incomplete frame (ignored)", len(pending)
         )
     yield from scorer.flush()
+    if scorer._next_end == scorer.window:  # not one window was complete (scored or skipped)
+        seconds = scorer._pushed / sample_rate
+        raise ValueError(
+            f"the stream ended after {seconds:.3f} s ({scorer._pushed} samples at {sample_rate} "
+            f"Hz), shorter than one window of {scorer.window_seconds:g} s: nothing was scored"
+        )

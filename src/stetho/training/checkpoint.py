@@ -22,7 +22,7 @@ import torch
 
 from stetho.backbones import Backbone
 from stetho.training.distributed import all_gather_objects
-from stetho.utils.io import atomic_write
+from stetho.utils.io import atomic_write, write_error
 
 if TYPE_CHECKING:
     from stetho.training.state import TrainState
@@ -122,7 +122,10 @@ def config_diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[
 def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` (plus the format version) atomically to ``path``."""
     with atomic_write(path, "wb") as fh:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, fh)
+        try:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, fh)
+        except RuntimeError as err:  # torch wraps a failed write (disk full) in RuntimeError
+            raise write_error(path, err) from err
 
 
 def read_checkpoint(

@@ -22,7 +22,7 @@ from torch import nn
 
 from stetho.backbones import Backbone, create_backbone
 from stetho.config import BackboneConfig, ExperimentConfig, TrainConfig
-from stetho.data import Clip
+from stetho.data import Clip, audio_info
 from stetho.model.adapt import apply_finetuning, trainable_parameter_count
 from stetho.model.heads import ProxyHead
 from stetho.model.labels import ClassMap
@@ -227,6 +227,43 @@ class TrainState:
 
 
 # -- setup ------------------------------------------------------------------------------------
+def check_shortest_clip(clips: list[Clip], backbone: Backbone, *, amp: bool = False) -> None:
+    """Refuse training clips too short for the backbone, naming the shortest one.
+
+    For whole-clip training (every batch is cut to the shortest clip): the shortest clip (from
+    the file headers) is embedded once as silence of its length; a model that cannot take it
+    (e.g. shorter than one STFT frame) would otherwise fail in the first step with a message
+    naming no file (not in the paper: a usability check). Fixed-length crops are padded, and
+    clips too short to score are named when the detector embeds them. ``amp``: probe under the
+    training forward's bf16 autocast, as the training step runs.
+
+    Raises:
+        ValueError: the shortest clip is too short; the message names it.
+    """
+    if not clips:
+        return
+    infos = [(c, audio_info(c.path)) for c in clips]
+    clip, info = min(infos, key=lambda ci: ci[1].seconds)
+    n = max(1, int(info.frames * backbone.sample_rate // info.samplerate))
+    device = next((p.device for p in backbone.parameters()), torch.device("cpu"))
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with (
+            torch.no_grad(),
+            torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp),
+        ):
+            backbone.embed(torch.zeros(1, n, device=device))
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(
+            f"{clip.path}: training clip too short for {backbone.__class__.__name__} "
+            f"({info.frames} samples = {info.seconds:.3g} s at {info.samplerate} Hz): {err}. "
+            "Remove it (or re-record it)"
+        ) from err
+    finally:
+        backbone.train(was_training)
+
+
 def setup(
     cfg: ExperimentConfig,
     clips: list[Clip],
@@ -278,9 +315,10 @@ def setup(
         device,
     )
     cache = WaveformCache(cfg.data.cache_mb << 20)
-    crop = resolve_crop_samples(
-        clips, backbone.sample_rate, cfg.data.crop_seconds_for(backbone.input_kind)
-    )
+    crop_seconds = cfg.data.crop_seconds_for(backbone.input_kind)
+    if crop_seconds is None:  # whole clips: the shortest one sets the length of every batch
+        check_shortest_clip(clips, backbone, amp=use_amp)
+    crop = resolve_crop_samples(clips, backbone.sample_rate, crop_seconds)
     dataset = ClipDataset(
         clips, backbone.sample_rate, crop_samples=crop, seed=tc.seed, cache=cache, proxy=proxy
     )

@@ -1,21 +1,65 @@
-"""Atomic file writes and hashing.
+"""Atomic file and folder writes, hashing and folder manifests.
 
 Every artifact or result stetho writes goes through :func:`atomic_write`: data is written to a
 temporary file in the destination folder, flushed and fsync'ed, then renamed over the target, so an
-interrupted run never leaves a half-written file behind.
+interrupted run never leaves a half-written file behind. A set of files that belongs together (the
+CSVs of one ``stetho score`` run) is written with :func:`atomic_folder`: into a hidden temporary
+folder, renamed into place in one step. Write errors (disk full, permission denied) name the path.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import json
+import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["apply_umask", "atomic_write", "atomic_write_bytes", "atomic_write_text", "sha256_file"]
+__all__ = [
+    "MANIFEST_NAME",
+    "apply_umask",
+    "atomic_folder",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "clean_stale_temporaries",
+    "folder_files",
+    "sha256_file",
+    "write_error",
+    "write_manifest",
+]
+
+logger = logging.getLogger(__name__)
+
+#: File listing the SHA-256 of every other file of an artifact folder.
+MANIFEST_NAME = "manifest.json"
+#: ``format`` tag of the manifest file.
+MANIFEST_FORMAT = "stetho-manifest"
+
+
+def write_error(path: str | os.PathLike[str], err: BaseException) -> OSError:
+    """An :class:`OSError` naming ``path`` for a failed write (disk full, permission denied…).
+
+    The errno of ``err`` (or of the ``OSError`` that caused it) is kept, so callers can still
+    tell ``ENOSPC`` from ``EACCES``.
+    """
+    cause: BaseException | None = err
+    code = None
+    while cause is not None and code is None:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            code = cause.errno
+        cause = cause.__cause__ or cause.__context__
+    text = os.strerror(code) if code is not None else str(err)
+    hint = " (disk full?)" if code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else ""
+    out = OSError(code or errno.EIO, f"cannot write {path}: {text}{hint}")
+    out.filename = str(path)
+    return out
 
 
 def _umask() -> int:
@@ -52,10 +96,13 @@ def atomic_write(
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
     dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if mode == "w":
         open_kwargs.setdefault("encoding", "utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError as err:
+        raise write_error(dest, err) from err
     try:
         # mkstemp creates 0600 files; give the result the mode a plain open() would (umask)
         apply_umask(tmp)
@@ -64,9 +111,11 @@ def atomic_write(
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and err.filename in (None, tmp):
+            raise write_error(dest, err) from err  # a write error without the destination's name
         raise
 
 
@@ -89,3 +138,92 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = 1 << 20) -> str:
         while chunk := fh.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def folder_files(folder: str | os.PathLike[str]) -> list[str]:
+    """Relative POSIX paths of all regular files under ``folder`` except the manifest, sorted."""
+    root = Path(folder)
+    return sorted(
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and p.relative_to(root).as_posix() != MANIFEST_NAME
+    )
+
+
+def write_manifest(folder: str | os.PathLike[str]) -> Path:
+    """Write ``folder/manifest.json`` with the SHA-256 of every other file in the folder."""
+    root = Path(folder)
+    files = {name: sha256_file(root / name) for name in folder_files(root)}
+    doc = {"format": MANIFEST_FORMAT, "algorithm": "sha256", "files": files}
+    path = root / MANIFEST_NAME
+    atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def clean_stale_temporaries(parent: str | os.PathLike[str], name: str) -> list[Path]:
+    """Remove ``.NAME.*.tmp`` leftovers of killed runs next to ``parent/NAME``; returns them.
+
+    Only entries whose name has the exact pattern of :func:`atomic_folder` / :func:`atomic_write`
+    temporaries are touched.
+    """
+    removed: list[Path] = []
+    base = Path(parent)
+    if not base.is_dir():
+        return removed
+    for p in base.glob(f".{name}.*.tmp"):
+        if "." in p.name[len(name) + 2 : -4]:  # e.g. ".out.csv.x.tmp" belongs to "out.csv"
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        removed.append(p)
+        logger.info("removed %s, left over by an interrupted run", p)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_folder(dest: str | os.PathLike[str], *, replace: bool = True) -> Iterator[Path]:
+    """Write a folder as a set: yield a hidden temporary folder, rename it to ``dest`` on success.
+
+    Leftovers of killed runs (``.DEST.*.tmp`` beside ``dest``) are removed first. If the block
+    raises, the temporary folder is removed and ``dest`` is untouched. An existing ``dest`` folder
+    is replaced (``replace=True``) by moving it aside first and deleting it after the rename.
+
+    Args:
+        dest: The folder to create or replace.
+        replace: Allow replacing an existing ``dest``; False raises :class:`FileExistsError`.
+
+    Yields:
+        The temporary folder to write into.
+    """
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(dest.parent, dest.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError as err:
+        raise write_error(dest, err) from err
+    try:
+        yield tmp
+        apply_umask(tmp, directory=True)
+        if dest.exists() or dest.is_symlink():
+            if not replace or not dest.is_dir() or dest.is_symlink():
+                raise FileExistsError(f"{dest} exists and is not a folder stetho may replace")
+            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+            os.replace(dest, old / "old")
+            try:
+                os.replace(tmp, dest)
+            except BaseException:
+                os.replace(old / "old", dest)
+                raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and not isinstance(err, FileExistsError) and not err.filename:
+            raise write_error(dest, err) from err
+        raise

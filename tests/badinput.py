@@ -1,0 +1,126 @@
+"""A corpus of bad inputs generated in the tests: broken audio files and tampered artifacts.
+
+:func:`write_audio_corpus` writes every kind of broken or unusual audio file next to a good clip;
+:data:`EXPECTED` says which must be refused (and by which words of the error message) and which
+must be scored. :func:`tamper` damages a saved detector folder in one of the ways a disk, a copy
+or a person can.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+SR = 16000
+
+
+def _tone(seconds: float, sr: int = SR) -> np.ndarray:
+    t = np.arange(round(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+def huge_flac(path: Path, hours: float = 1.0, sr: int = SR) -> Path:
+    """A tiny FLAC whose STREAMINFO declares ``hours`` of audio (a decompression bomb's header).
+
+    Half a second of silence is encoded, then the 36-bit total-samples field of STREAMINFO is
+    set to ``hours`` (``fLaC``, block header, 10 bytes of block/frame sizes, then 64 bits: rate
+    (20), channels - 1 (3), bits - 1 (5), total samples (36)).
+    """
+    sf.write(path, np.zeros(sr // 2, np.int16), sr, format="FLAC", subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0  # first block is STREAMINFO
+    (word,) = struct.unpack(">Q", data[18:26])
+    total = round(hours * 3600 * sr)
+    word = (word & ~((1 << 36) - 1)) | total
+    data[18:26] = struct.pack(">Q", word)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def write_audio_corpus(folder: Path, good: np.ndarray | None = None) -> dict[str, Path]:
+    """Write the bad-input corpus into ``folder``; returns ``{case: path}``.
+
+    File names follow the DCASE test-clip form so that a detector resolves their section.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    good = _tone(1.0) if good is None else good.astype(np.float32)
+
+    def name(i: int, case: str, ext: str = "wav") -> Path:
+        return folder / f"section_00_source_test_normal_{i:04d}_{case}.{ext}"
+
+    out: dict[str, Path] = {}
+    out["good"] = name(0, "good")
+    sf.write(out["good"], good, SR, subtype="PCM_16")
+    out["truncated"] = name(1, "truncated")
+    sf.write(out["truncated"], good, SR, subtype="PCM_16")
+    raw = out["truncated"].read_bytes()
+    out["truncated"].write_bytes(raw[: len(raw) // 2])
+    out["nan"] = name(2, "nan")
+    bad = good.copy()
+    bad[len(bad) // 3] = np.nan
+    sf.write(out["nan"], bad, SR, subtype="FLOAT")
+    out["inf"] = name(3, "inf")
+    bad = good.copy()
+    bad[-1] = np.inf
+    sf.write(out["inf"], bad, SR, subtype="FLOAT")
+    out["huge"] = huge_flac(name(4, "huge", "flac"))
+    out["rate8k"] = name(5, "rate8k")
+    sf.write(out["rate8k"], good[::2], SR // 2, subtype="PCM_16")
+    out["rate48k"] = name(6, "rate48k")
+    sf.write(out["rate48k"], np.repeat(good, 3), SR * 3, subtype="PCM_16")
+    out["text"] = name(7, "text")
+    out["text"].write_text("this is not audio, just text renamed to .wav\n")
+    out["empty"] = name(8, "empty")
+    out["empty"].write_bytes(b"")
+    out["one_sample"] = name(9, "one_sample")
+    sf.write(out["one_sample"], good[:1], SR, subtype="PCM_16")
+    out["loud_float"] = name(10, "loud_float")
+    sf.write(out["loud_float"], good * 1e6, SR, subtype="FLOAT")
+    return out
+
+
+#: Cases that must be refused, with a word their error message contains (besides the file name).
+REFUSED: dict[str, str] = {
+    "truncated": "truncated",
+    "nan": "not finite",
+    "inf": "not finite",
+    "text": "header",
+    "empty": "empty",
+    "one_sample": "1 samples",
+}
+#: Cases that are valid audio and must be scored.
+SCORED = ("good", "rate8k", "rate48k", "loud_float")
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _threshold(value: float) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        path = folder / "thresholds.json"
+        doc = json.loads(path.read_text())
+        doc["thresholds"][0]["threshold"] = value
+        # json writes NaN / Infinity literals, which Python's json reads back
+        path.write_text(json.dumps(doc))
+
+    return edit
+
+
+#: Ways to damage a detector folder: ``name → (edit(folder), file the error must name)``.
+TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
+    "truncated_head": (lambda d: _truncate(d / "head.safetensors"), "head.safetensors"),
+    "truncated_backend": (lambda d: _truncate(d / "backend.safetensors"), "backend.safetensors"),
+    "empty_config": (lambda d: (d / "config.json").write_text(""), "config.json"),
+    "invalid_config": (lambda d: (d / "config.json").write_text("{not json"), "config.json"),
+    "nan_threshold": (_threshold(float("nan")), "thresholds.json"),
+    "inf_threshold": (_threshold(float("inf")), "thresholds.json"),
+    "negative_threshold": (_threshold(-1.0), "thresholds.json"),
+    "missing_manifest": (lambda d: (d / "manifest.json").unlink(), "manifest.json"),
+}
