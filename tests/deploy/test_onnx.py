@@ -72,6 +72,7 @@ def test_synthetic_parity_files_waveforms_and_cli_engine(
         "model.int8.onnx",
         "backend.safetensors",
         "thresholds.json",
+        "manifest.json",  # SHA-256 of every file, checked on load
     }
     edge = OnnxDetector.load(out)
     assert isinstance(edge, Scorer)
@@ -95,6 +96,11 @@ def test_synthetic_parity_files_waveforms_and_cli_engine(
     # save → load keeps everything
     copy = OnnxDetector.load(edge.save(tmp_path / "copy"))
     assert _max_diff(edge.score_clips(test), copy.score_clips(test)) == 0.0
+    # a changed file is refused by name
+    thr = tmp_path / "copy" / "thresholds.json"
+    thr.write_text(thr.read_text().replace("0", "1", 1))
+    with pytest.raises(DetectorError, match="thresholds.json"):
+        OnnxDetector.load(tmp_path / "copy")
 
 
 def test_cli_export_and_detect(
