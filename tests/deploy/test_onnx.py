@@ -99,7 +99,7 @@ def test_synthetic_parity_files_waveforms_and_cli_engine(
     # a changed file is refused by name
     thr = tmp_path / "copy" / "thresholds.json"
     thr.write_text(thr.read_text().replace("0", "1", 1))
-    with pytest.raises(DetectorError, match="thresholds.json"):
+    with pytest.raises(DetectorError, match=r"thresholds\.json"):
         OnnxDetector.load(tmp_path / "copy")
 
 
