@@ -46,3 +46,15 @@ def test_non_finite_scores_are_ignored() -> None:
         fit_threshold([np.inf, np.nan])
     with pytest.raises(ValueError, match="quantile"):
         ThresholdConfig(quantile=1.5)
+
+
+def test_decide_for_key_accepts_tuple_and_string_keys_and_names_fitted_ones() -> None:
+    from stetho.scoring.threshold import decide_for_key
+
+    thresholds = {("fan", "00"): 0.5, ("pump", "01"): 2.0}
+    np.testing.assert_array_equal(decide_for_key(thresholds, [0.4, 0.5, 0.6], "fan/00"), [0, 0, 1])
+    np.testing.assert_array_equal(decide_for_key(thresholds, [1.0, 3.0], ("pump", "01")), [0, 1])
+    with pytest.raises(KeyError, match="fan/00, pump/01"):
+        decide_for_key(thresholds, [1.0], "valve/00")
+    with pytest.raises(ValueError, match="machine/section"):
+        decide_for_key(thresholds, [1.0], "fan")

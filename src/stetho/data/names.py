@@ -28,6 +28,7 @@ __all__ = [
     "ClipName",
     "ClipNameError",
     "Key",
+    "as_key",
     "is_audio_file_name",
     "normalize_section",
     "parse_clip_name",
@@ -35,6 +36,20 @@ __all__ = [
 
 #: (machine, section), e.g. ("fan", "00"): the key of every per-section model, score and threshold.
 Key = tuple[str, str]
+
+
+def as_key(key: Key | str) -> Key:
+    """A ``(machine, section)`` key from a tuple or a ``"machine/section"`` string.
+
+    Raises:
+        ValueError: a string without ``/``.
+    """
+    if isinstance(key, str):
+        machine, _, section = key.rpartition("/")
+        if not machine:
+            raise ValueError(f"expected a (machine, section) key or 'machine/section', got {key!r}")
+        return (machine, section)
+    return (str(key[0]), str(key[1]))
 
 
 def normalize_section(section: str | int) -> str:

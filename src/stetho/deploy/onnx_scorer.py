@@ -29,7 +29,7 @@ from stetho.deploy.onnx_export import ONNX_FORMAT, ONNX_FORMAT_VERSION
 from stetho.detector.artifact import DetectorError, check_replaceable, publish_folder, read_meta
 from stetho.detector.embedding import WaveInput, as_waveform_list, embed_waveform_list
 from stetho.scoring.knn import DomainKNNScorer, KNNConfig
-from stetho.scoring.threshold import decide
+from stetho.scoring.threshold import decide_for_key
 
 __all__ = ["OnnxDetector"]
 
@@ -210,11 +210,7 @@ class OnnxDetector:
 
     def decide(self, scores: np.ndarray | Sequence[float], key: Key | str) -> np.ndarray:
         """Decisions (M,) int, 1 = anomalous (``score > threshold``)."""
-        k = tuple(key.rsplit("/", 1)) if isinstance(key, str) else (str(key[0]), str(key[1]))
-        if k not in self.thresholds:
-            fitted = ", ".join(f"{m}/{s}" for m, s in sorted(self.thresholds)) or "none"
-            raise KeyError(f"no threshold for {'/'.join(k)}; fitted thresholds: {fitted}")
-        return decide(np.asarray(scores, dtype=np.float64), self.thresholds[k])  # type: ignore[index]
+        return decide_for_key(self.thresholds, scores, key)
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Copy the exported folder to ``directory`` atomically (thresholds as held now)."""

@@ -74,7 +74,7 @@ from stetho.model.adapt import (
 from stetho.model.heads import ProxyHead
 from stetho.model.labels import ClassMap
 from stetho.scoring.knn import DomainKNNScorer
-from stetho.scoring.threshold import decide, fit_threshold
+from stetho.scoring.threshold import decide_for_key, fit_threshold
 from stetho.utils.io import atomic_write_text, sha256_file, write_error
 
 
@@ -109,15 +109,6 @@ _CLIP_CHUNK = 64  # clips decoded at once when embedding many files
 
 Scores = dict[Key, dict[str, float]]
 Decisions = dict[Key, dict[str, int]]
-
-
-def _key(key: Key | str) -> Key:
-    if isinstance(key, str):
-        machine, _, section = key.rpartition("/")
-        if not machine:
-            raise ValueError(f"expected a (machine, section) key or 'machine/section', got {key!r}")
-        return (machine, section)
-    return (str(key[0]), str(key[1]))
 
 
 def _state_for_file(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -437,11 +428,7 @@ class Detector:
 
     def decide(self, scores: np.ndarray | Sequence[float], key: Key | str) -> np.ndarray:
         """Decisions (M,) int, 1 = anomalous (``score > threshold`` of ``key``)."""
-        k = _key(key)
-        if k not in self.thresholds:
-            fitted = ", ".join(f"{m}/{s}" for m, s in sorted(self.thresholds)) or "none"
-            raise KeyError(f"no threshold for {k[0]}/{k[1]}; fitted thresholds: {fitted}")
-        return decide(np.asarray(scores, dtype=np.float64), self.thresholds[k])
+        return decide_for_key(self.thresholds, scores, key)
 
     def decisions(self, scores: Scores) -> Decisions:
         """Decisions for grouped scores, in the same layout."""

@@ -42,7 +42,7 @@ from stetho.detector.artifact import DetectorError, check_replaceable, publish_f
 from stetho.scoring.bank import BankBackend
 from stetho.scoring.ensemble import EnsembleConfig, MemberConfig, combine_scores
 from stetho.scoring.selection import choose_members, pseudo_anomaly
-from stetho.scoring.threshold import ThresholdConfig, decide, fit_threshold
+from stetho.scoring.threshold import ThresholdConfig, decide_for_key, fit_threshold
 from stetho.utils.config import ConfigError
 from stetho.utils.io import atomic_write_text, sha256_file
 
@@ -319,14 +319,7 @@ class EnsembleDetector:
 
     def decide(self, scores: np.ndarray | Sequence[float], key: Key | str) -> np.ndarray:
         """Decisions (M,) int, 1 = anomalous (``score > threshold``)."""
-        if isinstance(key, str):
-            machine, _, section = key.rpartition("/")
-            key = (machine, section)
-        k = (str(key[0]), str(key[1]))
-        if k not in self.thresholds:
-            fitted = ", ".join(f"{m}/{s}" for m, s in sorted(self.thresholds)) or "none"
-            raise KeyError(f"no threshold for {k[0]}/{k[1]}; fitted thresholds: {fitted}")
-        return decide(np.asarray(scores, dtype=np.float64), self.thresholds[k])
+        return decide_for_key(self.thresholds, scores, key)
 
     def decisions(self, scores: dict[Key, dict[str, float]]) -> dict[Key, dict[str, int]]:
         """Decisions for grouped scores, in the same layout."""

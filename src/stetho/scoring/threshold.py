@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from stetho.data.names import Key, as_key
 from stetho.utils.config import ConfigBase
 
-__all__ = ["ThresholdConfig", "decide", "fit_threshold"]
+__all__ = ["ThresholdConfig", "decide", "decide_for_key", "fit_threshold"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,3 +96,18 @@ def fit_threshold(scores: np.ndarray | list[float], cfg: ThresholdConfig | None 
 def decide(scores: np.ndarray | list[float], threshold: float) -> np.ndarray:
     """Binary decisions (N,) int: 1 (anomalous) iff ``score > threshold``."""
     return (np.asarray(scores, dtype=np.float64) > threshold).astype(np.int64)
+
+
+def decide_for_key(
+    thresholds: Mapping[Key, float], scores: np.ndarray | Sequence[float], key: Key | str
+) -> np.ndarray:
+    """Decisions (N,) int with the threshold of ``key`` (a tuple or ``"machine/section"``).
+
+    Raises:
+        KeyError: no threshold for ``key`` (the message lists the fitted ones).
+    """
+    k = as_key(key)
+    if k not in thresholds:
+        fitted = ", ".join(f"{m}/{s}" for m, s in sorted(thresholds)) or "none"
+        raise KeyError(f"no threshold for {k[0]}/{k[1]}; fitted thresholds: {fitted}")
+    return decide(np.asarray(scores, dtype=np.float64), thresholds[k])
