@@ -170,6 +170,7 @@ WORKER = textwrap.dedent(
 
 
 @pytest.mark.slow
+@pytest.mark.float_sensitive
 def test_ddp_full_finetuning_with_unused_backbone_parameters(
     synth_root: Path, tmp_path: Path
 ) -> None:
@@ -208,9 +209,22 @@ def test_ddp_full_finetuning_with_unused_backbone_parameters(
     assert set(sd) == set(ddp["backbone"])  # full state, plain names
     unused = [k for k in sd if k.startswith("outputlayer.")]
     assert unused  # CED's classifier: trainable under "full" but never used by the embedding
-    worst = 0.0
+    # Adam divides each gradient by its own RMS, so a gradient at round-off level (whose value
+    # depends on the CPU's summation order) still moves its weight by up to ~lr per step: such
+    # weights can differ by a few lr after 2 steps. Every other weight agrees to float32 noise.
+    lr, steps = cfg.train.lr, int(ddp["step"])
+    worst, n_off, n_all = 0.0, 0, 0
     for key, value in sd.items():
-        if value.is_floating_point():
-            worst = max(worst, float((ddp["backbone"][key] - value).abs().max()))
-        torch.testing.assert_close(ddp["backbone"][key], value, rtol=0, atol=1e-5, msg=key)
-    print(f"compiled DDP (2 x 2) vs single process (4), full CED: max abs weight diff {worst:.2e}")
+        if not value.is_floating_point():
+            torch.testing.assert_close(ddp["backbone"][key], value, rtol=0, atol=0, msg=key)
+            continue
+        diff = (ddp["backbone"][key] - value).abs()
+        worst = max(worst, float(diff.max()))
+        n_off += int((diff > 1e-5).sum())
+        n_all += diff.numel()
+        assert float(diff.max()) <= 3 * steps * lr, (key, float(diff.max()))
+    assert n_off <= max(1, n_all // 1000), (n_off, n_all)  # at most 0.1 % at the Adam bound
+    print(
+        f"compiled DDP (2 x 2) vs single process (4), full CED: max abs weight diff {worst:.2e}, "
+        f"{n_off} of {n_all} weights beyond 1e-5"
+    )
