@@ -61,10 +61,18 @@ from stetho.detector.artifact import (
     DetectorError,
     check_replaceable,
     publish_folder,
-    read_json,
     read_meta,
 )
 from stetho.detector.embedding import WaveInput, as_waveform_list, embed_waveform_list
+from stetho.detector.files import (
+    BANK_CLIPS,
+    load_state,
+    read_bank_clips,
+    read_safetensors,
+    read_thresholds,
+    write_bank_clips,
+    write_safetensors,
+)
 from stetho.model.adapt import (
     apply_finetuning,
     load_lora_state_dict,
@@ -75,7 +83,7 @@ from stetho.model.heads import ProxyHead
 from stetho.model.labels import ClassMap
 from stetho.scoring.knn import DomainKNNScorer
 from stetho.scoring.threshold import decide_for_key, fit_threshold
-from stetho.utils.io import atomic_write_text, sha256_file, write_error
+from stetho.utils.io import atomic_write_text, sha256_file
 
 
 class TrainedParts(Protocol):
@@ -474,17 +482,17 @@ class Detector:
         try:
             weights: dict[str, str | None] = {"backbone": None, "adapter": None}
             if self._needs_full_backbone():
-                _write_safetensors(_state_for_file(self.backbone), tmp / "backbone.safetensors")
+                write_safetensors(_state_for_file(self.backbone), tmp / "backbone.safetensors")
                 weights["backbone"] = "backbone.safetensors"
             if self.adapter_state is not None:
-                _write_safetensors(
+                write_safetensors(
                     {k: v.detach().cpu().contiguous() for k, v in self.adapter_state.items()},
                     tmp / "adapter.safetensors",
                 )
                 weights["adapter"] = "adapter.safetensors"
-            _write_safetensors(_state_for_file(self.head), tmp / "head.safetensors")
-            _write_safetensors(self.scorer.state_dict(), tmp / "backend.safetensors")
-            _write_bank_clips(tmp / _BANK_CLIPS, self.scorer)
+            write_safetensors(_state_for_file(self.head), tmp / "head.safetensors")
+            write_safetensors(self.scorer.state_dict(), tmp / "backend.safetensors")
+            write_bank_clips(tmp / BANK_CLIPS, self.scorer)
             thresholds = [
                 {"machine": m, "section": s, "threshold": float(t)}
                 for (m, s), t in sorted(self.thresholds.items())
@@ -583,12 +591,12 @@ class Detector:
                 raise DetectorError(f"{src}: missing {name}")
         backbone = cls._load_backbone(src, cfg, binfo, weights, checkpoint, trust_checkpoint)
         head = ProxyHead(*head_dims, cfg.head)
-        _load_state(head, src / "head.safetensors")
+        load_state(head, src / "head.safetensors")
         scorer = DomainKNNScorer(cfg.backend)
-        _load_state(scorer, src / "backend.safetensors")
-        _read_bank_clips(src / _BANK_CLIPS, scorer)
-        thresholds = _read_thresholds(src / "thresholds.json")
-        adapter = _read_safetensors(src / weights["adapter"]) if weights.get("adapter") else None
+        load_state(scorer, src / "backend.safetensors")
+        read_bank_clips(src / BANK_CLIPS, scorer)
+        thresholds = read_thresholds(src / "thresholds.json")
+        adapter = read_safetensors(src / weights["adapter"]) if weights.get("adapter") else None
         backbone.eval()
         head.eval()
         return cls(
@@ -621,7 +629,7 @@ class Detector:
         try:
             if weights.get("backbone"):
                 backbone = create_backbone(binfo["name"], checkpoint=None, **binfo["extra_config"])
-                _load_state(backbone, src / weights["backbone"], strict=True)
+                load_state(backbone, src / weights["backbone"], strict=True)
             else:
                 path = cls._verified_checkpoint(binfo, cfg, checkpoint)
                 kwargs = dict(cfg.backbone.overrides)
@@ -630,7 +638,7 @@ class Detector:
                 backbone = create_backbone(binfo["name"], checkpoint=str(path), **kwargs)
                 if weights.get("adapter"):
                     apply_finetuning(backbone, cfg.finetune)
-                    load_lora_state_dict(backbone, _read_safetensors(src / weights["adapter"]))
+                    load_lora_state_dict(backbone, read_safetensors(src / weights["adapter"]))
                     merge_lora(backbone)
         except CheckpointError as err:
             raise DetectorError(f"{src}: cannot load the backbone checkpoint: {err}") from err
@@ -671,87 +679,6 @@ class Detector:
                     f"checkpoint {path} has SHA-256 {got}, but the detector was built with {want}"
                 )
         return Path(path)
-
-
-def _write_safetensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``safetensors.torch.save_file``; write failures (disk full…) name the file."""
-    from safetensors.torch import save_file
-
-    try:
-        save_file(tensors, str(path))
-    except Exception as err:
-        if isinstance(err, OSError | RuntimeError) or type(err).__name__ == "SafetensorError":
-            raise write_error(path, err) from err
-        raise
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a safetensors file; a damaged file gives a :class:`DetectorError` naming it."""
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as err:  # SafetensorError, OSError, …: all mean "damaged file"
-        raise DetectorError(f"{path}: not a readable safetensors file ({err})") from err
-
-
-def _load_state(module: Any, path: Path, strict: bool = True) -> None:
-    """Load the state dict in ``path`` into ``module``; mismatches name the file."""
-    state = _read_safetensors(path)
-    try:
-        if isinstance(module, torch.nn.Module):
-            module.load_state_dict(state, strict=strict)
-        else:
-            module.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError) as err:
-        raise DetectorError(f"{path}: weights do not fit the saved architecture ({err})") from err
-
-
-def _read_thresholds(path: Path, *, nonnegative: bool = True) -> dict[Key, float]:
-    """Decision thresholds from ``thresholds.json``: each finite (and >= 0 for distance scores)."""
-    doc = read_json(path)
-    try:
-        rows = doc["thresholds"]
-        out = {(str(t["machine"]), str(t["section"])): float(t["threshold"]) for t in rows}
-    except (KeyError, TypeError, ValueError) as err:
-        raise DetectorError(f"{path}: invalid thresholds file ({err!r})") from err
-    for (m, sec), t in out.items():
-        # a NaN threshold would call every clip normal; k-NN scores are distances (>= 0)
-        if not np.isfinite(t) or (nonnegative and t < 0):
-            raise DetectorError(
-                f"{path}: threshold of {m}/{sec} is {t!r}; expected a finite number >= 0 (the "
-                "file is damaged: fit the thresholds again, e.g. stetho train or Detector.fit)"
-            )
-    return out
-
-
-_BANK_CLIPS = "bank_clips.json"
-
-
-def _write_bank_clips(path: Path, scorer: DomainKNNScorer) -> None:
-    """``bank_clips.json``: ``{"banks": {"<machine>/<section>/<domain>": [clip path, …]}}``."""
-    banks = {
-        f"{m}/{s}/{d}": list(paths)
-        for (m, s), by_domain in sorted(scorer.refs.items())
-        for d, paths in by_domain.items()
-    }
-    atomic_write_text(path, json.dumps({"banks": banks}, indent=1) + "\n")
-
-
-def _read_bank_clips(path: Path, scorer: DomainKNNScorer) -> None:
-    """Attach ``bank_clips.json`` to the loaded banks; a missing or unreadable file is no error."""
-    if not path.is_file():
-        return
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))["banks"]
-        refs: dict[Key, dict[str, list[str]]] = {}
-        for name, paths in data.items():
-            machine, section, domain = name.rsplit("/", 2)
-            refs.setdefault((machine, section), {})[domain] = [str(p) for p in paths]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        logger.warning("%s: unreadable (%s); bank clip names unavailable", path, err)
-        return
-    scorer.load_refs(refs)
 
 
 def _has_lora(module: torch.nn.Module) -> bool:

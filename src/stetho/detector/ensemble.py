@@ -428,7 +428,7 @@ class EnsembleDetector:
             DetectorError: missing files, wrong format or a checkpoint whose SHA-256 differs.
         """
         from stetho.config import ExperimentConfig
-        from stetho.detector.detector import _read_safetensors, _read_thresholds
+        from stetho.detector.files import read_safetensors, read_thresholds
 
         src = Path(directory)
         meta = read_meta(src, ENSEMBLE_FORMAT, _FORMAT_VERSION)
@@ -441,7 +441,7 @@ class EnsembleDetector:
             if info is not None:
                 m.feature.checkpoint = str(_verified(info, checkpoint, m.feature.checkpoint))
         det = cls(cfg, device=device)
-        state = _read_safetensors(src / "banks.safetensors")
+        state = read_safetensors(src / "banks.safetensors")
         members = det.ens.members
         for key_text, info in meta["keys"].items():
             machine, _, section = key_text.rpartition("/")
@@ -458,7 +458,7 @@ class EnsembleDetector:
                 dict(info.get("choice", {})),
             )  # fmt: skip
         # finite, or refused (ensemble scores are standardised: they may be negative)
-        det.thresholds = _read_thresholds(src / "thresholds.json", nonnegative=False)
+        det.thresholds = read_thresholds(src / "thresholds.json", nonnegative=False)
         return det
 
 

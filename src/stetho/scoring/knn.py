@@ -1,3 +1,4 @@
+# Over 500 lines: exact search (torch and faiss), leave-one-out and the per-domain scorer share one bank format.
 """k-nearest-neighbour memory banks and the per-domain anomaly scorer.
 
 The anomaly score of a test clip is its mean distance to the ``k`` nearest normal training
