@@ -76,6 +76,7 @@ from stetho.baselines.ae_training import train_section
 from stetho.data import Clip, load_audio
 from stetho.data.names import Key
 from stetho.frontend.librosa_mel import baseline_vectors
+from stetho.scoring.grouped import scores_by_key
 from stetho.scoring.threshold import decide
 from stetho.utils.artifact import DetectorError, read_meta, write_folder
 from stetho.utils.io import atomic_write_bytes, atomic_write_text
@@ -302,15 +303,9 @@ class AEBaseline:
         self, clips: Iterable[Clip], *, progress: bool = False
     ) -> dict[Key, dict[str, float]]:
         """Scores grouped as ``{(machine, section): {file name: score}}``."""
-        by_key: dict[Key, list[Clip]] = defaultdict(list)
-        for clip in clips:
-            by_key[clip.key].append(clip)
-        out: dict[Key, dict[str, float]] = {}
-        for key in sorted(by_key):
-            group = by_key[key]
-            values = self.score_files([c.path for c in group], *key, progress=progress)
-            out[key] = {c.name: float(v) for c, v in zip(group, values)}
-        return out
+        return scores_by_key(
+            clips, lambda paths, key: self.score_files(paths, *key, progress=progress)
+        )
 
     def threshold(
         self, key: Key | str, mode: ScoreMode | None = None, *, faithful: bool | None = None

@@ -30,6 +30,7 @@ from stetho.data.scan import (
     ScanError,
     ScanProblem,
     format_summary,
+    group_by_key,
     infer_year,
     scan_dataset,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "fetch_record_metadata",
     "format_summary",
     "generate_synthetic_dataset",
+    "group_by_key",
     "import_recordings",
     "infer_year",
     "is_audio_file_name",

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, overload
 
 from stetho.data.audio import AudioError, audio_info
-from stetho.data.names import ClipName, ClipNameError, is_audio_file_name, parse_clip_name
+from stetho.data.names import ClipName, ClipNameError, Key, is_audio_file_name, parse_clip_name
 from stetho.utils.io import atomic_write
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "ScanError",
     "ScanProblem",
     "format_summary",
+    "group_by_key",
     "infer_year",
     "scan_dataset",
 ]
@@ -114,6 +115,14 @@ class ScanProblem:
 
 
 _CLIP_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Clip))
+
+
+def group_by_key(clips: Iterable[Clip]) -> dict[Key, list[Clip]]:
+    """Clips grouped by (machine, section), keys in sorted order, clips in input order."""
+    groups: dict[Key, list[Clip]] = {}
+    for c in clips:
+        groups.setdefault(c.key, []).append(c)
+    return {key: groups[key] for key in sorted(groups)}
 
 
 def _sort_key(c: Clip) -> tuple[str, str, str, str, str, str]:

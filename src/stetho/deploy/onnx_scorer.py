@@ -28,6 +28,7 @@ from stetho.data import AudioError, Clip
 from stetho.deploy.onnx_export import ONNX_FORMAT, ONNX_FORMAT_VERSION
 from stetho.detector.artifact import DetectorError, check_replaceable, publish_folder, read_meta
 from stetho.detector.embedding import WaveInput, as_waveform_list, embed_waveform_list
+from stetho.scoring.grouped import scores_by_key
 from stetho.scoring.knn import DomainKNNScorer, KNNConfig
 from stetho.scoring.threshold import decide_for_key
 
@@ -198,15 +199,7 @@ class OnnxDetector:
         self, clips: Iterable[Clip], *, progress: bool = False
     ) -> dict[Key, dict[str, float]]:
         """Scores grouped as ``{(machine, section): {file name: score}}``."""
-        by_key: dict[Key, list[Clip]] = {}
-        for c in clips:
-            by_key.setdefault(c.key, []).append(c)
-        out: dict[Key, dict[str, float]] = {}
-        for key in sorted(by_key):
-            group = by_key[key]
-            values = self.score_files([c.path for c in group], *key)
-            out[key] = {c.name: float(v) for c, v in zip(group, values)}
-        return out
+        return scores_by_key(clips, lambda paths, key: self.score_files(paths, *key))
 
     def decide(self, scores: np.ndarray | Sequence[float], key: Key | str) -> np.ndarray:
         """Decisions (M,) int, 1 = anomalous (``score > threshold``)."""

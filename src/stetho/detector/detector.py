@@ -81,6 +81,7 @@ from stetho.model.adapt import (
 )
 from stetho.model.heads import ProxyHead
 from stetho.model.labels import ClassMap
+from stetho.scoring.grouped import decisions_by_key, scores_by_key
 from stetho.scoring.knn import DomainKNNScorer
 from stetho.scoring.threshold import decide_for_key, fit_threshold
 from stetho.utils.io import atomic_write_text, sha256_file
@@ -114,9 +115,6 @@ DETECTOR_FORMAT = "stetho-detector"
 #: 2: ``manifest.json`` with the SHA-256 of every file (version 1 folders still load).
 _FORMAT_VERSION = 2
 _CLIP_CHUNK = 64  # clips decoded at once when embedding many files
-
-Scores = dict[Key, dict[str, float]]
-Decisions = dict[Key, dict[str, int]]
 
 
 def _state_for_file(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -422,30 +420,21 @@ class Detector:
         emb = self.embed_files(paths, progress=progress, num_workers=num_workers)
         return self.score_embeddings(emb, machine, section)
 
-    def score_clips(self, clips: Iterable[Clip], *, progress: bool = False) -> Scores:
-        """Scores of clips grouped as ``{(machine, section): {file name: score}}``."""
-        by_key: dict[Key, list[Clip]] = {}
-        for c in clips:
-            by_key.setdefault(c.key, []).append(c)
-        out: Scores = {}
-        for key in sorted(by_key):
-            group = by_key[key]
-            values = self.score_files([c.path for c in group], *key, progress=progress)
-            out[key] = {c.name: float(v) for c, v in zip(group, values)}
-        return out
+    def score_clips(
+        self, clips: Iterable[Clip], *, progress: bool = False
+    ) -> dict[Key, dict[str, float]]:
+        """Scores grouped as ``{(machine, section): {file name: score}}``."""
+        return scores_by_key(
+            clips, lambda paths, key: self.score_files(paths, *key, progress=progress)
+        )
 
     def decide(self, scores: np.ndarray | Sequence[float], key: Key | str) -> np.ndarray:
         """Decisions (M,) int, 1 = anomalous (``score > threshold`` of ``key``)."""
         return decide_for_key(self.thresholds, scores, key)
 
-    def decisions(self, scores: Scores) -> Decisions:
+    def decisions(self, scores: dict[Key, dict[str, float]]) -> dict[Key, dict[str, int]]:
         """Decisions for grouped scores, in the same layout."""
-        out: Decisions = {}
-        for key, named in scores.items():
-            names = list(named)
-            dec = self.decide(np.array([named[n] for n in names]), key)
-            out[key] = {n: int(d) for n, d in zip(names, dec)}
-        return out
+        return decisions_by_key(scores, self.decide)
 
     # -- persistence -------------------------------------------------------------------------
     def _checkpoint_info(self) -> tuple[str | None, str | None]:

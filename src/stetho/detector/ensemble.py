@@ -37,10 +37,11 @@ import numpy as np
 import stetho
 from stetho.backbones import resolve_checkpoint
 from stetho.backbones.features import FeatureConfig, FeatureExtractor
-from stetho.data import Clip, load_audio
+from stetho.data import Clip, group_by_key, load_audio
 from stetho.detector.artifact import DetectorError, check_replaceable, publish_folder, read_meta
 from stetho.scoring.bank import BankBackend
 from stetho.scoring.ensemble import EnsembleConfig, MemberConfig, combine_scores
+from stetho.scoring.grouped import decisions_by_key, scores_by_key
 from stetho.scoring.selection import choose_members, pseudo_anomaly
 from stetho.scoring.threshold import ThresholdConfig, decide_for_key, fit_threshold
 from stetho.utils.config import ConfigError
@@ -146,10 +147,7 @@ class EnsembleDetector:
         bad = [c.name for c in clips if c.label == "anomaly" or c.split == "test"]
         if bad:
             raise ValueError(f"fit takes normal training clips only; got e.g. {bad[:3]}")
-        by_key: dict[Key, list[Clip]] = {}
-        for c in clips:
-            by_key.setdefault(c.key, []).append(c)
-        items = sorted(by_key.items())
+        items = list(group_by_key(clips).items())
         if progress:
             from tqdm.auto import tqdm
 
@@ -307,15 +305,9 @@ class EnsembleDetector:
         self, clips: Iterable[Clip], *, progress: bool = False
     ) -> dict[Key, dict[str, float]]:
         """Scores grouped as ``{(machine, section): {file name: score}}``."""
-        by_key: dict[Key, list[Clip]] = {}
-        for c in clips:
-            by_key.setdefault(c.key, []).append(c)
-        out: dict[Key, dict[str, float]] = {}
-        for key in sorted(by_key):
-            group = by_key[key]
-            vals = self.score_files([c.path for c in group], *key, progress=progress)
-            out[key] = {c.name: float(v) for c, v in zip(group, vals)}
-        return out
+        return scores_by_key(
+            clips, lambda paths, key: self.score_files(paths, *key, progress=progress)
+        )
 
     def decide(self, scores: np.ndarray | Sequence[float], key: Key | str) -> np.ndarray:
         """Decisions (M,) int, 1 = anomalous (``score > threshold``)."""
@@ -323,12 +315,7 @@ class EnsembleDetector:
 
     def decisions(self, scores: dict[Key, dict[str, float]]) -> dict[Key, dict[str, int]]:
         """Decisions for grouped scores, in the same layout."""
-        out: dict[Key, dict[str, int]] = {}
-        for key, named in scores.items():
-            names = list(named)
-            dec = self.decide(np.array([named[n] for n in names]), key)
-            out[key] = {n: int(d) for n, d in zip(names, dec)}
-        return out
+        return decisions_by_key(scores, self.decide)
 
     def choices(self) -> dict[str, dict[str, Any]]:
         """What the label-free choice kept per ``machine/section`` and why (JSON-ready)."""

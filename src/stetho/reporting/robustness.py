@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from stetho.data import AUDIO_EXTENSIONS, Clip, load_audio, scan_dataset
+from stetho.data import AUDIO_EXTENSIONS, Clip, group_by_key, load_audio, scan_dataset
 from stetho.detector import Detector
 from stetho.evaluation import EvaluationResult, MetricError, evaluate, truth_from_clips
 from stetho.utils.io import atomic_write_text
@@ -287,9 +287,7 @@ def evaluate_under_noise(
         c.path: noise_segment(noises, waves[c.path].shape[0], _noise_id(c), seed)[2] for c in clips
     }
     truth = truth_from_clips(clips)
-    by_key: dict[tuple[str, str], list[Clip]] = {}
-    for c in clips:
-        by_key.setdefault(c.key, []).append(c)
+    by_key = group_by_key(clips)
     levels = [math.inf, *[float(s) for s in snrs]]
     rows, results = [], []
     bar = None
@@ -299,7 +297,7 @@ def evaluate_under_noise(
         bar = tqdm(levels, desc="SNR", leave=False, dynamic_ncols=True)
     for snr in bar if bar is not None else levels:
         scores: dict[tuple[str, str], dict[str, float]] = {}
-        for key, group in sorted(by_key.items()):
+        for key, group in by_key.items():
             mixed = [mix_at_snr(waves[c.path], segs[c.path], snr) for c in group]
             values = detector.score_waveforms(mixed, *key)
             scores[key] = {c.name: float(v) for c, v in zip(group, values)}
