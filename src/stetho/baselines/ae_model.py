@@ -138,6 +138,18 @@ class DenseAE(nn.Module):
         self.encoder = nn.Sequential(*enc)
         self.decoder = nn.Sequential(*dec)
 
+    @classmethod
+    def from_config(cls, cfg: AEBaselineConfig) -> DenseAE:
+        """The network an :class:`AEBaselineConfig` describes (freshly initialised)."""
+        return cls(
+            cfg.features.dim,
+            cfg.hidden_dim,
+            cfg.hidden_layers,
+            cfg.latent_dim,
+            cfg.bn_momentum,
+            cfg.bn_eps,
+        )
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encoder(x.view(-1, self.input_dim))  # (B, latent)
         return self.decoder(z), z  # (B, D), (B, latent)

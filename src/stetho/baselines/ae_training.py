@@ -79,14 +79,7 @@ class _SectionTrainer:
         self.device = cfg.device
         self.bs = cfg.batch_size
         torch.manual_seed(cfg.seed)
-        self.model = DenseAE(
-            cfg.features.dim,
-            cfg.hidden_dim,
-            cfg.hidden_layers,
-            cfg.latent_dim,
-            cfg.bn_momentum,
-            cfg.bn_eps,
-        ).to(self.device)
+        self.model = DenseAE.from_config(cfg).to(self.device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(cfg.seed)
 

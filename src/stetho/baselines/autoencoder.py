@@ -74,7 +74,7 @@ from stetho.baselines.ae_model import (
 )
 from stetho.baselines.ae_training import train_section
 from stetho.data import Clip, load_audio
-from stetho.data.names import Key
+from stetho.data.names import Key, as_key
 from stetho.frontend.librosa_mel import baseline_vectors
 from stetho.scoring.grouped import scores_by_key
 from stetho.scoring.threshold import decide
@@ -148,15 +148,6 @@ def train_ae_baseline(clips: Iterable[Clip], cfg: AEBaselineConfig | None = None
     return AEBaseline(cfg, sections)
 
 
-def _key(key: Key | str) -> Key:
-    if isinstance(key, str):
-        machine, _, section = key.rpartition("/")
-        if not machine:
-            raise ValueError(f"expected a (machine, section) key or 'machine/section', got {key!r}")
-        return (machine, section)
-    return (str(key[0]), str(key[1]))
-
-
 class AEBaseline:
     """Trained AE baselines of several (machine, section) keys; a :class:`stetho.detector.Scorer`.
 
@@ -212,7 +203,7 @@ class AEBaseline:
         }
 
     def _section(self, key: Key | str) -> AESection:
-        key = _key(key)
+        key = as_key(key)
         if key not in self.sections:
             valid = ", ".join(f"{m}/{s}" for m, s in self.sections)
             raise KeyError(
@@ -416,14 +407,7 @@ class AEBaseline:
         sections: dict[Key, AESection] = {}
         for i, m in enumerate(doc["sections"]):
             prefix = f"{i}.model."
-            model = DenseAE(
-                cfg.features.dim,
-                cfg.hidden_dim,
-                cfg.hidden_layers,
-                cfg.latent_dim,
-                cfg.bn_momentum,
-                cfg.bn_eps,
-            )
+            model = DenseAE.from_config(cfg)
             model.load_state_dict(
                 {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
             )
