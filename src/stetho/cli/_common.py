@@ -14,12 +14,7 @@ def add_detector_options(p: argparse.ArgumentParser, required: bool = True) -> N
         default=None,
         help="backbone checkpoint, if it moved since the detector was saved (SHA-256 checked)",
     )
-    p.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="allow pickled objects in the backbone checkpoint (runs code from the file: only "
-        "for checkpoints you trust; a detector folder can never grant this itself)",
-    )
+    add_trust_option(p)
     p.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda")
     p.add_argument(
         "--engine",
@@ -27,6 +22,16 @@ def add_detector_options(p: argparse.ArgumentParser, required: bool = True) -> N
         default="torch",
         help="torch: a saved detector folder; onnxruntime(-int8): a folder written by "
         "`stetho export` (int8: its quantised model)",
+    )
+
+
+def add_trust_option(p: argparse.ArgumentParser) -> None:
+    """``--trust-checkpoint``: the only way to allow a pickled backbone checkpoint."""
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow pickled objects in the backbone checkpoint (runs code from the file: only "
+        "for checkpoints you trust; a detector folder can never grant this itself)",
     )
 
 

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from stetho.cli._common import add_trust_option
+
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
     from stetho.backbones.registry import describe_backbones
@@ -74,7 +76,7 @@ def register(sub: Any) -> None:
     p.add_argument("files", nargs="+", help="audio files")
     p.add_argument("--backbone", default="efficientat-mn04")
     p.add_argument("--checkpoint", default=None, help="checkpoint path or URL")
-    p.add_argument("--trust-checkpoint", action="store_true", help="allow pickled checkpoints")
+    add_trust_option(p)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--channel", default=None, help="channel index or 'mix' for multichannel files")
     p.set_defaults(func=_cmd_tag)

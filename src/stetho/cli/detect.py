@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from stetho.cli._common import add_detector_options, load_detector
+from stetho.cli._common import add_detector_options, add_trust_option, load_detector
 
 
 def _seconds(text: str) -> float:
@@ -208,12 +208,7 @@ def register(sub: Any) -> None:
         "folder's, or its parent's for …/detector",
     )
     p.add_argument("--checkpoint", default=None, help="backbone checkpoint, if it moved")
-    p.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="allow pickled objects in backbone checkpoints (only for files you trust; a "
-        "detector folder can never grant this itself)",
-    )
+    add_trust_option(p)
     p.add_argument("--device", default="cpu", help="device to run on, e.g. cpu or cuda")
     p.add_argument(
         "--db",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from stetho.cli._common import load_detector
+from stetho.cli._common import add_trust_option, load_detector
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -32,6 +32,7 @@ def register(sub: Any) -> None:
         default=None,
         help="backbone checkpoint, if it moved since the detector was saved (SHA-256 checked)",
     )
+    add_trust_option(p)
     p.add_argument("--format", choices=["onnx"], default="onnx", help="export format")
     p.add_argument(
         "--quantize",
