@@ -8,13 +8,9 @@ is refused without allocating the hour.
 
 from __future__ import annotations
 
-import inspect
 import io
-import os
 import re
-import tempfile
 from http import HTTPStatus
-from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -36,11 +32,6 @@ class RequestError(Exception):
         self.status = int(status)
         self.message = message
         self.headers = headers or {}
-
-
-# helper `hardening` gives load_audio a header-checked ``max_seconds`` and file-object input;
-# until then the body is checked here and decoded from a temporary file (same decoder).
-_LOAD_AUDIO_HAS_LIMIT = "max_seconds" in inspect.signature(load_audio).parameters
 
 
 def _too_long(seconds: float, max_seconds: float) -> RequestError:
@@ -86,30 +77,11 @@ def decode_upload(body: bytes, sample_rate: int, max_seconds: float) -> tuple[np
     seconds = _header_seconds(body)
     if seconds > max_seconds:
         raise _too_long(seconds, max_seconds)
-    try:
-        if _LOAD_AUDIO_HAS_LIMIT:  # pragma: no cover - after the hardening merge
-            loader: Any = load_audio  # typed for paths only before the hardening merge
-            wave, _ = loader(body, sr=sample_rate, max_seconds=max_seconds, name="<request body>")
-        else:
-            wave = _load_via_file(body, sample_rate)
+    try:  # the one decoder: it also refuses NaN/Inf samples, naming the first bad frame
+        wave, _ = load_audio(body, sr=sample_rate, max_seconds=max_seconds, name="<request body>")
     except AudioError as err:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"bad audio in the request body: {err}") from err
-    if not np.isfinite(wave).all():
-        raise RequestError(
-            HTTPStatus.BAD_REQUEST, "the audio in the request body holds NaN or infinite samples"
-        )
     return wave, seconds
-
-
-def _load_via_file(body: bytes, sample_rate: int) -> np.ndarray:
-    fd, name = tempfile.mkstemp(prefix="stetho-upload-", suffix=".audio")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(body)
-        wave, _ = load_audio(name, sr=sample_rate)
-    finally:
-        os.unlink(name)
-    return wave
 
 
 def decode_pcm(
