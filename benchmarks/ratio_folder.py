@@ -2,18 +2,24 @@
 
 Usage::
 
-    python benchmarks/ratio_folder.py [--quick] [--clips 1000] [--workers 2]
+    python benchmarks/ratio_folder.py [--quick] [--clips 1000] [--workers 2] [--rounds 3]
 
 Writes ``--clips`` synthetic 10 s, 16 kHz WAV clips (DCASE layout) to a temporary folder, fits a
 frozen EfficientAT mn04 detector (real checkpoint from ``$STETHO_SHARED`` when present, else
-random weights) on 5 training clips, saves it, and scores the folder with
-:func:`stetho.serving.score_paths` three ways, each in a fresh process (for its peak memory):
+random weights) on 5 training clips, and scores the folder with ``score_paths``, each run in a
+fresh process (for its peak memory):
 
-* ``before``: the loop of stetho 4f71ad6 -- decoding in the main process and the old conv1d
-  pre-emphasis of the mn04 front-end;
+* ``before``: **stetho's own code at ``--before`` (default 47ecd60, the commit the issue measured)**,
+  extracted from this repository's git history with ``git archive`` into the temporary folder; it
+  fits its own detector on the same clips with its own API and scores with its own loop (decoding
+  in the main process). Without git history the row is left out and said so;
 * ``workers0``: today's code, decoding in the main process;
-* ``workersN``: today's code with ``num_workers=N`` decoding processes;
+* ``workersN``: today's code with ``N`` decoding threads (``--workers``);
 * ``onnx_workersN``: the same through the exported ONNX model (``--engine onnxruntime``).
+
+The modes run round-robin ``--rounds`` times, so load changes of a shared machine hit all alike;
+the best clips/s of each mode is reported, and the ratio to ``before`` both from the bests and as
+the median of the per-round ratios. Scores of ``before`` and today agree (printed: max |Δ|).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,13 +35,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from _common import emit, peak_rss_mib
+from _common import emit, machine, peak_rss_mib
 
 MN04 = "weights/efficientat_mn04_as_mAP_432.pt"
+REPO = Path(__file__).resolve().parent.parent
+#: ``backbone.checkpoint`` and the other overrides, shared by today's and the old API
+OVERRIDES = [
+    "backbone.name=efficientat-mn04",
+    "finetune.strategy=frozen",
+    "head.embed_dim=null",
+    "train.epochs=0",
+    "train.tensorboard=false",
+    "threshold.method=percentile",
+]
+
+
+def _checkpoint_override() -> str:
+    ckpt = Path(os.environ.get("STETHO_SHARED", "../shared")) / MN04
+    return f"backbone.checkpoint={ckpt}" if ckpt.is_file() else "backbone.checkpoint=null"
 
 
 def _prepare(folder: Path, clips: int) -> Path:
+    """Synthetic clips + today's detector (and its ONNX export); returns the detector folder."""
     from stetho.config import ExperimentConfig
     from stetho.data import generate_synthetic_dataset, scan_dataset
     from stetho.detector import Detector
@@ -48,20 +70,8 @@ def _prepare(folder: Path, clips: int) -> Path:
         n_test_per_group=max(1, clips // 4),
         seconds=10.0,
     )
-    table = scan_dataset(root)
-    ckpt = Path(os.environ.get("STETHO_SHARED", "../shared")) / MN04
-    cfg = ExperimentConfig().override(
-        [
-            "backbone.name=efficientat-mn04",
-            f"backbone.checkpoint={ckpt}" if ckpt.is_file() else "backbone.checkpoint=null",
-            "finetune.strategy=frozen",
-            "head.embed_dim=null",
-            "train.epochs=0",
-            "train.tensorboard=false",
-            "threshold.method=percentile",
-        ]
-    )
-    tr = table.filter(split="train")
+    cfg = ExperimentConfig().override([*OVERRIDES, _checkpoint_override()])
+    tr = scan_dataset(root).filter(split="train")
     det = Detector.from_training(train(cfg, tr, folder / "run", progress=False)).fit(tr)
     try:
         from stetho.deploy import export_onnx
@@ -72,37 +82,106 @@ def _prepare(folder: Path, clips: int) -> Path:
     return det.save(folder / "detector")
 
 
-def _run(mode: str, detector: str, data: str, workers: int) -> None:
-    from stetho.detector import load_scorer
-    from stetho.serving import score_paths
+def _extract_before(ref: str, folder: Path) -> Path | None:
+    """``src/`` of stetho at git ``ref`` under ``folder``; None without git history."""
+    dest = folder / "before"
+    dest.mkdir()
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", ref, "src"], check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        print(f"no 'before' row: cannot extract stetho {ref} from git ({err})", file=sys.stderr)
+        return None
+    return dest / "src"
 
+
+def _prepare_before(folder: Path) -> None:
+    """Fit and save a detector with the old code (run with the old ``src`` on sys.path)."""
+    from stetho.finetune import Detector, ExperimentConfig, train  # the API of 47ecd60
+
+    from stetho.data import scan_dataset
+
+    cfg = ExperimentConfig().override([*OVERRIDES, _checkpoint_override()])
+    tr = scan_dataset(folder / "data").filter(split="train")
+    det = Detector.from_training(train(cfg, tr, folder / "run_before", progress=False)).fit(tr)
+    det.save(folder / "detector_before")
+
+
+def _load(mode: str, folder: Path) -> Any:
+    if mode == "before":
+        from stetho.finetune import Detector  # the old code's detector
+
+        return Detector.load(folder / "detector_before")
     if mode.startswith("onnx"):
         from stetho.deploy import OnnxDetector
 
-        det: Any = OnnxDetector.load(Path(detector).parent / "edge")
-    else:
-        det = load_scorer(detector)
-    if mode == "before":  # the conv1d pre-emphasis of stetho 4f71ad6
-        fe = det.backbone.frontend  # type: ignore[attr-defined]
-        kernel = torch.tensor([[[-fe.preemphasis, 1.0]]])
-        fe.forward = lambda x: _conv_frontend(fe, x, kernel)
-    files = sorted(Path(data).rglob("*.wav"))
-    files = [f for f in files if "/test/" in str(f)]
+        return OnnxDetector.load(folder / "edge")
+    from stetho.detector import load_scorer
+
+    return load_scorer(folder / "detector")
+
+
+def _run(mode: str, folder: Path, workers: int) -> None:
+    """Time one scoring of the test clips; prints clips, seconds, peak memory and the scores."""
+    from stetho.serving import score_paths
+
+    det = _load(mode, folder)
+    files = sorted(f for f in (folder / "data").rglob("*.wav") if "/test/" in str(f))
+    kwargs = {"num_workers": workers} if mode != "before" else {}  # 47ecd60 had no workers
     t0 = time.perf_counter()
-    recs = score_paths(det, files, machine="fan", section="00", num_workers=workers)
+    recs = score_paths(det, files, machine="fan", section="00", **kwargs)
     dt = time.perf_counter() - t0
     assert all(r.ok for r in recs), [r.error for r in recs if not r.ok][:2]
-    print(json.dumps({"clips": len(files), "s": dt, "peak_rss_mib": peak_rss_mib(children=True)}))
+    scores = [r.score for r in recs]
+    rss = peak_rss_mib(children=True)
+    print(json.dumps({"clips": len(files), "s": dt, "peak_rss_mib": rss, "scores": scores}))
 
 
-def _conv_frontend(fe: torch.nn.Module, x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """The mn04 front-end as of stetho 4f71ad6 (pre-emphasis by conv1d)."""
-    from stetho.frontend.mel import centred_stft
+def _subprocess(args: list[str], pythonpath: Path | None = None) -> dict[str, Any]:
+    env = dict(os.environ)
+    if pythonpath is not None:  # the old code first, so ``import stetho`` finds it
+        env["PYTHONPATH"] = os.pathsep.join([str(pythonpath), str(Path(__file__).parent)])
+    cmd = [sys.executable, __file__, *args]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    last = out.strip().splitlines()[-1] if out.strip() else "{}"
+    return json.loads(last) if last.startswith("{") else {}
 
-    y = torch.nn.functional.conv1d(x.float().unsqueeze(1), kernel).squeeze(1)
-    spec = centred_stft(y, fe.window, fe.n_fft, fe.hop_length, fe.win_length)
-    mel = torch.matmul(fe.mel_bank, spec.real.square() + spec.imag.square())
-    return ((mel + fe.log_offset).log() + fe.shift) / fe.scale
+
+def _measure(folder: Path, modes: list[tuple[str, int]], before: Path | None, rounds: int):
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m, _ in modes}
+    for _ in range(rounds):
+        for mode, workers in modes:
+            args = ["--run", mode, "--folder", str(folder), "--workers", str(workers)]
+            runs[mode].append(_subprocess(args, before if mode == "before" else None))
+    return runs
+
+
+def _row(runs: dict[str, list[dict[str, Any]]], par: str) -> dict[str, Any]:
+    n = runs[par][0]["clips"]
+    best = {m: min(r["s"] for r in rs) for m, rs in runs.items()}
+    row: dict[str, Any] = {
+        "bench": "folder",
+        "clips": n,
+        "clip_seconds": 10.0,
+        "rounds": len(runs[par]),
+        "clips_per_s": {m: round(n / s, 2) for m, s in best.items()},
+        "peak_rss_mib": {m: round(max(r["peak_rss_mib"] for r in rs)) for m, rs in runs.items()},
+        "speedup_workers_only": round(best["workers0"] / best[par], 2),
+    }
+    ref = "before" if "before" in runs else None
+    if ref:
+        per_round = [b["s"] / p["s"] for b, p in zip(runs[ref], runs[par], strict=True)]
+        row["speedup_vs_before"] = round(best[ref] / best[par], 2)
+        row["speedup_vs_before_median_of_rounds"] = round(statistics.median(per_round), 2)
+        row["speedup_workers0_vs_before"] = round(best[ref] / best["workers0"], 2)
+        old, new = runs[ref][0]["scores"], runs[par][0]["scores"]
+        row["max_abs_score_diff_vs_before"] = float(max(abs(a - b) for a, b in zip(old, new)))
+    if f"onnx_{par}" in runs and ref:
+        row["speedup_onnx_vs_before"] = round(best[ref] / best[f"onnx_{par}"], 2)
+    row["machine"] = machine()
+    return row
 
 
 def main() -> None:
@@ -110,41 +189,31 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="64 clips")
     ap.add_argument("--clips", type=int, default=1000)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--before", default="47ecd60", help="git ref of the reference loop")
     ap.add_argument("--run", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--detector", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--folder", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.run == "prepare_before":
+        _prepare_before(Path(args.folder))
+        return
     if args.run:
-        _run(args.run, args.detector, args.data, args.workers)
+        _run(args.run, Path(args.folder), args.workers)
         return
     clips = 64 if args.quick else args.clips
     with tempfile.TemporaryDirectory(prefix="stetho-bench-") as tmp:
-        det = _prepare(Path(tmp), clips)
-        modes = [("before", 0), ("workers0", 0), (f"workers{args.workers}", args.workers)]
-        if (Path(tmp) / "edge").is_dir():
-            modes.append((f"onnx_workers{args.workers}", args.workers))
-        res = {}
-        for mode, workers in modes * 1:
-            cmd = [sys.executable, __file__, "--run", mode, "--detector", str(det)]
-            cmd += ["--data", str(Path(tmp) / "data"), "--workers", str(workers)]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            res[mode] = json.loads(out.strip().splitlines()[-1])
-        n = res["before"]["clips"]
+        folder = Path(tmp)
+        _prepare(folder, clips)
+        before = _extract_before(args.before, folder)
+        if before is not None:
+            _subprocess(["--run", "prepare_before", "--folder", str(folder)], before)
         par = f"workers{args.workers}"
-        emit(
-            {
-                "bench": "folder",
-                "clips": n,
-                "clip_seconds": 10.0,
-                "clips_per_s": {m: round(n / r["s"], 2) for m, r in res.items()},
-                "peak_rss_mib": {m: round(r["peak_rss_mib"]) for m, r in res.items()},
-                "speedup_vs_before": round(res["before"]["s"] / res[par]["s"], 2),
-                "speedup_workers_only": round(res["workers0"]["s"] / res[par]["s"], 2),
-                "speedup_onnx_vs_before": round(res["before"]["s"] / res[f"onnx_{par}"]["s"], 2)
-                if f"onnx_{par}" in res
-                else None,
-            }
-        )
+        modes = [("workers0", 0), (par, args.workers)]
+        if before is not None:
+            modes.insert(0, ("before", 0))
+        if (folder / "edge").is_dir():
+            modes.append((f"onnx_{par}", args.workers))
+        emit(_row(_measure(folder, modes, before, args.rounds), par))
 
 
 if __name__ == "__main__":

@@ -181,12 +181,13 @@ def test_tokens_and_pooling(tiny: EfficientAT) -> None:
         fmap = tiny.feature_map(wave)
         tokens = tiny.forward_features(wave)
         emb = tiny.embed(wave)
+        called = tiny(wave)
         probs = tiny.classify(wave)
     assert fmap.shape == (2, 96, 4, 4)  # 128 x 100 mel grid downsampled 32x (ceil)
     assert tokens.shape == (2, 16, 96)
     assert torch.allclose(tokens[:, 5], fmap[:, :, 1, 1])  # frequency-major token order
     assert torch.allclose(emb, fmap.mean(dim=(2, 3)), atol=1e-6)
-    assert torch.equal(tiny(wave), emb)
+    assert torch.equal(called, emb)
     assert probs.shape == (2, 527) and torch.all((probs > 0) & (probs < 1))
 
 
@@ -352,3 +353,83 @@ def test_real_clips(mn04: EfficientAT, shared_dir: Path) -> None:
         for j in range(len(machines)):
             if machines[i] != machines[j]:
                 assert cos[i, j] < 0.99, (machines[i], machines[j], float(cos[i, j]))
+
+
+# -- inference fast path (BatchNorm folded, channels-last) ----------------------------------
+
+
+def _plain(model: EfficientAT, wave: torch.Tensor) -> torch.Tensor:
+    """The unfused modules: gradients on keep the fast path off."""
+    with torch.enable_grad():
+        return model.embed(wave).detach()
+
+
+def test_folded_path_equals_the_modules(tiny: EfficientAT) -> None:
+    torch.manual_seed(1)
+    model = create_backbone("efficientat-tiny").eval()
+    with torch.no_grad():  # random, non-trivial BN statistics
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_(1, 0.2)
+                m.bias.normal_(0, 0.2)
+    wave = 0.1 * torch.randn(3, 16000)
+    ref = _plain(model, wave)
+    with torch.inference_mode():
+        fast = model.embed(wave)
+    with torch.no_grad():
+        cached = model.embed(wave)
+        fmap = model.feature_map(wave)
+    assert model.features[0]._folded is not None  # cached for the next batch
+    assert fmap.is_contiguous(memory_format=torch.channels_last)
+    scale = ref.abs().max().item()
+    for out in (fast, cached):  # a different summation order: float32 round-off only
+        assert (out - ref).abs().max().item() < 1e-5 * max(1.0, scale)
+        assert not torch.equal(out, torch.zeros_like(out))
+
+
+def test_folded_cache_sees_every_change_of_the_weights() -> None:
+    torch.manual_seed(2)
+    model = create_backbone("efficientat-tiny").eval()
+    wave = 0.1 * torch.randn(2, 16000)
+    with torch.no_grad():
+        first = model.embed(wave)
+        bn = model.features[0][1]
+        bn.running_mean.add_(0.5)  # in place: the version counter moves
+        after_inplace = model.embed(wave)
+    assert not torch.allclose(first, after_inplace)
+    assert torch.allclose(after_inplace, _plain(model, wave), atol=1e-5, rtol=1e-5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["features.0.0.weight"] = -state["features.0.0.weight"]
+    model.load_state_dict(state)
+    with torch.no_grad():
+        after_load = model.embed(wave)
+    assert torch.allclose(after_load, _plain(model, wave), atol=1e-5, rtol=1e-5)
+    model.to(torch.float64)  # same Parameter objects, new storage
+    with torch.no_grad():
+        wide = model.embed(wave.double())
+    assert wide.dtype == torch.float64
+    assert torch.allclose(wide, _plain(model, wave.double()), atol=1e-10, rtol=1e-9)
+
+
+def test_training_mode_never_folds() -> None:
+    torch.manual_seed(3)
+    model = create_backbone("efficientat-tiny").train()
+    before = model.features[0][1].running_mean.clone()
+    with torch.no_grad():
+        model.embed(0.1 * torch.randn(2, 16000))
+    assert model.features[0]._folded is None
+    assert not torch.equal(model.features[0][1].running_mean, before)  # BN statistics updated
+
+
+def test_model_built_in_inference_mode_folds_without_a_cache() -> None:
+    torch.manual_seed(4)
+    with torch.inference_mode():  # its parameters are inference tensors: no version counters
+        model = create_backbone("efficientat-tiny").eval()
+        wave = 0.1 * torch.randn(2, 16000)
+        fast = model.embed(wave)
+        assert model.features[0]._folded is None
+        with torch.enable_grad():
+            plain = model.embed(wave)
+    assert torch.allclose(fast, plain, atol=1e-5, rtol=1e-5)

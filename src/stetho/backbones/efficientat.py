@@ -136,7 +136,18 @@ class _ConvBN(nn.Sequential):
     """Bias-free conv + BatchNorm(eps 1e-3, momentum 0.01) + optional activation.
 
     Children are named ``0`` (conv), ``1`` (BN) and ``2`` (activation), as in the checkpoints.
+
+    Inference fast path (not in the paper; an implementation choice with a measured ratio in
+    ``docs/benchmarks.md``): in eval mode with gradients off, the BatchNorm is folded into the
+    conv (``w' = w·γ/σ``, ``b' = β - μ·γ/σ``) and the folded weight is kept channels-last, so
+    oneDNN runs the whole CNN in NHWC (its fast layout for depthwise convs). The folded
+    weights are a cache, never saved; it is rebuilt whenever a parameter or running statistic
+    is replaced, moved or changed in place (identity, storage and version counter), so fine-tuning,
+    ``load_state_dict`` and ``.to()`` are always seen. Outputs equal the unfused path to float32
+    rounding (tested).
     """
+
+    _folded: tuple[tuple[torch.Tensor, ...], tuple[int, ...], torch.Tensor, torch.Tensor] | None
 
     def __init__(
         self,
@@ -154,6 +165,80 @@ class _ConvBN(nn.Sequential):
         if activation is not None:
             layers.append(activation())
         super().__init__(*layers)
+        self._folded = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv, bn = self[0], self[1]
+        if (
+            self.training
+            or torch.is_grad_enabled()
+            or not isinstance(conv, nn.Conv2d)
+            or not isinstance(bn, nn.BatchNorm2d)
+            or not _can_fold(conv, bn)
+        ):
+            return super().forward(x)
+        weight, bias = self._folded_weights(conv, bn)
+        # NHWC activations (a no-op once they are): with a single input channel, or 1×1 and
+        # depthwise weights, the layout is ambiguous and oneDNN would stay in NCHW
+        x = x.contiguous(memory_format=torch.channels_last)
+        y = nn.functional.conv2d(
+            x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups
+        )
+        return self[2](y) if len(self) > 2 else y
+
+    def _folded_weights(
+        self, conv: nn.Conv2d, bn: nn.BatchNorm2d
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w', b')`` of the conv with the BN folded in; cached until a source tensor changes."""
+        mean, var = bn.running_mean, bn.running_var
+        assert mean is not None and var is not None  # checked by _can_fold
+        src: tuple[torch.Tensor, ...] = (conv.weight, bn.weight, bn.bias, mean, var)
+        versions = _versions(src)
+        cached = self._folded
+        if (
+            cached is not None
+            and versions is not None
+            and cached[1] == versions
+            and all(a is b for a, b in zip(cached[0], src, strict=True))
+        ):
+            return cached[2], cached[3]
+        scale = bn.weight / torch.sqrt(var + bn.eps)  # (C_out,)
+        weight = (conv.weight * scale[:, None, None, None]).contiguous(
+            memory_format=torch.channels_last
+        )  # (C_out, C_in/groups, k, k), NHWC strides
+        bias = bn.bias - mean * scale  # (C_out,)
+        # keep the cache only where versions are tracked (not for inference-mode tensors)
+        self._folded = None if versions is None else (src, versions, weight, bias)
+        return weight, bias
+
+
+def _can_fold(conv: nn.Module, bn: nn.Module) -> bool:
+    """A plain conv + affine BN with running statistics, outside export and compilation."""
+    if type(conv) is not nn.Conv2d or type(bn) is not nn.BatchNorm2d:
+        return False  # e.g. wrapped by an adapter: run the modules as they are
+    if bn.running_mean is None or bn.running_var is None or bn.weight is None:
+        return False
+    return not (torch.jit.is_tracing() or torch.jit.is_scripting() or _exporting())
+
+
+def _exporting() -> bool:
+    """True inside ONNX export, ``torch.export`` or ``torch.compile`` (they see the plain
+    modules and fold the BatchNorms themselves)."""
+    return bool(
+        torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_exporting()
+        or torch.compiler.is_compiling()
+    )
+
+
+def _versions(tensors: tuple[torch.Tensor, ...]) -> tuple[int, ...] | None:
+    """Storage address and version counter of each tensor (``.to()`` swaps the storage of a
+    parameter without bumping its version); ``None`` when one has no version (inference tensors).
+    """
+    try:
+        return tuple(v for t in tensors for v in (t.data_ptr(), t._version))
+    except RuntimeError:
+        return None
 
 
 class _ChannelSE(nn.Module):

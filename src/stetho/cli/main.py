@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from stetho.utils.allocator import reuse_freed_memory
+
 __all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("stetho")
@@ -59,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose)
+    reuse_freed_memory()  # batches reuse their temporaries instead of page-faulting afresh
     if getattr(args, "channel", None) not in (None, "mix"):
         args.channel = int(args.channel)
     try:
