@@ -7,8 +7,14 @@ Usage::
 FLOPs per clip are counted with ``torch.utils.flop_counter.FlopCounterMode`` (matrix products and
 convolutions; the FFT of the front-ends is not counted), the time is the best of a few batches,
 and ``fraction = FLOPs / time / peak``. mn04 runs with the real AudioSet checkpoint when
-``$STETHO_SHARED`` has it; the others with random weights of the real size (same compute). Also
-prints the before/after ratio of mn04's old conv1d pre-emphasis and of channels-last memory format.
+``$STETHO_SHARED`` has it; the others with random weights of the real size (same compute). For
+mn04 it also prints, interleaved in the same process, the time ratios of today's forward against
+
+* ``plain``: the same modules without the inference fast path (no BatchNorm folding, NCHW);
+* ``before``: the forward of stetho 47ecd60 (conv1d pre-emphasis, no fast path).
+
+``--allocator`` applies :func:`stetho.utils.allocator.reuse_freed_memory` first, as the ``stetho``
+command does.
 """
 
 from __future__ import annotations
@@ -40,41 +46,53 @@ def _flops(model: torch.nn.Module, wave: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
-def _old_preemphasis_ratio(model: torch.nn.Module, wave: torch.Tensor) -> dict[str, float]:
-    """mn04 embed with the pre-emphasis of stetho 4f71ad6 (conv1d) vs today's shifted difference."""
+def _mn04_ratios(model: torch.nn.Module, wave: torch.Tensor) -> dict[str, float]:
+    """Best times of today's mn04 forward, without the fast path, and as of stetho 47ecd60."""
+    import stetho.backbones.efficientat as eat
+    from stetho.frontend.mel import centred_stft
+
     fe = model.frontend
     kernel = torch.tensor([[[-fe.preemphasis, 1.0]]])
+    can_fold = eat._can_fold
 
-    def old_forward(x: torch.Tensor) -> torch.Tensor:
-        from stetho.frontend.mel import centred_stft
-
+    def old_frontend(x: torch.Tensor) -> torch.Tensor:  # pre-emphasis by conv1d (47ecd60)
         y = torch.nn.functional.conv1d(x.float().unsqueeze(1), kernel).squeeze(1)
         spec = centred_stft(y, fe.window, fe.n_fft, fe.hop_length, fe.win_length)
         mel = torch.matmul(fe.mel_bank, spec.real.square() + spec.imag.square())
         return ((mel + fe.log_offset).log() + fe.shift) / fe.scale
 
-    new_forward = fe.forward
+    def run(fast: bool, old: bool) -> None:
+        eat._can_fold = can_fold if fast else (lambda conv, bn: False)
+        if old:
+            fe.forward = old_frontend
+        try:
+            model.embed(wave)
+        finally:
+            eat._can_fold = can_fold
+            if old:
+                del fe.forward  # back to the class's method
+
     with torch.inference_mode():
-
-        def run_old() -> None:
-            fe.forward = old_forward
-            try:
-                model.embed(wave)
-            finally:
-                fe.forward = new_forward
-
-        t = interleaved({"before": run_old, "after": lambda: model.embed(wave)}, repeats=3)
-        cl = model.to(memory_format=torch.channels_last)
-        t["channels_last"] = best_of(lambda: cl.embed(wave), repeats=3)
-        model.to(memory_format=torch.contiguous_format)
-    return t
+        return interleaved(
+            {
+                "today": lambda: run(True, False),
+                "plain": lambda: run(False, False),
+                "before": lambda: run(False, True),
+            },
+            repeats=3,
+        )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="batch 2 × 5 s, 2 repeats")
     ap.add_argument("--names", nargs="+", default=["efficientat-mn04", "ced-base", "beats"])
+    ap.add_argument("--allocator", action="store_true", help="reuse freed memory (as stetho)")
     args = ap.parse_args()
+    if args.allocator:
+        from stetho.utils.allocator import reuse_freed_memory
+
+        reuse_freed_memory()
     batch, seconds, repeats = (2, 5.0, 2) if args.quick else (8, 10.0, 3)
     peak = matmul_peak_gflops()
     for name in args.names:
@@ -94,9 +112,10 @@ def main() -> None:
             "fraction_of_peak": round(flops / t / (peak * 1e9), 3),
         }
         if name == "efficientat-mn04":
-            r = _old_preemphasis_ratio(model, wave)
-            row["preemphasis_before_over_after"] = round(r["before"] / r["after"], 2)
-            row["channels_last_over_default"] = round(r["channels_last"] / r["after"], 2)
+            r = _mn04_ratios(model, wave)
+            row["today_over_plain"] = round(r["today"] / r["plain"], 2)
+            row["today_over_before"] = round(r["today"] / r["before"], 2)
+            row["allocator"] = args.allocator
         emit(row)
 
 

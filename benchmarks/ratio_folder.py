@@ -13,8 +13,11 @@ fresh process (for its peak memory):
   extracted from this repository's git history with ``git archive`` into the temporary folder; it
   fits its own detector on the same clips with its own API and scores with its own loop (decoding
   in the main process). Without git history the row is left out and said so;
-* ``workers0``: today's code, decoding in the main process;
-* ``workersN``: today's code with ``N`` decoding threads (``--workers``);
+* ``library_workers0``: today's code called as a library (glibc's default allocator), decoding in
+  the main process;
+* ``workers0``: today's code as the ``stetho`` command runs it (after
+  :func:`stetho.utils.allocator.reuse_freed_memory`), decoding in the main process;
+* ``workersN``: the same with ``N`` decoding threads (``--workers``);
 * ``onnx_workersN``: the same through the exported ONNX model (``--engine onnxruntime``).
 
 The modes run round-robin ``--rounds`` times, so load changes of a shared machine hit all alike;
@@ -127,6 +130,10 @@ def _run(mode: str, folder: Path, workers: int) -> None:
     """Time one scoring of the test clips; prints clips, seconds, peak memory and the scores."""
     from stetho.serving import score_paths
 
+    if mode != "before" and not mode.startswith("library"):
+        from stetho.utils.allocator import reuse_freed_memory
+
+        reuse_freed_memory()  # as the stetho command does at start
     det = _load(mode, folder)
     files = sorted(f for f in (folder / "data").rglob("*.wav") if "/test/" in str(f))
     kwargs = {"num_workers": workers} if mode != "before" else {}  # 47ecd60 had no workers
@@ -169,6 +176,7 @@ def _row(runs: dict[str, list[dict[str, Any]]], par: str) -> dict[str, Any]:
         "clips_per_s": {m: round(n / s, 2) for m, s in best.items()},
         "peak_rss_mib": {m: round(max(r["peak_rss_mib"] for r in rs)) for m, rs in runs.items()},
         "speedup_workers_only": round(best["workers0"] / best[par], 2),
+        "speedup_allocator_only": round(best["library_workers0"] / best["workers0"], 2),
     }
     ref = "before" if "before" in runs else None
     if ref:
@@ -208,7 +216,7 @@ def main() -> None:
         if before is not None:
             _subprocess(["--run", "prepare_before", "--folder", str(folder)], before)
         par = f"workers{args.workers}"
-        modes = [("workers0", 0), (par, args.workers)]
+        modes = [("library_workers0", 0), ("workers0", 0), (par, args.workers)]
         if before is not None:
             modes.insert(0, ("before", 0))
         if (folder / "edge").is_dir():

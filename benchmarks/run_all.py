@@ -6,7 +6,9 @@ Usage::
 
 Runs ``ratio_backbones.py``, ``ratio_knn.py``, ``ratio_folder.py``, ``ratio_train.py`` and
 ``ratio_export.py`` one after the other (each in its own process), collects their ``RESULT`` lines,
-prints a ratio summary and writes all rows to ``--out``. ``--quick`` uses the small settings of
+prints a ratio summary and writes all rows to ``--out``. With ``--efficientat PATH`` (a checkout
+of the official EfficientAT code, never part of this repository; ``--efficientat-path`` adds
+folders to its ``sys.path``) it also runs ``ratio_official_efficientat.py``. ``--quick`` uses the small settings of
 each script (minutes on 2 cores instead of hours). GPU rows: run on a GPU machine and add them.
 """
 
@@ -35,10 +37,10 @@ def _summary(rows: list[dict]) -> list[str]:
         b = r.get("bench")
         if b == "backbone":
             extra = ""
-            if "preemphasis_before_over_after" in r:
+            if "today_over_plain" in r:
                 extra = (
-                    f"; time before/after pre-emphasis fix {r['preemphasis_before_over_after']}, "
-                    f"channels-last/default {r['channels_last_over_default']}"
+                    f"; time today/without the fast path {r['today_over_plain']}, "
+                    f"today/47ecd60 {r['today_over_before']}"
                 )
             lines.append(
                 f"backbone {r['backbone']}: {r['fraction_of_peak']:.1%} of matmul peak "
@@ -61,6 +63,12 @@ def _summary(rows: list[dict]) -> list[str]:
                 f"train {r['backbone']}: LoRA/full time {r.get('time_lora_over_full', '-')}, "
                 f"peak memory {r.get('peak_rss_lora_over_full', '-')}"
             )
+        elif b == "official_efficientat":
+            lines.append(
+                f"mn04 forward vs official EfficientAT ({r['batch']} x {r['seconds']} s): "
+                f"time stetho/official {r['stetho_over_official']}, without the fast path "
+                f"{r['plain_over_official']}; max |Δ embedding| {r['max_abs_embedding_diff']:.1e}"
+            )
         elif b == "export" and "pooled_auc" in r:
             lines.append(
                 f"export ({r['test_clips']} real clips): AUC {r['pooled_auc']}, "
@@ -74,10 +82,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None, help="write all result rows as JSON here")
     ap.add_argument("--only", nargs="+", choices=list(SCRIPTS), default=list(SCRIPTS))
+    ap.add_argument("--efficientat", default=None, help="official EfficientAT checkout")
+    ap.add_argument("--efficientat-path", nargs="*", default=[], help="its extra sys.path")
     args = ap.parse_args()
+    jobs = [[str(HERE / SCRIPTS[name])] + (["--quick"] if args.quick else []) for name in args.only]
+    if args.efficientat:
+        official = [str(HERE / "ratio_official_efficientat.py"), "--efficientat", args.efficientat]
+        if args.efficientat_path:
+            official += ["--path", *args.efficientat_path]
+        jobs.append(official)
     rows: list[dict] = []
-    for name in args.only:
-        cmd = [sys.executable, str(HERE / SCRIPTS[name])] + (["--quick"] if args.quick else [])
+    for job in jobs:
+        name = Path(job[0]).stem
+        cmd = [sys.executable, *job]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         got = [

@@ -167,8 +167,8 @@ def register(sub: Any) -> None:
         "--workers",
         type=int,
         default=0,
-        help="processes decoding the next files while the model runs (0: none; 2 is a good "
-        "start, see docs/benchmarks.md)",
+        help="threads decoding the next files while the model runs (0: none; on 2 cores they "
+        "add about 3 %%, see docs/benchmarks.md)",
     )
     p.add_argument(
         "--db", default=None, help="also store the scores (score store file or postgresql:// URL)"

@@ -158,7 +158,7 @@ class OnnxDetector:
     def embed_files(
         self, paths: Sequence[str | os.PathLike[str]], *, num_workers: int = 0
     ) -> np.ndarray:
-        """k-NN embeddings (M, E) of audio files (decoded in ``num_workers`` processes)."""
+        """k-NN embeddings (M, E) of audio files (decoded in ``num_workers`` threads)."""
         from stetho.data.prefetch import decode_files
 
         waves = []

@@ -280,7 +280,7 @@ class Detector:
         Args:
             paths: Audio files.
             progress: Show a progress bar.
-            num_workers: Processes that decode and resample the next files while the model
+            num_workers: Threads that decode and resample the next files while the model
                 embeds the current ones (0 = decode in this process). Same embeddings either way.
 
         Raises:

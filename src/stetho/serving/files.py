@@ -194,7 +194,7 @@ def score_paths(
         machine, section: The key of all files (default: resolved per file, see module docs).
         on_error: ``"report"``: unreadable or unscorable files / unresolvable keys become
             records with ``error`` set; ``"raise"``: raise at the first problem.
-        num_workers: Processes that decode and resample the next files while the model scores
+        num_workers: Threads that decode and resample the next files while the model scores
             the current ones (:func:`stetho.data.prefetch.decode_files`; 0 = in this process).
 
     Returns:
