@@ -12,9 +12,9 @@ swamped if it were pooled with the ~990 source clips)::
     scores = scorer.score(test_emb, ("fan", "00"))        # (M,) higher = more anomalous
 
 Cosine distance is ``1 - cos(q, x)``, computed as ``1 - q̂ · x̂`` on L2-normalised embeddings with
-chunked matrix products. With faiss installed (``index="auto"``, the default) or with
-``index="faiss"`` the search uses ``faiss.IndexFlatIP`` (exact inner product) instead, which is
-faster on CPUs; faiss stays optional.
+chunked matrix products. ``index="faiss"`` uses ``faiss.IndexFlatIP`` (exact inner product)
+instead; faiss stays optional. ``index="auto"`` (the default) takes the path measured faster:
+the torch path, 0.21-0.25x faiss's time at 1e3-1e5 rows on 2 idle cores (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ class KNNConfig(ConfigBase):
         k: Number of neighbours; the score is the mean distance to them (paper: k = 1).
         metric: ``"cosine"`` (``1 - cos``, on L2-normalised embeddings; the default) or
             ``"euclidean"`` (L2 distance on the raw embeddings).
-        index: ``"auto"`` (the default: faiss when it is installed, else the torch path),
-            ``"exact"`` (chunked matrix products in torch) or ``"faiss"`` (``IndexFlatIP`` /
-            ``IndexFlatL2``; needs ``pip install faiss-cpu``). All three are exact searches and
-            agree to float32 rounding; faiss is the faster one on CPUs (``docs/benchmarks.md``).
+        index: ``"auto"`` (the default: the path measured faster, today the torch path, which
+            took 0.21-0.25x faiss's time at 1e3-1e5 rows), ``"exact"`` (chunked matrix
+            products in torch) or ``"faiss"`` (``IndexFlatIP`` / ``IndexFlatL2``; needs ``pip
+            install faiss-cpu``). All three are exact searches and agree to float32 rounding.
         domain_banks: Keep separate source and target banks per (machine, section) and take the
             minimum score over them (DCASE 2022+ practice). ``False`` pools both domains in one bank.
     """
@@ -228,9 +228,9 @@ class MemoryBank:
         return out
 
     def _use_faiss(self) -> bool:
-        if self.cfg.index == "faiss":
-            return True
-        return self.cfg.index == "auto" and _faiss_available()
+        # "auto" stays on the torch path: measured 4x faster than faiss IndexFlatIP on 2 cores,
+        # idle and loaded (docs/benchmarks.md, ratio_knn.py); faiss only when asked for
+        return self.cfg.index == "faiss"
 
     def nearest(self, query: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Index and distance of each query's nearest entry (exact search, both (M,)).
