@@ -13,7 +13,8 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -72,3 +73,16 @@ def machine() -> dict[str, Any]:
 def emit(row: dict[str, Any]) -> None:
     """Print one JSON result line (run_all.py collects them)."""
     print("RESULT " + json.dumps(row), flush=True)
+
+
+@contextmanager
+def without_fast_path() -> Iterator[None]:
+    """mn04 runs its plain modules (no BatchNorm folding, NCHW) inside this block."""
+    import stetho.backbones.efficientat as eat
+
+    can_fold = eat._can_fold
+    eat._can_fold = lambda bn: False
+    try:
+        yield
+    finally:
+        eat._can_fold = can_fold

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 
 import torch
-from _common import best_of, emit, interleaved, matmul_peak_gflops
+from _common import best_of, emit, interleaved, matmul_peak_gflops, without_fast_path
 from torch.utils.flop_counter import FlopCounterMode
 
 from stetho.backbones import create_backbone
@@ -48,12 +48,10 @@ def _flops(model: torch.nn.Module, wave: torch.Tensor) -> int:
 
 def _mn04_ratios(model: torch.nn.Module, wave: torch.Tensor) -> dict[str, float]:
     """Best times of today's mn04 forward, without the fast path, and as of stetho 47ecd60."""
-    import stetho.backbones.efficientat as eat
     from stetho.frontend.mel import centred_stft
 
     fe = model.frontend
     kernel = torch.tensor([[[-fe.preemphasis, 1.0]]])
-    can_fold = eat._can_fold
 
     def old_frontend(x: torch.Tensor) -> torch.Tensor:  # pre-emphasis by conv1d (47ecd60)
         y = torch.nn.functional.conv1d(x.float().unsqueeze(1), kernel).squeeze(1)
@@ -61,23 +59,23 @@ def _mn04_ratios(model: torch.nn.Module, wave: torch.Tensor) -> dict[str, float]
         mel = torch.matmul(fe.mel_bank, spec.real.square() + spec.imag.square())
         return ((mel + fe.log_offset).log() + fe.shift) / fe.scale
 
-    def run(fast: bool, old: bool) -> None:
-        eat._can_fold = can_fold if fast else (lambda conv, bn: False)
-        if old:
-            fe.forward = old_frontend
-        try:
+    def plain() -> None:
+        with without_fast_path():
             model.embed(wave)
+
+    def before() -> None:
+        fe.forward = old_frontend
+        try:
+            plain()
         finally:
-            eat._can_fold = can_fold
-            if old:
-                del fe.forward  # back to the class's method
+            del fe.forward  # back to the class's method
 
     with torch.inference_mode():
         return interleaved(
             {
-                "today": lambda: run(True, False),
-                "plain": lambda: run(False, False),
-                "before": lambda: run(False, True),
+                "today": lambda: model.embed(wave),
+                "plain": plain,
+                "before": before,
             },
             repeats=3,
         )

@@ -30,7 +30,7 @@ import sys
 from pathlib import Path
 
 import torch
-from _common import emit, interleaved, machine
+from _common import emit, interleaved, machine, without_fast_path
 
 MN04 = "weights/efficientat_mn04_as_mAP_432.pt"
 
@@ -67,25 +67,20 @@ def main() -> None:
         from stetho.utils.allocator import reuse_freed_memory
 
         reuse_freed_memory()
-    import stetho.backbones.efficientat as eat
     from stetho.backbones import create_backbone
 
     ours = create_backbone("efficientat-mn04", checkpoint=str(ckpt)).eval()
     theirs, mel = _official(args.efficientat.resolve(), ckpt)
     torch.manual_seed(0)
     wave = 0.1 * torch.randn(args.batch, int(args.seconds * 32000))  # (B, N) at 32 kHz
-    can_fold = eat._can_fold
 
     def official() -> torch.Tensor:
         _logits, emb = theirs(mel(wave).unsqueeze(1))  # (B, 527), (B, 384)
         return emb
 
-    def plain() -> torch.Tensor:
-        eat._can_fold = lambda conv, bn: False  # stetho without its inference fast path
-        try:
+    def plain() -> torch.Tensor:  # stetho without its inference fast path
+        with without_fast_path():
             return ours.embed(wave)
-        finally:
-            eat._can_fold = can_fold
 
     with torch.no_grad():
         diff = float((ours.embed(wave) - official()).abs().max())

@@ -172,9 +172,9 @@ class _ConvBN(nn.Sequential):
         if (
             self.training
             or torch.is_grad_enabled()
-            or not isinstance(conv, nn.Conv2d)
-            or not isinstance(bn, nn.BatchNorm2d)
-            or not _can_fold(conv, bn)
+            or type(conv) is not nn.Conv2d  # e.g. wrapped by an adapter: run them as they are
+            or type(bn) is not nn.BatchNorm2d
+            or not _can_fold(bn)
         ):
             return super().forward(x)
         weight, bias = self._folded_weights(conv, bn)
@@ -212,10 +212,8 @@ class _ConvBN(nn.Sequential):
         return weight, bias
 
 
-def _can_fold(conv: nn.Module, bn: nn.Module) -> bool:
-    """A plain conv + affine BN with running statistics, outside export and compilation."""
-    if type(conv) is not nn.Conv2d or type(bn) is not nn.BatchNorm2d:
-        return False  # e.g. wrapped by an adapter: run the modules as they are
+def _can_fold(bn: nn.BatchNorm2d) -> bool:
+    """An affine BN with running statistics, outside tracing, export and compilation."""
     if bn.running_mean is None or bn.running_var is None or bn.weight is None:
         return False
     return not (torch.jit.is_tracing() or torch.jit.is_scripting() or _exporting())
