@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from stetho.utils.download import DownloadError, download_file, file_hash
+from stetho.utils.errors import StethoError
 
 __all__ = [
     "CheckpointError",
@@ -36,8 +37,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(StethoError, RuntimeError):
     """A checkpoint cannot be found, downloaded, verified or loaded."""
+
+    http_status = 422
 
 
 def cache_dir() -> Path:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from stetho.utils.allocator import reuse_freed_memory
+from stetho.utils.errors import StethoError, error_message
 
 __all__ = ["build_parser", "main"]
 
@@ -69,11 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, KeyError, RuntimeError, OSError) as err:
+    except StethoError as err:  # stetho's own errors carry their exit code
         if args.debug:
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"stetho: error: {message}", file=sys.stderr)
+        print(f"stetho: error: {error_message(err)}", file=sys.stderr)
+        return int(err.exit_code)
+    except (ValueError, LookupError, RuntimeError, OSError, MemoryError) as err:
+        if args.debug:
+            raise
+        print(f"stetho: error: {error_message(err)}", file=sys.stderr)
         return 2
 
 

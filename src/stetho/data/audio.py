@@ -25,6 +25,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from stetho.utils.errors import StethoError
+
 __all__ = ["AudioError", "AudioInfo", "AudioSource", "audio_info", "load_audio"]
 
 logger = logging.getLogger(__name__)
@@ -36,9 +38,11 @@ AudioSource = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes
 _BLOCK_FRAMES = 1 << 16  # frames decoded at once when only checking samples
 
 
-class AudioError(RuntimeError):
+class AudioError(StethoError, RuntimeError):
     """An audio file could not be read (corrupt, empty, truncated, not audio, bad channel,
     non-finite samples, too long)."""
+
+    http_status = 422
 
 
 @dataclass(frozen=True)

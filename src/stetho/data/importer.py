@@ -38,6 +38,7 @@ from typing import Literal
 from stetho.data.audio import AudioError, audio_info
 from stetho.data.names import ClipNameError, is_audio_file_name, parse_clip_name
 from stetho.data.scan import scan_dataset
+from stetho.utils.errors import StethoError
 from stetho.utils.io import atomic_write, atomic_write_text
 
 __all__ = [
@@ -77,7 +78,7 @@ _GROUPS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class RecordingImportError(ValueError):
+class RecordingImportError(StethoError, ValueError):
     """Some recordings cannot be imported; nothing was written. ``bad`` lists them."""
 
     def __init__(self, message: str, bad: Sequence[BadRecording] = ()) -> None:

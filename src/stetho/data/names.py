@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Literal, cast
 
+from stetho.utils.errors import StethoError
+
 __all__ = [
     "AUDIO_EXTENSIONS",
     "CLIP_NAME_PATTERNS",
@@ -97,7 +99,7 @@ _RE_SUPPL = re.compile(
 _RE_2020 = re.compile(r"(?:(?P<label>normal|anomaly)_)?id_(?P<sec>\d{2})_(?P<idx>\d{8})")
 
 
-class ClipNameError(ValueError):
+class ClipNameError(StethoError, ValueError):
     """A file name that matches none of the accepted DCASE clip-name forms."""
 
 

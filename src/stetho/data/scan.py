@@ -29,6 +29,7 @@ from typing import Any, Literal, overload
 
 from stetho.data.audio import AudioError, audio_info
 from stetho.data.names import ClipName, ClipNameError, Key, is_audio_file_name, parse_clip_name
+from stetho.utils.errors import StethoError
 from stetho.utils.io import atomic_write
 
 __all__ = [
@@ -61,7 +62,7 @@ _YEAR_RE = re.compile(r"dcase[_-]?(20\d{2})", re.IGNORECASE)
 _ATTR_COL = re.compile(r"d(\d+)([pv])")
 
 
-class ScanError(ValueError):
+class ScanError(StethoError, ValueError):
     """Raised by :func:`scan_dataset` with ``on_error="raise"`` for a non-name problem."""
 
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from stetho.utils.errors import StethoError
+
 __all__ = [
     "EPS",
     "MAX_FPR",
@@ -39,7 +41,7 @@ EPS: float = sys.float_info.epsilon
 MAX_FPR: float = 0.1
 
 
-class MetricError(ValueError):
+class MetricError(StethoError, ValueError):
     """A metric cannot be computed (one-class subset, non-finite scores, bad labels)."""
 
 

@@ -31,6 +31,7 @@ from typing import Literal
 
 from stetho.data.names import ClipNameError, parse_clip_name
 from stetho.evaluation.truth import DOMAINS, SectionTruth, Truth, check_year
+from stetho.utils.errors import StethoError
 from stetho.utils.io import atomic_write_text
 
 __all__ = [
@@ -71,7 +72,7 @@ _PLAIN_2020 = re.compile(r"(?P<kind>anomaly_score)_(?P<m>[^_]+)_id_(?P<s>\d{2})\
 _SECTION = re.compile(r"\d{2}")
 
 
-class SubmissionError(ValueError):
+class SubmissionError(StethoError, ValueError):
     """A submission file (or score mapping) is malformed or does not match the truth."""
 
 

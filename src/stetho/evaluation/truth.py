@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stetho.data.names import ClipNameError, parse_clip_name
+from stetho.utils.errors import StethoError
 
 if TYPE_CHECKING:
     from stetho.data.scan import Clip
@@ -60,7 +61,7 @@ _GT_FILE_2021 = re.compile(
 _EVAL_LIST = re.compile(r"eval_data_list(?:_(?P<y>\d{4}))?\.csv")
 
 
-class GroundTruthError(ValueError):
+class GroundTruthError(StethoError, ValueError):
     """Ground-truth files or names are malformed or inconsistent (message names the file)."""
 
 

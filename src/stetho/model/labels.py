@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, cast
 
 from stetho.utils.config import ConfigBase
+from stetho.utils.errors import StethoError
 
 __all__ = [
     "NO_ATTRIBUTE",
@@ -46,8 +47,10 @@ class ClipLike(Protocol):
     def attributes(self) -> str | None: ...
 
 
-class UnknownClassError(LookupError):
+class UnknownClassError(StethoError, LookupError):
     """A clip's (machine, section, attributes) combination is not in the class map."""
+
+    http_status = 404
 
 
 def class_id(clip: ClipLike) -> str:

@@ -35,6 +35,7 @@ import numpy as np
 from stetho.data import AUDIO_EXTENSIONS, Clip, group_by_key, load_audio, scan_dataset
 from stetho.detector import Detector
 from stetho.evaluation import EvaluationResult, MetricError, evaluate, truth_from_clips
+from stetho.utils.errors import StethoError
 from stetho.utils.io import atomic_write_text
 
 __all__ = [
@@ -53,7 +54,7 @@ ROBUSTNESS_JSON = "robustness.json"
 ROBUSTNESS_CSV = "robustness.csv"
 
 
-class NoiseError(ValueError):
+class NoiseError(StethoError, ValueError):
     """Noise recordings missing, silent or unreadable, or a silent clip (SNR undefined)."""
 
 

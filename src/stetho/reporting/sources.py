@@ -22,13 +22,14 @@ from typing import Any, Literal
 
 from stetho.evaluation import is_ground_truth_dir
 from stetho.reporting.robustness import ROBUSTNESS_JSON
+from stetho.utils.errors import StethoError
 
 __all__ = ["ReportInputs", "ReportSourceError", "locate", "read_csv_rows"]
 
 logger = logging.getLogger(__name__)
 
 
-class ReportSourceError(ValueError):
+class ReportSourceError(StethoError, ValueError):
     """The report source is not a run, demo, sweep or submission folder."""
 
 

@@ -41,6 +41,7 @@ from stetho.serving.body import ClientGone, check_content_type, drain, form_file
 from stetho.serving.decode import RequestError, decode_pcm, decode_upload
 from stetho.serving.files import normalize_section
 from stetho.serving.metrics import ServiceMetrics
+from stetho.utils.errors import StethoError, error_message
 
 if TYPE_CHECKING:
     from stetho.serving.service import ScoringService
@@ -451,9 +452,14 @@ def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
 
 
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestError)
-    async def _request_error(request: Request, err: RequestError) -> JSONResponse:
-        return _error(err.status, err.message, err.headers)
+    @app.exception_handler(StethoError)
+    async def _stetho_error(request: Request, err: StethoError) -> JSONResponse:
+        # one mapping for every error stetho raises: its own HTTP status and message
+        if isinstance(err, RequestError):
+            return _error(err.status, err.message, err.headers)
+        if int(err.http_status) >= 500:
+            logger.error("%s %s: %s", request.method, request.url.path, err)
+        return _error(int(err.http_status), error_message(err))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:

@@ -17,6 +17,7 @@ import soundfile as sf
 
 from stetho.data import AudioError, load_audio
 from stetho.serving.stream import PCM_DTYPES
+from stetho.utils.errors import StethoError
 
 __all__ = ["RequestError", "decode_pcm", "decode_upload"]
 
@@ -24,12 +25,13 @@ __all__ = ["RequestError", "decode_pcm", "decode_upload"]
 MIN_RATE, MAX_RATE = 1000, 768_000
 
 
-class RequestError(Exception):
+class RequestError(StethoError):
     """A client error with its HTTP status; the message is returned as ``{"error": …}``."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = int(status)
+        self.http_status = self.status
         self.message = message
         self.headers = headers or {}
 

@@ -31,6 +31,7 @@ from stetho.data import AudioError, ClipNameError, is_audio_file_name, parse_cli
 from stetho.data.names import Key, normalize_section
 from stetho.data.prefetch import decode_files
 from stetho.scoring.threshold import decide
+from stetho.utils.errors import StethoError
 from stetho.utils.io import atomic_write
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ CSV_COLUMNS: tuple[str, ...] = (
 _CHUNK = 32  # files decoded and scored at once
 
 
-class KeyResolutionError(ValueError):
+class KeyResolutionError(StethoError, ValueError):
     """The (machine, section) of a file is unknown to the detector or cannot be inferred."""
 
 

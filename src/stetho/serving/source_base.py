@@ -18,6 +18,7 @@ import numpy as np
 
 from stetho.serving.monitor_config import SourceConfig
 from stetho.serving.stream import StreamScorer
+from stetho.utils.errors import StethoError
 
 if TYPE_CHECKING:
     from stetho.detector.scorer import Scorer
@@ -34,8 +35,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class SourceUnavailable(RuntimeError):
+class SourceUnavailable(StethoError, RuntimeError):
     """A source cannot run here (e.g. no sound-card support installed); the message says why."""
+
+    exit_code = 1
+    http_status = 503
 
 
 @dataclass(frozen=True)

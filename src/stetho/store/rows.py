@@ -5,11 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from stetho.utils.errors import StethoError
+
 __all__ = ["AlarmRow", "MachineState", "ScoreRow", "StoreError", "as_utc", "utc_now"]
 
 
-class StoreError(RuntimeError):
+class StoreError(StethoError, RuntimeError):
     """The score store cannot be opened, migrated or written (the message says what to do)."""
+
+    exit_code = 1
+    http_status = 503
 
 
 def utc_now() -> datetime:

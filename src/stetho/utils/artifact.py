@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import stetho
+from stetho.utils.errors import StethoError
 from stetho.utils.io import MANIFEST_NAME, apply_umask, folder_files, sha256_file, write_manifest
 
 __all__ = [
@@ -48,8 +49,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class DetectorError(RuntimeError):
+class DetectorError(StethoError, RuntimeError):
     """A detector cannot be built, saved or loaded (the message says what to do)."""
+
+    http_status = 422
 
 
 def read_json(path: Path) -> Any:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from stetho.utils.errors import StethoError
 from stetho.utils.io import atomic_write_text
 
 __all__ = ["ConfigBase", "ConfigError"]
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T", bound="ConfigBase")
 
 
-class ConfigError(ValueError):
+class ConfigError(StethoError, ValueError):
     """A configuration value or key is invalid."""
 
 

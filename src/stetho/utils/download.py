@@ -17,13 +17,18 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from stetho.utils.errors import StethoError
+
 __all__ = ["DownloadError", "OfflineError", "download_file", "file_hash", "is_offline"]
 
 logger = logging.getLogger(__name__)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(StethoError, RuntimeError):
     """A download failed or its checksum did not match."""
+
+    exit_code = 1
+    http_status = 503
 
 
 class OfflineError(DownloadError):
