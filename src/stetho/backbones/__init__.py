@@ -18,6 +18,8 @@ from stetho.backbones import (
 from stetho.backbones.base import MATRIX_KEYS, Backbone, PretrainedCfg
 from stetho.backbones.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from stetho.backbones.registry import (
+    architecture_keys,
+    architecture_overrides,
     create_backbone,
     describe_backbones,
     get_entry,
@@ -30,6 +32,8 @@ __all__ = [
     "Backbone",
     "CheckpointError",
     "PretrainedCfg",
+    "architecture_keys",
+    "architecture_overrides",
     "beats",
     "ced",
     "create_backbone",

@@ -22,7 +22,7 @@ import torch
 
 from stetho.backbones.base import Backbone
 from stetho.backbones.checkpoint import CheckpointError
-from stetho.backbones.registry import create_backbone, get_entry
+from stetho.backbones.registry import architecture_overrides, create_backbone, get_entry
 from stetho.utils.config import ConfigBase, ConfigError
 
 __all__ = ["FeatureConfig", "FeatureExtractor", "pool_tokens"]
@@ -38,14 +38,18 @@ class FeatureConfig(ConfigBase):
             ``logmel``. ``stetho backbones fetch NAME`` puts the registered file in the cache.
         layers: Block indices to pool (EfficientAT: 0 = stem … 16 = last conv); ``None`` = the
             final tokens. Several layers are pooled separately and concatenated.
-        pool: ``"mean"``, ``"max"`` or ``"mean+max"`` over each layer's tokens.
-        overrides: Backbone factory overrides (e.g. ``{n_mels: 64}`` for ``logmel``).
+        pool: ``"mean"``, ``"max"``, ``"mean+max"`` or ``"mean+std"`` (population std) over
+            each layer's tokens.
+        overrides: Architecture settings of the backbone (e.g. ``{n_mels: 64}`` for
+            ``logmel``); nothing else (checked by
+            :func:`~stetho.backbones.registry.architecture_overrides`: ``trust_checkpoint`` is
+            refused, a feature's checkpoint is always read with ``weights_only``).
     """
 
     backbone: str = "logmel"
     checkpoint: str | None = None
     layers: list[int] | None = None
-    pool: Literal["mean", "max", "mean+max"] = "mean+max"
+    pool: Literal["mean", "max", "mean+max", "mean+std"] = "mean+max"
     overrides: dict[str, Any] = field(default_factory=dict)
 
     def source_key(self) -> tuple[str, str | None, str]:
@@ -59,14 +63,17 @@ class FeatureConfig(ConfigBase):
 
 
 def pool_tokens(tokens: torch.Tensor, pool: str) -> torch.Tensor:
-    """Tokens ``(B, L, D)`` → ``(B, D)`` (mean or max) or ``(B, 2D)`` (``mean+max``)."""
+    """Tokens ``(B, L, D)`` → ``(B, D)`` (mean or max) or ``(B, 2D)`` (``mean+max``,
+    ``mean+std``: population standard deviation over the tokens)."""
     if pool == "mean":
         return tokens.mean(1)
     if pool == "max":
         return tokens.amax(1)
     if pool == "mean+max":
         return torch.cat([tokens.mean(1), tokens.amax(1)], dim=-1)
-    raise ValueError(f"unknown pooling {pool!r}; use mean, max or mean+max")
+    if pool == "mean+std":
+        return torch.cat([tokens.mean(1), tokens.std(1, correction=0)], dim=-1)
+    raise ValueError(f"unknown pooling {pool!r}; use mean, max, mean+max or mean+std")
 
 
 class FeatureExtractor:
@@ -76,6 +83,7 @@ class FeatureExtractor:
         cfg: The feature settings.
         backbone: An already built backbone to use (else built from ``cfg``).
         device: Where to run it.
+        source: Where ``cfg`` was read (named in errors about its overrides).
     """
 
     def __init__(
@@ -83,6 +91,8 @@ class FeatureExtractor:
         cfg: FeatureConfig,
         backbone: Backbone | None = None,
         device: str | torch.device = "cpu",
+        *,
+        source: str = "feature.overrides",
     ) -> None:
         self.cfg = cfg
         if backbone is None:
@@ -93,8 +103,10 @@ class FeatureExtractor:
                     f"checkpoint (fetch the registered file with `stetho backbones fetch "
                     f"{cfg.backbone}`)"
                 )
+            # a file's overrides: architecture settings only, never trust (item 1 of issue 22)
+            overrides = architecture_overrides(cfg.backbone, cfg.overrides, source=source)
             try:
-                backbone = create_backbone(cfg.backbone, checkpoint=cfg.checkpoint, **cfg.overrides)
+                backbone = create_backbone(cfg.backbone, checkpoint=cfg.checkpoint, **overrides)
             except CheckpointError as err:
                 raise CheckpointError(
                     f"{err}. To download the registered weights into the cache, run "

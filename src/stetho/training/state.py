@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stetho.backbones import Backbone, create_backbone
+from stetho.backbones import Backbone, architecture_overrides, create_backbone
 from stetho.config import BackboneConfig, ExperimentConfig, TrainConfig
 from stetho.data import Clip, audio_info
 from stetho.model.adapt import apply_finetuning, trainable_parameter_count
@@ -151,11 +151,19 @@ def resolve_device(spec: str, info: DistInfo | None = None) -> torch.device:
 
 
 def build_backbone(cfg: BackboneConfig) -> Backbone:
-    """``create_backbone`` from a :class:`BackboneConfig` (checkpoint, trust flag, overrides)."""
-    kwargs = dict(cfg.overrides)
-    if cfg.trust_checkpoint:
-        kwargs["trust_checkpoint"] = True
-    return create_backbone(cfg.name, checkpoint=cfg.checkpoint, **kwargs)
+    """``create_backbone`` from a :class:`BackboneConfig` (checkpoint, trust flag, overrides).
+
+    ``cfg`` is the caller's own experiment config: its ``trust_checkpoint`` is the caller's
+    decision. Its ``overrides`` hold architecture settings only (``trust_checkpoint`` there is
+    refused, so a saved config cannot carry trust along in them).
+    """
+    overrides = architecture_overrides(cfg.name, cfg.overrides, source="backbone.overrides")
+    return create_backbone(
+        cfg.name,
+        checkpoint=cfg.checkpoint,
+        trust_checkpoint=bool(cfg.trust_checkpoint),
+        **overrides,
+    )
 
 
 def seed_everything(seed: int) -> None:
