@@ -76,6 +76,7 @@ def test_alarm_fields_and_hysteresis(store_url: str) -> None:
         # hysteresis), and closes at index 9 with 1 of 5 above (<= clear_k)
         decisions = [0, 1, 0, 1, 1, 0, 1, 0, 0, 0, 0]
         rows = _rows(decisions)
+        store.add_scores(rows)  # the tracker reads the windows from the store
         events = [tracker.update(r) for r in rows]
         assert events == _reference(decisions, 3, 5, 1)
         assert events.index("opened") == 4 and events.index("closed") == 9

@@ -204,5 +204,5 @@ def test_sqlite_uses_wal_and_urls_are_normalised(tmp_path) -> None:
 
 
 def test_unreachable_postgres_is_a_store_error() -> None:
-    with pytest.raises(StoreError, match="cannot open"):
+    with pytest.raises(StoreError, match="cannot be opened"):
         ScoreStore.open("postgresql://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 2})

@@ -1,22 +1,31 @@
 """The alarm rule: k of the last n windows above threshold opens an alarm; hysteresis closes it.
 
->>> tracker = AlarmTracker(store, AlarmRule(k=3, n=5, clear_k=0))   # doctest: +SKIP
->>> for row in rows:
-...     event = tracker.update(row)          # "opened", "closed" or None   # doctest: +SKIP
+>>> ids, events = store.record(rows, AlarmRule(k=3, n=5, clear_k=0))   # doctest: +SKIP
+>>> events                                    # "opened", "closed" or None per row  # doctest: +SKIP
+
+The state of the rule (the last ``n`` windows and the open alarm) is read from the store inside
+the transaction that writes the windows, never kept in memory: several processes writing the same
+machine (``stetho serve`` and ``stetho monitor`` on one database) see each other's windows and
+alarms, and an alarm closed by one is never counted into by another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import threading
-from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from stetho.store.rows import AlarmRow, ScoreRow
-from stetho.store.store import ScoreStore
+from sqlalchemy import Connection, and_, or_, select, text, update
+
+from stetho.store.rows import AlarmRow, ScoreRow, as_utc
+from stetho.store.schema import alarm_from, alarms, scores
 from stetho.utils.config import ConfigBase, ConfigError
 
-__all__ = ["AlarmRule", "AlarmTracker"]
+if TYPE_CHECKING:
+    from stetho.store.store import ScoreStore
+
+__all__ = ["AlarmRule", "AlarmTracker", "apply_rule", "lock_keys"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,94 +58,120 @@ class AlarmRule(ConfigBase):
             )
 
 
-@dataclass
-class _KeyState:
-    history: deque[tuple[bool, float]]  # (anomalous, score) of the last n windows
-    alarm: AlarmRow | None
-    peak: float = float("-inf")
-    count: int = 0
+def lock_keys(conn: Connection, keys: set[tuple[str, str]]) -> None:
+    """Serialise alarm updates of ``keys`` across processes until the transaction ends.
+
+    SQLite needs nothing (a write transaction holds the database's only write lock);
+    PostgreSQL takes one transaction-scoped advisory lock per machine/section, in a fixed order.
+    """
+    if conn.dialect.name != "postgresql":
+        return
+    for machine, section in sorted(keys):
+        digest = hashlib.sha256(f"stetho-alarm\0{machine}\0{section}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+
+def _history(conn: Connection, row: ScoreRow, n: int) -> list[tuple[bool, float]]:
+    """(anomalous, score) of the last ``n`` stored windows of the row's key up to the row
+    itself (by time, then id), oldest first."""
+    t = as_utc(row.time, "ScoreRow.time")
+    if row.id is None:
+        upto = scores.c.time <= t
+    else:
+        upto = or_(scores.c.time < t, and_(scores.c.time == t, scores.c.id <= int(row.id)))
+    q = (
+        select(scores.c.decision, scores.c.score)
+        .where(scores.c.machine == row.machine, scores.c.section == row.section, upto)
+        .order_by(scores.c.time.desc(), scores.c.id.desc())
+        .limit(n)
+    )
+    return [(d == 1, float(s)) for d, s in reversed(conn.execute(q).all())]
+
+
+def _open_alarm(conn: Connection, machine: str, section: str) -> AlarmRow | None:
+    row = conn.execute(
+        select(alarms)
+        .where(alarms.c.machine == machine, alarms.c.section == section, alarms.c.closed.is_(None))
+        .order_by(alarms.c.opened.desc(), alarms.c.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else alarm_from(row)
+
+
+def apply_rule(conn: Connection, row: ScoreRow, rule: AlarmRule) -> str | None:
+    """Apply ``rule`` to the stored window ``row`` inside the caller's write transaction.
+
+    The history is the last ``rule.n`` stored windows of the row's machine/section up to the row
+    (so the row must be stored first, in this transaction or before); the open alarm is the
+    store's. Call :func:`lock_keys` first on PostgreSQL.
+
+    Returns:
+        ``"opened"`` when the row opens an alarm, ``"closed"`` when it closes one, else None.
+    """
+    history = _history(conn, row, rule.n)
+    n_above = sum(a for a, _ in history)
+    anomalous = row.decision == 1
+    alarm = _open_alarm(conn, row.machine, row.section)
+    if alarm is None:
+        if n_above < rule.k:
+            return None
+        above = [s for a, s in history if a]
+        conn.execute(
+            alarms.insert().values(
+                machine=row.machine,
+                section=row.section,
+                opened=as_utc(row.time, "alarm time"),
+                closed=None,
+                peak_score=max(above),
+                n_windows=len(above),
+                detector_id=str(row.detector_id),
+                detector_version=int(row.detector_version),
+            )
+        )
+        logger.warning(
+            "ALARM opened: %s/%s, %d of the last %d windows above threshold (peak %.4g)",
+            row.machine,
+            row.section,
+            n_above,
+            len(history),
+            max(above),
+        )
+        return "opened"
+    peak, count = alarm.peak_score, alarm.n_windows
+    if anomalous:
+        peak, count = max(peak, float(row.score)), count + 1
+    values: dict[str, object] = {"peak_score": peak, "n_windows": count}
+    event = None
+    if n_above <= rule.clear_k:
+        values["closed"] = as_utc(row.time, "alarm close time")
+        event = "closed"
+        logger.warning("alarm closed: %s/%s", row.machine, row.section)
+    if anomalous or event:
+        conn.execute(update(alarms).where(alarms.c.id == alarm.id).values(**values))
+    return event
 
 
 class AlarmTracker:
-    """Applies an :class:`AlarmRule` to score rows and persists alarm events in the store.
+    """Applies an :class:`AlarmRule` to windows already in the store.
 
-    One tracker per process, shared by all sources (thread-safe). On the first row of a
-    (machine, section) the tracker resumes from the store: an alarm left open by a previous run
-    stays open (and is closed by this one), and the window history is refilled with the last
-    ``n - 1`` stored scores older than the row.
+    Stateless: each :meth:`update` reads the window history and the open alarm from the store
+    in one write transaction, so trackers of several processes on one database agree. To write
+    windows and apply the rule in one transaction, use :meth:`ScoreStore.record` instead.
     """
 
     def __init__(self, store: ScoreStore, rule: AlarmRule) -> None:
         self.store = store
         self.rule = rule
-        self._states: dict[tuple[str, str], _KeyState] = {}
-        self._lock = threading.Lock()
 
     def is_open(self, machine: str, section: str) -> bool:
-        """Whether an alarm of (machine, section) is open (as far as this tracker knows)."""
-        state = self._states.get((machine, section))
-        return state is not None and state.alarm is not None
-
-    def _resume(self, row: ScoreRow) -> _KeyState:
-        n = self.rule.n
-        history: deque[tuple[bool, float]] = deque(maxlen=n)
-        if n > 1:  # the windows stored before this one
-            for p in self.store.scores(row.machine, row.section, end=row.time, limit=n - 1):
-                history.append((p.decision == 1, p.score))
-        alarm = self.store.open_alarm_of(row.machine, row.section)
-        state = _KeyState(history=history, alarm=alarm)
-        if alarm is not None:
-            state.peak, state.count = alarm.peak_score, alarm.n_windows
-            logger.info(
-                "resuming open alarm %d of %s/%s (opened %s)",
-                alarm.id,
-                row.machine,
-                row.section,
-                alarm.opened.isoformat(),
-            )
-        return state
+        """Whether an alarm of (machine, section) is open in the store."""
+        return self.store.open_alarm_of(machine, section) is not None
 
     def update(self, row: ScoreRow) -> str | None:
-        """Take one scored window into account.
+        """Take one stored window into account (its ``id`` orders windows of the same time).
 
         Returns:
             ``"opened"`` when the row opens an alarm, ``"closed"`` when it closes one, else None.
         """
-        key = (row.machine, row.section)
-        with self._lock:
-            state = self._states.get(key)
-            if state is None:
-                state = self._states[key] = self._resume(row)
-            anomalous = row.decision == 1
-            state.history.append((anomalous, float(row.score)))
-            n_above = sum(a for a, _ in state.history)
-            if state.alarm is None:
-                if n_above < self.rule.k:
-                    return None
-                above = [s for a, s in state.history if a]
-                state.peak, state.count = max(above), len(above)
-                state.alarm = self.store.open_alarm(row, state.peak, state.count)
-                logger.warning(
-                    "ALARM opened: %s/%s, %d of the last %d windows above threshold (peak %.4g)",
-                    row.machine,
-                    row.section,
-                    n_above,
-                    len(state.history),
-                    state.peak,
-                )
-                return "opened"
-            if anomalous:
-                state.peak = max(state.peak, float(row.score))
-                state.count += 1
-            if n_above <= self.rule.clear_k:
-                self.store.update_alarm(
-                    state.alarm.id, peak_score=state.peak, n_windows=state.count, closed=row.time
-                )
-                logger.warning("alarm closed: %s/%s", row.machine, row.section)
-                state.alarm = None
-                return "closed"
-            if anomalous:
-                self.store.update_alarm(
-                    state.alarm.id, peak_score=state.peak, n_windows=state.count
-                )
-            return None
+        return self.store.apply_alarm_rule(row, self.rule)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from stetho.utils.errors import StethoError
 
-__all__ = ["AlarmRow", "MachineState", "ScoreRow", "StoreError", "as_utc", "utc_now"]
+__all__ = [
+    "MAX_TIME",
+    "MIN_TIME",
+    "AlarmRow",
+    "MachineState",
+    "ScoreRow",
+    "StoreError",
+    "as_utc",
+    "utc_now",
+]
 
 
 class StoreError(StethoError, RuntimeError):
@@ -22,18 +31,31 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+#: The earliest and latest times the store can hold (what :func:`as_utc` clamps to).
+MIN_TIME = datetime.min.replace(tzinfo=UTC)
+MAX_TIME = datetime.max.replace(tzinfo=UTC)
+
+
 def as_utc(value: datetime, what: str = "time") -> datetime:
     """``value`` converted to UTC; naive datetimes are refused (ambiguous wall-clock time).
+
+    A time whose UTC equivalent lies outside years 1..9999 (``0001-01-01T00:00+14:00`` is
+    still 31 December of year 0 in UTC) is clamped to :data:`MIN_TIME` / :data:`MAX_TIME`:
+    as a range bound it means "from the beginning" / "until the end".
 
     Raises:
         ValueError: ``value`` has no time zone.
     """
-    if value.tzinfo is None or value.utcoffset() is None:
+    offset = value.utcoffset() if value.tzinfo is not None else None
+    if offset is None:
         raise ValueError(
             f"{what} {value.isoformat()} has no time zone; pass an aware datetime, e.g. "
             "datetime.now(datetime.UTC)"
         )
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return MIN_TIME if offset > timedelta(0) else MAX_TIME
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,12 @@
 One SQLite file (WAL mode, ``synchronous=NORMAL``) by default; PostgreSQL through a
 ``postgresql://`` URL (psycopg 3) with the same schema. Every write is one transaction, so a
 process killed mid-write leaves either all of a batch (and its source position) or none of it.
+:meth:`ScoreStore.record` also applies the alarm rule in that transaction, from the state in the
+database (never from a process's memory), so that several processes can write one store.
+
+A database the driver cannot read or write (corrupted pages, a lost server, a lock held too
+long) raises :class:`StoreError` (HTTP 503) with the driver's one-line reason, never the SQL;
+:meth:`ScoreStore.check` runs an integrity check (``stetho monitor --check``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,8 +43,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 
+from stetho.store.alarms import AlarmRule, apply_rule, lock_keys
 from stetho.store.rows import AlarmRow, MachineState, ScoreRow, StoreError, as_utc, utc_now
 from stetho.store.schema import (
     SCHEMA_VERSION,
@@ -151,6 +159,9 @@ class ScoreStore:
                 if engine.dialect.name == "postgresql":  # one migrator at a time
                     conn.execute(text("SELECT pg_advisory_xact_lock(4242170001)"))
                 before = migrate(conn, where)
+        except StoreError as err:  # the driver's error, without SQL
+            engine.dispose()
+            raise StoreError(str(err).replace("cannot be read", "cannot be opened")) from err
         except SQLAlchemyError as err:
             engine.dispose()
             raise StoreError(f"{where}: cannot open the score store ({err})") from err
@@ -183,18 +194,58 @@ class ScoreStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _unavailable(self, doing: str, err: DBAPIError) -> StoreError:
+        """A :class:`StoreError` with the driver's first line (no SQL, no parameters)."""
+        lines = str(err.orig if err.orig is not None else err).strip().splitlines()
+        reason = lines[0] if lines else type(err).__name__
+        if self.dialect == "sqlite":
+            advice = (
+                "check it with `stetho monitor CONFIG --check`; a corrupted file must be "
+                "restored from a backup or moved aside (a new one is then created)"
+            )
+        else:
+            advice = "check that the database server is running and reachable"
+        return StoreError(f"{self.where}: the score store cannot be {doing} ({reason}); {advice}")
+
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One write transaction (committed on success, rolled back on any error)."""
-        with self._lock, self.engine.connect() as conn:
-            conn = conn.execution_options(stetho_write=True)
-            with conn.begin():
-                yield conn
+        try:
+            with self._lock, self.engine.connect() as conn:
+                conn = conn.execution_options(stetho_write=True)
+                with conn.begin():
+                    yield conn
+        except DBAPIError as err:
+            raise self._unavailable("written", err) from err
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except DBAPIError as err:
+            raise self._unavailable("read", err) from err
+
+    def check(self) -> list[str]:
+        """Problems of the database: an integrity check on SQLite (``PRAGMA quick_check``: every
+        page and index readable), every table readable on PostgreSQL; empty when healthy.
+        Reads the whole file: seconds per GB."""
+        try:
+            with self._read() as conn:
+                if self.dialect == "sqlite":
+                    found = [str(r[0]) for r in conn.exec_driver_sql("PRAGMA quick_check")]
+                    if found != ["ok"]:
+                        shown = "; ".join(found[:5]) + ("; …" if len(found) > 5 else "")
+                        return [
+                            f"{self.where}: the score store is corrupted ({shown}); restore it "
+                            "from a backup or move it aside (a new one is created)"
+                        ]
+                    return []
+                for table in (scores, alarms, positions):
+                    conn.execute(select(func.count()).select_from(table)).scalar()
+        except StoreError as err:
+            return [str(err)]
+        return []
 
     # ------------------------------------------------------------------------------ writes
     def add_scores(
@@ -222,6 +273,60 @@ class ScoreStore:
             for source, position in (positions or {}).items():
                 self._upsert_position(conn, source, position)
         return ids
+
+    def record(
+        self,
+        rows: Sequence[ScoreRow],
+        rule: AlarmRule,
+        *,
+        positions: Mapping[str, str] | None = None,
+    ) -> tuple[list[int], list[str | None]]:
+        """Store score rows (and source positions) and apply the alarm rule, in one transaction.
+
+        The rule's state (the last ``rule.n`` windows and the open alarm of each machine/section)
+        is read from the database inside the transaction, under a lock of the machine/section
+        (SQLite: the write lock; PostgreSQL: an advisory lock), so that processes writing the
+        same machine never miss nor double an alarm.
+
+        Returns:
+            The new row ids and, per row, ``"opened"``, ``"closed"`` or None.
+
+        Raises:
+            ValueError: a row has a naive time or no machine/section.
+            StoreError: the database cannot be written.
+        """
+        values = [score_values(r) for r in rows]
+        ids: list[int] = []
+        events: list[str | None] = []
+        with self._write() as conn:
+            lock_keys(conn, {(r.machine, r.section) for r in rows})
+            if values:
+                stmt = scores.insert().returning(scores.c.id, sort_by_parameter_order=True)
+                ids = [int(i) for i in conn.execute(stmt, values).scalars()]
+            for source, position in (positions or {}).items():
+                self._upsert_position(conn, source, position)
+            for row, new_id in zip(rows, ids):
+                events.append(apply_rule(conn, replace(row, id=new_id), rule))
+        return ids, events
+
+    def apply_alarm_rule(self, row: ScoreRow, rule: AlarmRule) -> str | None:
+        """Apply ``rule`` to a window already stored (see :func:`stetho.store.alarms.apply_rule`).
+
+        Returns:
+            ``"opened"``, ``"closed"`` or None.
+        """
+        with self._write() as conn:
+            lock_keys(conn, {(row.machine, row.section)})
+            return apply_rule(conn, row, rule)
+
+    def has_machine(self, machine: str) -> bool:
+        """Whether any score or alarm of ``machine`` is stored."""
+        with self._read() as conn:
+            for table in (scores, alarms):
+                q = select(table.c.id).where(table.c.machine == machine).limit(1)
+                if conn.execute(q).first() is not None:
+                    return True
+        return False
 
     def set_position(self, source: str, position: str) -> None:
         """Record where ``source`` was read up to (e.g. a file name or a byte offset)."""
@@ -379,13 +484,16 @@ class ScoreStore:
         open_only: bool = False,
         start: datetime | None = None,
         end: datetime | None = None,
+        *,
+        newest_first: bool = False,
     ) -> list[AlarmRow]:
-        """Alarms overlapping ``[start, end)``, oldest first.
+        """Alarms overlapping ``[start, end)``, oldest first (or newest first).
 
         Args:
             machine, section: Filters (None = all).
             open_only: Only alarms still open.
             start, end: An alarm is returned when it was open at some time in the range.
+            newest_first: Latest opened first (as the API lists them).
         """
         cond = []
         if machine is not None:
@@ -398,7 +506,10 @@ class ScoreStore:
             cond.append(alarms.c.opened < as_utc(end, "end"))
         if start is not None:
             cond.append(or_(alarms.c.closed.is_(None), alarms.c.closed >= as_utc(start, "start")))
-        q = select(alarms).where(and_(True, *cond)).order_by(alarms.c.opened, alarms.c.id)
+        order: tuple[Any, ...] = (alarms.c.opened, alarms.c.id)
+        if newest_first:
+            order = (alarms.c.opened.desc(), alarms.c.id.desc())
+        q = select(alarms).where(and_(True, *cond)).order_by(*order)
         with self._read() as conn:
             return [alarm_from(r) for r in conn.execute(q)]
 
