@@ -22,6 +22,7 @@ import numpy as np
 from stetho.scoring.gaussian import DiagonalGMM, GaussianModel
 from stetho.scoring.normalise import Standardiser, ZNorm
 from stetho.utils.config import ConfigBase, ConfigError
+from stetho.utils.errors import InputError
 
 __all__ = ["BackendConfig", "BankBackend", "knn_distances"]
 
@@ -185,19 +186,85 @@ class BankBackend:
             out.update({f"model_{k}": v for k, v in self.model.state().items()})
         return out
 
+    @property
+    def dim(self) -> int:
+        """Feature size D the back-end takes (0 before fitting)."""
+        return 0 if self.std.mean is None else int(np.asarray(self.std.mean).shape[0])
+
+    def check_dim(self, expected: int, what: str = "the feature extractor") -> None:
+        """Refuse a back-end fitted on features of another size than ``expected``.
+
+        Raises:
+            InputError: the sizes differ (the message names both).
+        """
+        if self.dim != int(expected):
+            raise InputError(
+                f"the bank holds {self.dim}-d features but {what} gives {int(expected)}-d ones: "
+                "the bank belongs to another feature setting; refit it"
+            )
+
     @classmethod
     def from_state(cls, cfg: BackendConfig, state: dict[str, np.ndarray]) -> BankBackend:
-        """Rebuild from :meth:`state`."""
+        """Rebuild from :meth:`state`.
+
+        Raises:
+            InputError: a missing array, arrays of inconsistent shapes, or NaN / infinite values
+                (a NaN bank row would score every clip ``inf``); the message names the array
+                (the caller adds the file).
+        """
+        arrays = _checked_state(cfg, state)
         be = cls(cfg)
-        be.std = Standardiser(cfg.standardise, np.asarray(state["std_mean"]),
-                              np.asarray(state["std_transform"]))  # fmt: skip
-        be.bank = np.asarray(state["bank"])
-        be._loo_raw = np.asarray(state["loo_raw"])
-        mean, scale = (float(v) for v in np.asarray(state["norm"]))
+        be.std = Standardiser(cfg.standardise, arrays["std_mean"], arrays["std_transform"])
+        be.bank = arrays["bank"]
+        be._loo_raw = arrays["loo_raw"]
+        mean, scale = (float(v) for v in arrays["norm"])
         be.norm = ZNorm(mean, scale)
-        model_state = {k[6:]: v for k, v in state.items() if k.startswith("model_")}
+        model_state = {k[6:]: v for k, v in arrays.items() if k.startswith("model_")}
         if cfg.kind == "mahalanobis":
             be.model = GaussianModel.from_state(model_state)
         elif cfg.kind == "gmm":
             be.model = DiagonalGMM.from_state(model_state)
         return be
+
+
+_REQUIRED = ("std_mean", "std_transform", "bank", "loo_raw", "norm")
+_MODEL_KEYS = {
+    "mahalanobis": ("mean", "basis", "inner", "coef"),
+    "gmm": ("weights", "means", "vars"),
+}
+
+
+def _checked_state(cfg: BackendConfig, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays of a saved back-end, checked: present, consistent shapes, finite values."""
+    needed = [*_REQUIRED, *(f"model_{k}" for k in _MODEL_KEYS.get(cfg.kind, ()))]
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise InputError(f"bank state lacks {missing} (kind {cfg.kind!r}); fit the bank again")
+    out = {k: np.asarray(v) for k, v in state.items()}
+    bank, mean, tr = out["bank"], out["std_mean"], out["std_transform"]
+    if bank.ndim != 2 or mean.ndim != 1 or bank.shape[1] != mean.shape[0]:
+        raise InputError(
+            f"bank rows {bank.shape} do not match the standardiser's mean {mean.shape}: "
+            "the bank state is damaged; fit it again"
+        )
+    if tr.shape not in ((mean.shape[0],), (mean.shape[0], mean.shape[0])):
+        raise InputError(
+            f"standardiser transform {tr.shape} does not fit {mean.shape[0]}-d features"
+        )
+    if out["norm"].shape != (2,):
+        raise InputError(f"norm must hold (mean, scale), got shape {out['norm'].shape}")
+    for name, arr in out.items():
+        # leave-one-out scores may be inf (a one-row bank has no other row): NaN only there
+        bad = np.isnan(arr) if name == "loo_raw" else ~np.isfinite(arr)
+        if arr.dtype.kind == "f" and bad.any():
+            where = ""
+            if name == "bank":
+                rows = np.flatnonzero(bad.any(axis=1))
+                where = f" ({len(rows)} of {arr.shape[0]} rows, first: row {int(rows[0])})"
+            raise InputError(
+                f"bank state {name!r} holds NaN or infinite values{where}; such a bank scores "
+                "every clip NaN or inf. The file is damaged: fit the bank again"
+            )
+    if not out["norm"][1] > 0:
+        raise InputError(f"bank state 'norm' has scale {out['norm'][1]!r}; expected > 0")
+    return out

@@ -30,6 +30,7 @@ import torch
 
 from stetho.data.names import Key
 from stetho.utils.config import ConfigBase
+from stetho.utils.errors import InputError
 
 __all__ = ["DomainKNNScorer", "KNNConfig", "MemoryBank", "Neighbour"]
 
@@ -510,6 +511,21 @@ class DomainKNNScorer:
             out[idx] = self._score_key(emb, key, own)
         return out
 
+    def held_out_scores(self, key: Key) -> np.ndarray:
+        """Leave-one-out scores (N,) of every bank row of ``key`` (each row scored with itself
+        removed from its own bank; min over the key's banks), rows in domain order.
+
+        Works on loaded banks too (needs no fit index); a row whose banks hold nothing else
+        gets ``inf``.
+        """
+        banks = self.require_key(key)
+        rows = [(d, i) for d in DOMAINS if d in banks for i in range(len(banks[d]))]
+        if not rows:
+            return np.zeros(0)
+        emb = torch.stack([banks[d].embeddings[i] for d, i in rows])
+        own = {dom: np.array([i if d == dom else -1 for d, i in rows]) for dom in DOMAINS}
+        return self._score_key(emb, key, own)
+
     def fitted_keys(self) -> list[Key]:
         """The (machine, section) of each fitted sample, in fit order."""
         return [key for key, _, _ in self._fit_index]
@@ -524,12 +540,21 @@ class DomainKNNScorer:
         }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore banks saved by :meth:`state_dict` (exactly, without re-normalising)."""
+        """Restore banks saved by :meth:`state_dict` (exactly, without re-normalising).
+
+        Every bank must be a 2-D floating tensor of finite values, all of one dimension; check
+        that dimension against the model with :meth:`check_dim`.
+
+        Raises:
+            InputError: a malformed name, a tensor that is not 2-D, a bank with NaN or infinite
+                rows (it would score ``inf`` for every clip) or banks of different dimensions;
+                the message names the entry (the caller adds the file).
+        """
         banks: dict[Key, dict[str, MemoryBank]] = {}
         for name, tensor in state.items():
             parts = name.split("/")
             if len(parts) != 4 or parts[0] != "bank" or parts[3] not in DOMAINS:
-                raise ValueError(
+                raise InputError(
                     f"unexpected entry {name!r} in a k-NN state dict; expected "
                     "'bank/<machine>/<section>/<source|target>'"
                 )
@@ -537,9 +562,52 @@ class DomainKNNScorer:
             slot = banks.setdefault(
                 key, {d: MemoryBank(self.cfg).fit(torch.zeros(0, 0)) for d in DOMAINS}
             )
-            if tensor.ndim != 2:
-                raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(tensor.shape)}")
+            _check_bank_tensor(name, tensor)
             slot[parts[3]] = MemoryBank(self.cfg).load_embeddings(tensor)
+        dims = {
+            name: int(t.shape[1]) for name, t in state.items() if t.ndim == 2 and t.shape[0] > 0
+        }
+        if len(set(dims.values())) > 1:
+            detail = ", ".join(f"{n}: {d}-d" for n, d in sorted(dims.items()))
+            raise InputError(f"the banks have different dimensions ({detail}); refit the banks")
         self.banks = banks
         self._fit_index = []
         self.refs = {}
+
+    @property
+    def dim(self) -> int | None:
+        """Embedding size of the fitted banks (``None`` when every bank is empty)."""
+        dims = {b.dim for banks in self.banks.values() for b in banks.values() if len(b)}
+        return dims.pop() if len(dims) == 1 else None
+
+    def check_dim(self, expected: int, what: str = "the model") -> None:
+        """Refuse banks whose embeddings are not ``expected``-dimensional.
+
+        Call it after loading, with the embedding size the scorer will be given (e.g. a
+        detector's embedding size), so that a wrong bank fails at load instead of per clip.
+
+        Raises:
+            InputError: the banks hold another dimension (the message names both).
+        """
+        dim = self.dim
+        if dim is not None and dim != int(expected):
+            raise InputError(
+                f"the k-NN banks hold {dim}-d embeddings but {what} gives {int(expected)}-d "
+                "ones: the banks belong to another model; refit them"
+            )
+
+
+def _check_bank_tensor(name: str, tensor: torch.Tensor) -> None:
+    """A stored bank: 2-D, floating, every row finite."""
+    if tensor.ndim != 2:
+        raise InputError(f"{name}: expected a 2-D tensor, got shape {tuple(tensor.shape)}")
+    if not tensor.is_floating_point():
+        raise InputError(f"{name}: expected floating-point embeddings, got {tensor.dtype}")
+    bad = (~torch.isfinite(tensor)).any(dim=1)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad).flatten().tolist()
+        raise InputError(
+            f"{name}: {len(rows)} of {tensor.shape[0]} bank rows hold NaN or infinite values "
+            f"(first: row {rows[0]}); such a bank scores every clip inf. The file is damaged: "
+            "fit the banks again"
+        )
