@@ -81,6 +81,8 @@ def write_audio_corpus(folder: Path, good: np.ndarray | None = None) -> dict[str
     sf.write(out["one_sample"], good[:1], SR, subtype="PCM_16")
     out["loud_float"] = name(10, "loud_float")
     sf.write(out["loud_float"], good * 1e6, SR, subtype="FLOAT")
+    for i, (case, spec) in enumerate(RATE_CHANNEL_BOMBS.items(), start=11):
+        out[case] = bomb_flac(name(i, case, "flac"), *spec)
     return out
 
 
@@ -92,6 +94,8 @@ REFUSED: dict[str, str] = {
     "text": "header",
     "empty": "empty",
     "one_sample": "1 samples",
+    "bomb_96k_8ch": "samples",
+    "bomb_384k_8ch": "samples",
 }
 #: Cases that are valid audio and must be scored.
 SCORED = ("good", "rate8k", "rate48k", "loud_float")
@@ -124,3 +128,36 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
     "negative_threshold": (_threshold(-1.0), "thresholds.json"),
     "missing_manifest": (lambda d: (d / "manifest.json").unlink(), "manifest.json"),
 }
+
+
+def bomb_flac(path: Path, seconds: float, rate: int, channels: int) -> Path:
+    """A tiny FLAC whose STREAMINFO declares ``seconds`` at ``rate`` Hz × ``channels`` (a decode
+    bomb by rate × channels: 599 s × 96 kHz × 8 channels is 460 M samples in a few KB).
+
+    A tenth of a second of silence is encoded, then the 36-bit total-samples field is patched
+    (see :func:`huge_flac`).
+    """
+    sf.write(
+        path, np.zeros((rate // 10, channels), np.int16), rate, format="FLAC", subtype="PCM_16"
+    )
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC" and data[4] & 0x7F == 0
+    (word,) = struct.unpack(">Q", data[18:26])
+    word = (word & ~((1 << 36) - 1)) | round(seconds * rate)
+    data[18:26] = struct.pack(">Q", word)
+    path.write_bytes(bytes(data))
+    return path
+
+
+#: Decode bombs by rate × channels, ``case → (seconds, rate, channels)``: each is refused from
+#: its header (:data:`stetho.data.audio.MAX_SAMPLES`), with "samples" in the message.
+RATE_CHANNEL_BOMBS: dict[str, tuple[float, int, int]] = {
+    "bomb_96k_8ch": (599.0, 96_000, 8),
+    "bomb_384k_8ch": (599.0, 384_000, 8),
+}
+
+#: Watched-folder cases (tests/serving/test_folder_source.py): a writer pausing longer than
+#: ``settle_seconds`` (header final or 0xFFFFFFFF placeholder), a file copied in with an old
+#: mtime (``cp -p``, ``rsync -a``, ``mv``) while the monitor was stopped, a file whose scoring
+#: raises (MemoryError) before a good one.
+FOLDER_CASES = ("paused_writer_final_header", "paused_writer_open_header", "old_mtime", "raises")

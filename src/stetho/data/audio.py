@@ -9,6 +9,14 @@ go through :func:`load_audio` (a path, ``bytes`` or a binary file object), so th
 checks, the same clipping of float data and the same errors. Non-finite samples (NaN/Inf in float
 WAV/FLAC data) are always refused; ``max_seconds`` refuses overlong audio from its header, before
 any sample is decoded (a tiny FLAC can declare hours of silence).
+
+Limits (docs/hardening.md, "Audio input limits and watched folders"): a file may declare at most
+``max_samples`` decoded samples (frames × channels at the file's own rate, default
+:data:`MAX_SAMPLES`) and a rate of at most :data:`MAX_RATE` Hz, both checked from the header
+before decoding. Decoding runs block by block (:data:`BLOCK_SAMPLES` samples of all channels at
+a time); only the channel(s) asked for are kept and resampled as they come (soxr's streaming
+resampler, bit-identical to resampling the whole clip), so memory follows the *output*, not the
+file's rate × channels.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import io
 import logging
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
@@ -27,7 +36,17 @@ import soxr
 
 from stetho.utils.errors import StethoError
 
-__all__ = ["AudioError", "AudioInfo", "AudioSource", "audio_info", "load_audio"]
+__all__ = [
+    "BLOCK_SAMPLES",
+    "MAX_RATE",
+    "MAX_SAMPLES",
+    "AudioError",
+    "AudioInfo",
+    "AudioSource",
+    "AudioTooLarge",
+    "audio_info",
+    "load_audio",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +54,15 @@ PathLike = str | os.PathLike[str]
 #: What :func:`load_audio` reads: a file path, the bytes of a file, or a binary file object.
 AudioSource = str | os.PathLike[str] | bytes | bytearray | memoryview | IO[bytes]
 
-_BLOCK_FRAMES = 1 << 16  # frames decoded at once when only checking samples
+#: Default bound on the samples a file may declare: frames × channels at the file's own rate
+#: (2**27 = 134,217,728: 2.3 h of mono 16 kHz, 23 min of mono 96 kHz, 17 min of 8 channels at
+#: 16 kHz). Decoding time grows with it; memory does not (see the module docstring). Not in the
+#: paper: a limit against decode bombs (a 475 KB FLAC can declare 599 s × 96 kHz × 8 channels).
+MAX_SAMPLES = 1 << 27
+#: Highest sample rate accepted in a file header (Hz).
+MAX_RATE = 768_000
+#: Samples (all channels together) decoded at once: the decode buffer is 4 × this many bytes.
+BLOCK_SAMPLES = 1 << 20
 
 
 class AudioError(StethoError, RuntimeError):
@@ -43,6 +70,13 @@ class AudioError(StethoError, RuntimeError):
     non-finite samples, too long)."""
 
     http_status = 422
+
+
+class AudioTooLarge(AudioError):
+    """The header declares more audio than allowed (duration, samples or rate): refused before
+    decoding."""
+
+    http_status = 413
 
 
 @dataclass(frozen=True)
@@ -205,11 +239,27 @@ def _check_finite(data: np.ndarray, name: str, offset: int = 0) -> None:
     )
 
 
-def _check_duration(info: AudioInfo, name: str, max_seconds: float | None) -> None:
+def _check_size(
+    info: AudioInfo, name: str, max_seconds: float | None, max_samples: int | None
+) -> None:
+    """Refuse, from the header alone, audio that is too long, too fast or has too many samples."""
     if max_seconds is not None and info.seconds > max_seconds:
-        raise AudioError(
+        raise AudioTooLarge(
             f"{name} is {info.seconds:.6g} s long ({info.frames} frames at {info.samplerate} Hz), "
             f"more than the limit of {max_seconds:g} s"
+        )
+    if info.samplerate > MAX_RATE:
+        raise AudioTooLarge(
+            f"{name} declares a sample rate of {info.samplerate} Hz, more than the limit of "
+            f"{MAX_RATE} Hz: resample it first (e.g. sox in.wav -r 48000 out.wav)"
+        )
+    samples = info.frames * info.channels
+    if max_samples is not None and samples > max_samples:
+        raise AudioTooLarge(
+            f"{name} declares {samples} samples ({info.seconds:.6g} s × {info.samplerate} Hz × "
+            f"{info.channels} channel(s)), more than the limit of {max_samples} samples: split "
+            "it into shorter files or keep fewer channels (limit: max_samples, "
+            "stetho.data.audio.MAX_SAMPLES)"
         )
 
 
@@ -218,6 +268,7 @@ def audio_info(
     *,
     check_samples: bool = False,
     max_seconds: float | None = None,
+    max_samples: int | None = None,
     name: str | None = None,
 ) -> AudioInfo:
     """Read the header of an audio file (no sample data is decoded unless ``check_samples``).
@@ -228,25 +279,23 @@ def audio_info(
             and a sample count short of the header's (integer PCM cannot hold NaN/Inf and is
             not decoded).
         max_seconds: Refuse audio longer than this (from the header).
+        max_samples: Refuse audio declaring more samples (frames × channels) than this
+            (default None: reading a header decodes nothing; :func:`load_audio` applies
+            :data:`MAX_SAMPLES`).
         name: How the source is named in error messages (default: the path or file name).
 
     Raises:
         AudioError: missing, empty, corrupt, non-audio, 0-frame, truncated or too long, or
-            (``check_samples``) non-finite samples.
+            (``check_samples``) non-finite samples; :class:`AudioTooLarge` for the limits.
     """
     src = _Source(source, name)
     info = _info(src)
-    _check_duration(info, src.name, max_seconds)
+    _check_size(info, src.name, max_seconds, max_samples)
     if check_samples and info.is_float:
         seen = 0
-        try:
-            for block in sf.blocks(src.handle(), blocksize=_BLOCK_FRAMES, dtype="float32"):
-                _check_finite(block, src.name, seen)
-                seen += block.shape[0]
-        except (sf.LibsndfileError, RuntimeError, OSError) as err:
-            if isinstance(err, AudioError):
-                raise
-            raise AudioError(f"cannot decode audio data of {src.name}: {err}") from err
+        for block in _blocks(src, info):
+            _check_finite(block, src.name, seen)
+            seen += block.shape[0]
         if seen != info.frames:
             raise AudioError(
                 f"truncated or corrupt audio file {src.name}: header declares {info.frames} "
@@ -272,28 +321,71 @@ def _check_channel(channel: int | Literal["mix"] | None, n_ch: int, name: str) -
             )
 
 
-def _decode(src: _Source, info: AudioInfo) -> np.ndarray:
-    """All frames ``(N, C)`` float32, decoded block by block: memory follows the data actually
-    present, never the header's claim, and never more than the header's frame count is read."""
-    blocks: list[np.ndarray] = []
+def _blocks(src: _Source, info: AudioInfo) -> Iterator[np.ndarray]:
+    """The frames as blocks ``(n, C)`` float32 of at most :data:`BLOCK_SAMPLES` samples: memory
+    follows one block, never the header's claim, and never more than its frame count is read."""
+    step = max(1, BLOCK_SAMPLES // info.channels)
     left = info.frames
     try:
-        with sf.SoundFile(src.handle()) as fh:
-            while left > 0:
-                block = fh.read(min(left, 1 << 20), dtype="float32", always_2d=True)
-                if block.shape[0] == 0:
-                    break
-                blocks.append(block)
-                left -= block.shape[0]
+        fh = sf.SoundFile(src.handle())
     except (sf.LibsndfileError, RuntimeError, OSError) as err:
+        raise AudioError(f"cannot decode audio data of {src.name}: {err}") from err
+    with fh:
+        while left > 0:
+            try:
+                block = fh.read(min(left, step), dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, OSError) as err:
+                raise AudioError(
+                    f"cannot decode audio data of {src.name} (corrupt or truncated file): {err}"
+                ) from err
+            if block.shape[0] == 0:
+                return
+            left -= block.shape[0]
+            yield block
+
+
+def _pick(block: np.ndarray, channel: int | Literal["mix"] | None, mono: bool) -> np.ndarray:
+    """The channel(s) kept of one block ``(n, C)``: ``(n,)``, or ``(n, C)`` for all channels."""
+    if channel == "mix":
+        return block.mean(axis=1)
+    if channel is not None:
+        return np.ascontiguousarray(block[:, int(channel)])
+    if mono:
+        return np.ascontiguousarray(block[:, 0])
+    return block
+
+
+def _decode(
+    src: _Source,
+    info: AudioInfo,
+    channel: int | Literal["mix"] | None,
+    mono: bool,
+    sr: int | None,
+) -> np.ndarray:
+    """The kept channel(s) ``(N,)`` or ``(N, C)`` float32 at ``sr`` (or the file's rate),
+    decoded and resampled block by block; refuses non-finite samples and truncated data."""
+    resampler = None
+    if sr is not None and sr != info.samplerate:
+        width = info.channels if (channel is None and not mono) else 1
+        resampler = soxr.ResampleStream(
+            info.samplerate, int(sr), width, dtype="float32", quality="HQ"
+        )
+    parts: list[np.ndarray] = []
+    seen = 0
+    for block in _blocks(src, info):
+        _check_finite(block, src.name, seen)
+        seen += block.shape[0]
+        part = _pick(block, channel, mono)
+        parts.append(part if resampler is None else resampler.resample_chunk(part))
+    if seen != info.frames:
         raise AudioError(
-            f"cannot decode audio data of {src.name} (corrupt or truncated file): {err}"
-        ) from err
-    if len(blocks) == 1:
-        return blocks[0]
-    if not blocks:
-        return np.zeros((0, info.channels), dtype=np.float32)
-    return np.concatenate(blocks)
+            f"truncated or corrupt audio file {src.name}: header declares {info.frames} frames, "
+            f"decoded {seen}"
+        )
+    if resampler is not None:
+        empty = np.zeros((0, *parts[0].shape[1:]), dtype=np.float32)
+        parts.append(resampler.resample_chunk(empty, last=True))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def load_audio(
@@ -303,6 +395,7 @@ def load_audio(
     mono: bool = True,
     *,
     max_seconds: float | None = None,
+    max_samples: int | None = MAX_SAMPLES,
     name: str | None = None,
 ) -> tuple[np.ndarray, int]:
     """Load an audio clip as float32 in [-1, 1].
@@ -318,6 +411,9 @@ def load_audio(
             ``(C, N)`` (channels first; a mono file gives ``(1, N)``). Ignored when ``channel`` is
             given, which always yields ``(N,)``.
         max_seconds: Refuse audio longer than this, checked from the header before decoding.
+        max_samples: Refuse audio whose header declares more samples (frames × channels at
+            its own rate) than this, before decoding (default :data:`MAX_SAMPLES`; None: no
+            limit). Memory follows the output, not this bound.
         name: How the source is named in error messages (default: the path; for bytes
             ``<audio data>``).
 
@@ -328,37 +424,17 @@ def load_audio(
     Raises:
         AudioError: corrupt / empty / truncated / non-audio file, non-finite (NaN/Inf) samples,
             longer than ``max_seconds``, or a channel out of range; the message names the file
-            and the cause.
+            and the cause. :class:`AudioTooLarge` (an ``AudioError``) for the size limits.
     """
     src = _Source(source, name)
     info = _info(src)
-    _check_duration(info, src.name, max_seconds)
+    _check_size(info, src.name, max_seconds, max_samples)
     _check_channel(channel, info.channels, src.name)
     if sr is not None and (not isinstance(sr, int | np.integer) or sr <= 0):
         raise ValueError(f"sr must be a positive int or None, got {sr!r}")
-
-    data = _decode(src, info)
-    rate = info.samplerate
-    if data.shape[0] != info.frames:
-        raise AudioError(
-            f"truncated or corrupt audio file {src.name}: header declares {info.frames} frames, "
-            f"decoded {data.shape[0]}"
-        )
-    _check_finite(data, src.name)
-
-    if channel == "mix":
-        out = data.mean(axis=1)  # (N,)
-    elif channel is not None:
-        out = data[:, int(channel)]  # (N,)
-    elif mono:
-        out = data[:, 0]  # (N,)
-    else:
-        out = data.T  # (C, N)
-
-    if sr is not None and sr != rate:
-        # soxr works on (N,) or (N, C)
-        res = soxr.resample(out.T if out.ndim == 2 else out, rate, int(sr), quality="HQ")
-        out = res.T if out.ndim == 2 else res
-        rate = int(sr)
+    out = _decode(src, info, channel, mono, None if sr is None else int(sr))  # (N,) or (N, C)
+    if out.ndim == 2:
+        out = out.T  # (C, N)
+    rate = info.samplerate if sr is None else int(sr)
     out = np.clip(np.ascontiguousarray(out, dtype=np.float32), -1.0, 1.0)
     return out, int(rate)

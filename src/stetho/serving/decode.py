@@ -16,6 +16,7 @@ import numpy as np
 import soundfile as sf
 
 from stetho.data import AudioError, load_audio
+from stetho.data.audio import AudioTooLarge
 from stetho.serving.stream import PCM_DTYPES
 from stetho.utils.errors import StethoError
 
@@ -72,15 +73,22 @@ def decode_upload(body: bytes, sample_rate: int, max_seconds: float) -> tuple[np
         ``(wave (N,), seconds)`` where ``seconds`` is the duration of the upload.
 
     Raises:
-        RequestError: 400 empty/corrupt/truncated/non-finite audio, 413 too long, 415 not audio.
+        RequestError: 400 empty/corrupt/truncated/non-finite audio, 413 too long or too many
+            samples (:data:`stetho.data.audio.MAX_SAMPLES`, rate above
+            :data:`~stetho.data.audio.MAX_RATE`), 415 not audio.
     """
     if not body:
         raise RequestError(HTTPStatus.BAD_REQUEST, "empty request body: send a WAV or FLAC file")
     seconds = _header_seconds(body)
     if seconds > max_seconds:
         raise _too_long(seconds, max_seconds)
-    try:  # the one decoder: it also refuses NaN/Inf samples, naming the first bad frame
+    try:  # the one decoder: it also refuses NaN/Inf samples, naming the first bad frame, and
+        # audio declaring too many samples (rate × channels × frames) before decoding
         wave, _ = load_audio(body, sr=sample_rate, max_seconds=max_seconds, name="<request body>")
+    except AudioTooLarge as err:
+        raise RequestError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{err}; send shorter clips"
+        ) from err
     except AudioError as err:
         raise RequestError(HTTPStatus.BAD_REQUEST, f"bad audio in the request body: {err}") from err
     return wave, seconds
