@@ -23,4 +23,12 @@ __version__ = "0.1.0"
 
 from stetho.utils.errors import StethoError  # noqa: E402  (one exception base, see utils.errors)
 
-__all__ = ["StethoError", "__version__"]
+__all__ = ["StethoError", "__version__", "load_detector"]
+
+
+def load_detector(directory, **options):  # type: ignore[no-untyped-def]
+    """Open a saved detector folder of any kind: see :func:`stetho.detector.load_detector`."""
+    # imported by name: the package root is below every layer and must not pull the detector in
+    import importlib
+
+    return importlib.import_module("stetho.detector.registry").load_detector(directory, **options)

@@ -324,8 +324,12 @@ class AEBaseline:
         )
 
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike[str]) -> Path:
+    def save(
+        self, directory: str | os.PathLike[str], *, extra: dict[str, Any] | None = None
+    ) -> Path:
         """Write ``config.json`` and ``model.safetensors`` as one folder (atomically).
+
+        ``extra`` entries (e.g. a detector's id and version) are added to ``config.json``.
 
         Raises:
             DetectorError: ``directory`` exists and is not an AE baseline folder (never
@@ -356,6 +360,7 @@ class AEBaseline:
             "stetho_version": stetho.__version__,
             "config": self.cfg.to_dict(),
             "sections": meta,
+            **(extra or {}),
         }
         with write_folder(dest, FORMAT) as tmp:
             atomic_write_bytes(tmp / WEIGHTS_FILE, st_save(tensors))

@@ -19,15 +19,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import torch
-
-from stetho.detector.artifact import DetectorError
-from stetho.detector.detector import Detector
-from stetho.detector.scorer import Key
+from stetho.data.names import Key
+from stetho.detector.base import BaseDetector, CalibrationMode
+from stetho.detector.registry import load_detector
 
 __all__ = [
     "CalibrationMode",
@@ -38,10 +35,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: ``"replace"``: the new recordings become the key's only bank (the machine changed for good);
-#: ``"add"``: they join the key's target-domain bank and the old banks stay (both states normal).
-CalibrationMode = Literal["replace", "add"]
 
 
 def identity(scorer: Any, folder: str | os.PathLike[str] | None = None) -> tuple[str, int]:
@@ -59,80 +52,35 @@ def identity(scorer: Any, folder: str | os.PathLike[str] | None = None) -> tuple
 
 
 def calibrate(
-    detector: Detector,
+    detector: BaseDetector,
     files: Mapping[Key, Sequence[str | os.PathLike[str]]],
     *,
     mode: CalibrationMode = "replace",
     note: str | None = None,
     progress: bool = False,
-) -> Detector:
-    """Re-fit the banks and thresholds of the given keys on new normal recordings (in place).
+) -> BaseDetector:
+    """Re-fit the models and thresholds of the given keys on new normal recordings (in place).
 
-    Args:
-        detector: A fitted detector; other keys keep their banks and thresholds.
-        files: New normal recordings per (machine, section) the detector already knows.
-        mode: ``"replace"`` or ``"add"`` (see :data:`CalibrationMode`).
-        note: Free text kept in the calibration log (e.g. the folder the recordings came from).
-        progress: Show a progress bar while embedding.
+    Any kind of detector (:meth:`BaseDetector.calibrate`); other keys keep their models.
 
     Returns:
         ``detector``, with ``version`` incremented and the calibration appended to its log.
 
     Raises:
-        DetectorError: an unknown key, a key without recordings, or an unknown mode.
+        InputError: too few, silent or identical recordings, or an unknown mode; NotFoundError:
+            a key the detector has no model for. The detector is unchanged then.
     """
-    if mode not in ("replace", "add"):
-        raise DetectorError(f"calibration mode must be 'replace' or 'add', got {mode!r}")
-    unknown = [k for k in files if k not in detector.keys]
-    if unknown:
-        valid = ", ".join(f"{m}/{s}" for m, s in detector.keys) or "none"
-        bad = ", ".join(f"{m}/{s}" for m, s in unknown)
-        raise DetectorError(
-            f"calibration recordings for {bad}, which the detector has no model for; valid keys: "
-            f"{valid} (a new machine needs `stetho fit`/training, not calibration)"
-        )
-    empty = [f"{m}/{s}" for (m, s), paths in files.items() if not paths]
-    if empty or not files:
-        raise DetectorError(f"no calibration recordings for {', '.join(empty) or 'any key'}")
-    keys = sorted(files)
-    paths = [Path(p) for k in keys for p in files[k]]
-    row_keys = [k for k in keys for _ in files[k]]
-    emb = torch.from_numpy(detector.embed_files(paths, progress=progress))  # (M, E)
-    domain_banks = detector.scorer.cfg.domain_banks
-    all_emb = [emb]
-    all_keys: list[Key] = list(row_keys)
-    domains: list[str | None] = [("target" if mode == "add" and domain_banks else None)] * len(
-        row_keys
-    )
-    if mode == "add":  # keep the old banks: refit them together with the new recordings
-        for key in keys:
-            for dom, bank in detector.scorer.require_key(key).items():
-                if len(bank):
-                    all_emb.append(bank.embeddings)
-                    all_keys += [key] * len(bank)
-                    domains += [dom] * len(bank)
-    detector.scorer.fit(torch.cat(all_emb), all_keys, domains, replace=False)
-    old = {k: detector.thresholds.get(k) for k in keys}
-    new = detector.fit_thresholds(keys)
-    for k in keys:
+    before = {k: detector.thresholds.get(k) for k in files}
+    detector.calibrate(files, mode=mode, note=note, progress=progress)
+    for k in sorted(files):
+        old = before[k]
         logger.info(
             "%s/%s: %d new normal recording(s); threshold %s -> %.6g",
             *k,
             len(files[k]),
-            "none" if old[k] is None else f"{old[k]:.6g}",
-            new[k],
+            "none" if old is None else f"{old:.6g}",
+            detector.thresholds[k],
         )
-    detector.version += 1
-    detector.calibrations.append(
-        {
-            "version": detector.version,
-            "time": datetime.now(UTC).isoformat(timespec="seconds"),
-            "mode": mode,
-            "keys": {f"{m}/{s}": len(files[(m, s)]) for m, s in keys},
-            "thresholds": {f"{m}/{s}": float(new[(m, s)]) for m, s in keys},
-            "note": note,
-        }
-    )
     return detector
 
 
@@ -141,25 +89,12 @@ def load_for_calibration(
     *,
     device: str = "cpu",
     checkpoint: str | os.PathLike[str] | None = None,
-) -> Detector:
-    """Load a saved k-NN detector folder to calibrate it.
-
-    Raises:
-        DetectorError: not a k-NN detector folder (e.g. an autoencoder baseline, which has no
-            memory banks to re-fit).
-    """
-    from stetho.detector.artifact import read_meta
-    from stetho.detector.detector import _FORMAT_VERSION, DETECTOR_FORMAT
-
-    src = Path(detector_dir)
-    try:
-        read_meta(src, DETECTOR_FORMAT, _FORMAT_VERSION)
-    except DetectorError as err:
-        raise DetectorError(
-            f"{err}. Only k-NN detectors (stetho fit/train) can be calibrated; an autoencoder "
-            "baseline must be retrained"
-        ) from err
-    return Detector.load(src, device=device, checkpoint=checkpoint)
+    trust_checkpoint: bool = False,
+) -> BaseDetector:
+    """Load a saved detector folder of any kind to calibrate it."""
+    return load_detector(
+        detector_dir, device=device, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint
+    )
 
 
 def calibrate_folder(
@@ -171,9 +106,14 @@ def calibrate_folder(
     note: str | None = None,
     device: str = "cpu",
     checkpoint: str | os.PathLike[str] | None = None,
+    trust_checkpoint: bool = False,
     progress: bool = False,
-) -> Detector:
+) -> BaseDetector:
     """Load a saved detector, :func:`calibrate` it and save the new version atomically.
+
+    The new version is written beside the destination, loaded back (every file checked) and
+    only then renamed into place, so a working detector is never replaced by one that does not
+    load.
 
     Args:
         detector_dir: The saved detector folder.
@@ -181,19 +121,33 @@ def calibrate_folder(
         out: Where to write the new version (default: replace ``detector_dir`` in one rename;
             the old version is gone then, pass ``out`` to keep it).
         mode, note, progress: See :func:`calibrate`.
-        device, checkpoint: See :meth:`Detector.load`.
+        device, checkpoint, trust_checkpoint: See :func:`stetho.load_detector`.
 
     Returns:
         The calibrated detector (saved).
-
-    Raises:
-        DetectorError: not a k-NN detector folder, or see :func:`calibrate`.
     """
-    detector = load_for_calibration(detector_dir, device=device, checkpoint=checkpoint)
+    import shutil
+    import tempfile
+
+    from stetho.utils.artifact import check_replaceable, publish_folder
+
+    detector = load_for_calibration(
+        detector_dir, device=device, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint
+    )
     before = detector.version
     calibrate(detector, files, mode=mode, note=note, progress=progress)
     dest = Path(out) if out is not None else Path(detector_dir)
-    detector.save(dest)
+    check_replaceable(dest, detector.format)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".new", dir=dest.parent))
+    try:
+        detector.save(staging / "detector")
+        load_detector(
+            staging / "detector", checkpoint=checkpoint, trust_checkpoint=trust_checkpoint
+        )
+        publish_folder(staging / "detector", dest, detector.format, manifest=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     logger.info(
         "detector %s calibrated: version %d -> %d, saved to %s",
         detector.detector_id,

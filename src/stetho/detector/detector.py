@@ -38,38 +38,28 @@ a pickled checkpoint (``Detector.load(..., trust_checkpoint=True)``, CLI ``--tru
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 
-import stetho
 from stetho.backbones import Backbone, create_backbone, resolve_checkpoint
 from stetho.backbones.checkpoint import cache_dir
 from stetho.config import ExperimentConfig
 from stetho.data import Clip
 from stetho.data.names import Key
-from stetho.detector.artifact import (
-    DetectorError,
-    check_replaceable,
-    publish_folder,
-    read_meta,
-)
-from stetho.detector.embedding import WaveInput, as_waveform_list, embed_waveform_list
+from stetho.detector.artifact import DetectorError
+from stetho.detector.base import BaseDetector, CalibrationMode, Nearest, _Held
+from stetho.detector.embedding import embed_waveform_list
 from stetho.detector.files import (
     BANK_CLIPS,
     load_state,
     read_bank_clips,
     read_safetensors,
-    read_thresholds,
     write_bank_clips,
     write_safetensors,
 )
@@ -81,10 +71,8 @@ from stetho.model.adapt import (
 )
 from stetho.model.heads import ProxyHead
 from stetho.model.labels import ClassMap
-from stetho.scoring.grouped import decisions_by_key, scores_by_key
 from stetho.scoring.knn import DomainKNNScorer
-from stetho.scoring.threshold import decide_for_key, fit_threshold
-from stetho.utils.io import atomic_write_text, sha256_file
+from stetho.utils.io import sha256_file
 
 
 class TrainedParts(Protocol):
@@ -122,7 +110,7 @@ def _state_for_file(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone().contiguous() for k, v in module.state_dict().items()}
 
 
-class Detector:
+class Detector(BaseDetector):
     """A fitted anomaly detector.
 
     Args:
@@ -142,6 +130,10 @@ class Detector:
         calibrations: Log of the calibrations that produced this version (saved with it).
     """
 
+    kind: ClassVar[str] = "knn"
+    format: ClassVar[str] = DETECTOR_FORMAT
+    format_version: ClassVar[int] = _FORMAT_VERSION
+
     def __init__(
         self,
         cfg: ExperimentConfig,
@@ -158,18 +150,18 @@ class Detector:
         version: int = 1,
         calibrations: list[dict[str, Any]] | None = None,
     ) -> None:
+        super().__init__(
+            cfg.threshold, detector_id=detector_id, version=version, calibrations=calibrations
+        )
         self.cfg = cfg
         self.backbone = backbone
         self.head = head
         self.class_map = class_map
         self.scorer = scorer if scorer is not None else DomainKNNScorer(cfg.backend)
-        self.thresholds: dict[Key, float] = dict(thresholds or {})
+        self.thresholds = dict(thresholds or {})
         self.adapter_state = adapter_state
         self.device = torch.device(device)
-        self._loader = waveform_loader
-        self.detector_id = detector_id or uuid.uuid4().hex
-        self.version = int(version)
-        self.calibrations: list[dict[str, Any]] = list(calibrations or [])
+        self._waveform_loader = waveform_loader
         self.backbone.to(self.device)
         self.head.to(self.device)
 
@@ -218,18 +210,8 @@ class Detector:
         """Scoring window in seconds (``scoring.window_seconds``), ``None`` for whole clips."""
         return self.cfg.scoring.window_seconds_for(self.cfg.data, self.backbone.input_kind)
 
-    def describe(self) -> dict[str, Any]:
-        """JSON-ready summary: id, version, keys, thresholds, backbone, sample rate, stetho version."""
-        return {
-            "kind": "knn-detector",
-            "id": self.detector_id,
-            "version": self.version,
-            "keys": [{"machine": m, "section": s} for m, s in self.keys],
-            "thresholds": {f"{m}/{s}": float(t) for (m, s), t in sorted(self.thresholds.items())},
-            "backbone": self.cfg.backbone.name,
-            "sample_rate": int(self.sample_rate),
-            "stetho_version": stetho.__version__,
-        }
+    def _describe_kind(self) -> dict[str, Any]:
+        return {"backbone": self.cfg.backbone.name, "embedding_dim": self.embed_dim}
 
     # -- embedding ---------------------------------------------------------------------------
     def _windows(self) -> tuple[int | None, int | None]:
@@ -255,186 +237,66 @@ class Detector:
             waves, self._forward, self.embed_dim, self.cfg.scoring.batch_size, win, hop
         )
 
-    def _as_list(self, waves: WaveInput, sample_rate: int | None) -> list[torch.Tensor]:
-        return as_waveform_list(waves, sample_rate, self.sample_rate)
+    def embed(self, waves: list[np.ndarray]) -> np.ndarray:
+        """k-NN embeddings (B, E) of mono waveforms at :attr:`sample_rate` (windows averaged)."""
+        if not waves:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        return self._embed_list([torch.as_tensor(np.asarray(w, dtype=np.float32)) for w in waves])
 
-    def embed_waveforms(self, waves: WaveInput, sample_rate: int | None = None) -> np.ndarray:
-        """k-NN embeddings (B, E) of mono waveforms.
-
-        Args:
-            waves: ``(N,)``, ``(B, N)`` or a list of ``(N_i,)`` arrays in [-1, 1].
-            sample_rate: Their rate; resampled (soxr HQ) to :attr:`sample_rate` if different.
-                ``None`` = already at :attr:`sample_rate`.
-        """
-        return self._embed_list(self._as_list(waves, sample_rate))
-
-    def embed_files(
-        self,
-        paths: Sequence[str | os.PathLike[str]],
-        *,
-        progress: bool = False,
-        num_workers: int = 0,
-    ) -> np.ndarray:
-        """k-NN embeddings (M, E) of audio files (decoded and resampled to :attr:`sample_rate`).
-
-        Args:
-            paths: Audio files.
-            progress: Show a progress bar.
-            num_workers: Threads that decode and resample the next files while the model
-                embeds the current ones (0 = decode in this process). Same embeddings either way.
-
-        Raises:
-            AudioError: a file cannot be decoded or holds no samples (the message names it).
-        """
-        from stetho.data import AudioError
-        from stetho.data.prefetch import decode_files
-
-        out = np.zeros((len(paths), self.embed_dim), dtype=np.float32)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(paths), desc="embedding", leave=False, dynamic_ncols=True)
-        idx: list[int] = []
-        waves: list[torch.Tensor] = []
-        decoded = decode_files(
-            paths, self.sample_rate, num_workers=num_workers, loader=self._loader
-        )
-        for n, (i, wave, error) in enumerate(decoded, start=1):
-            if wave is None:
-                raise AudioError(error or f"cannot decode {paths[i]}")
-            idx.append(i)
-            waves.append(torch.from_numpy(wave))
-            if len(waves) == _CLIP_CHUNK or n == len(paths):
-                out[idx] = self._embed_named([paths[j] for j in idx], waves)
-                if bar is not None:
-                    bar.update(len(waves))
-                idx, waves = [], []
-        if bar is not None:
-            bar.close()
-        return out
-
-    def _embed_named(
-        self, paths: Sequence[str | os.PathLike[str]], waves: list[torch.Tensor]
-    ) -> np.ndarray:
-        """:meth:`_embed_list`; audio the model cannot take (e.g. too short) names its file."""
-        try:
-            return self._embed_list(waves)
-        except ValueError:
-            sr = self.sample_rate
-            for path, wave in zip(paths, waves):
-                try:
-                    self._embed_list([wave])
-                except ValueError as err:
-                    n = int(wave.shape[0])
-                    raise ValueError(
-                        f"{path}: cannot score this audio ({n} samples = {n / sr:.3g} s at "
-                        f"{sr} Hz): {err}"
-                    ) from err
-            raise
+    def _loader(self) -> Any:
+        return self._waveform_loader
 
     def embed_clips(self, clips: Sequence[Clip], *, progress: bool = False) -> np.ndarray:
         """k-NN embeddings (M, E) of clips."""
         return self.embed_files([c.path for c in clips], progress=progress)
 
-    # -- fitting -----------------------------------------------------------------------------
-    def fit(
-        self,
-        clips: Iterable[Clip],
-        *,
-        fit_thresholds: bool = True,
-        replace: bool = True,
-        progress: bool = False,
-    ) -> Detector:
-        """Build the memory banks (and thresholds) from normal training clips.
+    # -- the contract's kind-specific half ---------------------------------------------------
+    def score_features(self, feats: np.ndarray, key: Key) -> np.ndarray:
+        """k-NN distance (M,) of embeddings to the key's banks (min over domain banks)."""
+        return self.scorer.score(feats, key)
 
-        Args:
-            clips: Normal training clips; banks are per (machine, section) and domain.
-            fit_thresholds: Also fit the decision thresholds on leave-one-out training scores.
-            replace: Replace all banks (default); ``False`` adds/refits only the keys in ``clips``.
-            progress: Show a progress bar while embedding.
-
-        Returns:
-            ``self``.
-        """
-        clips = list(clips)
-        if not clips:
-            raise ValueError("Detector.fit needs at least one training clip")
-        bad = [c.name for c in clips if c.label == "anomaly" or c.split == "test"]
-        if bad:
-            raise ValueError(f"Detector.fit takes normal training clips only; got e.g. {bad[:3]}")
-        emb = self.embed_clips(clips, progress=progress)
-        self.scorer.fit(
-            emb,
-            [c.key for c in clips],
-            [c.domain for c in clips],
-            replace=replace,
-            refs=[str(Path(c.path).absolute()) for c in clips],
-        )
-        if replace:
-            self.thresholds = {}
-        if fit_thresholds:
-            self.fit_thresholds(sorted({c.key for c in clips}))
-        return self
-
-    def fit_thresholds(self, keys: Sequence[Key] | None = None) -> dict[Key, float]:
-        """(Re)fit thresholds from the leave-one-out scores of the banks' own clips."""
-        loo = self.scorer.score_fitted(leave_one_out=True)
-        fitted_keys = self.scorer.fitted_keys()
-        for key in keys if keys is not None else sorted(set(fitted_keys)):
-            vals = np.array([s for s, k in zip(loo, fitted_keys) if k == key])
-            try:
-                self.thresholds[key] = fit_threshold(vals, self.cfg.threshold)
-            except ValueError as err:
-                logger.warning("%s/%s: %s; threshold set to +inf (never anomalous)", *key, err)
-                self.thresholds[key] = float("inf")
-        return dict(self.thresholds)
-
-    # -- scoring -----------------------------------------------------------------------------
     def score_embeddings(self, emb: np.ndarray, machine: str, section: str) -> np.ndarray:
         """Anomaly scores (M,) of k-NN embeddings (M, E) of one machine/section."""
-        return self.scorer.score(emb, (machine, section))
+        return self.score_features(emb, self.require_key((machine, section)))
 
-    def score_waveforms(
-        self, waves: WaveInput, machine: str, section: str, sample_rate: int | None = None
+    def _fit_key(
+        self, key: Key, clips: list[Clip], mode: CalibrationMode, progress: bool
     ) -> np.ndarray:
-        """Anomaly scores (B,) of waveforms of one machine/section (higher = more anomalous)."""
-        self.scorer.require_key((machine, section))  # fail before the expensive embedding
-        return self.score_embeddings(self.embed_waveforms(waves, sample_rate), machine, section)
+        emb = torch.from_numpy(np.asarray(self.embed_clips(clips, progress=progress)))
+        domains: list[str | None] = [
+            "target" if mode == "add" and self.scorer.cfg.domain_banks else c.domain for c in clips
+        ]
+        refs = [str(Path(c.path).absolute()) for c in clips]
+        embs = [emb]
+        if mode == "add" and key in self.scorer.banks:  # keep the old banks beside the new clips
+            for dom, bank in self.scorer.banks[key].items():
+                if len(bank):
+                    embs.append(bank.embeddings)
+                    domains += [dom] * len(bank)
+                    old = self.scorer.refs.get(key, {}).get(dom) or [""] * len(bank)
+                    refs += list(old)
+        self.scorer.fit(torch.cat(embs), [key] * len(domains), domains, replace=False, refs=refs)
+        return self.scorer.held_out_scores(key)
 
-    def score_files(
-        self,
-        paths: Sequence[str | os.PathLike[str]],
-        machine: str,
-        section: str,
-        *,
-        progress: bool = False,
-        num_workers: int = 0,
-    ) -> np.ndarray:
-        """Anomaly scores (M,) of audio files of one machine/section.
+    def nearest(self, feats: np.ndarray, key: Key) -> list[Nearest | None]:
+        """The bank clip nearest to each embedding (its recording path when known)."""
+        return [
+            Nearest(n.ref, float(n.distance), n.domain) for n in self.scorer.nearest(feats, key)
+        ]
 
-        ``num_workers`` processes decode the next files while the model runs (see
-        :meth:`embed_files`).
-        """
-        self.scorer.require_key((machine, section))
-        emb = self.embed_files(paths, progress=progress, num_workers=num_workers)
-        return self.score_embeddings(emb, machine, section)
+    def _key_state(self, keys: list[Key]) -> Any:
+        return {k: (self.scorer.banks.get(k), self.scorer.refs.get(k)) for k in keys}
 
-    def score_clips(
-        self, clips: Iterable[Clip], *, progress: bool = False
-    ) -> dict[Key, dict[str, float]]:
-        """Scores grouped as ``{(machine, section): {file name: score}}``."""
-        return scores_by_key(
-            clips, lambda paths, key: self.score_files(paths, *key, progress=progress)
-        )
-
-    def decide(self, scores: np.ndarray | Sequence[float], key: Key | str) -> np.ndarray:
-        """Decisions (M,) int, 1 = anomalous (``score > threshold`` of ``key``)."""
-        return decide_for_key(self.thresholds, scores, key)
-
-    def decisions(self, scores: dict[Key, dict[str, float]]) -> dict[Key, dict[str, int]]:
-        """Decisions for grouped scores, in the same layout."""
-        return decisions_by_key(scores, self.decide)
+    def _set_key_state(self, state: Any) -> None:
+        for k, (banks, refs) in state.items():
+            if banks is None:
+                self.scorer.banks.pop(k, None)
+            else:
+                self.scorer.banks[k] = banks
+            if refs is None:
+                self.scorer.refs.pop(k, None)
+            else:
+                self.scorer.refs[k] = refs
 
     # -- persistence -------------------------------------------------------------------------
     def _checkpoint_info(self) -> tuple[str | None, str | None]:
@@ -447,88 +309,46 @@ class Detector:
     def _needs_full_backbone(self) -> bool:
         return self.cfg.backbone.checkpoint is None or self.cfg.finetune.strategy == "full"
 
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the detector folder (atomically replacing an existing detector folder).
-
-        The folder and its files get the permissions of the process umask.
-
-        Returns:
-            The folder.
-
-        Raises:
-            DetectorError: ``directory`` exists but is a file or a non-empty folder that is not a
-                saved detector (it is never overwritten), or the backbone has unmerged LoRA layers.
-        """
-        dest = Path(directory)
+    def _write_parts(self, folder: Path) -> dict[str, Any]:
+        """Weights, head, banks and bank clip names; LoRA must be merged first."""
         if _has_lora(self.backbone):
             raise DetectorError(
                 "merge the LoRA layers (Detector.from_training(merge=True)) before saving"
             )
-        check_replaceable(dest, DETECTOR_FORMAT)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         ckpt_path, ckpt_sha = self._checkpoint_info()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-        try:
-            weights: dict[str, str | None] = {"backbone": None, "adapter": None}
-            if self._needs_full_backbone():
-                write_safetensors(_state_for_file(self.backbone), tmp / "backbone.safetensors")
-                weights["backbone"] = "backbone.safetensors"
-            if self.adapter_state is not None:
-                write_safetensors(
-                    {k: v.detach().cpu().contiguous() for k, v in self.adapter_state.items()},
-                    tmp / "adapter.safetensors",
-                )
-                weights["adapter"] = "adapter.safetensors"
-            write_safetensors(_state_for_file(self.head), tmp / "head.safetensors")
-            write_safetensors(self.scorer.state_dict(), tmp / "backend.safetensors")
-            write_bank_clips(tmp / BANK_CLIPS, self.scorer)
-            thresholds = [
-                {"machine": m, "section": s, "threshold": float(t)}
-                for (m, s), t in sorted(self.thresholds.items())
-            ]
-            atomic_write_text(
-                tmp / "thresholds.json",
-                json.dumps(
-                    {"config": self.cfg.threshold.to_dict(), "thresholds": thresholds}, indent=2
-                )
-                + "\n",
+        weights: dict[str, str | None] = {"backbone": None, "adapter": None}
+        if self._needs_full_backbone():
+            write_safetensors(_state_for_file(self.backbone), folder / "backbone.safetensors")
+            weights["backbone"] = "backbone.safetensors"
+        if self.adapter_state is not None:
+            write_safetensors(
+                {k: v.detach().cpu().contiguous() for k, v in self.adapter_state.items()},
+                folder / "adapter.safetensors",
             )
-            meta = {
-                "format": DETECTOR_FORMAT,
-                "format_version": _FORMAT_VERSION,
-                "id": self.detector_id,
-                "version": self.version,
-                "calibrations": self.calibrations,
-                "stetho_version": stetho.__version__,
-                "experiment": self.cfg.to_dict(),
-                "class_map": self.class_map.to_dict(),
-                "backbone": {
-                    "name": self.cfg.backbone.name,
-                    "checkpoint": ckpt_path,
-                    "checkpoint_sha256": ckpt_sha,
-                    "sample_rate": self.sample_rate,
-                    "embed_dim": int(self.backbone.embed_dim),
-                    "input_kind": self.backbone.input_kind,
-                    "extra_config": self.backbone.extra_config(),
-                },
-                "head": {
-                    "in_dim": int(self.head.in_dim),
-                    "num_classes": int(self.head.num_classes),
-                },
-                "embedding_dim": self.embed_dim,
-                "weights": weights,
-                "keys": [f"{m}/{s}" for m, s in self.keys],
-            }
-            atomic_write_text(tmp / "config.json", json.dumps(meta, indent=2) + "\n")
-            publish_folder(tmp, dest, DETECTOR_FORMAT)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        logger.info("detector saved to %s", dest)
-        return dest
+            weights["adapter"] = "adapter.safetensors"
+        write_safetensors(_state_for_file(self.head), folder / "head.safetensors")
+        write_safetensors(self.scorer.state_dict(), folder / "backend.safetensors")
+        write_bank_clips(folder / BANK_CLIPS, self.scorer)
+        return {
+            "experiment": self.cfg.to_dict(),
+            "class_map": self.class_map.to_dict(),
+            "backbone": {
+                "name": self.cfg.backbone.name,
+                "checkpoint": ckpt_path,
+                "checkpoint_sha256": ckpt_sha,
+                "sample_rate": self.sample_rate,
+                "embed_dim": int(self.backbone.embed_dim),
+                "input_kind": self.backbone.input_kind,
+                "extra_config": self.backbone.extra_config(),
+            },
+            "head": {"in_dim": int(self.head.in_dim), "num_classes": int(self.head.num_classes)},
+            "embedding_dim": self.embed_dim,
+            "weights": weights,
+            "keys": [f"{m}/{s}" for m, s in self.keys],
+        }
 
     @classmethod
-    def load(
+    def load(  # type: ignore[override]
         cls,
         directory: str | os.PathLike[str],
         *,
@@ -546,15 +366,21 @@ class Detector:
             checkpoint: Backbone checkpoint location if it moved since saving (its SHA-256 must
                 match the recorded one).
             trust_checkpoint: Allow pickled objects in the backbone checkpoint (``weights_only``
-                off). Only the caller can grant this: the folder's own ``config.json`` is
-                ignored on this point.
+                off). Only the caller can grant this: nothing in the folder can.
 
         Raises:
             DetectorError: missing, damaged or altered files (named), wrong or newer format,
                 invalid thresholds, or a checkpoint whose SHA-256 differs.
         """
-        src = Path(directory)
-        meta = read_meta(src, DETECTOR_FORMAT, _FORMAT_VERSION)
+        det = super().load(
+            directory, device=device, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint
+        )
+        assert isinstance(det, Detector)
+        return det
+
+    @classmethod
+    def _read_parts(cls, folder: Path, meta: dict[str, Any], options: dict[str, Any]) -> Detector:
+        src = folder
         cfg_path = src / "config.json"
         try:
             cfg = ExperimentConfig.from_dict(meta["experiment"])
@@ -564,7 +390,8 @@ class Detector:
             head_dims = (int(meta["head"]["in_dim"]), int(meta["head"]["num_classes"]))
         except (KeyError, TypeError, ValueError) as err:
             raise DetectorError(f"{cfg_path}: invalid detector config ({err!r})") from err
-        if cfg.backbone.trust_checkpoint and not trust_checkpoint:
+        trust = bool(options.get("trust_checkpoint", False))
+        if cfg.backbone.trust_checkpoint and not trust:
             logger.warning(
                 "%s: ignoring trust_checkpoint in the saved config (a detector folder cannot "
                 "grant itself trust); pass trust_checkpoint=True / --trust-checkpoint to allow "
@@ -578,30 +405,31 @@ class Detector:
                 raise DetectorError(f"{cfg_path}: weight file {name!r} lies outside the folder")
             if not (src / name).is_file():
                 raise DetectorError(f"{src}: missing {name}")
-        backbone = cls._load_backbone(src, cfg, binfo, weights, checkpoint, trust_checkpoint)
+        backbone = cls._load_backbone(src, cfg, binfo, weights, options.get("checkpoint"), trust)
         head = ProxyHead(*head_dims, cfg.head)
         load_state(head, src / "head.safetensors")
         scorer = DomainKNNScorer(cfg.backend)
         load_state(scorer, src / "backend.safetensors")
+        _check_bank_dims(src / "backend.safetensors", scorer, int(head.out_dim))
         read_bank_clips(src / BANK_CLIPS, scorer)
-        thresholds = read_thresholds(src / "thresholds.json")
         adapter = read_safetensors(src / weights["adapter"]) if weights.get("adapter") else None
         backbone.eval()
         head.eval()
-        return cls(
+        det = cls(
             cfg,
             backbone,
             head,
             class_map,
             scorer=scorer,
-            thresholds=thresholds,
             adapter_state=adapter,
-            device=device,
-            # folders saved before detector identities existed: the folder name, version 1
-            detector_id=str(meta.get("id") or src.resolve().name),
-            version=int(meta.get("version", 1)),
-            calibrations=list(meta.get("calibrations", [])),
+            device=options.get("device", "cpu"),
         )
+        det._read_thresholds(src, nonnegative=True)
+        for key in det.keys:  # folders saved before held-out scores were kept
+            if key not in det.held_out or not det.held_out[key].scores.size:
+                fit = det.held_out[key].fit if key in det.held_out else {}
+                det.held_out[key] = _Held(scorer.held_out_scores(key), fit)
+        return det
 
     @classmethod
     def _load_backbone(
@@ -672,3 +500,21 @@ class Detector:
 
 def _has_lora(module: torch.nn.Module) -> bool:
     return any(".lora_A." in name for name, _ in module.named_parameters())
+
+
+def _check_bank_dims(path: Path, scorer: DomainKNNScorer, dim: int) -> None:
+    """Refuse banks of another embedding size or with non-finite rows, naming the file."""
+    for (m, s), banks in scorer.banks.items():
+        for dom, bank in banks.items():
+            if not len(bank):
+                continue
+            if bank.dim != dim:
+                raise DetectorError(
+                    f"{path}: bank {m}/{s}/{dom} holds {bank.dim}-d embeddings, the model makes "
+                    f"{dim}-d ones; the folder is inconsistent (save the detector again)"
+                )
+            if not bool(torch.isfinite(bank.embeddings).all()):
+                raise DetectorError(
+                    f"{path}: bank {m}/{s}/{dom} contains NaN or infinite rows; the folder is "
+                    "damaged (fit or save the detector again)"
+                )

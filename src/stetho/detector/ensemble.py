@@ -22,30 +22,27 @@ Saved folder (format ``stetho-ensemble``; atomic like every detector)::
 
 from __future__ import annotations
 
-import json
+import itertools
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-import stetho
 from stetho.backbones import resolve_checkpoint
 from stetho.backbones.features import FeatureConfig, FeatureExtractor
-from stetho.data import Clip, group_by_key, load_audio
-from stetho.detector.artifact import DetectorError, check_replaceable, publish_folder, read_meta
+from stetho.data import Clip, load_audio
+from stetho.data.names import Key
+from stetho.detector.artifact import DetectorError
+from stetho.detector.base import BaseDetector, CalibrationMode, Nearest
 from stetho.scoring.bank import BankBackend
 from stetho.scoring.ensemble import EnsembleConfig, MemberConfig, combine_scores
-from stetho.scoring.grouped import decisions_by_key, scores_by_key
 from stetho.scoring.selection import choose_members, pseudo_anomaly
-from stetho.scoring.threshold import ThresholdConfig, decide_for_key, fit_threshold
 from stetho.utils.config import ConfigError
-from stetho.utils.io import atomic_write_text, sha256_file
+from stetho.utils.io import sha256_file
 
 __all__ = [
     "ENSEMBLE_FORMAT",
@@ -58,8 +55,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENSEMBLE_FORMAT = "stetho-ensemble"
-_FORMAT_VERSION = 1
-Key = tuple[str, str]
+#: 2: detector id and version, held-out scores, bank clip names (version 1 still loads)
+_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -70,6 +67,7 @@ class _KeyModel:
     backends: dict[str, list[BankBackend]]  # domain -> one per member
     weights: list[float]
     choice: dict[str, Any] = field(default_factory=dict)
+    refs: dict[str, list[str]] = field(default_factory=dict)  # domain -> bank clip paths
 
 
 def _domain_groups(clips: list[Clip], cfg: EnsembleConfig) -> dict[str, list[int]]:
@@ -85,24 +83,28 @@ def _domain_groups(clips: list[Clip], cfg: EnsembleConfig) -> dict[str, list[int
     return groups
 
 
-class EnsembleDetector:
-    """A fitted few-shot ensemble (implements :class:`~stetho.detector.Scorer`).
+class EnsembleDetector(BaseDetector):
+    """A fitted few-shot ensemble (the default kind of ``stetho train``).
 
     Args:
         cfg: The experiment config; ``cfg.ensemble`` must be set (``cfg.threshold`` is used too).
         device: Where the feature backbones run.
     """
 
-    def __init__(self, cfg: Any, *, device: str = "cpu") -> None:
+    kind: ClassVar[str] = "fewshot"
+    format: ClassVar[str] = ENSEMBLE_FORMAT
+    format_version: ClassVar[int] = _FORMAT_VERSION
+
+    def __init__(self, cfg: Any, *, device: str = "cpu", **identity: Any) -> None:
         if getattr(cfg, "ensemble", None) is None:
             raise ConfigError("EnsembleDetector needs a config with an `ensemble` section")
+        super().__init__(cfg.threshold, **identity)
         self.cfg = cfg
         self.ens: EnsembleConfig = cfg.ensemble
-        self.threshold_cfg: ThresholdConfig = cfg.threshold
         self.device = device
         self.models: dict[Key, _KeyModel] = {}
-        self.thresholds: dict[Key, float] = {}
         self._extractors: dict[tuple[str, str | None, str], FeatureExtractor] = {}
+        self._dims: list[int] | None = None
 
     # -- features ----------------------------------------------------------------------------
     def _extractor(self, fc: FeatureConfig) -> FeatureExtractor:
@@ -116,6 +118,10 @@ class EnsembleDetector:
         """Highest rate among the members' backbones (inputs are resampled per member)."""
         return max(self._extractor(m.feature).sample_rate for m in self.ens.members)
 
+    def _member_features(self, m: MemberConfig, waves: list[np.ndarray]) -> np.ndarray:
+        fx = self._extractor(m.feature)
+        return FeatureExtractor(m.feature, backbone=fx.backbone, device=self.device).extract(waves)
+
     def _features(self, waves: Sequence[np.ndarray], sr: int) -> list[np.ndarray]:
         """Per member, features ``(B, D_m)`` of waveforms at rate ``sr``."""
         import soxr
@@ -123,56 +129,51 @@ class EnsembleDetector:
         out = []
         cache: dict[int, list[np.ndarray]] = {}
         for m in self.ens.members:
-            fx = self._extractor(m.feature)
-            rate = fx.sample_rate
+            rate = self._extractor(m.feature).sample_rate
             if rate not in cache:
                 cache[rate] = [
                     w if rate == sr else np.asarray(soxr.resample(w, sr, rate, quality="HQ"))
                     for w in waves
                 ]
-            fx_m = FeatureExtractor(m.feature, backbone=fx.backbone, device=self.device)
-            out.append(fx_m.extract(cache[rate]))
+            out.append(self._member_features(m, cache[rate]))
+        self._dims = [f.shape[1] for f in out]
         return out
+
+    def embed(self, waves: list[np.ndarray]) -> np.ndarray:
+        """Member features of waveforms at :attr:`sample_rate`, side by side ``(B, ΣD_m)``."""
+        if not waves:
+            return np.zeros((0, sum(self._dims or [0])))
+        return np.concatenate(self._features(waves, self.sample_rate), axis=1)
+
+    def _split(self, feats: np.ndarray) -> list[np.ndarray]:
+        if self._dims is None:
+            raise DetectorError("features must come from this detector's embed()")
+        bounds = np.cumsum([0, *self._dims])
+        return [feats[:, a:b] for a, b in itertools.pairwise(bounds)]
 
     def _load(self, path: str | os.PathLike[str]) -> np.ndarray:
         wave, _ = load_audio(path, sr=self.sample_rate)
         return np.asarray(wave, dtype=np.float32)
 
     # -- fitting -----------------------------------------------------------------------------
-    def fit(self, clips: Iterable[Clip], *, progress: bool = False) -> EnsembleDetector:
-        """Fit banks, the label-free choice and thresholds from normal training clips."""
-        clips = list(clips)
-        if not clips:
-            raise ValueError("EnsembleDetector.fit needs at least one training clip")
-        bad = [c.name for c in clips if c.label == "anomaly" or c.split == "test"]
-        if bad:
-            raise ValueError(f"fit takes normal training clips only; got e.g. {bad[:3]}")
-        items = list(group_by_key(clips).items())
-        if progress:
-            from tqdm.auto import tqdm
-
-            items = list(tqdm(items, desc="fitting banks", leave=False, dynamic_ncols=True))
-        for key, group in items:
-            self._fit_key(key, group)
-        return self
-
-    def _fit_key(self, key: Key, group: list[Clip]) -> None:
-        waves = [self._load(c.path) for c in group]
+    def _fit_key(
+        self, key: Key, clips: list[Clip], mode: CalibrationMode, progress: bool
+    ) -> np.ndarray:
+        waves = [self._load(c.path) for c in clips]
         feats = self._features(waves, self.sample_rate)
-        groups = _domain_groups(group, self.ens)
+        if mode == "add" and key in self.models:
+            return self._add_bank(key, clips, feats)
+        groups = _domain_groups(clips, self.ens)
         backends = {
             d: [BankBackend(m.backend).fit(f[idx]) for m, f in zip(self.ens.members, feats)]
             for d, idx in groups.items()
         }
-        model = _KeyModel(sorted(groups), backends, [1.0] * len(self.ens.members))
+        refs = {d: [str(Path(clips[i].path).absolute()) for i in idx] for d, idx in groups.items()}
+        model = _KeyModel(sorted(groups), backends, [1.0] * len(self.ens.members), refs=refs)
         loo = self._loo_member_scores(model, groups, feats)  # (K, N)
         pseudo = self._pseudo_scores(model, groups, waves)
-        choice = choose_members(
-            [m.name for m in self.ens.members],
-            list(loo),
-            pseudo,
-            self.ens.selection,
-        )
+        choice = choose_members([m.name for m in self.ens.members], list(loo), pseudo,
+                                self.ens.selection)  # fmt: skip
         weights = choice["weights"]
         assert isinstance(weights, dict)
         model.weights = [float(weights[m.name]) for m in self.ens.members]
@@ -180,12 +181,25 @@ class EnsembleDetector:
         model.choice = choice
         self.models[key] = model
         logger.info("%s/%s: %s", *key, choice["reason"])
-        combined = combine_scores(loo, np.array(model.weights), self.ens.combine)
-        try:
-            self.thresholds[key] = fit_threshold(combined, self.threshold_cfg)
-        except ValueError as err:
-            logger.warning("%s/%s: %s; threshold set to +inf (never anomalous)", *key, err)
-            self.thresholds[key] = float("inf")
+        return combine_scores(loo, np.array(model.weights), self.ens.combine)
+
+    def _add_bank(self, key: Key, clips: list[Clip], feats: list[np.ndarray]) -> np.ndarray:
+        """Calibration "add": the new recordings become one more domain bank of ``key``."""
+        model = self.models[key]
+        name = f"calibration-{self.version + 1}"
+        new = [BankBackend(m.backend).fit(f) for m, f in zip(self.ens.members, feats)]
+        loo = np.stack([be.loo_scores() for be in new])  # (K, N)
+        for d in model.domains:  # min with the old banks, as when scoring
+            for j, be in enumerate(model.backends[d]):
+                loo[j] = np.minimum(loo[j], be.score(feats[j]))
+        model.domains = [*model.domains, name]
+        model.backends[name] = new
+        model.refs[name] = [str(Path(c.path).absolute()) for c in clips]
+        model.choice.setdefault("bank_clips", {})[name] = len(clips)
+        held = combine_scores(loo, np.array(model.weights), self.ens.combine)
+        old = self.held_out.get(key)
+        # old rows' held-out scores are not lowered by the new bank: a slightly high threshold
+        return held if old is None else np.concatenate([old.scores, held])
 
     def _loo_member_scores(
         self, model: _KeyModel, groups: dict[str, list[int]], feats: list[np.ndarray]
@@ -227,165 +241,102 @@ class EnsembleDetector:
                 out[j][kind] = scores
         return out
 
+    def _key_state(self, keys: list[Key]) -> Any:
+        return {k: self.models.get(k) for k in keys}
+
+    def _set_key_state(self, state: Any) -> None:
+        for k, model in state.items():
+            if model is None:
+                self.models.pop(k, None)
+            else:
+                self.models[k] = model
+
     # -- scoring -----------------------------------------------------------------------------
     @property
     def keys(self) -> list[Key]:
         """Fitted (machine, section) keys."""
         return sorted(self.models)
 
-    def require_key(self, key: Key) -> _KeyModel:
-        """The fitted model of ``key`` (``KeyError`` listing the fitted keys otherwise)."""
-        key = (str(key[0]), str(key[1]))
-        if key not in self.models:
-            fitted = ", ".join(f"{m}/{s}" for m, s in self.keys) or "none"
-            raise KeyError(f"no model for {key[0]}/{key[1]}; fitted keys: {fitted}")
-        return self.models[key]
-
-    def window_seconds(self) -> float | None:
-        """No preferred stream window (clips are scored whole)."""
-        return None
-
     def member_scores(self, waves: Sequence[np.ndarray], key: Key, sr: int) -> np.ndarray:
         """Per-member z-scores ``(K, B)`` of waveforms at rate ``sr`` (min over domain banks)."""
-        model = self.require_key(key)
-        feats = self._features(waves, sr)
-        out = np.full((len(self.ens.members), len(waves)), np.inf)
+        k = self.require_key(key)
+        return self._member_scores(self._features(waves, sr), k)
+
+    def _member_scores(self, feats: list[np.ndarray], key: Key) -> np.ndarray:
+        model = self.models[key]
+        out = np.full((len(self.ens.members), feats[0].shape[0]), np.inf)
         for d in model.domains:
             for j, be in enumerate(model.backends[d]):
                 out[j] = np.minimum(out[j], be.score(feats[j]))
         return out
 
-    def score_waveforms(
-        self,
-        waves: np.ndarray | Sequence[np.ndarray],
-        machine: str,
-        section: str,
-        sample_rate: int | None = None,
-    ) -> np.ndarray:
-        """Anomaly scores (B,) of mono waveforms (``(N,)``, ``(B, N)`` or a list) in [-1, 1]."""
-        key = (str(machine), str(section))
-        model = self.require_key(key)
-        arr = [waves] if isinstance(waves, np.ndarray) and waves.ndim == 1 else list(waves)
-        items = []
-        for w in arr:
-            a = np.asarray(w)
-            if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.floating):
-                raise ValueError(
-                    "each waveform must be a non-empty 1-D float array in [-1, 1], got "
-                    f"shape {a.shape} dtype {a.dtype}"
-                )
-            items.append(a.astype(np.float32))
-        sr = int(sample_rate) if sample_rate is not None else self.sample_rate
-        scores = self.member_scores(items, key, sr)
-        return combine_scores(scores, np.array(model.weights), self.ens.combine)
+    def score_features(self, feats: np.ndarray, key: Key) -> np.ndarray:
+        """Fused member z-scores (M,) of :meth:`embed` features (min over domain banks)."""
+        if not len(feats):
+            return np.zeros(0)
+        scores = self._member_scores(self._split(np.asarray(feats)), key)
+        return combine_scores(scores, np.array(self.models[key].weights), self.ens.combine)
 
-    def score_files(
-        self,
-        paths: Sequence[str | os.PathLike[str]],
-        machine: str,
-        section: str,
-        *,
-        progress: bool = False,
-    ) -> np.ndarray:
-        """Anomaly scores (M,) of audio files of one machine/section."""
-        self.require_key((machine, section))
-        out = np.empty(len(paths))
-        step = 16
-        starts = range(0, len(paths), step)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="scoring", leave=False, dynamic_ncols=True)  # type: ignore[assignment]
-        for s in starts:
-            waves = [self._load(p) for p in paths[s : s + step]]
-            out[s : s + len(waves)] = self.score_waveforms(waves, machine, section)
+    def nearest(self, feats: np.ndarray, key: Key) -> list[Nearest | None]:
+        """Nearest bank clip of each row, in the standardised space of the heaviest member."""
+        model = self.models[key]
+        j = int(np.argmax(model.weights))
+        member = self._split(np.asarray(feats))[j]
+        out: list[Nearest | None] = [None] * member.shape[0]
+        for d in model.domains:
+            be = model.backends[d][j]
+            if be.bank.shape[0] == 0:
+                continue
+            z = be.std(member)
+            dist = np.sqrt(((z[:, None, :] - be.bank[None, :, :]) ** 2).sum(-1))  # (M, N)
+            idx = dist.argmin(1)
+            refs = model.refs.get(d, [])
+            for i, r in enumerate(idx):
+                best = out[i]
+                if best is None or dist[i, r] < best.distance:
+                    ref = refs[r] if r < len(refs) else None
+                    out[i] = Nearest(ref, float(dist[i, r]), d)
         return out
-
-    def score_clips(
-        self, clips: Iterable[Clip], *, progress: bool = False
-    ) -> dict[Key, dict[str, float]]:
-        """Scores grouped as ``{(machine, section): {file name: score}}``."""
-        return scores_by_key(
-            clips, lambda paths, key: self.score_files(paths, *key, progress=progress)
-        )
-
-    def decide(self, scores: np.ndarray | Sequence[float], key: Key | str) -> np.ndarray:
-        """Decisions (M,) int, 1 = anomalous (``score > threshold``)."""
-        return decide_for_key(self.thresholds, scores, key)
-
-    def decisions(self, scores: dict[Key, dict[str, float]]) -> dict[Key, dict[str, int]]:
-        """Decisions for grouped scores, in the same layout."""
-        return decisions_by_key(scores, self.decide)
 
     def choices(self) -> dict[str, dict[str, Any]]:
         """What the label-free choice kept per ``machine/section`` and why (JSON-ready)."""
         return {f"{m}/{s}": self.models[(m, s)].choice for m, s in self.keys}
 
-    def describe(self) -> dict[str, Any]:
-        """JSON-ready summary: keys, thresholds, members, choice, sample rate, version."""
+    def _describe_kind(self) -> dict[str, Any]:
         return {
-            "kind": "ensemble-detector",
-            "keys": [{"machine": m, "section": s} for m, s in self.keys],
-            "thresholds": {f"{m}/{s}": float(t) for (m, s), t in sorted(self.thresholds.items())},
             "backbone": "+".join(dict.fromkeys(m.feature.backbone for m in self.ens.members)),
             "members": [
                 f"{m.name}: {m.feature.label()} {m.backend.label()}" for m in self.ens.members
             ],
             "choice": self.choices(),
-            "sample_rate": int(self.sample_rate),
-            "stetho_version": stetho.__version__,
         }
 
     # -- persistence -------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the detector folder atomically (an existing detector folder is replaced)."""
+    def _write_parts(self, folder: Path) -> dict[str, Any]:
         import torch
         from safetensors.torch import save_file
 
-        dest = Path(directory)
-        check_replaceable(dest, ENSEMBLE_FORMAT)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-        try:
-            tensors: dict[str, torch.Tensor] = {}
-            for (m, s), model in sorted(self.models.items()):
-                for d in model.domains:
-                    for j, be in enumerate(model.backends[d]):
-                        for name, arr in be.state().items():
-                            t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
-                            tensors[f"{m}/{s}/{d}/{j}/{name}"] = t
-            save_file(tensors, str(tmp / "banks.safetensors"))
-            thresholds = [
-                {"machine": m, "section": s, "threshold": float(t)}
-                for (m, s), t in sorted(self.thresholds.items())
-            ]
-            atomic_write_text(
-                tmp / "thresholds.json",
-                json.dumps({"config": self.threshold_cfg.to_dict(), "thresholds": thresholds},
-                           indent=2) + "\n",
-            )  # fmt: skip
-            meta = {
-                "format": ENSEMBLE_FORMAT,
-                "format_version": _FORMAT_VERSION,
-                "stetho_version": stetho.__version__,
-                "experiment": self.cfg.to_dict(),
-                "checkpoints": self._checkpoints(),
-                "keys": {
-                    f"{m}/{s}": {
-                        "domains": mod.domains,
-                        "weights": mod.weights,
-                        "choice": mod.choice,
-                    }
-                    for (m, s), mod in sorted(self.models.items())
-                },
-            }
-            atomic_write_text(tmp / "config.json", json.dumps(meta, indent=2) + "\n")
-            publish_folder(tmp, dest, ENSEMBLE_FORMAT)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        logger.info("ensemble detector saved to %s", dest)
-        return dest
+        tensors: dict[str, torch.Tensor] = {}
+        for (m, s), model in sorted(self.models.items()):
+            for d in model.domains:
+                for j, be in enumerate(model.backends[d]):
+                    for name, arr in be.state().items():
+                        t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
+                        tensors[f"{m}/{s}/{d}/{j}/{name}"] = t
+        save_file(tensors, str(folder / "banks.safetensors"))
+        return {
+            "experiment": self.cfg.to_dict(),
+            "checkpoints": self._checkpoints(),
+            "keys": {
+                f"{m}/{s}": {
+                    "domains": mod.domains,
+                    "weights": mod.weights,
+                    "choice": mod.choice,
+                    "bank_clips": mod.refs,
+                }
+                for (m, s), mod in sorted(self.models.items())
+            },
+        }
 
     def _checkpoints(self) -> dict[str, dict[str, str]]:
         out = {}
@@ -396,7 +347,7 @@ class EnsembleDetector:
         return out
 
     @classmethod
-    def load(
+    def load(  # type: ignore[override]
         cls,
         directory: str | os.PathLike[str],
         *,
@@ -414,39 +365,79 @@ class EnsembleDetector:
         Raises:
             DetectorError: missing files, wrong format or a checkpoint whose SHA-256 differs.
         """
-        from stetho.config import ExperimentConfig
-        from stetho.detector.files import read_safetensors, read_thresholds
+        det = super().load(directory, device=device, checkpoint=checkpoint)
+        assert isinstance(det, EnsembleDetector)
+        return det
 
-        src = Path(directory)
-        meta = read_meta(src, ENSEMBLE_FORMAT, _FORMAT_VERSION)
+    @classmethod
+    def _read_parts(
+        cls, folder: Path, meta: dict[str, Any], options: dict[str, Any]
+    ) -> EnsembleDetector:
+        from stetho.config import ExperimentConfig
+        from stetho.detector.files import read_safetensors
+
+        src = folder
         for name in ("banks.safetensors", "thresholds.json"):
             if not (src / name).is_file():
                 raise DetectorError(f"{src}: missing {name}")
-        cfg = ExperimentConfig.from_dict(meta["experiment"])
+        try:
+            cfg = ExperimentConfig.from_dict(meta["experiment"])
+            keys = dict(meta["keys"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise DetectorError(
+                f"{src / 'config.json'}: invalid ensemble config ({err!r})"
+            ) from err
         for m in cfg.ensemble.members if cfg.ensemble else []:
             info = meta.get("checkpoints", {}).get(m.name)
             if info is not None:
-                m.feature.checkpoint = str(_verified(info, checkpoint, m.feature.checkpoint))
-        det = cls(cfg, device=device)
+                where = options.get("checkpoint")
+                m.feature.checkpoint = str(_verified(info, where, m.feature.checkpoint))
+        det = cls(cfg, device=options.get("device", "cpu"))
         state = read_safetensors(src / "banks.safetensors")
-        members = det.ens.members
-        for key_text, info in meta["keys"].items():
+        for key_text, info in keys.items():
             machine, _, section = key_text.rpartition("/")
-            backends: dict[str, list[BankBackend]] = {}
-            for d in info["domains"]:
-                backends[d] = []
-                for j, m in enumerate(members):
-                    prefix = f"{key_text}/{d}/{j}/"
-                    arrays = {k[len(prefix):]: v.numpy() for k, v in state.items()
-                              if k.startswith(prefix)}  # fmt: skip
-                    backends[d].append(BankBackend.from_state(m.backend, arrays))
-            det.models[(machine, section)] = _KeyModel(
-                list(info["domains"]), backends, [float(w) for w in info["weights"]],
-                dict(info.get("choice", {})),
-            )  # fmt: skip
+            det.models[(machine, section)] = _read_key(src, key_text, info, state, det.ens)
+        det._dims = _member_dims(det)
         # finite, or refused (ensemble scores are standardised: they may be negative)
-        det.thresholds = read_thresholds(src / "thresholds.json", nonnegative=False)
+        det._read_thresholds(src, nonnegative=False)
         return det
+
+
+def _read_key(
+    src: Path, key_text: str, info: dict[str, Any], state: dict[str, Any], ens: EnsembleConfig
+) -> _KeyModel:
+    backends: dict[str, list[BankBackend]] = {}
+    try:
+        for d in info["domains"]:
+            backends[d] = []
+            for j, m in enumerate(ens.members):
+                prefix = f"{key_text}/{d}/{j}/"
+                arrays = {k[len(prefix):]: v.numpy() for k, v in state.items()
+                          if k.startswith(prefix)}  # fmt: skip
+                for name, arr in arrays.items():
+                    if not np.isfinite(arr).all() and name != "loo_raw":
+                        raise DetectorError(
+                            f"{src / 'banks.safetensors'}: {prefix}{name} contains NaN or "
+                            "infinite values; the folder is damaged (fit the detector again)"
+                        )
+                backends[d].append(BankBackend.from_state(m.backend, arrays))
+        return _KeyModel(
+            list(info["domains"]), backends, [float(w) for w in info["weights"]],
+            dict(info.get("choice", {})),
+            {str(d): [str(p) for p in v] for d, v in dict(info.get("bank_clips", {})).items()},
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError) as err:
+        raise DetectorError(
+            f"{src / 'banks.safetensors'}: bank {key_text} is incomplete or invalid ({err!r})"
+        ) from err
+
+
+def _member_dims(det: EnsembleDetector) -> list[int] | None:
+    for model in det.models.values():
+        for d in model.domains:
+            return [int(be.std.mean.shape[0]) if be.std.mean is not None else 0
+                    for be in model.backends[d]]  # fmt: skip
+    return None
 
 
 def _verified(

@@ -84,6 +84,42 @@ def read_thresholds(path: Path, *, nonnegative: bool = True) -> dict[Key, float]
     return out
 
 
+def read_thresholds_doc(
+    path: Path, nonnegative: bool = False
+) -> tuple[dict[Key, float], dict[Key, tuple[list[float], dict[str, Any]]]]:
+    """Thresholds and, where saved, each key's held-out scores and fit record.
+
+    ``+inf`` (no threshold could be fitted: the key never decides "anomalous") loads with a
+    warning; NaN, ``-inf`` or (``nonnegative``) a negative threshold is refused naming the file.
+    """
+    doc = read_json(path)
+    try:
+        rows = doc["thresholds"]
+        out = {(str(t["machine"]), str(t["section"])): float(t["threshold"]) for t in rows}
+        held = {
+            (str(t["machine"]), str(t["section"])): (
+                [float(v) for v in t.get("held_out", [])],
+                dict(t.get("fit", {})),
+            )
+            for t in rows
+        }
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise DetectorError(f"{path}: invalid thresholds file ({err!r})") from err
+    for (m, sec), t in out.items():
+        if t == float("inf"):
+            logger.warning("%s: %s/%s has no fitted threshold (never anomalous)", path, m, sec)
+            continue
+        if not np.isfinite(t) or (nonnegative and t < 0):
+            raise DetectorError(
+                f"{path}: threshold of {m}/{sec} is {t!r}; expected a finite number (the "
+                "file is damaged: fit the thresholds again, e.g. stetho train or calibrate)"
+            )
+    for (m, sec), (vals, _) in held.items():
+        if any(np.isnan(v) for v in vals):
+            raise DetectorError(f"{path}: held-out scores of {m}/{sec} contain NaN")
+    return out, held
+
+
 BANK_CLIPS = "bank_clips.json"
 
 
