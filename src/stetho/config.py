@@ -11,14 +11,29 @@ Defaults follow the paper (arXiv 2409.07016): Adam, learning rate 5e-5 with a wa
 30 epochs, ArcFace on attribute classes, LoRA r = 64 on q and v, SpecAugment for spectrogram
 models, 2 s crops for raw-waveform models, k-NN (k = 1, cosine) back-end. Values the paper does not
 state (warm-up length, decay shape, gradient clipping, seed) are marked "not in the paper".
+
+**Recipes.** A config builds one of two detectors (``ExperimentConfig.recipe``):
+
+* ``"fewshot"`` -- the training-free few-shot ensemble (``ensemble`` section). It is the default:
+  what ``stetho train`` builds without ``--config`` and what a config that says nothing about
+  the recipe builds (``stetho.pipelines.default_config()`` holds it).
+* ``"finetune"`` -- the paper's fine-tuning + k-NN recipe (``backbone``, ``finetune``, ``head``,
+  ``train``, ``backend``, ``scoring`` and ``data.crop_seconds`` / ``spec_augment`` /
+  ``cache_mb``: :data:`FINETUNE_SECTIONS`, :data:`FINETUNE_DATA_KEYS`).
+
+``recipe`` is stated, or implied: an ``ensemble`` section means few-shot; a config file that lists
+a fine-tuning section, or a fine-tuning setting that differs from its default, means fine-tuning.
+A setting of the other recipe is an error (:meth:`ExperimentConfig.check_recipe`), never ignored.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from stetho.frontend.specaugment import SpecAugmentConfig
 from stetho.model.adapt import FinetuneConfig
@@ -30,9 +45,13 @@ from stetho.scoring.threshold import ThresholdConfig
 from stetho.utils.config import ConfigBase, ConfigError
 
 __all__ = [
+    "DEFAULT_RECIPE",
+    "FINETUNE_DATA_KEYS",
+    "FINETUNE_SECTIONS",
     "BackboneConfig",
     "DataConfig",
     "ExperimentConfig",
+    "Recipe",
     "ScoringConfig",
     "TrainConfig",
     "load_experiment_config",
@@ -40,6 +59,22 @@ __all__ = [
 
 #: Crop length used for raw-waveform models when ``crop_seconds="auto"`` (the paper's 2 s).
 WAVEFORM_SEGMENT_SECONDS = 2.0
+
+#: What a config builds: the training-free few-shot ensemble or the fine-tuned k-NN detector.
+Recipe = Literal["fewshot", "finetune"]
+#: The recipe of a config that states none and sets nothing of the fine-tuning recipe.
+DEFAULT_RECIPE: Recipe = "fewshot"
+#: Sections that only the fine-tuning recipe reads (the few-shot ensemble embeds whole clips
+#: with its members' own feature settings and never trains).
+FINETUNE_SECTIONS = ("backbone", "finetune", "head", "train", "backend", "scoring")
+#: Keys of ``data`` that only the fine-tuning recipe reads (training crops, augmentation, cache).
+FINETUNE_DATA_KEYS = ("crop_seconds", "spec_augment", "cache_mb")
+#: Where the message of a recipe conflict sends the user.
+_TO_FINETUNE = (
+    "To fine-tune, pass --config configs/default.yaml (the fine-tuning defaults; other "
+    "fine-tuning configs are in configs/ and configs/paper/) or --set recipe=finetune; "
+    'in Python, ExperimentConfig(recipe="finetune", ...)'
+)
 
 
 @dataclass
@@ -233,10 +268,15 @@ class ExperimentConfig(ConfigBase):
         backend: k-NN memory banks (k = 1, cosine, per-domain banks).
         threshold: Decision threshold (gamma fit, 0.9 quantile, as the DCASE baseline).
         scoring: Clip → embedding at fit and test time.
-        ensemble: Training-free few-shot ensemble (features + back-ends, label-free choice);
-            when set, ``stetho train`` builds an ensemble detector instead of fine-tuning
-            (``backbone``, ``finetune``, ``head``, ``train``, ``backend`` are then unused).
-            ``None`` (default): the paper's fine-tuning + k-NN recipe.
+        ensemble: Training-free few-shot ensemble (features + back-ends, label-free choice):
+            the members of the ``"fewshot"`` recipe. ``None`` with that recipe: the default
+            members (``stetho.pipelines.default_config()``).
+        recipe: ``"fewshot"`` (the training-free ensemble), ``"finetune"`` (the paper's
+            fine-tuning + k-NN) or ``None`` (default): implied by the settings -- few-shot when
+            ``ensemble`` is set, fine-tuning when a fine-tuning setting differs from its default
+            (or a config file lists a fine-tuning section), else the default recipe
+            (:data:`DEFAULT_RECIPE`, few-shot). :meth:`check_recipe` refuses the other
+            recipe's settings.
     """
 
     name: str = "experiment"
@@ -249,6 +289,104 @@ class ExperimentConfig(ConfigBase):
     threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     ensemble: EnsembleConfig | None = None
+    recipe: Recipe | None = None
+
+    def __post_init__(self) -> None:
+        if self.recipe is None and self.ensemble is not None:
+            self.recipe = "fewshot"
+
+    @classmethod
+    def from_dict(cls: type[_E], data: dict[str, Any]) -> _E:
+        """Build the config from a mapping (see :meth:`ConfigBase.from_dict`).
+
+        A mapping without ``recipe`` and without ``ensemble`` that lists a fine-tuning section
+        (a config file written for fine-tuning, or a detector saved before ``recipe`` existed)
+        gets ``recipe: finetune``, even when the section only repeats the defaults.
+        """
+        data = dict(data)
+        if (
+            "recipe" not in data
+            and data.get("ensemble") is None
+            and any(k in data for k in FINETUNE_SECTIONS)
+        ):
+            data["recipe"] = "finetune"
+        return super().from_dict(data)
+
+    def finetune_settings(self) -> list[str]:
+        """``key=value`` of every fine-tuning-only setting that differs from its default."""
+        out: list[str] = []
+        for f in dataclasses.fields(self):
+            if f.name in FINETUNE_SECTIONS:
+                default = type(getattr(self, f.name))()
+                out += _changed(getattr(self, f.name).to_dict(), default.to_dict(), f.name)
+        data, default_data = self.data.to_dict(), DataConfig().to_dict()
+        for key in FINETUNE_DATA_KEYS:
+            out += _changed(data[key], default_data[key], f"data.{key}")
+        return out
+
+    def check_recipe(self) -> Recipe:
+        """The recipe this config builds, after checking that every setting applies to it.
+
+        Raises:
+            ConfigError: a fine-tuning setting with the few-shot recipe, or an ``ensemble``
+                section with the fine-tuning recipe; the message names the settings, the recipe
+                and how to choose the other one.
+        """
+        unused = self.finetune_settings()
+        if self.recipe == "finetune" or (self.recipe is None and unused):
+            if self.ensemble is not None:
+                raise ConfigError(_ensemble_message(["the `ensemble` section"]))
+            return "finetune"
+        if unused:
+            raise ConfigError(
+                f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to the "
+                "few-shot recipe (the training-free ensemble that stetho train without --config "
+                "builds, also any config with an `ensemble` section; it reads only name, "
+                "data.machines/sections/year/train_partitions, threshold and ensemble). "
+                + _TO_FINETUNE
+            )
+        return DEFAULT_RECIPE if self.recipe is None else self.recipe
+
+    def override(self: _E, assignments: list[str] | tuple[str, ...]) -> _E:
+        """Return a copy with dotted ``key=value`` overrides (see :meth:`ConfigBase.override`).
+
+        Raises:
+            ConfigError: as :meth:`ConfigBase.override`; an ``ensemble.*`` override of a
+                fine-tuning config names the recipe instead of "'ensemble' is not set".
+        """
+        keys = {item.split("=", 1)[0].strip() for item in assignments}
+        if self.ensemble is None and not keys & {"ensemble", "recipe"}:
+            bad = [a.strip() for a in assignments if a.strip().startswith("ensemble.")]
+            if bad and (self.recipe == "finetune" or self.finetune_settings()):
+                raise ConfigError(_ensemble_message(bad))
+        return super().override(assignments)
+
+
+_E = TypeVar("_E", bound=ExperimentConfig)
+
+
+def _changed(value: Any, default: Any, path: str) -> list[str]:
+    """``path=value`` for every leaf of ``value`` that differs from ``default``."""
+    if isinstance(value, dict) and isinstance(default, dict):
+        out: list[str] = []
+        for key in sorted(value.keys() | default.keys()):
+            out += _changed(value.get(key), default.get(key), f"{path}.{key}")
+        return out
+    if value == default:
+        return []
+    return [f"{path}={value if isinstance(value, str) else json.dumps(value)}"]
+
+
+def _ensemble_message(settings: list[str]) -> str:
+    what = ", ".join(settings)
+    return (
+        f"{what} {'does' if len(settings) == 1 else 'do'} not apply to the fine-tuning recipe "
+        "(recipe=finetune, or a config with fine-tuning sections such as configs/default.yaml): "
+        "`ensemble` configures the training-free few-shot recipe. For the few-shot ensemble, "
+        "run stetho train without --config (the default recipe, with --set ensemble.*) or "
+        "pass --config configs/fewshot_mn04.yaml (or another config with an `ensemble` "
+        "section); to fine-tune, remove the ensemble settings"
+    )
 
 
 def load_experiment_config(
@@ -257,13 +395,20 @@ def load_experiment_config(
     """Read an experiment YAML/JSON file (or the defaults) and apply dotted overrides.
 
     Args:
-        path: YAML or JSON file; ``None`` starts from the defaults.
+        path: YAML or JSON file; ``None`` starts from :class:`ExperimentConfig` ``()``, whose
+            recipe is implied by the overrides (``stetho train`` without ``--config`` starts
+            from ``stetho.pipelines.default_config()`` instead).
         overrides: ``key.sub=value`` strings (values parsed as YAML), e.g. ``train.lr=1e-4``.
 
     Raises:
-        ConfigError: unknown key (the message lists the valid ones) or invalid value.
+        ConfigError: unknown key (the message lists the valid ones), invalid value, or a setting
+            that does not apply to the config's recipe (:meth:`ExperimentConfig.check_recipe`).
     """
     cfg = ExperimentConfig.load(path) if path is not None else ExperimentConfig()
     if overrides:
         cfg = cfg.override(list(overrides))
+    try:
+        cfg.check_recipe()
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from err
     return cfg

@@ -140,3 +140,85 @@ def test_tag_real_clip(
 def test_parser_defaults() -> None:
     args = build_parser().parse_args(["demo"])
     assert args.backbone is None  # the training-free few-shot recipe
+
+
+# -- stetho train: the recipe is explicit, its settings are never silently ignored -----------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_train_finetune_setting_without_finetune_config_exits_2(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #20 done-when: ``--set finetune.strategy=full`` without a fine-tuning config."""
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(synth_root), "--out", str(out), "--set",
+                 "finetune.strategy=full"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "finetune.strategy=full does not apply to the few-shot recipe" in err
+    assert "stetho train without --config" in err
+    assert "--config configs/" in err and "--set recipe=finetune" in err
+    assert "Traceback" not in err and not (out / "detector").exists()
+    # the issue's example: every ignored setting is named
+    code = main(["train", "--data", str(synth_root), "--out", str(out), "--set",
+                 "backbone.name=efficientat-mn04", "finetune.strategy=full", "train.epochs=10"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    for setting in ("backbone.name=efficientat-mn04", "finetune.strategy=full", "train.epochs=10"):
+        assert setting in err
+    assert not (out / "detector").exists()
+
+
+def test_train_recipe_conflicts_exit_2(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["train", "--data", str(synth_root), "--out", str(tmp_path / "run")]
+    finetune_cfg = str(REPO / "configs" / "default.yaml")
+    # --pretrained adds a member to the default recipe only: with --config it was ignored
+    assert main([*base, "--config", finetune_cfg, "--pretrained", "mn04.pt"]) == 2
+    assert "--pretrained" in capsys.readouterr().err
+    assert main([*base, "--pretrained", "mn04.pt", "--set", "recipe=finetune"]) == 2
+    assert "--pretrained" in capsys.readouterr().err
+    # an ensemble setting with a fine-tuning config
+    assert main([*base, "--config", finetune_cfg, "--set", "ensemble.combine=max"]) == 2
+    assert "does not apply to the fine-tuning recipe" in capsys.readouterr().err
+    # a fine-tuning setting with an ensemble config
+    fewshot_cfg = str(REPO / "configs" / "fewshot_mn04.yaml")
+    assert main([*base, "--config", fewshot_cfg, "--set", "train.epochs=3"]) == 2
+    assert "train.epochs=3 does not apply to the few-shot recipe" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_default_is_the_library_default(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``stetho train`` = ``run_training(default_config())`` = ``run_training(ExperimentConfig())``."""
+    from stetho.config import ExperimentConfig
+    from stetho.pipelines import default_config, run_training
+
+    assert main(["train", "--data", str(synth_root), "--out", str(tmp_path / "cli")]) == 0
+    capsys.readouterr()
+    run_training(default_config(), synth_root, tmp_path / "lib", progress=False)
+    run_training(ExperimentConfig(), synth_root, tmp_path / "bare", progress=False)
+
+    def experiment(run: str) -> dict[str, object]:
+        meta = json.loads((tmp_path / run / "detector" / "config.json").read_text())
+        return dict(meta["experiment"])
+
+    cli = experiment("cli")
+    assert cli["recipe"] == "fewshot" and cli["ensemble"] is not None
+    assert experiment("lib") == cli and experiment("bare") == cli
+
+
+def test_train_set_recipe_finetune_fine_tunes(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ft"
+    sets = ["recipe=finetune", "finetune.strategy=frozen", "train.epochs=1",
+            "train.tensorboard=false", "train.val_every=0"]  # fmt: skip
+    assert main(["train", "--data", str(synth_root), "--out", str(out), "--set", *sets]) == 0
+    meta = json.loads((out / "detector" / "config.json").read_text())
+    assert meta["format"] == "stetho-detector"
+    assert meta["experiment"]["recipe"] == "finetune" and meta["experiment"]["ensemble"] is None
+    assert meta["experiment"]["train"]["epochs"] == 1

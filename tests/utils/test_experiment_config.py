@@ -106,10 +106,12 @@ def test_shipped_configs_load() -> None:
     for path in paths:
         cfg = load_experiment_config(path)
         assert isinstance(cfg, ExperimentConfig), path
-    # configs/default.yaml spells out exactly the defaults
+    # configs/default.yaml spells out exactly the defaults of the fine-tuning recipe
     assert load_experiment_config(REPO / "configs" / "default.yaml") == ExperimentConfig(
-        name="default"
+        name="default", recipe="finetune"
     )
+    for path in sorted((REPO / "configs" / "baselines").glob("*.yaml")):
+        assert load_experiment_config(path).check_recipe() in ("fewshot", "finetune"), path
 
 
 def test_renamed_keys_still_load() -> None:
@@ -129,3 +131,73 @@ def test_renamed_keys_still_load() -> None:
     both["data"]["segment_seconds"] = 1.0
     with pytest.raises(ConfigError, match="keep only 'crop_seconds'"):
         ExperimentConfig.from_dict(both)
+
+
+# -- the recipe: explicit, never silently ignored (issue #20 item 4) ---------------------------
+
+ENSEMBLE_YAML = (
+    "ensemble:\n  members:\n    - name: logmel-stats-knn\n"
+    "      feature: {backbone: logmel, pool: mean+max}\n"
+    "      backend: {kind: knn, k: 1, standardise: std}\n"
+)
+
+
+def test_recipe_is_stated_or_implied_by_the_sections() -> None:
+    assert ExperimentConfig().recipe is None  # says nothing: the default (few-shot) recipe
+    assert ExperimentConfig().check_recipe() == "fewshot"
+    # fine-tuning settings imply the fine-tuning recipe (Python and --config files)
+    assert ExperimentConfig().override(["train.epochs=2"]).check_recipe() == "finetune"
+    assert ExperimentConfig().override(["data.crop_seconds=1.5"]).check_recipe() == "finetune"
+    # a file that lists a fine-tuning section fine-tunes, even with default values
+    default = load_experiment_config(REPO / "configs" / "default.yaml")
+    assert default.recipe == "finetune" and default.check_recipe() == "finetune"
+    for path in sorted((REPO / "configs" / "paper").glob("*.yaml")):
+        assert load_experiment_config(path).check_recipe() == "finetune", path
+    fewshot = load_experiment_config(REPO / "configs" / "fewshot_mn04.yaml")
+    assert fewshot.recipe == "fewshot" and fewshot.check_recipe() == "fewshot"
+    # data / threshold / name apply to both: they say nothing about the recipe
+    shared = ExperimentConfig.from_dict({"name": "x", "data": {"machines": ["fan"]}})
+    assert shared.recipe is None and shared.check_recipe() == "fewshot"
+    assert ExperimentConfig().override(["recipe=finetune"]).check_recipe() == "finetune"
+
+
+def test_fine_tuning_settings_with_the_fewshot_recipe_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.yaml"
+    path.write_text(ENSEMBLE_YAML + "train: {epochs: 3}\nfinetune: {strategy: full}\n")
+    with pytest.raises(ConfigError, match="few-shot recipe") as err:
+        load_experiment_config(path)
+    msg = str(err.value)
+    assert "train.epochs=3" in msg and "finetune.strategy=full" in msg
+    assert "recipe=finetune" in msg and "configs/" in msg
+    # the same through overrides of an ensemble config
+    with pytest.raises(ConfigError, match=r"scoring.window_seconds=2.0 does not apply"):
+        load_experiment_config(REPO / "configs" / "fewshot_mn04.yaml", ["scoring.window_seconds=2"])
+    with pytest.raises(ConfigError, match=r"data.spec_augment=null does not apply"):
+        ExperimentConfig(recipe="fewshot").override(["data.spec_augment=null"]).check_recipe()
+    # settings the ensemble reads are fine
+    ok = load_experiment_config(
+        REPO / "configs" / "fewshot_mn04.yaml",
+        ["threshold.quantile=0.95", "data.machines=[fan]", "name=x", "ensemble.combine=max"],
+    )
+    assert ok.check_recipe() == "fewshot" and ok.threshold.quantile == 0.95
+
+
+def test_ensemble_settings_with_the_finetune_recipe_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.yaml"
+    path.write_text("recipe: finetune\n" + ENSEMBLE_YAML)
+    with pytest.raises(ConfigError, match="does not apply to the fine-tuning recipe"):
+        load_experiment_config(path)
+    with pytest.raises(ConfigError, match=r"ensemble.combine=max does not apply to the fine-tun"):
+        load_experiment_config(REPO / "configs" / "default.yaml", ["ensemble.combine=max"])
+
+
+def test_saved_configs_with_ignored_settings_still_load() -> None:
+    """Detectors saved before the check (settings then ignored) load; only runs are refused."""
+    data = ExperimentConfig().to_dict()
+    del data["recipe"]
+    data["ensemble"] = {"members": [{"name": "logmel-stats-knn"}]}
+    data["train"]["epochs"] = 3
+    cfg = ExperimentConfig.from_dict(data)
+    assert cfg.recipe == "fewshot" and cfg.train.epochs == 3
+    with pytest.raises(ConfigError, match=r"train\.epochs=3 does not apply"):
+        cfg.check_recipe()

@@ -9,20 +9,14 @@ from stetho.cli._common import add_detector_options, add_set_option, load_detect
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from stetho.config import load_experiment_config
-    from stetho.pipelines import run_training
+    from stetho.pipelines import run_training, training_config
 
-    if args.config is None:  # the few-shot default recipe (training-free ensemble)
-        from stetho.pipelines.fewshot import fewshot_config
-
-        cfg = fewshot_config(args.pretrained)
-        cfg = cfg.override(list(args.set)) if args.set else cfg
-    else:
-        cfg = load_experiment_config(args.config, args.set)
+    # the recipe (default: the few-shot ensemble) is chosen by the library, as in Python
+    cfg = training_config(args.config, args.set, args.pretrained)
     result = run_training(cfg, args.data, args.out, resume=not args.no_resume)
     if result.evaluation is not None:
         print(result.evaluation.table())
-    if cfg.ensemble is not None:
+    if result.train is None:  # the few-shot ensemble
         print(f"label-free member choice per machine: {args.out}/choice.md")
     print(f"run written to {args.out}")
     return 0
@@ -119,12 +113,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add these commands to the ``stetho`` sub-parsers."""
     # train / embed / score / sweep / demo ----------------------------------------------------
-    p = sub.add_parser("train", help="fine-tune a backbone and build a detector")
+    p = sub.add_parser(
+        "train",
+        help="build a detector: the few-shot ensemble (default) or a fine-tuned backbone",
+    )
     p.add_argument(
         "--config",
         default=None,
         help="YAML experiment config (default: the training-free few-shot ensemble, see "
-        "docs/fewshot.md; the paper's recipe is in configs/paper/)",
+        "docs/fewshot.md; fine-tuning: configs/default.yaml, the paper's in configs/paper/, or "
+        "--set recipe=finetune). A setting the recipe does not read is an error",
     )
     p.add_argument("--data", required=True, help="dataset root")
     p.add_argument("--out", required=True, help="run folder")

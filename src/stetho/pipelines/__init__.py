@@ -12,6 +12,7 @@ from stetho.pipelines.baseline import run_ae_baseline
 from stetho.pipelines.common import knn_validator, select_clips
 from stetho.pipelines.demo import demo_config, run_demo
 from stetho.pipelines.embed import embed_dataset
+from stetho.pipelines.recipes import default_config, training_config
 from stetho.pipelines.score import score_dataset
 from stetho.pipelines.sweep import SweepResult, run_sweep
 from stetho.pipelines.train import RunResult, run_training
@@ -19,6 +20,7 @@ from stetho.pipelines.train import RunResult, run_training
 __all__ = [
     "RunResult",
     "SweepResult",
+    "default_config",
     "demo_config",
     "embed_dataset",
     "knn_validator",
@@ -28,4 +30,5 @@ __all__ = [
     "run_training",
     "score_dataset",
     "select_clips",
+    "training_config",
 ]

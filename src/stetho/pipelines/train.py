@@ -30,6 +30,7 @@ from stetho.pipelines.common import (
     write_evaluation,
     write_scores,
 )
+from stetho.pipelines.recipes import resolve_recipe
 from stetho.training import TrainResult, train
 
 __all__ = ["RunResult", "run_training"]
@@ -75,7 +76,9 @@ def run_training(
     evaluated.
 
     Args:
-        cfg: The experiment config.
+        cfg: The experiment config. Its recipe (``cfg.recipe``, see :mod:`stetho.config`) picks
+            what is built; a config that says nothing about the recipe builds the default, as
+            ``stetho train`` without ``--config`` does (:func:`~stetho.pipelines.default_config`).
         data_root: DCASE dataset root (``dev_data/raw/<machine>/{train,test}``).
         out_dir: Run folder (layout in :mod:`stetho.pipelines.common`).
         resume: Continue an interrupted training run in ``out_dir/train``.
@@ -84,8 +87,12 @@ def run_training(
     Returns:
         A :class:`RunResult`. Under ``torchrun`` all processes train; only rank 0 then fits,
         saves, scores and evaluates (other ranks get an unfitted detector and no evaluation).
+
+    Raises:
+        ConfigError: a setting that does not apply to the config's recipe.
     """
     t0 = time.monotonic()
+    cfg = resolve_recipe(cfg)  # checked; the default recipe filled in when none is stated
     out = Path(out_dir)
     table = scan_dataset(data_root, year=cfg.data.year)
     partitions = list(dict.fromkeys(cfg.data.train_partitions))
@@ -106,7 +113,7 @@ def run_training(
         cfg.name, len(train_clips), len(test_clips), "labelled" if labelled else "unlabelled",
         len(train_clips.sections()), year,
     )  # fmt: skip
-    if cfg.ensemble is not None:  # training-free few-shot ensemble (the default recipe)
+    if cfg.recipe == "fewshot":  # training-free few-shot ensemble (the default recipe)
         from stetho.pipelines.fewshot import fit_and_evaluate
 
         det, fs_scores, fs_files, ev = fit_and_evaluate(
