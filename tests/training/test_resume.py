@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import csv
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from stetho.config import ExperimentConfig
+from stetho.backbones import Backbone
+from stetho.config import BackboneConfig, ExperimentConfig
 from stetho.data import ClipTable
 from stetho.training import CHECKPOINT_NAME, StepInfo, TrainResult, train
+from stetho.training.loop import TrainingDivergedError
+from stetho.training.state import build_backbone
+from stetho.utils.errors import InputError
 from tests.training.helpers import tiny_config
 
 
@@ -117,3 +123,98 @@ def test_checkpoint_with_old_key_names_resumes(clips: ClipTable, tmp_path: Path)
     assert again.steps == first.steps
     with pytest.raises(ValueError, match=r"different configuration.*crop_seconds"):
         train(cfg(train__epochs=1, data__crop_seconds=0.5), clips, tmp_path, progress=False)
+
+
+# -- non-finite weights and losses (issue 22 item 10) --------------------------------------------
+
+
+def test_checkpoint_with_nan_weights_is_refused_naming_the_file(
+    clips: ClipTable, tmp_path: Path
+) -> None:
+    run_cfg = cfg()
+
+    def kill_at_4(info: StepInfo) -> None:
+        if info.step == 4:  # first step of epoch 2: the checkpoint (epoch 1's end) holds step 3
+            raise Killed("simulated kill")
+
+    with pytest.raises(Killed):
+        train(run_cfg, clips, tmp_path, progress=False, callback=kill_at_4)
+    path = tmp_path / CHECKPOINT_NAME
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 3
+    state["head"]["weight"][0, 0] = float("nan")
+    torch.save(state, path)
+    seen: list[float] = []
+    with pytest.raises(InputError, match=r"checkpoint\.pt: head tensor 'weight' holds NaN") as err:
+        train(run_cfg, clips, tmp_path, progress=False, callback=lambda i: seen.append(i.loss))
+    assert str(path) in str(err.value) and "resume=False" in str(err.value)
+    assert seen == []  # not one step trained on the poisoned weights
+
+
+def test_nan_optimiser_state_is_refused(clips: ClipTable, tmp_path: Path) -> None:
+    run_cfg = cfg(train__epochs=1)
+    train(run_cfg, clips, tmp_path, progress=False)
+    path = tmp_path / CHECKPOINT_NAME
+    state = torch.load(path, weights_only=True)
+    first = next(iter(state["optimizer"]["state"].values()))
+    first["exp_avg_sq"].view(-1)[0] = float("inf")
+    torch.save(state, path)
+    with pytest.raises(InputError, match=r"optimiser state 'exp_avg_sq'"):
+        train(run_cfg, clips, tmp_path, progress=False)
+
+
+def _poisoned_factory(at_call: int) -> Callable[[BackboneConfig], Backbone]:
+    """``build_backbone`` whose ``embed`` returns NaN at its ``at_call``-th call (1-based)."""
+
+    def factory(bcfg: BackboneConfig) -> Backbone:
+        backbone = build_backbone(bcfg)
+        plain = backbone.embed
+        calls = [0]
+
+        def embed(wave: torch.Tensor) -> torch.Tensor:
+            calls[0] += 1
+            out = plain(wave)
+            return out * float("nan") if calls[0] == at_call else out
+
+        backbone.embed = embed  # type: ignore[method-assign]
+        return backbone
+
+    return factory
+
+
+def test_first_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(
+    clips: ClipTable, tmp_path: Path
+) -> None:
+    run_cfg = cfg(train__checkpoint_every_steps=2)
+    seen: list[float] = []
+    with pytest.raises(
+        TrainingDivergedError, match=r"diverged at step 3 \(epoch 1, batch 3 of 3\)"
+    ):
+        train(
+            run_cfg,
+            clips,
+            tmp_path,
+            progress=False,
+            callback=lambda i: seen.append(i.loss),
+            backbone_factory=_poisoned_factory(3),
+        )
+    assert len(seen) == 2 and all(math.isfinite(v) for v in seen)
+    state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert state["step"] == 2  # the last good state, nothing written after the bad step
+    for name, t in [*state["backbone"].items(), *state["head"].items()]:
+        assert torch.isfinite(t).all(), name
+    # the run goes on from the last good checkpoint once the cause is gone
+    resumed = train(run_cfg, clips, tmp_path, progress=False)
+    assert resumed.steps == 6 and all(math.isfinite(h["loss"]) for h in resumed.history)
+
+
+def test_nan_initial_weights_are_refused_before_training(clips: ClipTable, tmp_path: Path) -> None:
+    def factory(bcfg: BackboneConfig) -> Backbone:
+        backbone = build_backbone(bcfg)
+        with torch.no_grad():
+            next(iter(backbone.parameters())).view(-1)[0] = float("nan")
+        return backbone
+
+    with pytest.raises(InputError, match="initial backbone weight"):
+        train(cfg(), clips, tmp_path, progress=False, backbone_factory=factory)
+    assert not (tmp_path / CHECKPOINT_NAME).exists()

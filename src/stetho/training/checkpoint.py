@@ -5,7 +5,9 @@ backbone tensors and buffers (the whole state dict when the backbone cannot be r
 weights file), the head, the optimiser, every process's RNG states, the epoch/step counters, the
 running loss of the current epoch, the history and the config. It is written atomically, so a
 kill never leaves half a file; :func:`read_checkpoint` refuses a checkpoint of another format,
-another configuration (except :data:`RESUME_FREE` settings) or other classes.
+another configuration (except :data:`RESUME_FREE` settings) or other classes, and
+:func:`check_finite_state` one with NaN or infinite weights, optimiser state or running loss (a run
+that diverged: resuming it would train a whole epoch at ``loss=nan``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +25,7 @@ import torch
 
 from stetho.backbones import Backbone
 from stetho.training.distributed import all_gather_objects
+from stetho.utils.errors import InputError
 from stetho.utils.io import atomic_write, write_error
 
 if TYPE_CHECKING:
@@ -33,6 +37,7 @@ __all__ = [
     "RESUME_FREE",
     "backbone_state",
     "backbone_tensors",
+    "check_finite_state",
     "config_diff",
     "read_checkpoint",
     "resume_from_checkpoint",
@@ -175,6 +180,52 @@ def read_checkpoint(
     return state
 
 
+def _first_bad(tensors: dict[str, Any], nan_only: frozenset[str] = frozenset()) -> str | None:
+    """Name of the first floating tensor holding NaN (or, outside ``nan_only``, ±inf)."""
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            bad = torch.isnan(t) if name in nan_only else ~torch.isfinite(t)
+            if bool(bad.any()):
+                return name
+    return None
+
+
+def check_finite_state(
+    path: Path, saved: dict[str, Any], buffers: AbstractSet[str] = frozenset()
+) -> None:
+    """Refuse a checkpoint whose weights, optimiser state or running loss are not finite.
+
+    Args:
+        path: The checkpoint file (named in the error).
+        saved: What :func:`read_checkpoint` returned.
+        buffers: Backbone buffer names, where ±inf may be legitimate (masks): NaN only there.
+
+    Raises:
+        InputError: names the file and the first bad tensor, and what to do.
+    """
+    problem = None
+    bad = _first_bad(saved.get("backbone", {}), frozenset(buffers))
+    if bad is not None:
+        problem = f"backbone tensor {bad!r}"
+    elif (bad := _first_bad(saved.get("head", {}))) is not None:
+        problem = f"head tensor {bad!r}"
+    else:
+        for idx, per_param in saved.get("optimizer", {}).get("state", {}).items():
+            if (bad := _first_bad(dict(per_param))) is not None:
+                problem = f"optimiser state {bad!r} of parameter {idx}"
+                break
+    loss_sum = saved.get("epoch_loss_sum", 0.0)
+    if problem is None and not np.isfinite(float(loss_sum)):
+        problem = f"the running loss of epoch {int(saved.get('epoch', 0)) + 1} ({loss_sum!r})"
+    if problem is not None:
+        raise InputError(
+            f"{path}: {problem} holds NaN or infinite values: the checkpoint was written by a "
+            "run that diverged, and resuming it would train on NaN. Start over (delete it, or "
+            "train with resume=False / another output folder) with a lower train.lr or "
+            "train.grad_clip set, and check the training clips"
+        )
+
+
 # -- a training run's checkpoint --------------------------------------------------------------
 def save_checkpoint(state: TrainState) -> None:
     """Write ``out_dir/checkpoint.pt`` (rank 0; every process contributes its RNG states)."""
@@ -198,6 +249,7 @@ def save_checkpoint(state: TrainState) -> None:
             "epoch_loss_count": state.loss_count,
         },
     )
+    state.saved_step = state.step
 
 
 def resume_from_checkpoint(state: TrainState) -> bool:
@@ -205,6 +257,8 @@ def resume_from_checkpoint(state: TrainState) -> bool:
 
     Raises:
         ValueError: the checkpoint belongs to another configuration or class list.
+        InputError: it holds NaN or infinite weights, optimiser state or loss
+            (:func:`check_finite_state`); the message names the file.
     """
     path = state.out_dir / CHECKPOINT_NAME
     if not path.is_file():
@@ -216,6 +270,7 @@ def resume_from_checkpoint(state: TrainState) -> bool:
         set(backbone_tensors(state.backbone, state.full_state)),
         normalise=lambda saved: type(state.cfg).from_dict(saved).to_dict(),
     )
+    check_finite_state(path, saved, {k for k, _ in state.backbone.named_buffers()})
     state.backbone.load_state_dict(saved["backbone"], strict=False)
     state.head.load_state_dict(saved["head"])
     state.optimizer.load_state_dict(saved["optimizer"])
@@ -227,6 +282,7 @@ def resume_from_checkpoint(state: TrainState) -> bool:
     state.loss_sum = float(saved["epoch_loss_sum"])
     state.loss_count = int(saved["epoch_loss_count"])
     state.history = list(saved["history"])
+    state.saved_step = state.step
     rngs = saved["rng"]
     set_rng_state(rngs[state.info.rank] if state.info.rank < len(rngs) else rngs[0])
     logger.info("resumed from %s: epoch %d, step %d", path, state.epoch, state.step)

@@ -27,6 +27,10 @@ What happens (all settings in :class:`~stetho.config.ExperimentConfig`):
   atomically to ``out_dir/checkpoint.pt`` at each epoch end (and every
   ``train.checkpoint_every_steps`` steps); ``resume=True`` continues from it, and on the CPU in
   deterministic mode a resumed run ends with exactly the weights of an uninterrupted one;
+* a non-finite loss or gradient norm stops the run before its optimiser step with a
+  :class:`TrainingDivergedError` naming the step (nothing broken is saved: the last checkpoint
+  stays the last good state), and a checkpoint or initial weights holding NaN are refused at
+  the start (:func:`~stetho.training.checkpoint.check_finite_state`);
 * ``metrics.csv`` (and TensorBoard events) log the loss, learning rate and gradient norm; with a
   ``validate`` callable (the pipelines build a k-NN one on labelled dev test clips:
   :func:`stetho.pipelines.knn_validator`) each epoch ends with a validation: official score Ω,
@@ -84,6 +88,7 @@ from stetho.training.state import (
     seed_everything,
     setup,
 )
+from stetho.utils.errors import InputError, StethoError
 from stetho.utils.io import atomic_write_text
 
 __all__ = [
@@ -93,6 +98,7 @@ __all__ = [
     "TrainResult",
     "TrainState",
     "TrainedModel",
+    "TrainingDivergedError",
     "Validator",
     "build_backbone",
     "end_epoch",
@@ -109,6 +115,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(StethoError, FloatingPointError):
+    """The loss or the gradient norm of a step is NaN or infinite; the message says what to do."""
 
 
 def lr_factor(
@@ -261,7 +271,20 @@ def _check_training_clips(clips: Sequence[Clip]) -> list[Clip]:
 
 
 def start_fresh(state: TrainState) -> None:
-    """Write ``config.json`` and ``class_map.json`` (rank 0) and seed each process."""
+    """Write ``config.json`` and ``class_map.json`` (rank 0) and seed each process.
+
+    Raises:
+        InputError: the initial backbone or head weights hold NaN or infinite values (e.g. a
+            damaged backbone checkpoint); the message names it.
+    """
+    for what, module in (("backbone", state.backbone), ("head", state.head)):
+        bad = next((n for n, p in module.named_parameters() if not bool(p.isfinite().all())), None)
+        if bad is not None:
+            origin = state.cfg.backbone.checkpoint if what == "backbone" else None
+            raise InputError(
+                f"{origin or what}: initial {what} weight {bad!r} holds NaN or infinite values; "
+                "training would learn nothing. Use an intact checkpoint"
+            )
     if state.info.is_main:
         atomic_write_text(state.out_dir / "config.json", state.cfg.to_json() + "\n")
         state.class_map.save(state.out_dir / "class_map.json")
@@ -373,16 +396,37 @@ def train_step(
     scale = wave.shape[0] * info.world_size / n_global
     (loss_mean * scale).backward()
     max_norm = tc.grad_clip if tc.grad_clip is not None else float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_(state.params, max_norm)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(state.params, max_norm))
+    # reduced on the training device: NCCL cannot reduce CPU tensors; every process gets the
+    # same loss and (DDP-reduced) gradient norm, so all of them stop together
+    loss = float(all_reduce_sum(loss_mean.detach().double() * wave.shape[0], info) / n_global)
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        state.optimizer.zero_grad(set_to_none=True)
+        raise _diverged(state, loss, grad_norm)
     state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
     state.step += 1
     state.step_in_epoch += 1
-    # reduced on the training device: NCCL cannot reduce CPU tensors
-    loss = float(all_reduce_sum(loss_mean.detach().double() * wave.shape[0], info) / n_global)
     state.loss_sum += loss
     state.loss_count += 1
-    return loss, float(grad_norm)
+    return loss, grad_norm
+
+
+def _diverged(state: TrainState, loss: float, grad_norm: float) -> TrainingDivergedError:
+    tc = state.cfg.train
+    saved = (
+        f"{state.checkpoint_path} holds the last good state (step {state.saved_step}); "
+        if state.saved_step is not None
+        else "no checkpoint was written; "
+    )
+    return TrainingDivergedError(
+        f"training diverged at step {state.step + 1} (epoch {state.epoch + 1}, batch "
+        f"{state.step_in_epoch + 1} of {state.steps_per_epoch}): loss {loss!r}, gradient norm "
+        f"{grad_norm!r}. The step was not applied and nothing was saved after it: {saved}"
+        f"lower train.lr (now {tc.lr:g}) or set train.grad_clip (now {tc.grad_clip}), and check "
+        "the training clips (silent, clipped or corrupt recordings), then train again "
+        "(resume=False to start over)"
+    )
 
 
 def end_epoch(state: TrainState, metrics: MetricsLog, validate: Validator | None = None) -> None:

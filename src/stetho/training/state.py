@@ -212,6 +212,8 @@ class TrainState:
     lr: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
     t0: float = field(default_factory=time.monotonic)
+    #: step of the last checkpoint written or resumed from (``None``: none yet)
+    saved_step: int | None = None
 
     @property
     def steps_per_epoch(self) -> int:
