@@ -266,7 +266,7 @@ class ExperimentConfig(ConfigBase):
         data: Clip selection, crops and SpecAugment.
         train: Optimisation settings.
         backend: k-NN memory banks (k = 1, cosine, per-domain banks).
-        threshold: Decision threshold (gamma fit, 0.9 quantile, as the DCASE baseline).
+        threshold: Decision threshold (conformal, false-alarm rate 0.1; ``docs/thresholds.md``).
         scoring: Clip → embedding at fit and test time.
         ensemble: Training-free few-shot ensemble (features + back-ends, label-free choice):
             the members of the ``"fewshot"`` recipe. ``None`` with that recipe: the default

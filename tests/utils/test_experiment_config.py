@@ -31,7 +31,7 @@ def test_defaults_are_the_papers() -> None:
     assert tuple(cfg.finetune.lora.targets) == ("q", "v")
     assert cfg.head.kind == "arcface"
     assert (cfg.backend.k, cfg.backend.metric) == (1, "cosine")
-    assert (cfg.threshold.method, cfg.threshold.quantile) == ("gamma", 0.9)
+    assert (cfg.threshold.method, cfg.threshold.false_alarm) == ("conformal", 0.1)
     assert cfg.data.spec_augment is not None
     # 2 s crops for raw-waveform models (paper), whole clips for spectrogram models
     assert cfg.data.crop_seconds_for("waveform") == 2.0

@@ -87,7 +87,7 @@ class AEBaselineConfig(ConfigBase):
     seed: int = 13711
     faithful: bool = True
     threshold_samples: Literal["batches", "clips"] = "batches"
-    threshold: ThresholdConfig = field(default_factory=ThresholdConfig)
+    threshold: ThresholdConfig = field(default_factory=lambda: ThresholdConfig(method="gamma"))
     device: str = "cpu"
     score_mode: ScoreMode = "mse"
 
