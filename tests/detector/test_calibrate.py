@@ -11,10 +11,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from stetho import StethoError
 from stetho.cli.main import main
 from stetho.config import ExperimentConfig
 from stetho.data import ClipTable, generate_synthetic_dataset, scan_dataset
-from stetho.detector import Detector, DetectorError, calibrate, calibrate_folder, identity
+from stetho.detector import Detector, calibrate, calibrate_folder, identity
 from stetho.training import train
 
 SR = 16000
@@ -141,11 +142,15 @@ def test_add_mode_keeps_the_old_normal_state(
 
 def test_calibration_refuses_unknown_keys_and_empty_input(saved: Path, moved: list[Path]) -> None:
     det = Detector.load(saved)
-    with pytest.raises(DetectorError, match="no model for"):
+    with pytest.raises(KeyError, match="no model for"):
         calibrate(det, {("pump", "00"): moved[:2]})
-    with pytest.raises(DetectorError, match="no calibration recordings"):
+    with pytest.raises(StethoError, match="0 calibration recording"):
         calibrate(det, {("fan", "00"): []})
-    with pytest.raises(DetectorError, match="mode"):
+    with pytest.raises(StethoError, match="at least 2 are needed"):
+        calibrate(det, {("fan", "00"): moved[:1]})
+    with pytest.raises(StethoError, match="no calibration recordings"):
+        calibrate(det, {})
+    with pytest.raises(StethoError, match="mode"):
         calibrate(det, {("fan", "00"): moved[:2]}, mode="merge")  # type: ignore[arg-type]
     assert det.version == 1
 

@@ -66,7 +66,7 @@ def test_fit_score_save_load(tiny: Path, tmp_path: Path) -> None:
     assert dec.tolist() == [0, 1]
     with pytest.raises(KeyError, match="fitted keys: fan/00"):
         again.score_files(paths, "pump", "00")
-    assert again.describe()["kind"] == "ensemble-detector"
+    assert again.describe()["kind"] == "fewshot"
 
 
 def test_waveforms_equal_files_and_resampling(tiny: Path) -> None:

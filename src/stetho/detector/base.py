@@ -202,7 +202,7 @@ class BaseDetector(ABC):
         if k not in self.keys:
             known = ", ".join(f"{m}/{s}" for m, s in self.keys) or "none"
             raise NotFoundError(
-                f"this detector has no model for {k[0]}/{k[1]}; it knows: {known} (train or "
+                f"this detector has no model for {k[0]}/{k[1]}; fitted keys: {known} (train or "
                 "fit a detector on that machine's normal recordings)"
             )
         return k

@@ -41,6 +41,7 @@ from stetho.detector.base import BaseDetector, CalibrationMode, Nearest
 from stetho.scoring.bank import BankBackend
 from stetho.scoring.ensemble import EnsembleConfig, MemberConfig, combine_scores
 from stetho.scoring.selection import choose_members, pseudo_anomaly
+from stetho.scoring.threshold import ThresholdConfig
 from stetho.utils.config import ConfigError
 from stetho.utils.io import sha256_file
 
@@ -105,6 +106,16 @@ class EnsembleDetector(BaseDetector):
         self.models: dict[Key, _KeyModel] = {}
         self._extractors: dict[tuple[str, str | None, str], FeatureExtractor] = {}
         self._dims: list[int] | None = None
+
+    @property
+    def threshold_cfg(self) -> ThresholdConfig:  # type: ignore[override]
+        """The threshold rule: the experiment config's ``threshold`` section."""
+        return self.cfg.threshold
+
+    @threshold_cfg.setter
+    def threshold_cfg(self, value: ThresholdConfig) -> None:
+        if getattr(self, "cfg", None) is not None:
+            self.cfg.threshold = value
 
     # -- features ----------------------------------------------------------------------------
     def _extractor(self, fc: FeatureConfig) -> FeatureExtractor:

@@ -40,12 +40,12 @@ class InputError(StethoError, ValueError):
     """Bad input: a file, a setting or a request that stetho cannot use (HTTP 400)."""
 
 
-class NotFoundError(StethoError, LookupError):
+class NotFoundError(StethoError, KeyError):
     """An unknown machine, section, detector or record (HTTP 404)."""
 
     http_status = HTTPStatus.NOT_FOUND
 
-    def __str__(self) -> str:  # LookupError/KeyError quote their message; this one does not
+    def __str__(self) -> str:  # KeyError quotes its message; this one does not
         return str(self.args[0]) if self.args else ""
 
 
