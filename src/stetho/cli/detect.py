@@ -62,22 +62,30 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
-    from stetho.serving import score_pcm_stream
+    from stetho.serving.stream import RawFormat, score_audio_stream
+    from stetho.utils.errors import InputError
 
+    raw = None
+    if args.dtype is not None:  # headerless PCM: only with its format given
+        if args.rate is None:
+            raise InputError("raw PCM (--dtype) needs its sample rate too: give --rate HZ")
+        raw = RawFormat(args.rate, args.channels or 1, args.dtype)
+    name = "<stdin>" if args.input == "-" else args.input
     detector = load_detector(args)
     stream = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
     try:
-        for event in score_pcm_stream(
+        for event in score_audio_stream(
             stream,
-            args.rate,
-            args.channels,
-            args.dtype,
             detector=detector,
             machine=args.machine,
             section=args.section,
+            raw=raw,
+            expect_rate=args.rate,
+            expect_channels=args.channels,
+            channel=args.channel_index,
             window_seconds=args.window,
             hop_seconds=args.hop,
-            channel=args.channel_index,
+            name=name,
         ):
             flag = {1: "ANOMALY", 0: "normal", None: "-"}[event.decision]
             print(f"{event.t_start:9.2f}s-{event.t_end:9.2f}s  score {event.score:.6f}  {flag}")
@@ -111,7 +119,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_pending_mb=args.max_pending_mb,
         body_timeout=args.timeout,
-        header_timeout=args.timeout,
+        header_timeout=args.header_timeout,
+        min_body_rate_kib=args.min_body_rate_kib,
         backlog=args.backlog,
     )
     sock = bind_socket(args.host, args.port, backlog=limits.backlog)  # fail fast: port, address
@@ -176,16 +185,38 @@ def register(sub: Any) -> None:
     p.set_defaults(func=_cmd_detect)
 
     p = sub.add_parser(
-        "watch", help="score a live raw-PCM stream (stdin or a file) window by window"
+        "watch",
+        help="score a live stream (WAV/FLAC, or raw PCM of a given format) window by window",
+        description="Score audio from stdin or a file window by window. WAV and FLAC are read "
+        "with their header (rate and channels from it, resampled to the detector's rate); "
+        "headerless PCM only when its format is given with --dtype and --rate.",
     )
     add_detector_options(p)
     p.add_argument("--machine", required=True)
     p.add_argument("--section", default="00")
-    p.add_argument("--input", default="-", help="raw PCM file, or - for stdin (default)")
-    p.add_argument("--rate", type=int, default=16000, help="sample rate of the PCM data")
-    p.add_argument("--channels", type=int, default=1, help="interleaved channels in the stream")
+    p.add_argument(
+        "--input", default="-", help="WAV/FLAC or raw PCM file, or - for stdin (default)"
+    )
+    p.add_argument(
+        "--rate",
+        type=int,
+        default=None,
+        help="raw PCM: its sample rate (required with --dtype); WAV/FLAC: checked against "
+        "the header",
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        default=None,
+        help="raw PCM: interleaved channels (default 1); WAV/FLAC: checked against the header",
+    )
     p.add_argument("--channel-index", type=int, default=0, help="channel to score")
-    p.add_argument("--dtype", choices=["int16", "int32", "float32"], default="int16")
+    p.add_argument(
+        "--dtype",
+        choices=["int16", "int32", "float32"],
+        default=None,
+        help="read headerless little-endian PCM of this sample format (with --rate)",
+    )
     p.add_argument(
         "--window", type=_seconds, default=None, help="window seconds (default: detector)"
     )
@@ -227,7 +258,19 @@ def register(sub: Any) -> None:
         "--max-pending-mb", type=float, default=256.0, help="bodies of admitted requests (MiB)"
     )
     p.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to receive headers / a body"
+        "--timeout", type=float, default=30.0, help="seconds to receive a request body (408)"
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to receive a request's headers (else the connection is closed)",
+    )
+    p.add_argument(
+        "--min-body-rate-kib",
+        type=float,
+        default=64.0,
+        help="a body slower than this (KiB/s, after 5 s) is cut with 408; 0 disables",
     )
     p.add_argument("--backlog", type=int, default=1024, help="listen backlog")
     p.add_argument("--alarm-k", type=int, default=3, help="alarm opens at k of n anomalous")

@@ -30,7 +30,6 @@ import numpy as np
 from stetho.data import AudioError, ClipNameError, is_audio_file_name, parse_clip_name
 from stetho.data.names import Key, normalize_section
 from stetho.data.prefetch import decode_files
-from stetho.scoring.threshold import decide
 from stetho.utils.errors import StethoError
 from stetho.utils.io import atomic_write
 
@@ -252,14 +251,14 @@ def score_paths(
             pending.append((i, path, wave))
         next_key = order[n][2] if n < len(order) else None
         if pending and (len(pending) == _CHUNK or next_key != key):
-            for (i_, path_, _), score in zip(
-                pending,
-                _score_chunk(detector, key, pending, fail if on_error == "report" else None),
-            ):
-                if score is not None:
-                    thr = thresholds.get(key)
-                    dec = None if thr is None else int(decide([score], thr)[0])
-                    records[i_] = ScoreRecord(path_, key[0], key[1], score, dec, thr)
+            scores = _score_chunk(detector, key, pending, fail if on_error == "report" else None)
+            thr = thresholds.get(key)
+            scored = [(item, s) for item, s in zip(pending, scores) if s is not None]
+            decisions: list[int | None] = [None] * len(scored)
+            if thr is not None and scored:  # the detector decides, with its own rule
+                decisions = [int(d) for d in detector.decide([s for _, s in scored], key)]
+            for ((i_, path_, _), score), dec in zip(scored, decisions):
+                records[i_] = ScoreRecord(path_, key[0], key[1], score, dec, thr)
             pending = []
     return [r for r in records if r is not None]
 

@@ -86,6 +86,10 @@ class LoadedDetector:
         with self.lock:
             return self.scorer.score_waveforms(waves, machine, section, sample_rate)
 
+    def decide(self, scores: Any, key: tuple[str, str]) -> np.ndarray:
+        """The detector's own decisions (M,) int for ``scores`` of ``key``."""
+        return self.scorer.decide(scores, key)
+
 
 class DetectorHandle:
     """A detector folder shared by sources; reloaded when ``stetho calibrate`` replaces it.

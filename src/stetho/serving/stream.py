@@ -8,7 +8,11 @@
             print(f"{ev.t_start:.1f}-{ev.t_end:.1f} s  score {ev.score:.4f}  decision {ev.decision}")
     scorer.flush()
 
-    # raw PCM on stdin (e.g. ``arecord -f S16_LE -r 16000 -c 1 | stetho stream …``)
+    # WAV or FLAC on stdin or from a file (``arecord -f S16_LE -r 16000 | stetho watch …``)
+    for ev in score_audio_stream(sys.stdin.buffer, detector=det, machine="fan", section="00"):
+        ...
+
+    # raw PCM on stdin, its format given (``arecord -t raw … | stetho watch --dtype int16 …``)
     for ev in score_pcm_stream(sys.stdin.buffer, 16000, 1, "int16", detector=det, machine="fan",
                                section="00"):
         ...
@@ -18,6 +22,10 @@ differs (the result equals resampling the whole recording at once). Window ``k``
 ``[k·hop, k·hop + window)`` seconds of the stream (at the detector's rate) and is scored exactly
 like :meth:`Scorer.score_waveforms` scores a clip of those samples.
 
+:func:`score_audio_stream` reads a WAV/FLAC container (header parsed, rate and channels checked)
+or raw PCM when its format is given; a stream starting with a container's magic bytes is never
+read as raw PCM.
+
 Non-finite samples (NaN/Inf, e.g. a glitching float32 source) never end the stream: they are
 replaced by silence before resampling, and every window that overlaps them is skipped and logged
 (its score would be meaningless); the windows after them are scored as usual.
@@ -25,15 +33,17 @@ replaced by silence before resampling, and every window that overlaps them is sk
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from stetho.data.audio import BLOCK_SAMPLES, MAX_RATE, AudioError
 from stetho.data.names import normalize_section
-from stetho.scoring.threshold import decide
+from stetho.utils.errors import InputError
 
 if TYPE_CHECKING:
     from stetho.detector.scorer import Scorer
@@ -42,8 +52,10 @@ __all__ = [
     "DEFAULT_WINDOW_SECONDS",
     "MAX_WINDOW_SECONDS",
     "PCM_DTYPES",
+    "RawFormat",
     "StreamEvent",
     "StreamScorer",
+    "score_audio_stream",
     "score_pcm_stream",
 ]
 
@@ -225,9 +237,21 @@ class StreamScorer:
             raise RuntimeError("the stream was flushed; call reset() to start a new one")
         x = self._mark_non_finite(self._as_mono(samples))
         self._pushed += x.shape[0]
-        if self._resampler is not None:
-            x = self._resampler.resample_chunk(x).astype(np.float32, copy=False)
+        # clipped to [-1, 1] after resampling, as load_audio does
+        x = self._resample(x) if self._resampler is not None else np.clip(x, -1.0, 1.0)
         return self._consume(x)
+
+    def _resample(self, x: np.ndarray, last: bool = False) -> np.ndarray:
+        """Resampled to the detector's rate and clipped to [-1, 1] as :func:`load_audio` does."""
+        assert self._resampler is not None
+        y = self._resampler.resample_chunk(x, last=last).astype(np.float32, copy=False)
+        return np.clip(y, -1.0, 1.0)
+
+    @property
+    def resampling(self) -> bool:
+        """True when the input rate differs from the detector's: the resampler holds back a few
+        milliseconds until :meth:`flush`."""
+        return self._resampler is not None
 
     def flush(self) -> list[StreamEvent]:
         """End of stream: drain the resampler and return the events of the last full windows.
@@ -236,8 +260,7 @@ class StreamScorer:
         """
         events: list[StreamEvent] = []
         if self._resampler is not None and not self._flushed:
-            tail = self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
-            events = self._consume(tail.astype(np.float32, copy=False))
+            events = self._consume(self._resample(np.zeros(0, dtype=np.float32), last=True))
         self._flushed = True
         return events
 
@@ -269,18 +292,18 @@ class StreamScorer:
         if not windows:
             return []
         scores = self.detector.score_waveforms(windows, self.machine, self.section)  # (W,)
-        events = []
-        for end, score in zip(ends, scores):
-            dec = None if self.threshold is None else int(decide([score], self.threshold)[0])
-            events.append(
-                StreamEvent(
-                    t_start=(end - self.window) / self.sample_rate,
-                    t_end=end / self.sample_rate,
-                    score=float(score),
-                    decision=dec,
-                )
+        decisions: list[int | None] = [None] * len(ends)
+        if self.threshold is not None:  # the detector decides, with its own rule
+            decisions = [int(d) for d in self.detector.decide(scores, (self.machine, self.section))]
+        return [
+            StreamEvent(
+                t_start=(end - self.window) / self.sample_rate,
+                t_end=end / self.sample_rate,
+                score=float(score),
+                decision=dec,
             )
-        return events
+            for end, score, dec in zip(ends, scores, decisions)
+        ]
 
 
 def score_pcm_stream(
@@ -342,9 +365,270 @@ def score_pcm_stream(
             "stream ended with %d byte(s) of an incomplete frame (ignored)", len(pending)
         )
     yield from scorer.flush()
-    if scorer._next_end == scorer.window:  # not one window was complete (scored or skipped)
-        seconds = scorer._pushed / sample_rate
+    _check_some_window(scorer)
+
+
+def _check_some_window(scorer: StreamScorer, name: str = "the stream") -> None:
+    """Raise when the stream ended before one window was complete (scored or skipped)."""
+    if scorer._next_end == scorer.window:
+        seconds = scorer._pushed / scorer.input_rate
         raise ValueError(
-            f"the stream ended after {seconds:.3f} s ({scorer._pushed} samples at {sample_rate} "
-            f"Hz), shorter than one window of {scorer.window_seconds:g} s: nothing was scored"
+            f"{name} ended after {seconds:.3f} s ({scorer._pushed} samples at "
+            f"{scorer.input_rate} Hz), shorter than one window of {scorer.window_seconds:g} s: "
+            "nothing was scored"
         )
+
+
+@dataclass(frozen=True)
+class RawFormat:
+    """The format of raw interleaved little-endian PCM (no header): given, never guessed."""
+
+    rate: int
+    channels: int = 1
+    dtype: Literal["int16", "int32", "float32"] = "int16"
+
+
+#: Largest FLAC read from a pipe (a FLAC decoder needs to seek: the stream is held in memory).
+MAX_PIPE_BYTES = 256 << 20
+_WAV_MAGIC = (b"RIFF", b"RF64")
+
+
+class _Reader:
+    """A binary stream read sequentially, with the bytes already peeked put back in front and
+    an optional byte limit (the size of a WAV ``data`` chunk)."""
+
+    def __init__(self, head: bytes, fileobj: IO[bytes], limit: int | None = None) -> None:
+        self.head = head
+        self.fileobj = fileobj
+        self.left = limit
+
+    def read(self, n: int = -1) -> bytes:
+        if self.left is not None:
+            n = self.left if n < 0 else min(n, self.left)
+        if self.head:
+            out, self.head = (self.head, b"") if n < 0 else (self.head[:n], self.head[n:])
+        else:
+            out = self.fileobj.read(n) if n != 0 else b""
+        if self.left is not None:
+            self.left -= len(out)
+        return out
+
+
+def _read_up_to(fileobj: IO[bytes], n: int) -> bytes:
+    """Up to ``n`` bytes (fewer only at end of stream), across short reads of a pipe."""
+    out = b""
+    while len(out) < n:
+        chunk = fileobj.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def _container(head: bytes) -> str | None:
+    if head[:4] in _WAV_MAGIC and head[8:12] == b"WAVE":
+        return "WAV"
+    if head[:4] == b"fLaC":
+        return "FLAC"
+    return None
+
+
+def _check_header(
+    name: str,
+    rate: int,
+    channels: int,
+    channel: int,
+    expect: tuple[int | None, int | None],
+) -> None:
+    """Refuse a header whose rate or channels contradict what was given, or are unusable."""
+    expect_rate, expect_channels = expect
+    if not 0 < rate <= MAX_RATE or channels < 1:
+        raise AudioError(f"{name}: invalid audio header (rate {rate} Hz, {channels} channel(s))")
+    if expect_rate is not None and expect_rate != rate:
+        raise InputError(
+            f"{name}: the header says {rate} Hz, but --rate {expect_rate} was given; drop --rate "
+            "(WAV/FLAC input is resampled to the detector's rate) or fix the recording"
+        )
+    if expect_channels is not None and expect_channels != channels:
+        raise InputError(
+            f"{name}: the header says {channels} channel(s), but --channels {expect_channels} "
+            "was given; drop --channels or fix the recording"
+        )
+    if not 0 <= channel < channels:
+        raise InputError(
+            f"{name}: channel {channel} does not exist, the audio has {channels} channel(s) "
+            f"(0..{channels - 1})"
+        )
+
+
+def _wav_pipe_format(head: bytes, fileobj: IO[bytes], name: str) -> tuple[Any, bytes]:
+    """Parse a WAV header from a stream that cannot seek: ``(format, first data bytes)``."""
+    from stetho.serving.wav_source import read_wav_header
+
+    buf = head
+    while True:
+        try:
+            fmt = read_wav_header(io.BytesIO(buf))
+        except AudioError as err:
+            raise AudioError(
+                f"{name}: {err} (from a pipe; a file given with --input may use any WAV/FLAC "
+                "sample format)"
+            ) from err
+        if fmt is not None:
+            return fmt, buf[fmt.data_offset :]
+        more = fileobj.read(4096)
+        if not more or len(buf) > 1 << 20:
+            raise AudioError(f"{name}: the WAV header ends before its data chunk")
+        buf += more
+
+
+def score_audio_stream(
+    fileobj: IO[bytes],
+    *,
+    detector: Scorer,
+    machine: str,
+    section: str,
+    raw: RawFormat | None = None,
+    expect_rate: int | None = None,
+    expect_channels: int | None = None,
+    channel: int = 0,
+    window_seconds: float | None = None,
+    hop_seconds: float | None = None,
+    name: str = "<stdin>",
+    block_seconds: float = 0.25,
+) -> Iterator[StreamEvent]:
+    """Score WAV/FLAC (or raw PCM of a given format) read from a binary stream, window by window.
+
+    The first bytes decide: ``RIFF``/``RF64`` … ``WAVE`` is a WAV file, ``fLaC`` a FLAC file;
+    their header gives rate and channels and the samples are resampled to the detector's rate.
+    Anything else is raw PCM, read only when ``raw`` gives its format. A WAV from a pipe is
+    followed as it grows (16/32-bit PCM or 32-bit float, up to the size its header declares, or
+    to the end of the stream); a FLAC from a pipe is read whole first (at most
+    :data:`MAX_PIPE_BYTES`); a seekable file (``--input``) is decoded by libsndfile in blocks.
+
+    Args:
+        fileobj: Binary stream (stdin's buffer, an open file).
+        detector, machine, section: What scores the stream.
+        raw: The format of headerless PCM; None refuses headerless input.
+        expect_rate, expect_channels: Checked against a container's header when given.
+        channel: Channel scored (0-based).
+        window_seconds, hop_seconds: Windowing (see :class:`StreamScorer`).
+        name: How the input is named in error messages.
+        block_seconds: Seconds of audio read per block.
+
+    Yields:
+        :class:`StreamEvent` as soon as each window is complete.
+
+    Raises:
+        InputError: headerless input without ``raw``, a container with ``raw`` given, or a
+            header contradicting ``expect_rate``/``expect_channels``/``channel``.
+        AudioError: a header or data that cannot be decoded (the message names the input).
+        ValueError: the input ended before one window was complete.
+    """
+    start = fileobj.tell() if _seekable(fileobj) else None
+    head = _read_up_to(fileobj, 12)
+    kind = _container(head)
+    if raw is not None:
+        if kind is not None:
+            raise InputError(
+                f"{name} starts with a {kind} header, but a raw PCM format was given "
+                "(--dtype); drop --dtype to read the header (its rate and channels are used)"
+            )
+        yield from score_pcm_stream(
+            _Reader(head, fileobj),  # type: ignore[arg-type]  # read() is all it uses
+            raw.rate, raw.channels, raw.dtype, detector=detector, machine=machine,
+            section=section, window_seconds=window_seconds, hop_seconds=hop_seconds,
+            channel=channel, block_seconds=block_seconds,
+        )  # fmt: skip
+        return
+    if kind is None:
+        what = "is empty" if not head else f"starts with {head[:4]!r}"
+        raise InputError(
+            f"{name} is neither WAV nor FLAC (it {what}); for headerless PCM give its format, "
+            "e.g. --dtype int16 --rate 16000 --channels 1"
+        )
+    common: dict[str, Any] = {
+        "detector": detector, "machine": machine, "section": section,
+        "window_seconds": window_seconds, "hop_seconds": hop_seconds, "channel": channel,
+        "expect": (expect_rate, expect_channels), "name": name, "block_seconds": block_seconds,
+    }  # fmt: skip
+    if start is not None:
+        fileobj.seek(start)
+        yield from _score_soundfile(fileobj, **common)
+    elif kind == "WAV":
+        yield from _score_wav_pipe(head, fileobj, **common)
+    else:
+        data = head + _read_up_to(fileobj, MAX_PIPE_BYTES + 1 - len(head))
+        if len(data) > MAX_PIPE_BYTES:
+            raise AudioError(
+                f"{name}: a FLAC stream larger than {MAX_PIPE_BYTES >> 20} MiB cannot be read "
+                "from a pipe; give the file with --input FILE"
+            )
+        yield from _score_soundfile(io.BytesIO(data), **common)
+
+
+def _seekable(fileobj: IO[bytes]) -> bool:
+    try:
+        return bool(fileobj.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _score_soundfile(
+    fileobj: IO[bytes],
+    *,
+    name: str,
+    channel: int,
+    expect: tuple[int | None, int | None],
+    block_seconds: float,
+    **kw: Any,
+) -> Iterator[StreamEvent]:
+    """A seekable WAV/FLAC decoded by libsndfile block by block."""
+    import soundfile as sf
+
+    try:
+        snd = sf.SoundFile(fileobj)
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as err:
+        raise AudioError(f"cannot read audio header of {name}: {err}") from err
+    with snd:
+        _check_header(name, snd.samplerate, snd.channels, channel, expect)
+        scorer = StreamScorer(
+            kw["detector"], kw["machine"], kw["section"], kw["window_seconds"],
+            kw["hop_seconds"], snd.samplerate,
+        )  # fmt: skip
+        step = max(1, min(round(block_seconds * snd.samplerate), BLOCK_SAMPLES // snd.channels))
+        while True:
+            try:
+                block = snd.read(step, dtype="float32", always_2d=True)  # (n, C)
+            except (sf.LibsndfileError, RuntimeError, OSError) as err:
+                raise AudioError(f"cannot decode audio data of {name}: {err}") from err
+            if block.shape[0] == 0:
+                break
+            yield from scorer.push(block[:, channel])
+    yield from scorer.flush()
+    _check_some_window(scorer, name)
+
+
+def _score_wav_pipe(
+    head: bytes,
+    fileobj: IO[bytes],
+    *,
+    name: str,
+    channel: int,
+    expect: tuple[int | None, int | None],
+    block_seconds: float,
+    **kw: Any,
+) -> Iterator[StreamEvent]:
+    """A WAV from a pipe: header parsed, then its samples streamed as PCM of that format."""
+    fmt, first = _wav_pipe_format(head, fileobj, name)
+    _check_header(name, fmt.rate, fmt.channels, channel, expect)
+    final = fmt.data_size not in (0, 0xFFFFFFFF)  # else: recording, read to the end
+    reader = _Reader(first, fileobj, fmt.data_size if final else None)
+    events = score_pcm_stream(
+        reader,  # type: ignore[arg-type]  # read() is all it uses
+        fmt.rate, fmt.channels, fmt.dtype, channel=channel, block_seconds=block_seconds, **kw,
+    )  # fmt: skip
+    try:
+        yield from events
+    except ValueError as err:
+        raise ValueError(f"{name}: {err}") from err
