@@ -13,12 +13,19 @@ swamped if it were pooled with the ~990 source clips)::
 
 Cosine distance is ``1 - cos(q, x)``, computed as ``1 - q̂ · x̂`` on L2-normalised embeddings with
 chunked matrix products. ``index="faiss"`` uses ``faiss.IndexFlatIP`` (exact inner product)
-instead; faiss stays optional. ``index="auto"`` (the default) takes the path measured faster:
-the torch path, 0.21-0.25x faiss's time at 1e3-1e5 rows on 2 idle cores (``docs/benchmarks.md``).
+instead; faiss stays optional. ``index="auto"`` (the default) takes the path that is faster on
+the machine it runs on: banks under 20,000 rows (and every bank when faiss is not installed) use
+the torch path; larger ones time both paths once per process on the bank itself and keep the
+decision (:mod:`stetho.scoring.knn_auto`). Which path wins differs between machines, e.g. with
+``python benchmarks/ratio_knn.py --quick`` (200 cosine queries, k = 1, D = 768, 1e5 rows): the
+torch path took 0.21-0.25x faiss's time on one 2-core AMD EPYC (idle, 786b568), 1.48x on
+another (issue 22 item 12); see ``docs/benchmarks.md`` for the figures with their machine and
+load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Sequence
@@ -29,6 +36,7 @@ import numpy as np
 import torch
 
 from stetho.data.names import Key
+from stetho.scoring import knn_auto
 from stetho.utils.config import ConfigBase
 from stetho.utils.errors import InputError
 
@@ -53,10 +61,11 @@ class KNNConfig(ConfigBase):
         k: Number of neighbours; the score is the mean distance to them (paper: k = 1).
         metric: ``"cosine"`` (``1 - cos``, on L2-normalised embeddings; the default) or
             ``"euclidean"`` (L2 distance on the raw embeddings).
-        index: ``"auto"`` (the default: the path measured faster, today the torch path, which
-            took 0.21-0.25x faiss's time at 1e3-1e5 rows), ``"exact"`` (chunked matrix
-            products in torch) or ``"faiss"`` (``IndexFlatIP`` / ``IndexFlatL2``; needs ``pip
-            install faiss-cpu``). All three are exact searches and agree to float32 rounding.
+        index: ``"auto"`` (the default: the path measured faster on this machine for banks of
+            20,000 rows or more when faiss is installed, else the torch path; see
+            :mod:`stetho.scoring.knn_auto`), ``"exact"`` (chunked matrix products in torch) or
+            ``"faiss"`` (``IndexFlatIP`` / ``IndexFlatL2``; needs ``pip install faiss-cpu``).
+            All three are exact searches and agree to float32 rounding.
         domain_banks: Keep separate source and target banks per (machine, section) and take the
             minimum score over them (DCASE 2022+ practice). ``False`` pools both domains in one bank.
     """
@@ -198,7 +207,7 @@ class MemoryBank:
         out = torch.full((m, k), float("inf"), dtype=torch.float32)
         if n == 0 or m == 0:
             return out
-        if self._use_faiss():
+        if self._use_faiss(m, k + (1 if excl is not None else 0)):
             return self._search_faiss(q, k, excl, out)
         kk = min(k, n)
         rows = max(1, _CHUNK_ELEMENTS // n)
@@ -228,10 +237,31 @@ class MemoryBank:
             out[start : start + rows, :kk] = dist
         return out
 
-    def _use_faiss(self) -> bool:
-        # "auto" stays on the torch path: measured 4x faster than faiss IndexFlatIP on 2 cores,
-        # idle and loaded (docs/benchmarks.md, ratio_knn.py); faiss only when asked for
-        return self.cfg.index == "faiss"
+    def _use_faiss(self, queries: int, k: int) -> bool:
+        if self.cfg.index != "auto":
+            return self.cfg.index == "faiss"
+        n, dim = len(self), self.dim
+        choice = knn_auto.choose_path(
+            n,
+            dim,
+            queries,
+            k,
+            self.cfg.metric,
+            faiss_available=n >= knn_auto.AUTO_MIN_ROWS and _faiss_available(),
+            probe=lambda: self._probe_paths(queries, k),
+        )
+        return choice == "faiss"
+
+    def _probe_paths(self, queries: int, k: int) -> dict[str, float]:
+        """Time the torch and faiss paths on this bank's first rows (``index="auto"``)."""
+        rows = self._emb[: knn_auto.PROBE_ROWS]
+        nq = queries if queries < knn_auto.FAISS_BLAS_QUERIES else knn_auto.PROBE_QUERIES
+        q = rows[torch.linspace(0, rows.shape[0] - 1, nq).long()]
+        torch_bank = MemoryBank(dataclasses.replace(self.cfg, index="exact")).load_embeddings(rows)
+        faiss_bank = MemoryBank(dataclasses.replace(self.cfg, index="faiss")).load_embeddings(rows)
+        return knn_auto.time_paths(
+            {"torch": lambda: torch_bank.search(q, k), "faiss": lambda: faiss_bank.search(q, k)}
+        )
 
     def nearest(self, query: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Index and distance of each query's nearest entry (exact search, both (M,)).
