@@ -5,20 +5,26 @@ Usage::
     python benchmarks/ratio_knn.py [--quick] [--dim 768] [--queries 1000]
 
 For each bank size: time of 1,000 cosine queries (k = 1) by ``MemoryBank(index="exact")`` (torch),
-``MemoryBank()`` (auto: faiss when installed), raw ``faiss.IndexFlatIP`` and a numpy matmul +
-argmax, interleaved in one process; the physical limit is ``2·N·D·M`` FLOPs at the measured float32
+``MemoryBank()`` (auto: the path its once-per-process probe found faster on this machine, named in
+``auto_path``; torch under 20,000 rows), raw ``faiss.IndexFlatIP`` and a numpy matmul + argmax,
+interleaved in one process; the physical limit is ``2·N·D·M`` FLOPs at the measured float32
 matmul rate. The 1e6-row bank is searched with 20 queries only (3 GiB of float32 at D = 768).
+The auto decisions are measured afresh (a temporary ``$STETHO_CACHE``), not read from an earlier
+run's cache. The last line names the machine: CPU model, cores, threads and the 1-minute load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from typing import Any
 
 import numpy as np
 import torch
 from _common import emit, interleaved, machine, matmul_peak_gflops
 
+from stetho.scoring import knn_auto
 from stetho.scoring.knn import KNNConfig, MemoryBank
 
 
@@ -55,6 +61,7 @@ def _one(n: int, m: int, dim: int, peak: float, faiss: Any, rng: np.random.Gener
         row["exact_vs_faiss"] = round(t["stetho_exact"] / t["faiss"], 2)
         row["auto_vs_faiss"] = round(t["stetho_auto"] / t["faiss"], 2)
         row["auto_fraction_of_peak"] = round(at_peak / t["stetho_auto"], 3)
+        row["auto_path"] = "faiss" if auto._faiss_index is not None else "torch"
     return row
 
 
@@ -72,9 +79,20 @@ def main() -> None:
         faiss = None
     rng = np.random.default_rng(0)
     peak = matmul_peak_gflops()
-    for n in sizes:
-        emit(_one(n, 20 if n >= 1_000_000 else m_default, args.dim, peak, faiss, rng))
-    emit({"bench": "machine", **machine(), "torch_threads": torch.get_num_threads()})
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["STETHO_CACHE"] = cache  # decide afresh, as a new machine would
+        knn_auto.clear_decisions()
+        for n in sizes:
+            emit(_one(n, 20 if n >= 1_000_000 else m_default, args.dim, peak, faiss, rng))
+    emit(
+        {
+            "bench": "machine",
+            **machine(),
+            "cpu_model": knn_auto.cpu_model(),
+            "torch_threads": torch.get_num_threads(),
+            "command": "python benchmarks/ratio_knn.py" + (" --quick" if args.quick else ""),
+        }
+    )
 
 
 if __name__ == "__main__":
