@@ -23,7 +23,6 @@ a test batch to 1e-4.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -36,18 +35,16 @@ import numpy as np
 import torch
 from torch import nn
 
-import stetho
 from stetho.detector import Detector, DetectorError
 from stetho.detector.artifact import check_replaceable, publish_folder
-from stetho.utils.io import atomic_write_text
 
 __all__ = ["ONNX_FORMAT", "ONNX_FORMAT_VERSION", "ExportError", "export_onnx"]
+
+from stetho.detector.onnx import ONNX_FORMAT, ONNX_FORMAT_VERSION
 
 logger = logging.getLogger(__name__)
 
 #: ``config.json`` format tag and version of exported folders.
-ONNX_FORMAT = "stetho-onnx-detector"
-ONNX_FORMAT_VERSION = 1
 _OPSET = 18
 _CHECK_ATOL = 1e-4
 
@@ -143,52 +140,131 @@ def _require_onnx() -> None:
         raise ExportError(f"ONNX export needs {', '.join(missing)}: pip install 'stetho[onnx]'")
 
 
-def _meta(detector: Detector, quantized: bool, check_err: float) -> dict[str, Any]:
+class _MemberNet(nn.Module):
+    """waveform (B, N) → one few-shot member's pooled features (1, D): front-end + pooling."""
+
+    def __init__(self, backbone: nn.Module, layers: list[int] | None, pool: str) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.layers = layers
+        self.pool = pool
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        from stetho.backbones.features import pool_tokens
+
+        maps = self.backbone.embed_layers(wave, self.layers)  # type: ignore[operator]
+        return torch.cat([pool_tokens(m.float(), self.pool) for m in maps], dim=-1)
+
+
+def _graph(
+    net: nn.Module, example: torch.Tensor, tmp: Path, name: str, quantize: bool
+) -> tuple[dict[str, str | None], float]:
+    _export_graph(net, example, tmp / f"{name}.onnx")
+    err = _check(tmp / f"{name}.onnx", net, example)
+    files: dict[str, str | None] = {"float32": f"{name}.onnx", "int8": None}
+    if quantize:
+        quantize_int8(tmp / f"{name}.onnx", tmp / f"{name}.int8.onnx")
+        files["int8"] = f"{name}.int8.onnx"
+    return files, err
+
+
+def _knn_export(detector: Any, tmp: Path, quantize: bool) -> Any:
+    from stetho.detector.onnx import OnnxEngine, OnnxKNNDetector
+
+    net = _EmbeddingNet(detector).to("cpu").eval()
+    gen = torch.Generator().manual_seed(0)
+    example = 0.1 * torch.randn(2, _example_length(detector), generator=gen)
+    try:
+        files, err = _graph(net, example, tmp, "model", quantize)
+    finally:
+        detector.backbone.to(detector.device)
+        detector.head.to(detector.device)
     win, hop = detector._windows()
-    return {
-        "format": ONNX_FORMAT,
-        "format_version": ONNX_FORMAT_VERSION,
-        "stetho_version": stetho.__version__,
+    meta = {
+        "source_kind": "knn",
+        "experiment": detector.cfg.to_dict(),
         "sample_rate": detector.sample_rate,
         "window_samples": win,
         "hop_samples": hop,
         "window_seconds": detector.window_seconds(),
-        "batch_size": int(detector.cfg.scoring.batch_size),
         "embedding_dim": detector.embed_dim,
-        "backend": detector.cfg.backend.to_dict(),
-        "threshold": detector.cfg.threshold.to_dict(),
         "backbone": detector.cfg.backbone.name,
-        "keys": [f"{m}/{s}" for m, s in detector.keys],
         "opset": _OPSET,
         "frontend": "in-graph",
-        "models": {"float32": "model.onnx", "int8": "model.int8.onnx" if quantized else None},
-        "export_check_max_abs_error": check_err,
+        "models": {"network": files},
+        "export_check_max_abs_error": err,
     }
+    out = OnnxKNNDetector(
+        detector.cfg, OnnxEngine(tmp / "model.onnx"), meta, scorer=detector.scorer
+    )
+    return out, err
+
+
+def _fewshot_export(detector: Any, tmp: Path, quantize: bool) -> Any:
+    from stetho.detector.onnx import OnnxEngine, OnnxEnsembleDetector
+
+    models: dict[str, dict[str, str | None]] = {}
+    rates, errs, engines = [], [], []
+    gen = torch.Generator().manual_seed(0)
+    for j, m in enumerate(detector.ens.members):
+        fx = detector._extractor(m.feature)
+        if not hasattr(fx, "backbone") or not isinstance(fx.backbone, nn.Module):
+            raise ExportError(
+                f"few-shot member {m.name!r} computes its features outside a network "
+                "and cannot be put in an ONNX graph; use a detector whose members are "
+                "backbone features (e.g. the default log-mel statistics)"
+            )
+        net = _MemberNet(fx.backbone, m.feature.layers, m.feature.pool).to("cpu").eval()
+        example = 0.1 * torch.randn(2, max(8192, 2 * fx.sample_rate), generator=gen)
+        files, err = _graph(net, example, tmp, f"member-{j}", quantize)
+        models[f"member-{j}"] = files
+        rates.append(int(fx.sample_rate))
+        errs.append(err)
+        engines.append(OnnxEngine(tmp / f"member-{j}.onnx"))
+    meta = {
+        "source_kind": "fewshot",
+        "member_rates": rates,
+        "opset": _OPSET,
+        "models": models,
+        "export_check_max_abs_error": max(errs),
+    }
+    out = OnnxEnsembleDetector(detector.cfg, engines, meta)
+    out.models, out._dims = detector.models, detector._dims
+    return out, max(errs)
 
 
 def export_onnx(
     detector: Any, directory: str | os.PathLike[str], *, quantize: bool = False
 ) -> Path:
-    """Write the edge folder of a fitted detector (see the module docstring).
+    """Write the edge folder of a fitted detector (see :mod:`stetho.detector.onnx`).
+
+    The networks become ONNX graphs; banks, standardisation, fusion weights and thresholds are
+    kept as arrays. Loading the folder (:func:`stetho.load_detector`) gives the same kind of
+    detector with onnxruntime computing its features; it is loaded back and checked before it
+    is published.
 
     Args:
-        detector: A fitted :class:`~stetho.detector.Detector` (k-NN back-end).
+        detector: A fitted detector: the few-shot ensemble (default) or a k-NN detector.
         directory: Output folder; an existing folder is replaced only if it is an export.
-        quantize: Also write ``model.int8.onnx`` (int8 dynamic quantisation).
+        quantize: Also write ``*.int8.onnx`` graphs (int8 dynamic quantisation).
 
     Returns:
         The folder.
 
     Raises:
-        ExportError: not a k-NN detector (ensembles and the autoencoder baseline are not
-            supported), onnx packages missing, or the graph fails the parity check.
+        ExportError: a kind without a network to export (the autoencoder baseline, an export),
+            onnx packages missing, or a graph that fails the parity check.
     """
-    from safetensors.torch import save_file
+    from stetho.detector.ensemble import EnsembleDetector
+    from stetho.detector.onnx import ONNX_FORMAT, load_onnx_detector
 
-    if not isinstance(detector, Detector):
+    if getattr(detector, "kind", None) == "onnx":
+        raise ExportError("this detector is already an ONNX export; copy its folder instead")
+    if not isinstance(detector, Detector | EnsembleDetector):
         raise ExportError(
-            f"ONNX export supports k-NN detectors (stetho.detector.Detector) only, got "
-            f"{type(detector).__name__}; ensembles and baselines are not exportable yet"
+            f"a {getattr(detector, 'kind', type(detector).__name__)} detector cannot be exported: "
+            "the autoencoder baseline cuts per-section context vectors outside any single "
+            "graph. Export the few-shot (stetho train) or a k-NN detector instead"
         )
     if not detector.keys:
         raise ExportError("the detector has no memory banks: fit it before exporting")
@@ -196,33 +272,21 @@ def export_onnx(
     dest = Path(directory)
     check_replaceable(dest, ONNX_FORMAT)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    net = _EmbeddingNet(detector).to("cpu").eval()
-    gen = torch.Generator().manual_seed(0)
-    example = 0.1 * torch.randn(2, _example_length(detector), generator=gen)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     try:
-        _export_graph(net, example, tmp / "model.onnx")
-        err = _check(tmp / "model.onnx", net, example)
-        logger.info("ONNX graph matches torch to %.2g", err)
-        if quantize:
-            quantize_int8(tmp / "model.onnx", tmp / "model.int8.onnx")
-        save_file(detector.scorer.state_dict(), str(tmp / "backend.safetensors"))
-        thresholds = [
-            {"machine": m, "section": s, "threshold": float(t)}
-            for (m, s), t in sorted(detector.thresholds.items())
-        ]
-        atomic_write_text(
-            tmp / "thresholds.json",
-            json.dumps({"thresholds": thresholds}, indent=2) + "\n",
-        )
-        meta = _meta(detector, quantize, err)
-        atomic_write_text(tmp / "config.json", json.dumps(meta, indent=2) + "\n")
-        publish_folder(tmp, dest, ONNX_FORMAT)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / "graphs").mkdir()
+        build = _knn_export if isinstance(detector, Detector) else _fewshot_export
+        exported, err = build(detector, tmp / "graphs", quantize)
+        logger.info("ONNX graphs match torch to %.2g", err)
+        exported.detector_id, exported.version = detector.detector_id, detector.version
+        exported.calibrations = list(detector.calibrations)
+        exported.thresholds = dict(detector.thresholds)
+        exported.held_out = dict(detector.held_out)
+        exported.source = tmp / "graphs"
+        exported.save(tmp / "export")
+        load_onnx_detector(tmp / "export")  # every file checked before it is published
+        publish_folder(tmp / "export", dest, ONNX_FORMAT, manifest=False)
     finally:
-        detector.backbone.to(detector.device)
-        detector.head.to(detector.device)
+        shutil.rmtree(tmp, ignore_errors=True)
     logger.info("ONNX detector exported to %s", dest)
     return dest

@@ -552,6 +552,7 @@ class BaseDetector(ABC):
             kind_meta = self._write_parts(tmp)
             self._write_thresholds(tmp)
             meta = {
+                **kind_meta,  # the kind's entries never override the contract's own
                 "format": self.format,
                 "format_version": self.format_version,
                 "kind": self.kind,
@@ -559,7 +560,6 @@ class BaseDetector(ABC):
                 "version": self.version,
                 "calibrations": self.calibrations,
                 "stetho_version": stetho.__version__,
-                **kind_meta,
             }
             atomic_write_text(tmp / "config.json", json.dumps(meta, indent=2) + "\n")
         logger.info("%s saved to %s", self.kind, dest)

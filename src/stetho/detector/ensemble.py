@@ -127,7 +127,10 @@ class EnsembleDetector(BaseDetector):
     @property
     def sample_rate(self) -> int:
         """Highest rate among the members' backbones (inputs are resampled per member)."""
-        return max(self._extractor(m.feature).sample_rate for m in self.ens.members)
+        return max(self._member_rate(m) for m in self.ens.members)
+
+    def _member_rate(self, m: MemberConfig) -> int:
+        return self._extractor(m.feature).sample_rate
 
     def _member_features(self, m: MemberConfig, waves: list[np.ndarray]) -> np.ndarray:
         fx = self._extractor(m.feature)
@@ -140,7 +143,7 @@ class EnsembleDetector(BaseDetector):
         out = []
         cache: dict[int, list[np.ndarray]] = {}
         for m in self.ens.members:
-            rate = self._extractor(m.feature).sample_rate
+            rate = self._member_rate(m)
             if rate not in cache:
                 cache[rate] = [
                     w if rate == sr else np.asarray(soxr.resample(w, sr, rate, quality="HQ"))
