@@ -6,17 +6,27 @@ Protocol (defined once):
   fan extra: the one fan; MIMII 8-channel: one machine, its 8 microphones taken as 8 clips).
 * Bank = the unit's normal *training* clips where they exist (DCASE 2023 mini; DCASE 2020 slider
   id_00); otherwise leave-one-out among the unit's normal clips: each normal is scored against a
-  bank of the other normals, each anomaly against all normals.
-* Per unit: AUC and pAUC (FPR ≤ 0.1, McClish) with the bank / normal / anomaly counts.
-* Pooled figures: **macro AUC / pAUC** = mean over units with ≥ 2 normals and ≥ 2 anomalies
-  ("enough to tell"); **pair AUC** = fraction of correctly ordered (anomaly, normal) pairs of the
-  same unit over all units (every unit with one clip of each class counts, weighted by pairs).
+  bank of the other normals, each anomaly against that same bank (one fold per normal).
+* Per unit: the (normal × anomaly) matrix of correctly ordered pairs (1, ½ for a tie, 0); its
+  mean is the unit's AUC. pAUC (FPR ≤ 0.1, McClish) where a fixed bank exists.
+* Pooled figures: **macro AUC** = mean over units with ≥ 4 normals and ≥ 3 anomalies ("enough to
+  tell"), also over all units with one clip of each; **pair AUC** = fraction of correctly ordered
+  (anomaly, normal) pairs of the same unit over all units.
+* **Noise band**: a paired bootstrap over clips (normals and anomalies resampled with
+  replacement within each unit, the same resamples for every system), 2,000 rounds: the 95 %
+  interval of each figure and of its difference from the first system (the default).
+
+Peers run on the same folds: pyod's ``EmbeddingOD.for_audio("fast" | "balanced")`` and
+``AudioAE`` and audio-anomaly's ``Monitor`` (the bank's clips concatenated as its known-good
+reference; score = the highest frame score). They are optional: skipped with a message when
+the package is not installed.
 
 Features are cached under ``benchmarks/.cache/`` (git-ignored), so reruns take seconds.
 
 Usage::
 
-    python benchmarks/real_fewshot.py [--shared ../shared] [--markdown table.md] [--systems a,b]
+    python benchmarks/real_fewshot.py [--shared ../shared] [--markdown table.md] [--systems 1,3]
+        [--list] [--boot 2000]
 """
 
 from __future__ import annotations
@@ -27,8 +37,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -37,12 +49,11 @@ from stetho.data import load_audio
 from stetho.evaluation.metrics import pauc_score
 from stetho.scoring.bank import BackendConfig, BankBackend
 from stetho.scoring.ensemble import combine_scores
-from stetho.scoring.selection import SelectionConfig, choose_members, pseudo_anomaly
+from stetho.scoring.selection import SelectionConfig, choose_members
 
-CACHE = Path(__file__).resolve().parent / ".cache" / "real_fewshot"
+CACHE = Path(__file__).resolve().parent / ".cache" / "real_fewshot2"
 MN04 = "weights/efficientat_mn04_as_mAP_432.pt"
-MN04_BLOCKS = list(range(17))
-KINDS = ["tone", "clicks", "notch", "speed"]
+SR = 16000
 
 log = logging.getLogger("real_fewshot")
 
@@ -93,285 +104,425 @@ def _units(data: Path) -> list[Unit]:
     return list(units.values())
 
 
-def _needs_pseudo(u: Unit) -> set[int]:
-    """Clips whose pseudo-anomalies the label-free choice uses: at most ``max_clips`` bank
-    clips, and only in units whose banks are large enough for a choice (``min_bank``)."""
-    sel = SelectionConfig()
-    bank = [i for i, c in enumerate(u.clips) if c.role == "bank"]
-    if not bank:  # leave-one-out: every normal is a bank clip of the other folds
-        bank = [i for i, c in enumerate(u.clips) if c.label == 0]
-        return set(bank) if len(bank) - 1 >= sel.min_bank else set()
-    return set(bank[: sel.max_clips]) if len(bank) >= sel.min_bank else set()
-
-
 def _clip_id(c: Clip) -> str:
     rel = "_".join(c.path.parts[-4:]).replace(".wav", "")
     return rel + (f"_ch{c.channel}" if c.channel is not None else "")
 
 
-def _features(
-    c: Clip, extractors: dict[str, FeatureExtractor], pseudo: bool
-) -> dict[str, np.ndarray]:
-    f = CACHE / f"{_clip_id(c)}.npz"
-    out: dict[str, np.ndarray] = dict(np.load(f)) if f.is_file() else {}
-    want_pseudo = pseudo and c.label == 0
-    if out and (not want_pseudo or f"logmel/{KINDS[-1]}" in out):
-        return out
-    for name, fx in extractors.items():
+# -- feature sources (one cached array per clip and source) ---------------------------------------
+#: Weight-free views (pooled [mean | std | max] per token dimension by the logmel backbone).
+VIEWS: dict[str, dict[str, Any]] = {
+    "slaney": {},
+    "htk": {"mel_scale": "htk"},
+    "cep": {"mel_scale": "htk", "view": "cepstrum"},
+    "shape": {"view": "shape"},
+    "mod": {"mel_scale": "htk", "view": "modulation"},
+}
+#: Frames of the frame-level member: HTK log-mel averaged over this many frames (≈ 128 ms).
+FRAME_POOL = 4
+
+
+class Sources:
+    """Lazily built extractors; per-clip features cached on disk."""
+
+    def __init__(self, shared: Path) -> None:
+        self.shared = shared
+        self._fx: dict[str, Any] = {}
+        self._mem: dict[tuple[str, str], np.ndarray] = {}
+
+    def _extractor(self, name: str) -> Any:
+        if name not in self._fx:
+            if name in VIEWS or name == "frames":
+                over = VIEWS.get(name, {"mel_scale": "htk"})
+                self._fx[name] = FeatureExtractor(FeatureConfig(backbone="logmel", overrides=over))
+            elif name == "mn04":
+                self._fx[name] = FeatureExtractor(FeatureConfig(
+                    backbone="efficientat-mn04", checkpoint=str(self.shared / MN04), pool="mean"))  # fmt: skip
+            elif name == "pyod":
+                from pyod.utils.encoders.audio import AudioFeatureEncoder
+
+                self._fx[name] = AudioFeatureEncoder()
+            elif name == "ae":
+                from pyod.models.audio_ae import _logmel_windows
+
+                self._fx[name] = _logmel_windows
+        return self._fx[name]
+
+    def _compute(self, name: str, c: Clip) -> np.ndarray:
+        fx = self._extractor(name)
+        if name in ("pyod", "ae"):  # the peers' own front-ends at their default rate
+            wave, _ = load_audio(c.path, sr=22050, channel=c.channel)
+            if name == "pyod":
+                return np.asarray(fx.encode([np.asarray(wave, np.float64)], show_progress=False)[0])
+            return np.asarray(fx(np.asarray(wave, np.float32), 22050, 64, 5, 512), np.float32)
         wave, _ = load_audio(c.path, sr=fx.sample_rate, channel=c.channel)
-        tags = ["clean"] if f"{name}/clean" not in out else []
-        tags += [k for k in KINDS if want_pseudo and f"{name}/{k}" not in out]
-        if not tags:
-            continue
-        waves = [
-            wave if t == "clean" else pseudo_anomaly(wave, fx.sample_rate, t, seed=KINDS.index(t))
-            for t in tags
-        ]
-        feats = fx.extract(waves)
-        for j, tag in enumerate(tags):
-            out[f"{name}/{tag}"] = feats[j]
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez(f, **out)
-    return out
+        if name == "frames":
+            import torch
+
+            with torch.inference_mode():
+                tok = fx.backbone.forward_features(torch.as_tensor(wave).reshape(1, -1))[0]
+            t = tok.shape[0] // FRAME_POOL * FRAME_POOL
+            return tok[:t].reshape(-1, FRAME_POOL, tok.shape[1]).mean(1).numpy().astype(np.float32)
+        if name in VIEWS:
+            import torch
+
+            with torch.inference_mode():
+                return fx.backbone.embed(torch.as_tensor(wave).reshape(1, -1))[0].double().numpy()
+        return fx.extract([wave])[0]
+
+    def get(self, name: str, c: Clip) -> np.ndarray:
+        key = (name, _clip_id(c))
+        if key not in self._mem:
+            f = CACHE / name / f"{key[1]}.npy"
+            if f.is_file():
+                self._mem[key] = np.load(f)
+            else:
+                arr = self._compute(name, c)
+                f.parent.mkdir(parents=True, exist_ok=True)
+                np.save(f, arr)
+                self._mem[key] = arr
+        return self._mem[key]
 
 
-def _slice(feat: np.ndarray, name: str) -> np.ndarray:
-    """Feature vectors of member ``name`` from the cached arrays."""
-    if name == "logmel":
-        return feat  # mean+max per band (256)
-    if name.startswith("mn04_b"):
-        sizes = _MN04_SIZES
-        blocks = [int(b) for b in name[6:].split("+")]
-        starts = np.cumsum([0, *sizes])
-        return np.concatenate([feat[..., starts[b] : starts[b + 1]] for b in blocks], axis=-1)
-    if name == "mn04_emb":  # mean-pooled last conv = the frozen mn04 embedding
-        starts = np.cumsum([0, *_MN04_SIZES])
-        return feat[..., starts[16] : starts[16] + _MN04_SIZES[16] // 2]
-    raise KeyError(name)
+def _stats(arr: np.ndarray, which: str) -> np.ndarray:
+    """Slice ``[mean | std | max]`` pooled view features: ``mean+max``, ``mean+std``, ``all``."""
+    d = arr.shape[-1] // 3
+    parts = {"mean": arr[..., :d], "std": arr[..., d : 2 * d], "max": arr[..., 2 * d :]}
+    if which == "all":
+        return arr
+    return np.concatenate([parts[p] for p in which.split("+")], axis=-1)
 
 
-_MN04_SIZES: list[int] = []
-SOURCE = {"logmel": "logmel"}
-
-# system = (members [(feature, backend)], selection); COMBINE: id(members) -> how (default mean)
-COMBINE: dict[int, str] = {}
-Member = tuple[str, BackendConfig]
+# -- systems --------------------------------------------------------------------------------------
+#: A scorer: (sources, unit clips, bank indices, query indices) -> scores of the queries.
+Scorer = Callable[[Sources, list[Clip], list[int], list[int]], np.ndarray]
 
 
-def _bk(kind: str = "knn", std: str = "std", k: int = 1, metric: str = "euclidean",
-        znorm: bool = True) -> BackendConfig:  # fmt: skip
-    return BackendConfig(kind=kind, k=k, metric=metric, standardise=std, znorm=znorm)  # type: ignore[arg-type]
+def _bk(
+    kind: str = "knn", std: str = "std", k: int = 1, metric: str = "euclidean"
+) -> BackendConfig:
+    return BackendConfig(kind=kind, k=k, metric=metric, standardise=std)  # type: ignore[arg-type]
 
 
-def _with(how: str, members: list[Member]) -> list[Member]:
-    COMBINE[id(members)] = how
-    return members
+@dataclass
+class Member:
+    source: str
+    stats: str = "mean+max"
+    backend: BackendConfig = field(default_factory=_bk)
+
+    def x(self, src: Sources, clips: list[Clip], idx: list[int]) -> np.ndarray:
+        rows = [src.get(self.source, clips[i]) for i in idx]
+        if self.source in VIEWS:
+            rows = [_stats(r, self.stats) for r in rows]
+        return np.stack(rows)
 
 
-LOGMEL_STATS = ("logmel", _bk())
-MN04_WHITE = ("mn04_emb", _bk(std="whiten"))
-SYSTEMS: dict[str, tuple[list[Member], bool]] = {
-    "logmel mean+max, std, 1-NN, LOO z-norm (baseline config)": ([LOGMEL_STATS], False),
-    "logmel mean+max, raw, 1-NN": ([("logmel", _bk(std="none", znorm=False))], False),
-    "frozen mn04, 1-NN cosine": ([("mn04_emb", _bk(std="none", metric="cosine"))], False),
-    "frozen mn04, 1-NN Euclidean": ([("mn04_emb", _bk(std="none"))], False),
-    "frozen mn04, whitened 1-NN": ([MN04_WHITE], False),
-    "logmel, Mahalanobis (LW)": ([("logmel", _bk(kind="mahalanobis", std="none"))], False),
-    "logmel, std, GMM": ([("logmel", _bk(kind="gmm"))], False),
-    "logmel, std, 3-NN": ([("logmel", _bk(k=3))], False),
-    "mn04 blocks 11+16 mean+max, std 1-NN": ([("mn04_b11+16", _bk())], False),
-    "mn04 block 16 mean+max, std 1-NN": ([("mn04_b16", _bk())], False),
-    "mn04 block 16 mean+max, whitened 1-NN": ([("mn04_b16", _bk(std="whiten"))], False),
-    "ensemble: logmel std + mn04 whitened": ([LOGMEL_STATS, MN04_WHITE], False),
-    "ensemble: logmel std + mn04 b16 std": ([LOGMEL_STATS, ("mn04_b16", _bk())], False),
-    "ensemble: logmel std + mn04 whitened + mn04 b11 std": (
-        [LOGMEL_STATS, MN04_WHITE, ("mn04_b11", _bk())], False),
-    "ensemble: logmel std + mn04 whitened, max": (_with("max", [LOGMEL_STATS, MN04_WHITE]), False),
-    "ensemble: logmel std + mn04 whitened, min": (_with("min", [LOGMEL_STATS, MN04_WHITE]), False),
-    "ensemble: logmel std + mn04 cosine": ([LOGMEL_STATS, ("mn04_emb", _bk(std="none", metric="cosine"))], False),
-    "ensemble: logmel std + logmel GMM + mn04 whitened": ([LOGMEL_STATS, ("logmel", _bk(kind="gmm")), MN04_WHITE], False),
-    "ensemble: logmel std + logmel Mahalanobis": (
-        [LOGMEL_STATS, ("logmel", _bk(kind="mahalanobis", std="none"))], False),
-    "ensemble: logmel std + logmel GMM": ([LOGMEL_STATS, ("logmel", _bk(kind="gmm"))], False),
-    "label-free choice of logmel std / mn04 whitened (mean of kept)": (
-        [LOGMEL_STATS, MN04_WHITE], True),
-    "ensemble + label-free choice: logmel std, mn04 whitened, mn04 b11 std, logmel Mahalanobis": (
-        [LOGMEL_STATS, MN04_WHITE, ("mn04_b11", _bk()),
-         ("logmel", _bk(kind="mahalanobis", std="none"))], True),
+def ensemble(members: list[Member], how: str = "mean", weighting: str = "equal") -> Scorer:
+    """stetho's ensemble path: BankBackend per member, label-free weights, combine_scores."""
+
+    def score(src: Sources, clips: list[Clip], bank: list[int], query: list[int]) -> np.ndarray:
+        names = [f"{i}:{m.source}" for i, m in enumerate(members)]
+        z, loo = [], []
+        for m in members:
+            be = BankBackend(m.backend).fit(m.x(src, clips, bank))
+            z.append(be.score(m.x(src, clips, query)))
+            loo.append(be.loo_scores())
+        cfg = (SelectionConfig(enabled=False) if weighting == "equal"
+               else SelectionConfig(weighting=weighting))  # type: ignore[arg-type]  # fmt: skip
+        choice = choose_members(names, loo, [{} for _ in members], cfg)
+        w = choice["weights"]
+        assert isinstance(w, dict)
+        return combine_scores(np.stack(z), np.array([w[n] for n in names]), how)
+
+    return score
+
+
+def frame_knn(top: float = 0.1) -> Scorer:
+    """Frame-level evidence: each ≈128 ms HTK log-mel window of a query scored by its Euclidean
+    distance to the nearest bank window (standardised on the bank's windows), pooled by the mean
+    of the top ``top`` fraction of windows; z-normalised by the bank's leave-one-clip-out scores.
+    """
+
+    def pooled(d: np.ndarray) -> float:
+        k = max(1, round(top * d.size))
+        return float(np.sort(d)[-k:].mean())
+
+    def score(src: Sources, clips: list[Clip], bank: list[int], query: list[int]) -> np.ndarray:
+        frames = [src.get("frames", clips[i]).astype(np.float64) for i in bank]
+        owner = np.concatenate([np.full(len(f), j) for j, f in enumerate(frames)])
+        b = np.concatenate(frames)
+        mu, sd = b.mean(0), b.std(0) + 1e-6
+        b = (b - mu) / sd
+        b2 = (b**2).sum(1)
+
+        def dists(q: np.ndarray, skip: int = -1) -> np.ndarray:
+            q = (q - mu) / sd
+            d2 = (q**2).sum(1)[:, None] + b2[None] - 2 * q @ b.T
+            if skip >= 0:
+                d2[:, owner == skip] = np.inf
+            return np.sqrt(np.maximum(d2.min(1), 0))
+
+        if len(frames) > 1:
+            loo = np.array([pooled(dists(f, j)) for j, f in enumerate(frames)])
+            mean, scale = loo.mean(), (loo.std() if len(loo) >= 3 else abs(loo.mean())) + 1e-12
+        else:
+            mean, scale = 0.0, 1.0
+        raw = np.array(
+            [pooled(dists(src.get("frames", clips[i]).astype(np.float64))) for i in query]
+        )
+        return (raw - mean) / scale
+
+    return score
+
+
+def _peer_embed(quality: str) -> Scorer:
+    def score(src: Sources, clips: list[Clip], bank: list[int], query: list[int]) -> np.ndarray:
+        from pyod.models.embedding import EmbeddingOD
+        from pyod.models.knn import KNN
+
+        x_bank = [src.get("pyod", clips[i]) for i in bank]
+        x_query = [src.get("pyod", clips[i]) for i in query]
+        kw: dict[str, Any] = {"encoder": lambda xs: np.stack(xs)}  # the cached 74-d features
+        if quality == "balanced" and len(bank) <= 5:  # KNN's default k = 5 needs > 5 rows
+            kw["detector"] = KNN(n_neighbors=max(1, len(bank) - 1))
+        od = EmbeddingOD.for_audio(quality, random_state=0, **kw)
+        if len(bank) < 2:
+            return np.zeros(len(query))
+        od.fit(x_bank)
+        return np.asarray(od.decision_function(x_query), dtype=np.float64)
+
+    return score
+
+
+def _peer_ae() -> Scorer:
+    def score(src: Sources, clips: list[Clip], bank: list[int], query: list[int]) -> np.ndarray:
+        from pyod.models.audio_ae import AudioAE
+
+        class Cached(AudioAE):  # type: ignore[misc]
+            def _extract(self, X: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+                idx = [np.full(len(w), i, dtype=np.int64) for i, w in enumerate(X)]
+                return np.concatenate(X), np.concatenate(idx)
+
+        ae = Cached(random_state=0, device="cpu")
+        ae.fit([src.get("ae", clips[i]) for i in bank])
+        return np.asarray(ae.decision_function([src.get("ae", clips[i]) for i in query]))
+
+    return score
+
+
+def _peer_audio_anomaly() -> Scorer:
+    def score(src: Sources, clips: list[Clip], bank: list[int], query: list[int]) -> np.ndarray:
+        import audio_anomaly
+
+        def wave(i: int) -> np.ndarray:
+            return load_audio(clips[i].path, sr=SR, channel=clips[i].channel)[0]
+
+        ref = np.concatenate([wave(i) for i in bank])
+        mon = audio_anomaly.Monitor(ref, sample_rate=SR)
+        return np.array([mon.check(wave(i)).max_score for i in query], dtype=np.float64)
+
+    return score
+
+
+DEFAULT = [Member("slaney")]
+HTK = Member("htk")
+CEP = Member("cep", "mean+std")
+SHAPE = Member("shape", "mean+std")
+MOD = Member("mod", "mean+max")
+VIEWS5 = [Member("slaney"), HTK, CEP, SHAPE, MOD]
+SYSTEMS: dict[str, tuple[Scorer, str | None]] = {
+    # name: (scorer, package needed)
+    "stetho default: log-mel (Slaney) mean+max, std, 1-NN, LOO z-norm": (ensemble(DEFAULT), None),
+    "log-mel HTK mean+max (issue #23 anchor)": (ensemble([HTK]), None),
+    "cepstrum (DCT of HTK log-mel, 20) mean+std": (ensemble([CEP]), None),
+    "cepstrum mean+max": (ensemble([Member("cep")]), None),
+    "spectral shape mean+std": (ensemble([SHAPE]), None),
+    "temporal modulation mean+max": (ensemble([MOD]), None),
+    "frame-level HTK k-NN, top-10 % windows": (frame_knn(0.1), None),
+    "frame-level HTK k-NN, max window": (frame_knn(0.0), None),
+    "fusion mean: Slaney + HTK": (ensemble([Member("slaney"), HTK]), None),
+    "fusion mean: HTK + cepstrum": (ensemble([HTK, CEP]), None),
+    "fusion mean: HTK + cepstrum + shape": (ensemble([HTK, CEP, SHAPE]), None),
+    "fusion mean: 5 views": (ensemble(VIEWS5), None),
+    "fusion max: 5 views": (ensemble(VIEWS5, "max"), None),
+    "fusion robust-z (1/MAD of LOO): 5 views": (ensemble(VIEWS5, weighting="robust"), None),
+    "frozen mn04, whitened 1-NN (`--pretrained` member)": (
+        ensemble([Member("mn04", backend=_bk(std="whiten"))]), None),
+    "pyod EmbeddingOD.for_audio('balanced') (MFCC/chroma/spectral → KNN)": (_peer_embed("balanced"), "pyod"),
+    "pyod EmbeddingOD.for_audio('fast') (same features → IForest)": (_peer_embed("fast"), "pyod"),
+    "pyod AudioAE (log-mel context windows → autoencoder)": (_peer_ae(), "pyod"),
+    "audio-anomaly 0.1.0 Monitor (bank as reference, max frame score)": (_peer_audio_anomaly(), "audio_anomaly"),
 }  # fmt: skip
 
 
-def _member_scores(
-    feats: list[dict[str, np.ndarray]], bank_idx: list[int], query_idx: list[int], m: Member
-) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    src = "logmel" if m[0] == "logmel" else "mn04"
-    get = lambda i, tag="clean": _slice(feats[i][f"{src}/{tag}"], m[0])  # noqa: E731
-    be = BankBackend(m[1]).fit(np.stack([get(i) for i in bank_idx]))
-    q = be.score(np.stack([get(i) for i in query_idx]))
-    have = [j for j, i in enumerate(bank_idx) if f"{src}/{KINDS[-1]}" in feats[i]]
-    pseudo: dict[str, np.ndarray] = {}
-    if have:
-        own = np.array(have)
-        pseudo = {
-            k: be.score_without(np.stack([get(bank_idx[j], k) for j in have]), own) for k in KINDS
-        }
-    return q, be.loo_scores(), pseudo
+def _sum_of(*scorers: Scorer) -> Scorer:
+    """Mean of already z-normalised scorers (each normalised by its own bank LOO scores)."""
+
+    def score(src: Sources, clips: list[Clip], bank: list[int], query: list[int]) -> np.ndarray:
+        return np.mean([s(src, clips, bank, query) for s in scorers], axis=0)
+
+    return score
 
 
-def _score_system(
-    feats: list[dict[str, np.ndarray]], bank_idx: list[int], query_idx: list[int],
-    members: list[Member], select: bool,
-) -> tuple[np.ndarray, dict[str, float]]:  # fmt: skip
-    names = [f"{i}:{m[0]}:{m[1].label()}" for i, m in enumerate(members)]
-    parts = [_member_scores(feats, bank_idx, query_idx, m) for m in members]
-    choice = choose_members(
-        names, [p[1] for p in parts], [p[2] for p in parts], SelectionConfig(enabled=select)
-    )
-    weights = choice["weights"]
-    assert isinstance(weights, dict)
-    w = np.array([weights[n] for n in names])
-    return combine_scores(
-        np.stack([p[0] for p in parts]), w, COMBINE.get(id(members), "mean")
-    ), weights
+SYSTEMS["fusion mean: HTK + frame-level"] = (_sum_of(ensemble([HTK]), frame_knn(0.1)), None)
 
 
-def _evaluate_unit(
-    u: Unit, feats: list[dict[str, np.ndarray]], members: list[Member], select: bool
-) -> dict[str, object]:
-    """AUC (and pAUC where a fixed bank exists) of one unit, with its clip counts."""
-    idx_bank = [i for i, c in enumerate(u.clips) if c.role == "bank"]
+# -- evaluation -----------------------------------------------------------------------------------
+def _pairs(s_anom: np.ndarray, s_norm: np.ndarray) -> np.ndarray:
+    d = s_anom[None, :] - s_norm[:, None]  # (normal, anomaly)
+    return (d > 0) + 0.5 * (d == 0)
+
+
+def evaluate_unit(u: Unit, src: Sources, scorer: Scorer) -> dict[str, Any]:
+    """Pair matrix (normals × anomalies), counts and pAUC of one unit."""
     tests = [i for i, c in enumerate(u.clips) if c.role == "test"]
-    labels = np.array([u.clips[i].label for i in tests])
-    n_norm, n_anom = int((labels == 0).sum()), int((labels == 1).sum())
-    out: dict[str, object] = {"normal": n_norm, "anomaly": n_anom, "pairs": n_norm * n_anom,
-                              "auc": None, "pauc": None, "correct": 0.0}  # fmt: skip
-    if u.has_bank:
-        s, w = _score_system(feats, idx_bank, tests, members, select)
-        out.update(bank=len(idx_bank), weights=w)
-        if n_norm and n_anom:
-            auc = _auc(labels, s)
-            out.update(auc=auc, pauc=float(pauc_score(labels, s, 0.1)),
-                       correct=(auc or 0.0) * n_norm * n_anom)  # fmt: skip
-        return out
-    # leave-one-out: fold i = bank of the other normals; normal i and every anomaly are scored
-    # by that same bank, and only pairs (anomaly, normal i) scored in the same fold are compared
     normals = [i for i in tests if u.clips[i].label == 0]
     anomalies = [i for i in tests if u.clips[i].label == 1]
-    out.update(bank=len(normals) - 1, weights={})
+    out: dict[str, Any] = {"normal": len(normals), "anomaly": len(anomalies), "C": None,
+                           "pauc": None}  # fmt: skip
+    if u.has_bank:
+        bank = [i for i, c in enumerate(u.clips) if c.role == "bank"]
+        out["bank"] = len(bank)
+        if normals and anomalies:
+            s = scorer(src, u.clips, bank, normals + anomalies)
+            sn, sa = s[: len(normals)], s[len(normals) :]
+            out["C"] = _pairs(sa, sn)
+            if len(normals) > 1:
+                lab = np.r_[np.zeros(len(sn)), np.ones(len(sa))]
+                out["pauc"] = float(pauc_score(lab, s, 0.1))
+        return out
+    out["bank"] = len(normals) - 1
     if not anomalies or len(normals) < 2:
         return out
-    correct = 0.0
+    rows = []
     for i in normals:
-        bank = [n for n in normals if n != i]
-        s, w = _score_system(feats, bank, [i, *anomalies], members, select)
-        correct += float((s[1:] > s[0]).sum() + 0.5 * (s[1:] == s[0]).sum())
-        out["weights"] = w
-    out.update(auc=correct / (n_norm * n_anom), correct=correct)
+        s = scorer(src, u.clips, [n for n in normals if n != i], [i, *anomalies])
+        rows.append(_pairs(s[1:], s[:1])[0])
+    out["C"] = np.array(rows)
     return out
-
-
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    if not pos.size or not neg.size:
-        return None
-    d = pos[:, None] - neg[None, :]
-    return float(((d > 0).sum() + 0.5 * (d == 0).sum()) / d.size)
-
-
-def run(
-    shared: Path, systems: list[str], pseudo: bool = False
-) -> tuple[list[str], dict[str, dict[str, object]]]:
-    units = _units(shared / "data")
-    mn04 = shared / MN04
-    extractors = {
-        "logmel": FeatureExtractor(FeatureConfig(backbone="logmel")),
-        "mn04": FeatureExtractor(
-            FeatureConfig(backbone="efficientat-mn04", checkpoint=str(mn04), layers=MN04_BLOCKS)
-        ),
-    }
-    t0 = time.monotonic()
-    feats = {u.name: [_features(c, extractors, pseudo and i in _needs_pseudo(u))
-                      for i, c in enumerate(u.clips)] for u in units}  # fmt: skip
-    log.info("features of %d clips in %.1f s", sum(len(u.clips) for u in units),
-             time.monotonic() - t0)  # fmt: skip
-    backbone = extractors["mn04"].backbone
-    import torch
-
-    with torch.no_grad():
-        maps = backbone.embed_layers(torch.zeros(1, 32000), MN04_BLOCKS)
-    _MN04_SIZES[:] = [2 * m.shape[-1] for m in maps]
-    results: dict[str, dict[str, object]] = {}
-    for sys_name in systems:
-        members, select = SYSTEMS[sys_name]
-        if select and not pseudo:
-            log.warning("%s: label-free choice needs --pseudo; skipped", sys_name)
-            continue
-        per_unit: dict[str, object] = {}
-        for u in units:
-            per_unit[u.name] = _evaluate_unit(u, feats[u.name], members, select)
-        results[sys_name] = per_unit
-    return [u.name for u in units], results
 
 
 #: "Enough clips to tell": units with at least this many normal and anomalous test clips.
 MIN_NORMAL, MIN_ANOMALY = 4, 3
 
 
-def _pooled(per_unit: dict[str, dict[str, object]]) -> dict[str, float]:
-    rows = [v for v in per_unit.values() if v["auc"] is not None]
-    big = [v for v in rows if int(v["normal"]) >= MIN_NORMAL and int(v["anomaly"]) >= MIN_ANOMALY]  # type: ignore[call-overload]
-    pairs = sum(int(v["pairs"]) for v in rows)  # type: ignore[call-overload]
-    return {
-        "macro_auc": float(np.mean([v["auc"] for v in big])),
-        "macro_all": float(np.mean([v["auc"] for v in rows])),
-        "pair_auc": sum(float(v["correct"]) for v in rows) / pairs,  # type: ignore[arg-type]
-        "units": len(big),
-        "units_all": len(rows),
-        "pairs": pairs,
-    }
+def _figures(per_unit: dict[str, dict[str, Any]], picks: dict[str, tuple[np.ndarray, np.ndarray]]
+             | None = None) -> tuple[float, float, float]:  # fmt: skip
+    """(macro AUC of the big units, macro AUC of all, pair AUC); ``picks`` resamples clips."""
+    big, every, correct, pairs = [], [], 0.0, 0
+    for name, v in per_unit.items():
+        c = v["C"]
+        if c is None:
+            continue
+        if picks is not None:
+            r, a = picks[name]
+            c = c[np.ix_(r, a)]
+        auc = float(c.mean())
+        every.append(auc)
+        if v["normal"] >= MIN_NORMAL and v["anomaly"] >= MIN_ANOMALY:
+            big.append(auc)
+        correct += float(c.sum())
+        pairs += c.size
+    return float(np.mean(big)), float(np.mean(every)), correct / pairs
 
 
-def _f(v: object) -> str:
-    return "–" if v is None else f"{float(v):.3f}"  # type: ignore[arg-type]
-
-
-def tables(unit_names: list[str], results: dict[str, dict[str, object]]) -> str:
+def bootstrap(results: dict[str, dict[str, dict[str, Any]]], rounds: int, seed: int = 0
+              ) -> dict[str, np.ndarray]:  # fmt: skip
+    """Per system, (rounds, 3) resampled figures; the same clip resamples for every system."""
+    rng = np.random.default_rng(seed)
     first = next(iter(results.values()))
-    p0 = _pooled(first)  # type: ignore[arg-type]
+    out: dict[str, list[tuple[float, float, float]]] = {s: [] for s in results}
+    for _ in range(rounds):
+        picks = {
+            n: (rng.integers(0, v["C"].shape[0], v["C"].shape[0]),
+                rng.integers(0, v["C"].shape[1], v["C"].shape[1]))
+            for n, v in first.items() if v["C"] is not None
+        }  # fmt: skip
+        for s, per in results.items():
+            out[s].append(_figures(per, picks))
+    return {s: np.array(v) for s, v in out.items()}
+
+
+def run(shared: Path, systems: list[str]) -> tuple[list[str], dict[str, dict[str, dict[str, Any]]], dict[str, float]]:  # fmt: skip
+    units = _units(shared / "data")
+    src = Sources(shared)
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    seconds: dict[str, float] = {}
+    for name in systems:
+        scorer, package = SYSTEMS[name]
+        if package is not None:
+            try:
+                __import__(package)
+            except ImportError:
+                log.warning("%s: %s is not installed (pip install %s); skipped", name, package,
+                            package.replace("_", "-"))  # fmt: skip
+                continue
+        if "mn04" in name and not (shared / MN04).is_file():
+            log.warning("%s: %s missing; skipped", name, shared / MN04)
+            continue
+        t0 = time.monotonic()
+        results[name] = {u.name: evaluate_unit(u, src, scorer) for u in units}  # type: ignore[arg-type]
+        seconds[name] = time.monotonic() - t0
+        log.info("%-70s %.1f s", name[:70], seconds[name])
+    return [u.name for u in units], results, seconds
+
+
+def _f(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def tables(
+    unit_names: list[str], results: dict[str, dict[str, dict[str, Any]]], rounds: int
+) -> str:
+    first_name = next(iter(results))
+    first = results[first_name]
+    boots = bootstrap(results, rounds) if rounds else {}
+    n_big = sum(1 for v in first.values() if v["C"] is not None and v["normal"] >= MIN_NORMAL
+                and v["anomaly"] >= MIN_ANOMALY)  # fmt: skip
+    n_all = sum(1 for v in first.values() if v["C"] is not None)
+    n_pairs = sum(v["C"].size for v in first.values() if v["C"] is not None)
     lines = [
-        f"| system | macro AUC ({p0['units']} units) | macro AUC (all {p0['units_all']}) "
-        f"| pair AUC ({p0['pairs']} pairs) |",
-        "|---|---:|---:|---:|",
+        f"| # | system | macro AUC ({n_big} units) [95 % CI] | Δ vs #1 [95 % CI] "
+        f"| macro AUC (all {n_all}) | pair AUC ({n_pairs} pairs) [95 % CI] | Δ pair vs #1 [95 % CI] |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, per in results.items():
-        p = _pooled(per)  # type: ignore[arg-type]
-        lines.append(
-            f"| {name} | {p['macro_auc']:.3f} | {p['macro_all']:.3f} | {p['pair_auc']:.3f} |"
-        )
+    for i, (name, per) in enumerate(results.items()):
+        m, a, p = _figures(per)
+        cells = [f"{m:.3f}", "", f"{a:.3f}", f"{p:.3f}", ""]
+        if boots:
+            b, b0 = boots[name], boots[first_name]
+            ci = lambda x: f"[{np.percentile(x, 2.5):.3f}, {np.percentile(x, 97.5):.3f}]"  # noqa: E731
+            dm, dp = m - _figures(first)[0], p - _figures(first)[2]
+            cells = [f"{m:.3f} {ci(b[:, 0])}", f"{dm:+.3f} {ci(b[:, 0] - b0[:, 0])}" if i else "–",
+                     f"{a:.3f}", f"{p:.3f} {ci(b[:, 2])}",
+                     f"{dp:+.3f} {ci(b[:, 2] - b0[:, 2])}" if i else "–"]  # fmt: skip
+        lines.append(f"| {i + 1} | {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"Macro AUC: mean over units with ≥ {MIN_NORMAL} normal and ≥ {MIN_ANOMALY} anomalous "
-        "test clips (and over all units with one of each); pair AUC: fraction of correctly "
-        "ordered (anomaly, normal) pairs of the same unit, all units.",
+        "test clips (and over all units with one of each); pair AUC: correctly ordered "
+        "(anomaly, normal) pairs of the same unit, all units. CI: paired bootstrap over clips "
+        f"within units ({rounds} rounds).",
         "",
-        "Per unit, AUC (bank / normal / anomaly clips; pAUC where the unit has a fixed bank):",
+        "Per unit, AUC (bank / normal / anomaly clips; pAUC in brackets where the unit has a fixed "
+        "bank and more than one normal):",
         "",
     ]
     short = list(results)
-    lines.append("| unit | clips | " + " | ".join(f"S{i + 1}" for i in range(len(short))) + " |")
+    lines.append("| unit | clips | " + " | ".join(f"#{i + 1}" for i in range(len(short))) + " |")
     lines.append("|---|---|" + "---:|" * len(short))
     for u in unit_names:
         v = first[u]
-        cnt = f"{v['bank']}/{v['normal']}/{v['anomaly']}"  # type: ignore[index]
         cells = []
         for sname in short:
             r = results[sname][u]
-            cell = _f(r["auc"])  # type: ignore[index]
-            if r["pauc"] is not None and int(r["normal"]) > 1:  # type: ignore[index]
-                cell += f" ({_f(r['pauc'])})"  # type: ignore[index]
+            cell = _f(None if r["C"] is None else float(r["C"].mean()))
+            if r["pauc"] is not None:
+                cell += f" ({_f(r['pauc'])})"
             cells.append(cell)
-        lines.append(f"| {u} | {cnt} | " + " | ".join(cells) + " |")
-    lines += [""] + [f"S{i + 1} = {s}" for i, s in enumerate(short)]
+        lines.append(
+            f"| {u} | {v['bank']}/{v['normal']}/{v['anomaly']} | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -379,22 +530,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shared", default=os.environ.get("STETHO_SHARED", "../shared"))
     ap.add_argument("--systems", default=None, help="comma-separated indices (1-based) of SYSTEMS")
+    ap.add_argument("--list", action="store_true", help="list the systems and exit")
     ap.add_argument("--markdown", default=None, help="write the tables to this file")
-    ap.add_argument(
-        "--pseudo",
-        action="store_true",
-        help="also cache pseudo-anomaly features (needed by label-free choice)",
-    )
+    ap.add_argument("--boot", type=int, default=2000, help="bootstrap rounds (0: none)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    names = list(SYSTEMS)
+    if args.list:
+        print("\n".join(f"{i + 1:2d} {n}" for i, n in enumerate(names)))
+        return 0
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))  # small ops: threads only thrash
-    names = list(SYSTEMS)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     if args.systems:
         names = [names[int(i) - 1] for i in args.systems.split(",")]
-    unit_names, results = run(Path(args.shared), names, args.pseudo)
-    text = tables(unit_names, results)
+    unit_names, results, _ = run(Path(args.shared), names)
+    text = tables(unit_names, results, args.boot)
     print(text)
     if args.markdown:
         Path(args.markdown).write_text(text + "\n", encoding="utf-8")

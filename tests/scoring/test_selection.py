@@ -108,3 +108,34 @@ def test_config_validation() -> None:
         EnsembleConfig(members=[MemberConfig(name="a"), MemberConfig(name="a")])
     with pytest.raises(ConfigError):
         EnsembleConfig(members=[])
+
+
+def test_reason_names_the_true_cause_of_keeping_every_member() -> None:
+    """A bank of 60 clips without pseudo-anomaly scores is not "a bank < 4" (issue #23)."""
+    big = [np.linspace(-1, 1, 60)]
+    out = choose_members(["only"], big, [{}], SelectionConfig())
+    reason = str(out["reason"])
+    assert out["weights"] == {"only": 1.0}
+    assert "< 4" not in reason and "one member" in reason
+    two = [np.linspace(-1, 1, 60), np.linspace(-1, 1, 60)]
+    reason = str(choose_members(["a", "b"], two, [{}, {}], SelectionConfig())["reason"])
+    assert "< 4" not in reason and "no pseudo-anomaly scores" in reason
+    small = [np.zeros(3), np.zeros(3)]
+    sat = {"tone": np.ones(5)}
+    reason = str(choose_members(["a", "b"], small, [sat, sat], SelectionConfig())["reason"])
+    assert "bank of 3 clip(s) < 4" in reason
+
+
+def test_robust_weighting_favours_the_consistent_member() -> None:
+    rng = np.random.default_rng(3)
+    tight = rng.normal(0, 1, 40)
+    spread = np.r_[rng.normal(0, 0.3, 36), [6.0, 7.0, -5.0, 8.0]]  # most normals tight, 4 far out
+    cfg = SelectionConfig(weighting="robust")
+    out = choose_members(["a", "b"], [tight, spread], [{}, {}], cfg)
+    w = out["weights"]
+    assert isinstance(w, dict)
+    mad = [float(np.median(np.abs(x - np.median(x)))) for x in (tight, spread)]
+    assert w["b"] / w["a"] == pytest.approx(mad[0] / mad[1], rel=1e-9)  # ∝ 1 / MAD
+    assert sum(w.values()) == pytest.approx(1.0) and "1/MAD" in str(out["reason"])
+    with pytest.raises(ConfigError):
+        SelectionConfig(weighting="vote")  # type: ignore[arg-type]

@@ -21,13 +21,22 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from stetho.backbones.base import Backbone, PretrainedCfg, dataclass_overrides
 from stetho.backbones.registry import register_backbone
 from stetho.frontend.logmel import LogMel
+from stetho.frontend.mel import centred_stft
+from stetho.frontend.views import (
+    VIEWS,
+    dct_matrix,
+    mel_bank,
+    modulation_tokens,
+    shape_tokens,
+    view_dim,
+)
 from stetho.utils.config import ConfigBase
 
 __all__ = ["LogMelBackbone", "LogMelConfig"]
@@ -44,6 +53,15 @@ class LogMelConfig(ConfigBase):
         n_mels: Mel bins (the embedding has ``3 · n_mels`` values).
         f_min: Lower mel edge in Hz.
         f_max: Upper mel edge in Hz (``None``: Nyquist).
+        mel_scale: ``"slaney"`` (area-normalised triangles, the default and the DCASE
+            baseline's) or ``"htk"`` (``2595 · log10(1 + f/700)``, unnormalised triangles).
+        view: Which frame-wise tokens are pooled (:mod:`stetho.frontend.views`): ``"logmel"``
+            (the log-mel frames), ``"cepstrum"`` (DCT of the log-mel frame), ``"shape"``
+            (spectral centroid, bandwidth, roll-off, flatness, contrast) or ``"modulation"``
+            (temporal modulation spectrum per window). Not in the paper.
+        n_ceps: Cepstral coefficients of the ``cepstrum`` view.
+        mod_bands: Band groups of the ``modulation`` view.
+        mod_window: Frames per window of the ``modulation`` view (64 ≈ 2 s at hop 512).
     """
 
     sample_rate: int = 16000
@@ -52,6 +70,26 @@ class LogMelConfig(ConfigBase):
     n_mels: int = 128
     f_min: float = 0.0
     f_max: float | None = None
+    mel_scale: Literal["slaney", "htk"] = "slaney"
+    view: Literal["logmel", "cepstrum", "shape", "modulation"] = "logmel"
+    n_ceps: int = 20
+    mod_bands: int = 16
+    mod_window: int = 64
+
+    def __post_init__(self) -> None:
+        if self.mel_scale not in ("slaney", "htk"):
+            raise ValueError(f"logmel mel_scale must be 'slaney' or 'htk', got {self.mel_scale!r}")
+        if self.view not in VIEWS:
+            raise ValueError(f"unknown logmel view {self.view!r}; known: {list(VIEWS)}")
+        if self.view == "cepstrum" and not 1 <= self.n_ceps <= self.n_mels:
+            raise ValueError(f"n_ceps must be in [1, n_mels={self.n_mels}], got {self.n_ceps}")
+        if self.view == "modulation" and (
+            not 1 <= self.mod_bands <= self.n_mels or self.mod_window < 4
+        ):
+            raise ValueError(
+                f"mod_bands must be in [1, n_mels={self.n_mels}] and mod_window >= 4, got "
+                f"{self.mod_bands}, {self.mod_window}"
+            )
 
 
 class LogMelBackbone(Backbone):
@@ -74,11 +112,32 @@ class LogMelBackbone(Backbone):
             f_min=config.f_min,
             f_max=config.f_max,
         )
+        if config.mel_scale == "htk":
+            self.frontend.mel_bank = mel_bank(
+                config.n_mels, config.n_fft, config.sample_rate, config.f_min, config.f_max, "htk"
+            )
+        self.dct: torch.Tensor
+        self.register_buffer(
+            "dct", dct_matrix(config.n_mels, min(config.n_ceps, config.n_mels)), persistent=False
+        )  # (n_ceps, n_mels)
 
     def forward_features(self, wave: torch.Tensor) -> torch.Tensor:
-        """Waveforms ``(B, N)`` → log-mel frames ``(B, T, n_mels)`` in dB."""
-        frames = self.frontend(wave).transpose(1, 2)  # (B, T, n_mels)
-        return self._maybe_augment(frames, time_dim=1, freq_dim=2)
+        """Waveforms ``(B, N)`` → tokens ``(B, L, D)`` of the configured view.
+
+        ``logmel``: log-mel frames ``(B, T, n_mels)`` in dB; ``cepstrum`` ``(B, T, n_ceps)``;
+        ``shape`` ``(B, T, 11)``; ``modulation`` ``(B, W, 5 · mod_bands)`` (one per window).
+        """
+        c = self.config
+        if c.view == "shape":
+            wave = wave.float()
+            spec = centred_stft(wave, self.frontend.window, c.n_fft, c.hop_length)
+            return shape_tokens(spec.real.square() + spec.imag.square(), c.sample_rate)
+        mel = self.frontend(wave)  # (B, n_mels, T)
+        if c.view == "cepstrum":
+            return torch.matmul(self.dct, mel).transpose(1, 2)
+        if c.view == "modulation":
+            return modulation_tokens(mel, c.sample_rate / c.hop_length, c.mod_bands, c.mod_window)
+        return self._maybe_augment(mel.transpose(1, 2), time_dim=1, freq_dim=2)
 
     def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
         """Frames ``(B, T, F)`` → per-band statistics ``(B, 3F)``: mean, std, max over time."""
@@ -117,7 +176,7 @@ def logmel(
         name="logmel",
         sample_rate=config.sample_rate,
         input_kind="fbank",
-        embed_dim=3 * config.n_mels,
+        embed_dim=3 * view_dim(config.view, config.n_mels, config.n_ceps, config.mod_bands),
         source="none (weight-free log-mel statistics)",
         frontend={
             "type": "logmel-db",
@@ -125,7 +184,8 @@ def logmel(
             "n_fft": config.n_fft,
             "hop_length": config.hop_length,
             "n_mels": config.n_mels,
-            "mel_scale": "slaney",
+            "mel_scale": config.mel_scale,
+            "view": config.view,
             "f_min": config.f_min,
             "f_max": config.f_max,
             "pooling": "mean|std|max over time",

@@ -10,12 +10,19 @@ member's, with equal weights. When the proxy task saturates (all members near 1.
 the literature) everything is kept and the ensemble falls back to plain fusion of normalised
 scores, the documented robust choice; a member is dropped only when it is clearly blind to faults
 the others see. Banks smaller than ``min_bank`` keep all members (too little evidence).
+
+``weighting="robust"`` (not in the paper) needs no pseudo-anomalies: every member is kept and
+weighted by ``1 / MAD`` of its leave-one-out z-scores, i.e. the mean fusion of *robust* z-scores
+(median/MAD; the median shift is the same for every clip of a key and changes no ranking). A
+member whose held-out normals are consistent (small MAD) counts more than one where a few
+normals look far away.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
@@ -41,6 +48,9 @@ class SelectionConfig(ConfigBase):
         min_bank: Smallest bank on which members are dropped.
         max_clips: At most this many bank clips are perturbed (evenly spread; bounds the cost).
         seed: Seed of the perturbations.
+        weighting: ``"proxy"`` (keep members within ``tolerance`` of the best proxy AUC, equal
+            weights) or ``"robust"`` (keep all, weights ∝ 1 / MAD of the leave-one-out
+            z-scores; no pseudo-anomalies needed).
     """
 
     enabled: bool = True
@@ -49,8 +59,13 @@ class SelectionConfig(ConfigBase):
     min_bank: int = 4
     max_clips: int = 16
     seed: int = 0
+    weighting: Literal["proxy", "robust"] = "proxy"
 
     def __post_init__(self) -> None:
+        if self.weighting not in ("proxy", "robust"):
+            raise ConfigError(
+                f"selection.weighting must be 'proxy' or 'robust', got {self.weighting!r}"
+            )
         unknown = sorted(set(self.kinds) - set(PSEUDO_KINDS))
         if unknown:
             raise ConfigError(
@@ -151,11 +166,22 @@ def choose_members(
         proxy[name] = per
     n_bank = min((int(np.isfinite(v).sum()) for v in loo), default=0)
     means = {n: p.get("mean") for n, p in proxy.items()}
+    if cfg.enabled and cfg.weighting == "robust" and len(names) > 1:
+        return {"weights": _robust_weights(names, loo), "proxy_auc": proxy,
+                "reason": _ROBUST_REASON.format(n=n_bank)}  # fmt: skip
+    kept = list(names)
     if not cfg.enabled:
-        kept, reason = list(names), "selection disabled: all members, equal weights"
-    elif n_bank < cfg.min_bank or any(m is None for m in means.values()):
-        kept = list(names)
+        reason = "selection disabled: all members, equal weights"
+    elif len(names) < 2:
+        reason = f"one member on a bank of {n_bank} clip(s): nothing to choose"
+    elif n_bank < cfg.min_bank:
         reason = f"bank of {n_bank} clip(s) < {cfg.min_bank}: all members kept, equal weights"
+    elif any(m is None for m in means.values()):
+        missing = ", ".join(n for n, m in means.items() if m is None)
+        reason = (
+            f"no pseudo-anomaly scores for {missing} (bank of {n_bank} clip(s)): all members "
+            "kept, equal weights"
+        )
     else:
         best = max(float(m) for m in means.values() if m is not None)
         kept = [n for n in names if float(means[n] or 0.0) >= best - cfg.tolerance]
@@ -167,3 +193,27 @@ def choose_members(
         )
     weights = {n: (1.0 / len(kept) if n in kept else 0.0) for n in names}
     return {"weights": weights, "proxy_auc": proxy, "reason": reason}
+
+
+_ROBUST_REASON = (
+    "robust weighting on a bank of {n} clip(s): every member kept, weight ∝ 1/MAD of its "
+    "leave-one-out z-scores (no pseudo-anomalies)"
+)
+
+
+def _robust_weights(names: Sequence[str], loo: Sequence[np.ndarray]) -> dict[str, float]:
+    """Weights ∝ 1 / MAD of each member's finite leave-one-out scores (sum 1).
+
+    A member with fewer than 3 finite scores, or a MAD of 0, gets the median weight of the
+    others (equal weights when none is defined).
+    """
+    inv: list[float | None] = []
+    for v in loo:
+        a = np.asarray(v, dtype=np.float64)
+        a = a[np.isfinite(a)]
+        mad = float(np.median(np.abs(a - np.median(a)))) * 1.4826 if a.size >= 3 else 0.0
+        inv.append(1.0 / mad if mad > 1e-12 else None)
+    known = [x for x in inv if x is not None]
+    fill = float(np.median(known)) if known else 1.0
+    w = np.array([fill if x is None else x for x in inv])
+    return {n: float(x) for n, x in zip(names, w / w.sum())}
