@@ -326,30 +326,25 @@ class BaseDetector(ABC):
         return out
 
     def normalise(self, scores: np.ndarray | Sequence[float], key: Key | str) -> np.ndarray:
-        """Normalised scores (M,): 1.0 at the threshold, above 1 exactly when anomalous.
+        """Normalised scores (M,): 0 = the median normal clip, 1.0 = the threshold.
 
-        ``(score − m) / (threshold − m)`` with ``m`` the median held-out normal score of the
-        key, so a typical normal clip is near 0 and the threshold is 1 on every machine (raw
-        scores differ by orders of magnitude between kinds and machines). Decisions stay those of
-        :meth:`decide`: a value is nudged to exactly 1.0 where rounding would disagree.
+        :func:`stetho.scoring.calibration.normalised_score` on the key's held-out normal scores
+        (linear up to the threshold, logarithmic above it), so every machine and kind shares one
+        scale; above 1 exactly when :meth:`decide` says anomalous. NaN where the key has no
+        finite threshold or no held-out scores.
         """
+        from stetho.scoring.calibration import normalised_score
+
         k = as_key(key)
         raw = np.asarray(scores, dtype=np.float64).reshape(-1)
         thr = self.thresholds.get(k)
-        if thr is None or not np.isfinite(thr):
-            return np.full(raw.shape, np.nan)
         held = self.held_out.get(k)
-        finite = held.scores[np.isfinite(held.scores)] if held is not None else np.zeros(0)
-        mid = float(np.median(finite)) if finite.size else 0.0
-        span = thr - mid
-        if not span > 0:
-            span = max(abs(thr), 1e-12)
-            mid = thr - span
-        out = (raw - mid) / span
-        dec = self.decide(raw, k).astype(bool)
-        out[dec & (out <= 1.0)] = np.nextafter(1.0, 2.0)
-        out[~dec & (out > 1.0)] = 1.0
-        return out
+        if thr is None or not np.isfinite(thr) or held is None:
+            return np.full(raw.shape, np.nan)
+        try:
+            return np.asarray(normalised_score(raw, held.scores, thr), dtype=np.float64)
+        except ValueError:  # no finite held-out score
+            return np.full(raw.shape, np.nan)
 
     def predict_files(
         self,
