@@ -41,22 +41,27 @@ def add_set_option(p: argparse.ArgumentParser, help: str = "config overrides") -
 
 
 def load_detector(args: argparse.Namespace) -> Any:
-    """Load ``--detector`` (with ``--checkpoint`` if the backbone weights moved, on ``--device``;
-    ``--trust-checkpoint`` is the only way to allow a pickled checkpoint).
+    """Load ``--detector`` of any kind (:func:`stetho.load_detector`).
 
-    Any saved scorer folder works (k-NN detector or autoencoder baseline); with ``--engine
-    onnxruntime`` a folder written by ``stetho export``.
+    ``--checkpoint`` if the backbone weights moved, ``--device``; ``--trust-checkpoint`` is the
+    only way to allow a pickled checkpoint. ``--engine onnxruntime[-int8]`` requires a folder
+    written by ``stetho export`` (every command also accepts such a folder without it).
     """
+    from stetho.detector import DetectorError
+    from stetho.detector import load_detector as load
+
     engine = getattr(args, "engine", "torch")
-    if engine != "torch":
-        from stetho.deploy import OnnxDetector
-
-        return OnnxDetector.load(args.detector, int8=engine.endswith("int8"))
-    from stetho.detector import load_scorer
-
-    return load_scorer(
+    det = load(
         args.detector,
-        device=args.device,
-        checkpoint=args.checkpoint,
+        device=getattr(args, "device", "cpu"),
+        checkpoint=getattr(args, "checkpoint", None),
         trust_checkpoint=bool(getattr(args, "trust_checkpoint", False)),
+        int8=engine.endswith("int8"),
     )
+    if engine != "torch" and det.kind != "onnx":
+        raise DetectorError(
+            f"{args.detector} is a {det.kind} detector, not an ONNX export: export it with "
+            f"`stetho export {args.detector} EDGE_DIR` and pass --detector EDGE_DIR, or drop "
+            "--engine"
+        )
+    return det

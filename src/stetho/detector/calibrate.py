@@ -32,6 +32,7 @@ __all__ = [
     "calibrate_folder",
     "identity",
     "load_for_calibration",
+    "save_verified",
 ]
 
 logger = logging.getLogger(__name__)
@@ -126,28 +127,13 @@ def calibrate_folder(
     Returns:
         The calibrated detector (saved).
     """
-    import shutil
-    import tempfile
-
-    from stetho.utils.artifact import check_replaceable, publish_folder
-
     detector = load_for_calibration(
         detector_dir, device=device, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint
     )
     before = detector.version
     calibrate(detector, files, mode=mode, note=note, progress=progress)
     dest = Path(out) if out is not None else Path(detector_dir)
-    check_replaceable(dest, detector.format)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".new", dir=dest.parent))
-    try:
-        detector.save(staging / "detector")
-        load_detector(
-            staging / "detector", checkpoint=checkpoint, trust_checkpoint=trust_checkpoint
-        )
-        publish_folder(staging / "detector", dest, detector.format, manifest=False)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    save_verified(detector, dest, checkpoint=checkpoint, trust_checkpoint=trust_checkpoint)
     logger.info(
         "detector %s calibrated: version %d -> %d, saved to %s",
         detector.detector_id,
@@ -156,3 +142,34 @@ def calibrate_folder(
         dest,
     )
     return detector
+
+
+def save_verified(
+    detector: BaseDetector,
+    dest: str | os.PathLike[str],
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    trust_checkpoint: bool = False,
+) -> Path:
+    """Save ``detector`` beside ``dest``, load it back (every file checked), then rename it into
+    place: a working detector at ``dest`` is never replaced by one that does not load."""
+    import shutil
+    import tempfile
+
+    from stetho.utils.artifact import check_replaceable, publish_folder
+
+    target = Path(dest)
+    check_replaceable(target, detector.format)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".new", dir=target.parent))
+    try:
+        source = getattr(detector, "source", None)
+        detector.save(staging / "detector")
+        load_detector(
+            staging / "detector", checkpoint=checkpoint, trust_checkpoint=trust_checkpoint
+        )
+        detector.source = source
+        publish_folder(staging / "detector", target, detector.format, manifest=False)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
