@@ -161,3 +161,31 @@ RATE_CHANNEL_BOMBS: dict[str, tuple[float, int, int]] = {
 #: mtime (``cp -p``, ``rsync -a``, ``mv``) while the monitor was stopped, a file whose scoring
 #: raises (MemoryError) before a good one.
 FOLDER_CASES = ("paused_writer_final_header", "paused_writer_open_header", "old_mtime", "raises")
+
+#: HTTP bodies declared large and sent slowly (#22 item 5), ``case → declared Content-Length``:
+#: five 50 MiB bodies and one of 6 MiB fill a 256 MiB budget reserved by declared length; the
+#: service reserves what arrives and cuts bodies slower than its minimum rate with 408.
+SLOW_BODIES: dict[str, int] = {
+    **{f"slow_50mib_{i}": 50 * 2**20 for i in range(5)},
+    "slow_6mib": 6 * 2**20,
+}
+
+#: Range bounds outside years 1..9999 once converted to UTC (#22 item 6): clamped, never a 500.
+EXTREME_DATES = (
+    "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59-14:00",
+    "0001-01-01T00:00:00Z",
+    "9999-12-31T23:59:59.999999Z",
+)
+
+
+def corrupt_sqlite(path: Path, first_page: int = 10, every: int = 3, page: int = 4096) -> Path:
+    """Damage every ``every``-th page of an SQLite file from ``first_page`` on (a disk or a
+    copy gone wrong), leaving the header and schema pages readable (#22 item 6)."""
+    data = bytearray(path.read_bytes())
+    if len(data) <= (first_page + 1) * page:
+        raise ValueError(f"{path}: too small to damage past page {first_page} ({len(data)} B)")
+    for at in range(first_page * page, len(data) - page, every * page):
+        data[at + 100 : at + 600] = b"\xa5" * 500
+    path.write_bytes(bytes(data))
+    return path

@@ -3,8 +3,10 @@
 One server (SQLite store, alarm rule 2 of 3, 2 s timeouts) is shared by the module: valid audio
 scores like ``stetho detect``; oversize, hour-long and non-audio bodies are refused without
 harm; 50 concurrent clients are served with 0 failures; idle, slow and vanishing clients neither
-hold the server nor print tracebacks; an alarm opens and closes; the dashboard renders in
-headless Chromium.
+hold the server nor print tracebacks; an alarm opens and closes; a monitor in this process and
+the server write one store and agree on alarms; the dashboard renders in headless Chromium.
+Another server shows that the header deadline is not ``--timeout`` and that a corrupted store
+gives 503.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ class Service:
     proc: subprocess.Popen[str]
     stderr: Path
     detector_dir: Path
+    db: Path
 
     def rss_mb(self) -> float:
         text = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -74,6 +77,8 @@ def service(detector: Detector, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "0",
         "--timeout",
         str(TIMEOUT_S),
+        "--header-timeout",
+        str(TIMEOUT_S),
         "--max-body-mb",
         "1",
         "--max-seconds",
@@ -92,7 +97,7 @@ def service(detector: Detector, tmp_path_factory: pytest.TempPathFactory) -> Ite
         line = proc.stdout.readline()  # printed once the socket listens and detectors are loaded
         match = re.search(r"http://127\.0\.0\.1:\d+", line)
         assert match, f"no URL in {line!r}; stderr: {stderr.read_text()}"
-        svc = Service(match.group(0), proc, stderr, det_dir)
+        svc = Service(match.group(0), proc, stderr, det_dir, root / "plant.db")
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -246,14 +251,16 @@ def test_idle_slow_and_vanishing_clients(service: Service) -> None:
     assert "Traceback" not in service.stderr.read_text()
 
 
-def _waves(serving_data: tuple[Path, ClipTable], det: Detector) -> tuple[bytes, bytes]:
-    """A WAV the detector finds anomalous for valve/00 and one it finds normal."""
+def _waves(
+    serving_data: tuple[Path, ClipTable], det: Detector, machine: str = "valve"
+) -> tuple[bytes, bytes]:
+    """A WAV the detector finds anomalous for ``machine``/00 and one it finds normal."""
     _, table = serving_data
     rng = np.random.default_rng(0)
-    candidates = [load_audio(c.path)[0] for c in table.filter(machine="valve")]
+    candidates = [load_audio(c.path)[0] for c in table.filter(machine=machine)]
     candidates += [rng.normal(0, a, 16000).astype(np.float32) for a in (0.05, 0.2, 0.5)]
-    scores = det.score_waveforms(candidates, "valve", "00")
-    dec = det.decide(scores, ("valve", "00"))
+    scores = det.score_waveforms(candidates, machine, "00")
+    dec = det.decide(scores, (machine, "00"))
     assert dec.min() == 0 and dec.max() == 1, scores
 
     def wav(x: np.ndarray) -> bytes:
@@ -289,6 +296,132 @@ def test_alarm_opens_and_closes_and_metrics_follow(
         'stetho_alarm_open{machine="valve",section="00"} 1.0'
         in httpx.get(service.url + "/metrics").text
     )
+
+
+def _wait(pred: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_serve_and_a_monitor_on_one_store_agree_on_alarms(
+    service: Service, serving_data: tuple[Path, ClipTable], tmp_path: Path
+) -> None:
+    """#22 item 7: serve closed the monitor's alarm; the monitor then counted its anomalous
+    windows into the closed alarm and never opened a new one."""
+    from stetho.serving.monitor import Monitor
+    from stetho.serving.monitor_config import MonitorConfig
+    from stetho.store import ScoreStore
+
+    bad, good = _waves(serving_data, Detector.load(service.detector_dir), "fan")
+    key = {"machine": "fan", "section": "00"}
+    for _ in range(3):  # whatever earlier tests left: the last 3 fan windows normal, no alarm
+        assert _post(service.url, good, **key).status_code == 200
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    cfg = MonitorConfig.from_dict(
+        {
+            "detector": str(service.detector_dir),
+            "db": str(service.db),
+            "alarm": {"k": 2, "n": 3, "clear_k": 0},  # the server's rule
+            "poll_seconds": 0.05,
+            "status_seconds": 0,
+            "sources": [
+                {"kind": "folder", "path": str(inbox), "machine": "fan", "settle_seconds": 0}
+            ],
+        }
+    )
+    source = f"folder:{inbox}"
+
+    def drop(name: str) -> None:  # written beside the inbox, then moved in whole
+        (tmp_path / name).write_bytes(bad)
+        (tmp_path / name).rename(inbox / name)
+
+    def monitor_rows() -> int:
+        return sum(r.source == source for r in store.scores("fan"))
+
+    with ScoreStore.open(service.db) as store:
+        monitor = Monitor(cfg, store)
+        thread = threading.Thread(target=monitor.run, daemon=True)
+        thread.start()
+        try:
+            for name in ("a.wav", "b.wav"):
+                drop(name)
+            _wait(lambda: monitor_rows() == 2, "the monitor's first two windows")
+            assert monitor.stats[source].alarms_opened == 1
+            events = [_post(service.url, good, **key).json()["alarm"] for _ in range(3)]
+            assert events == [None, None, "closed"]  # serve closes the monitor's alarm
+            for name in ("c.wav", "d.wav"):
+                drop(name)
+            _wait(lambda: monitor_rows() == 4, "the monitor's next two windows")
+        finally:
+            monitor.stop()
+            thread.join(60)
+        assert monitor.stats[source].alarms_opened == 2  # a new alarm, not the closed one
+        newest = store.alarms(machine="fan", newest_first=True)[0]
+        assert newest.closed is None and newest.n_windows == 2
+    (fan,) = [
+        m
+        for m in httpx.get(service.url + "/v1/machines").json()["machines"]
+        if m["machine"] == "fan"
+    ]
+    assert fan["alarm_open"] is True
+    assert (
+        'stetho_alarm_open{machine="fan",section="00"} 1.0'
+        in httpx.get(service.url + "/metrics").text
+    )
+
+
+def test_header_deadline_is_not_the_body_timeout_and_a_corrupted_store_is_a_503(
+    tmp_path: Path,
+) -> None:
+    """#22 items 5 and 6: `--timeout` no longer sets the header deadline (default 10 s); a
+    store with corrupted pages answers 503 with a plain message, not 500 with its SQL."""
+    from datetime import UTC, datetime, timedelta
+
+    from stetho.store import ScoreRow, ScoreStore
+    from tests.badinput import corrupt_sqlite
+
+    db = tmp_path / "plant.db"
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    with ScoreStore.open(db) as store:
+        store.add_scores(
+            [
+                ScoreRow(t0 + timedelta(seconds=i), "fan", "00", "t", 0.0, 1.0, 0.1, 1.0, 0, "d", 1)
+                for i in range(3000)
+            ]
+        )
+    corrupt_sqlite(db)
+    cmd = _stetho(
+        "serve", "--db", str(db), "--port", "0", "--timeout", "300", "--header-timeout", "1"
+    )
+    err_path = tmp_path / "stderr.txt"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=_env())
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline())
+        assert match, err_path.read_text()
+        url = match.group(0)
+        host, port = url.removeprefix("http://").split(":")
+        slow = socket.create_connection((host, int(port)))
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never ends its headers
+        t0_wait = time.monotonic()
+        assert _closed_within(slow, 60)  # far below --timeout 300
+        assert time.monotonic() - t0_wait < 60
+        slow.close()
+        got = httpx.get(url + "/v1/machines", timeout=30)
+        assert got.status_code == 503, got.text
+        assert "cannot be read" in got.json()["error"] and "SELECT" not in got.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert rc == 0, err_path.read_text()
 
 
 def _chromium() -> str:

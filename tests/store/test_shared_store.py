@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from stetho.store import AlarmRule, AlarmTracker, ScoreRow, ScoreStore, StoreError
+from tests.badinput import EXTREME_DATES, corrupt_sqlite
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 RULE = AlarmRule(k=2, n=3, clear_k=0)
@@ -126,12 +127,7 @@ def test_a_corrupted_sqlite_file_fails_the_check_and_reads_are_store_errors(
     with ScoreStore.open(path) as store:
         store.add_scores([_row(i, i % 3 == 0, "t") for i in range(3000)])
         assert store.check() == []
-    data = bytearray(path.read_bytes())
-    page = 4096
-    assert len(data) > 20 * page
-    for at in range(10 * page, len(data) - page, 3 * page):  # damage every third page past 10
-        data[at + 100 : at + 600] = b"\xa5" * 500
-    path.write_bytes(bytes(data))
+    corrupt_sqlite(path)
     with ScoreStore.open(path) as store:
         problems = store.check()
         assert len(problems) == 1 and "corrupted" in problems[0] and str(path) in problems[0]
@@ -146,8 +142,8 @@ def test_a_corrupted_sqlite_file_fails_the_check_and_reads_are_store_errors(
 def test_extreme_range_bounds_are_clamped_not_errors(store_url: str) -> None:
     with ScoreStore.open(store_url) as store:
         store.add_scores([_row(i, False, "t") for i in range(3)])
-        early = datetime.fromisoformat("0001-01-01T00:00:00+14:00")  # before year 1 in UTC
-        late = datetime.fromisoformat("9999-12-31T23:59:59-14:00")  # after year 9999 in UTC
+        early = datetime.fromisoformat(EXTREME_DATES[0])  # before year 1 in UTC
+        late = datetime.fromisoformat(EXTREME_DATES[1])  # after year 9999 in UTC
         assert len(store.scores("fan", start=early, end=late)) == 3
         assert store.scores("fan", end=early) == []
         assert len(store.daily_summary("fan", start=early, end=late)) == 1

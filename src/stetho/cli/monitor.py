@@ -25,7 +25,11 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
         problems = monitor.check()
         for line in problems:
             print(f"problem: {line}")
-        print(f"{len(cfg.sources)} source(s), {len(problems)} problem(s); store {cfg.db} ok")
+        store_ok = not any(line.startswith("store:") for line in problems)
+        print(
+            f"{len(cfg.sources)} source(s), {len(problems)} problem(s); store {cfg.db} "
+            + ("ok" if store_ok else "NOT ok")
+        )
         return 1 if problems else 0
 
     def stop(signum: int, _frame: Any) -> None:
@@ -49,10 +53,13 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from stetho.detector import DetectorError, calibrate
-    from stetho.detector.calibrate import load_for_calibration
+    from stetho.detector.calibrate import load_for_calibration, save_verified
     from stetho.serving.files import KeyResolutionError, expand_paths, resolve_key
 
-    det = load_for_calibration(args.detector, device=args.device, checkpoint=args.checkpoint)
+    trust = bool(getattr(args, "trust_checkpoint", False))
+    det = load_for_calibration(
+        args.detector, device=args.device, checkpoint=args.checkpoint, trust_checkpoint=trust
+    )
     files: dict[tuple[str, str], list[Path]] = {}
     problems = []
     for path, problem in expand_paths(args.normal_dir):
@@ -77,7 +84,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         note=f"stetho calibrate {' '.join(map(str, args.normal_dir))}",
         progress=sys.stderr.isatty(),
     )
-    dest = det.save(args.out or args.detector)
+    dest = save_verified(
+        det, args.out or args.detector, checkpoint=args.checkpoint, trust_checkpoint=trust
+    )
     for m, s in sorted(files):
         print(
             f"{m}/{s}: {len(files[(m, s)])} normal recording(s), threshold "

@@ -15,13 +15,12 @@ Endpoints (OpenAPI at ``/docs`` and ``/openapi.json``):
 * the first server's routes stay as aliases: ``POST /score``, ``GET /info``, ``GET /health``.
 
 Every error is JSON ``{"error": "…"}`` with its status (400, 404, 405, 408, 413, 415, 422, 500,
-503).
+503); a 500 (a bug) and every error that leaves a body unread also say ``Connection: close``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -37,14 +36,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import stetho
-from stetho.serving.body import ClientGone, check_content_type, drain, form_file, read_body
+from stetho.serving.body import (
+    BodyPace,
+    ClientGone,
+    check_content_type,
+    drain,
+    form_file,
+    read_body,
+)
 from stetho.serving.decode import RequestError, decode_pcm, decode_upload
 from stetho.serving.files import normalize_section
 from stetho.serving.metrics import ServiceMetrics
-from stetho.utils.errors import StethoError, error_message
+from stetho.store.rows import as_utc
+from stetho.utils.errors import NotFoundError, StethoError, error_message
 
 if TYPE_CHECKING:
     from stetho.serving.service import ScoringService
+    from stetho.store import ScoreStore
 
 __all__ = ["create_app"]
 
@@ -94,50 +102,66 @@ class _MetricsMiddleware:
             self.metrics.observe_request(method, label, status, time.perf_counter() - start)
 
 
+class _Ticket:
+    """The bytes one admitted request holds (its body as received so far)."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = 0
+
+
 class _Admission:
     """Bounded admission and a semaphore for decoding + scoring.
 
-    A request is admitted while fewer than ``concurrency + queue`` are in and the bodies of those
-    in (their Content-Length, or the body cap when unknown) fit in ``budget`` bytes: memory stays
-    bounded however many clients connect, and many small uploads can wait at once.
+    A request is admitted while fewer than ``concurrency + queue`` are in. Its body is then
+    reserved as it arrives, chunk by chunk: while the bodies received by the requests in fit in
+    ``budget`` bytes it goes on, beyond that it gets 503. A declared Content-Length reserves
+    nothing, so clients declaring large bodies and sending them slowly (also cut by the body's
+    minimum rate) cannot keep others out; memory stays bounded however many clients connect.
     """
 
-    def __init__(
-        self, concurrency: int, queue: int, timeout: float, budget: int, max_body: int
-    ) -> None:
+    def __init__(self, concurrency: int, queue: int, timeout: float, budget: int) -> None:
         self.capacity = concurrency + queue
-        self.budget = max(budget, max_body)
-        self.max_body = max_body
+        self.budget = budget
         self.admitted = 0
-        self.pending = 0  # bytes reserved by admitted requests
+        self.pending = 0  # bytes received by admitted requests
         self.timeout = timeout
         self.slots = asyncio.Semaphore(concurrency)
 
-    def enter(self, content_length: str | None) -> int:
-        """Admit a request; returns the bytes reserved for it (give them to :meth:`leave`)."""
-        try:
-            cost = min(int(content_length or ""), self.max_body)
-        except ValueError:
-            cost = self.max_body
-        cost = max(cost, 0)
-        if self.admitted >= self.capacity or self.pending + cost > self.budget:
-            raise RequestError(
-                503,
-                f"server busy: {self.admitted} scoring requests in progress or waiting "
-                f"({self.pending / 2**20:.1f} MiB; limits {self.capacity} requests, "
-                f"{self.budget / 2**20:g} MiB); retry shortly",
-                {"Retry-After": "1"},
-            )
-        self.admitted += 1
-        self.pending += cost
-        return cost
+    def _busy(self) -> RequestError:
+        return RequestError(
+            503,
+            f"server busy: {self.admitted} scoring requests in progress or waiting "
+            f"({self.pending / 2**20:.1f} MiB received; limits {self.capacity} requests, "
+            f"{self.budget / 2**20:g} MiB); retry shortly",
+            {"Retry-After": "1", "Connection": "close"},
+        )
 
-    def leave(self, cost: int) -> None:
+    def enter(self) -> _Ticket:
+        """Admit a request (503 when ``concurrency + queue`` are in); give the ticket to
+        :meth:`reserve` for each chunk of its body and to :meth:`leave` at the end."""
+        if self.admitted >= self.capacity:
+            raise self._busy()
+        self.admitted += 1
+        return _Ticket()
+
+    def reserve(self, ticket: _Ticket, nbytes: int) -> None:
+        """Hold ``nbytes`` more for ``ticket`` (503 when the budget is spent)."""
+        if self.pending + nbytes > self.budget:
+            raise self._busy()
+        self.pending += nbytes
+        ticket.held += nbytes
+
+    def leave(self, ticket: _Ticket) -> None:
         self.admitted -= 1
-        self.pending -= cost
+        self.pending -= ticket.held
+        ticket.held = 0
 
 
 def _parse_time(text: str | None, name: str) -> datetime | None:
+    """An ISO 8601 query time as aware UTC (naive: UTC); times beyond years 1..9999 in UTC
+    (``0001-01-01T00:00:00+14:00``) are clamped to the first/last representable instant."""
     if text is None:
         return None
     try:
@@ -146,7 +170,7 @@ def _parse_time(text: str | None, name: str) -> datetime | None:
         raise RequestError(
             422, f"{name}={text!r} is not an ISO 8601 time (e.g. 2026-01-31T12:00:00Z)"
         ) from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    return as_utc(t if t.tzinfo else t.replace(tzinfo=UTC), name)
 
 
 def _section(section: str | None) -> str | None:
@@ -188,18 +212,28 @@ class _ScoreEndpoint:
             limits.max_concurrency,
             limits.max_queue,
             limits.queue_timeout,
-            int(limits.max_pending_mb * 2**20),
-            limits.max_body_bytes,
+            max(int(limits.max_pending_mb * 2**20), limits.max_body_bytes),
+        )
+        self.pace = BodyPace(
+            limits.body_timeout, limits.min_body_rate_kib * 1024, limits.body_grace
         )
 
-    async def _admit(self, request: Request) -> int:
+    async def _refuse_busy(self, request: Request, err: RequestError) -> RequestError:
+        """Count a 503 and drop what the client still sends (at the minimum rate), so that it
+        reads the reply rather than a reset connection."""
+        self.metrics.rejected.labels("busy").inc()
+        await drain(request, None, self.pace)
+        return err
+
+    async def _read(self, request: Request, ticket: _Ticket) -> bytes:
+        def reserve(n: int) -> None:
+            self.admission.reserve(ticket, n)
+
         try:
-            return self.admission.enter(request.headers.get("content-length"))
-        except RequestError:
-            self.metrics.rejected.labels("busy").inc()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.limits.body_timeout):
-                    await drain(request, None)
+            return await read_body(request, self.limits.max_body_bytes, self.pace, reserve)
+        except RequestError as err:
+            if err.status == 503:  # drained by read_body
+                self.metrics.rejected.labels("busy").inc()
             raise
 
     async def _run(self, entry: Any, key: tuple[str, str], *args: Any) -> dict[str, Any]:
@@ -226,12 +260,15 @@ class _ScoreEndpoint:
     ) -> Response:
         """``key`` = (machine, section, detector) from the query; ``pcm`` = (rate, format,
         channels, channel)."""
-        cost = await self._admit(request)
+        try:
+            ticket = self.admission.enter()
+        except RequestError as err:
+            raise await self._refuse_busy(request, err) from None
         limits = self.limits
         try:
             machine, section, detector = key
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            body = await read_body(request, limits.max_body_bytes, limits.body_timeout)
+            body = await self._read(request, ticket)
             check_content_type(ctype, pcm[0] is not None)
             if ctype == "multipart/form-data":
                 body, fields = await form_file(request, body, limits.max_body_bytes)
@@ -250,7 +287,7 @@ class _ScoreEndpoint:
                 self.metrics.rejected.labels("timeout" if err.status == 408 else "too_large").inc()
             raise
         finally:
-            self.admission.leave(cost)
+            self.admission.leave(ticket)
 
 
 def create_app(service: ScoringService) -> FastAPI:
@@ -268,6 +305,7 @@ def create_app(service: ScoringService) -> FastAPI:
     app.add_middleware(_MetricsMiddleware, metrics=metrics)
     _install_error_handlers(app)
     _score = _ScoreEndpoint(service, metrics)
+    app.state.admission = _score.admission  # requests admitted and bytes held (introspection)
 
     @app.post(
         "/v1/score", openapi_extra=_SCORE_DOC, tags=["scoring"], summary="Score one recording"
@@ -324,6 +362,21 @@ def _decode_and_score(
     else:
         wave, seconds = decode_pcm(body, rate, fmt, channels, channel, sr, limits.max_seconds)
     return service.score(entry, key, wave, seconds)
+
+
+def _known_machine(service: ScoringService, machine: str) -> ScoreStore:
+    """The store, after checking that ``machine`` has history or a detector (else 404)."""
+    store = service.require_store()
+    if store.has_machine(machine):
+        return store
+    known = {m for e in service.registry for m, _ in e.keys}
+    if machine in known:
+        return store
+    stored = sorted({st.machine for st in store.machines()} | known)
+    raise NotFoundError(
+        f"unknown machine {machine!r}: nothing stored and no detector has it; known: "
+        f"{', '.join(stored) or 'none'}"
+    )
 
 
 def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
@@ -391,8 +444,9 @@ def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
         to: Annotated[str | None, Query(description="ISO 8601 end")] = None,
         limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
     ) -> dict[str, Any]:
-        """Scores of a machine, oldest first, optionally within [from, to]."""
-        store = service.require_store()
+        """Scores of a machine, oldest first, optionally within [from, to]; 404 for a machine
+        with no history that no detector knows."""
+        store = _known_machine(service, machine)
         start, end = _parse_time(from_, "from"), _parse_time(to, "to")
         rows = store.scores(machine, section=_section(section), start=start, end=end, limit=limit)
         return {"machine": machine, "scores": [_row_json(r) for r in rows]}
@@ -405,7 +459,7 @@ def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
         to: str | None = None,
     ) -> dict[str, Any]:
         """Per UTC day: number of scores, mean, max and anomalous count."""
-        store = service.require_store()
+        store = _known_machine(service, machine)
         days = store.daily_summary(
             machine,
             section=_section(section),
@@ -422,7 +476,7 @@ def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
         from_: Annotated[str | None, Query(alias="from")] = None,
         to: str | None = None,
     ) -> dict[str, Any]:
-        """Alarm events (opened/closed, peak score), newest store order."""
+        """Alarm events (opened/closed, peak score, windows, detector), newest first."""
         store = service.require_store()
         rows = store.alarms(
             machine=machine,
@@ -430,6 +484,7 @@ def _add_read_routes(app: FastAPI, service: ScoringService) -> None:
             open_only=open_only,
             start=_parse_time(from_, "from"),
             end=_parse_time(to, "to"),
+            newest_first=True,
         )
         return {"alarms": [_row_json(r) for r in rows]}
 
@@ -492,4 +547,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _internal_error(request: Request, err: Exception) -> JSONResponse:
         logger.exception("error while handling %s %s", request.method, request.url.path)
-        return _error(500, f"internal error: {type(err).__name__}: {err}")
+        # the first line only (no SQL, no dumps); Connection: close, as the server closes it
+        lines = str(err).strip().splitlines()
+        text = f"{type(err).__name__}: {lines[0][:300]}" if lines else type(err).__name__
+        return _error(500, f"internal error: {text}; see the server log", {"Connection": "close"})

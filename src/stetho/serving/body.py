@@ -1,15 +1,23 @@
-"""Reading request bodies within limits: size cap, deadline, multipart, content types."""
+"""Reading request bodies within limits: size cap, deadline, minimum rate, multipart, types.
+
+A body must arrive whole within ``timeout`` seconds and, once a ``grace`` period is over, at no
+less than ``min_rate`` bytes per second on average (counted from the end of the grace period):
+a client trickling a byte a second is cut with 408 after about ``grace`` seconds instead of
+holding its connection and its memory for the whole ``timeout``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
 from stetho.serving.decode import RequestError
 
-__all__ = ["ClientGone", "check_content_type", "drain", "form_file", "read_body"]
+__all__ = ["BodyPace", "ClientGone", "check_content_type", "drain", "form_file", "read_body"]
 
 #: Bodies of refused requests up to this size are read and dropped so that the client gets the
 #: error reply rather than a reset connection; larger ones are not read (connection closed).
@@ -23,22 +31,95 @@ class ClientGone(Exception):
     """The client went away while sending its request."""
 
 
-async def drain(request: Request, length: int | None) -> None:
-    """Read and drop at most :data:`_DRAIN_LIMIT` bytes of a refused request's body."""
+@dataclass(frozen=True)
+class BodyPace:
+    """How fast a request body must arrive.
+
+    Attributes:
+        timeout: Seconds for the whole body.
+        min_rate: Bytes per second, on average after ``grace`` (0: no minimum rate).
+        grace: Seconds before the minimum rate applies (a client's slow start, one TCP window).
+    """
+
+    timeout: float
+    min_rate: float = 0.0
+    grace: float = 0.0
+
+    def deadline(self, start: float, received: int) -> float:
+        """The loop time by which more of the body must have arrived, having ``received``
+        bytes of it since ``start``."""
+        end = start + self.timeout
+        if self.min_rate > 0:
+            end = min(end, start + self.grace + received / self.min_rate)
+        return end
+
+    def too_slow(self, received: int, elapsed: float) -> RequestError:
+        """The 408 for a body cut after ``elapsed`` seconds."""
+        if elapsed >= self.timeout or self.min_rate <= 0:
+            why = f"not received within {self.timeout:g} s"
+        else:
+            why = (
+                f"arriving slower than {self.min_rate / 1024:g} KiB/s after {self.grace:g} s "
+                "(server option --min-body-rate-kib)"
+            )
+        return RequestError(
+            408,
+            f"request body {why} (received {received} bytes in {elapsed:.1f} s)",
+            {"Connection": "close"},
+        )
+
+
+async def drain(
+    request: Request,
+    length: int | None,
+    pace: BodyPace | None = None,
+    chunks: AsyncIterator[bytes] | None = None,
+) -> None:
+    """Read and drop at most :data:`_DRAIN_LIMIT` bytes of a refused request's body (within
+    ``pace``'s deadlines; a slower client is simply left).
+
+    Args:
+        request: The request.
+        length: Its declared Content-Length (more than the limit: nothing is read).
+        pace: Deadlines of the draining (None: none).
+        chunks: The body iterator already started by the caller (``request.stream()`` can be
+            started only once).
+    """
     if length is not None and length > _DRAIN_LIMIT:
         return
     dropped = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
     try:
-        async for chunk in request.stream():
-            dropped += len(chunk)
-            if dropped > _DRAIN_LIMIT:
-                return
-    except ClientDisconnect:
+        async with asyncio.timeout(None if pace is None else pace.deadline(start, 0)) as deadline:
+            async for chunk in chunks if chunks is not None else request.stream():
+                dropped += len(chunk)
+                if dropped > _DRAIN_LIMIT:
+                    return
+                if pace is not None:
+                    deadline.reschedule(pace.deadline(start, dropped))
+    except (ClientDisconnect, TimeoutError):
         pass
 
 
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The request body, within ``limit`` bytes and ``timeout`` seconds (413 / 408 / 400)."""
+async def read_body(
+    request: Request,
+    limit: int,
+    pace: BodyPace | float,
+    on_chunk: Callable[[int], None] | None = None,
+) -> bytes:
+    """The request body, within ``limit`` bytes and the deadlines of ``pace`` (413 / 408 / 400).
+
+    Args:
+        request: The request.
+        limit: Largest body (bytes); larger gets 413.
+        pace: Deadlines (a number: seconds for the whole body, no minimum rate).
+        on_chunk: Called with the size of every chunk received before it is kept (e.g. to
+            reserve memory); a :class:`RequestError` it raises refuses the request (the rest of
+            the body is drained first, so the client reads the reply).
+    """
+    if not isinstance(pace, BodyPace):
+        pace = BodyPace(float(pace))
     length: int | None = None
     if (text := request.headers.get("content-length")) is not None:
         try:
@@ -53,28 +134,39 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
         f"exceeds the limit of {limit} bytes ({limit / 2**20:g} MiB; server option "
         "--max-body-mb)",
     )
+    if length is not None and length > limit:
+        if request.headers.get("expect", "").lower() != "100-continue":
+            await drain(request, length, pace)  # else the client waits for our answer
+        raise too_large
     chunks: list[bytes] = []
     received = 0
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    stream = request.stream()
+    refused: RequestError | None = None
     try:
-        async with asyncio.timeout(timeout):
-            if length is not None and length > limit:
-                if request.headers.get("expect", "").lower() != "100-continue":
-                    await drain(request, length)  # else the client waits for our answer
-                raise too_large
-            async for chunk in request.stream():
+        async with asyncio.timeout(pace.deadline(start, 0)) as deadline:
+            async for chunk in stream:
                 received += len(chunk)
                 if received > limit:
-                    await drain(request, None)
-                    raise too_large
+                    refused = too_large
+                    break
+                if on_chunk is not None and chunk:
+                    try:
+                        on_chunk(len(chunk))
+                    except RequestError as err:
+                        refused = err
+                        break
                 chunks.append(chunk)
+                deadline.reschedule(pace.deadline(start, received))
     except TimeoutError:
-        raise RequestError(
-            408,
-            f"request body not received within {timeout:g} s (received {received} bytes)",
-            {"Connection": "close"},
-        ) from None
+        raise pace.too_slow(received, loop.time() - start) from None
     except ClientDisconnect:
         raise ClientGone from None
+    if refused is not None:
+        chunks.clear()
+        await drain(request, None, pace, stream)
+        raise refused
     return b"".join(chunks)
 
 

@@ -7,22 +7,29 @@
 * per machine/section: ``stetho_last_score``, ``stetho_threshold``, ``stetho_last_decision``,
   ``stetho_last_score_timestamp_seconds`` and ``stetho_alarm_open`` (1 while an alarm is open).
   With a store these come from the store at scrape time, so scores written by ``stetho monitor``
-  into the same database show up too; without one, from the scores this process computed.
+  into the same database show up too; without one, from the scores this process computed;
+* ``stetho_build_info{version,python}`` (always 1) and prometheus_client's default collectors:
+  ``process_*`` (CPU, memory, open files; Linux), ``python_info`` and ``python_gc_*``.
 """
 
 from __future__ import annotations
 
 import logging
+import platform
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
+    Info,
     disable_created_metrics,
 )
 from prometheus_client.core import GaugeMetricFamily
@@ -129,6 +136,15 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self.registry.register(_MachineCollector(machine_states))
+        # the process/platform/GC collectors are stateless readers: the default instances serve
+        # any number of registries
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
+        import stetho
+
+        Info("stetho_build", "stetho version", registry=self.registry).info(
+            {"version": stetho.__version__, "python": platform.python_version()}
+        )
         self._lock = threading.Lock()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:

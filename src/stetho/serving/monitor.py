@@ -8,8 +8,10 @@
 Each source runs in its own thread; an exception in one source is logged, shown in the status
 line and the source is restarted after ``retry_seconds`` (doubling up to 5 minutes), while the
 others go on. Every batch of windows is written to the store together with the source's resume
-position in one transaction, and then fed to the :class:`~stetho.store.AlarmTracker`, which opens
-and closes alarm events in the store.
+position and the alarm rule's update in one transaction (:meth:`~stetho.store.ScoreStore.record`):
+the alarm state is read from the database, so a ``stetho serve`` writing the same store is seen.
+Decisions are the detector's own (``scorer.decide``). The status line is written when it changed
+(at most every ``status_seconds``) and once at the end.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,7 +32,7 @@ from stetho.serving.sources import (
     Window,
     make_source,
 )
-from stetho.store import AlarmTracker, ScoreRow, ScoreStore
+from stetho.store import AlarmTracker, ScoreRow, ScoreStore, StoreError
 
 __all__ = ["Monitor", "SourceStats", "load_monitor_config"]
 
@@ -66,7 +68,7 @@ class Monitor:
         cfg: The configuration (paths already resolved, see :func:`load_monitor_config`).
         store: An open store (default: opened from ``cfg.db`` in :meth:`run`, closed after).
         stdin: Stream for the ``stdin`` source (default: ``sys.stdin.buffer``).
-        load: ``load(folder) -> Scorer`` (default: :func:`stetho.detector.load_scorer` on
+        load: ``load(folder) -> Scorer`` (default: :func:`stetho.detector.load_detector` on
             ``cfg.device``).
     """
 
@@ -85,9 +87,9 @@ class Monitor:
         if load is None:
 
             def load(path: Path) -> Any:
-                from stetho.detector import load_scorer
+                from stetho.detector import load_detector
 
-                return load_scorer(path, device=cfg.device)
+                return load_detector(path, device=cfg.device)
 
         self.handles: dict[str, DetectorHandle] = {}
         for s in cfg.sources:
@@ -99,12 +101,14 @@ class Monitor:
         self.tracker: AlarmTracker | None = None
         self._threads: list[threading.Thread] = []
         self._stats_lock = threading.Lock()
+        self._last_status: str | None = None
 
     # ----------------------------------------------------------------------------- running
     def check(self) -> list[str]:
-        """Problems that would stop sources now (detector not loadable, unknown key, missing
-        folder, no sound-card support); empty when every source can start."""
-        problems = []
+        """Problems that would stop sources now (store unreachable or corrupted, detector not
+        loadable, unknown key, missing folder, no sound-card support); empty when every source
+        can start. The store's integrity check reads the whole database."""
+        problems = self._check_store()
         for s in self.cfg.sources:
             handle = self.handles[str(s.detector or self.cfg.detector)]
             try:
@@ -128,6 +132,17 @@ class Monitor:
                         f"{s.label}: pip install 'stetho[sounddevice]' and PortAudio ({err})"
                     )
         return problems
+
+    def _check_store(self) -> list[str]:
+        try:
+            store = self.store if self.store is not None else ScoreStore.open(self.cfg.db)
+        except StoreError as err:
+            return [f"store: {err}"]
+        try:
+            return [f"store: {p}" for p in store.check()]
+        finally:
+            if store is not self.store:
+                store.close()
 
     def stop(self) -> None:
         """Ask every source to stop (:meth:`run` returns soon after)."""
@@ -163,9 +178,13 @@ class Monitor:
             self.stop_event.set()
             for t in self._threads:
                 t.join(timeout=10.0)
-            if self._own_store:
-                store.close()
-                self.store = None
+            try:
+                if self.cfg.status_seconds:  # after the sources stopped: their final counts
+                    self._say_if_changed(say)
+            finally:
+                if self._own_store:
+                    store.close()
+                    self.store = None
         return sum(s.errors for s in self.stats.values())
 
     def _main_loop(self, say: Callable[[str], None]) -> None:
@@ -187,10 +206,16 @@ class Monitor:
                 self.reload_detectors()
             if now >= next_status:
                 next_status = now + self.cfg.status_seconds
-                say(self.status_line())
+                self._say_if_changed(say)
             self.stop_event.wait(min(0.5, self.cfg.poll_seconds))
-        if self.cfg.status_seconds:
-            say(self.status_line())
+
+    def _say_if_changed(self, say: Callable[[str], None]) -> None:
+        """Write the status line when it differs from the last one written (state changes,
+        not the same line every interval)."""
+        line = self.status_line()
+        if line != self._last_status:
+            say(line)
+            self._last_status = line
 
     def reload_detectors(self) -> None:
         """Reload detector folders replaced since they were loaded (e.g. by ``stetho calibrate``)."""
@@ -250,9 +275,13 @@ class Monitor:
         windows: list[Window],
         position: str | None,
     ) -> None:
-        """Store a source's windows and position (one transaction), then update the alarms."""
-        assert self.store is not None and self.tracker is not None
+        """Store a source's windows, its position and the alarm rule's update (one transaction)."""
+        assert self.store is not None
         thr = det.thresholds.get(src.key)
+        decisions: list[int | None] = [None] * len(windows)
+        if thr is not None and windows:  # the detector decides, with its own rule
+            decided = det.scorer.decide([float(w.score) for w in windows], src.key)
+            decisions = [int(d) for d in decided]
         rows = [
             ScoreRow(
                 time=w.time,
@@ -263,16 +292,16 @@ class Monitor:
                 window_end=float(w.t_end),
                 score=float(w.score),
                 threshold=thr,
-                decision=None if thr is None else int(float(w.score) > thr),
+                decision=decision,
                 detector_id=det.id,
                 detector_version=det.version,
             )
-            for w in windows
+            for w, decision in zip(windows, decisions)
         ]
         positions = {src.name: position} if position is not None else None
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                ids = self.store.add_scores(rows, positions=positions)
+                _, events = self.store.record(rows, self.cfg.alarm, positions=positions)
                 break
             except Exception as err:
                 if attempt == WRITE_ATTEMPTS or self.stop_event.is_set():
@@ -280,8 +309,7 @@ class Monitor:
                 logger.warning("source %s: store write failed (%s); retrying", src.name, err)
                 self.stop_event.wait(2.0**attempt)
         stats = self.stats[src.name]
-        for row, new_id in zip(rows, ids):
-            event = self.tracker.update(replace(row, id=new_id))
+        for event in events:
             if event == "opened":
                 stats.alarms_opened += 1
             elif event == "closed":
@@ -302,10 +330,14 @@ class Monitor:
                 last = f"last {st.last_score:.4g} {flag}"
             state = "" if st.state == "running" else f" [{st.state}]"
             parts.append(f"{s.machine}/{s.section} {s.label}: {st.windows} win, {last}{state}")
-        open_alarms = sorted(
-            f"{s.machine}/{s.section}"
-            for s in self.cfg.sources
-            if self.tracker is not None and self.tracker.is_open(s.machine, str(s.section))
-        )
-        parts.append(f"open alarms: {', '.join(dict.fromkeys(open_alarms)) or 'none'}")
+        try:
+            open_alarms = sorted(
+                f"{s.machine}/{s.section}"
+                for s in self.cfg.sources
+                if self.tracker is not None and self.tracker.is_open(s.machine, str(s.section))
+            )
+            alarms = ", ".join(dict.fromkeys(open_alarms)) or "none"
+        except StoreError:  # logged where the sources write; the status line goes on
+            alarms = "unknown (the store cannot be read)"
+        parts.append(f"open alarms: {alarms}")
         return " | ".join(parts)

@@ -1,9 +1,11 @@
 """The scoring service behind the HTTP API: detectors, limits, the score store and alarms.
 
 Transport-free: :mod:`stetho.serving.api` turns requests into calls of :class:`ScoringService`
-and its results into JSON. Scores go to the store (when one is configured) and through the
-store's :class:`~stetho.store.AlarmTracker`; the last score of every machine/section and the
-latest abnormal window (for the dashboard's spectrogram) are also kept in memory.
+and its results into JSON. Decisions are the detector's own (``scorer.decide``); scores go to the
+store (when one is configured) together with the alarm rule's update, in one transaction that
+reads the alarm state from the database (:meth:`~stetho.store.ScoreStore.record`), so a
+``stetho monitor`` writing the same store is seen. The last score of every machine/section and
+the latest abnormal window (for the dashboard's spectrogram) are also kept in memory.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stetho.scoring.threshold import decide
 from stetho.serving.charts import TimelinePoint
 from stetho.serving.decode import RequestError
 from stetho.serving.files import normalize_section
@@ -26,7 +27,7 @@ from stetho.utils.config import ConfigBase
 
 if TYPE_CHECKING:
     from stetho.serving.registry import DetectorEntry, DetectorRegistry
-    from stetho.store import AlarmTracker, ScoreStore
+    from stetho.store import AlarmRule, AlarmTracker, ScoreStore
 
 __all__ = ["AbnormalWindow", "ScoringService", "ServiceLimits"]
 
@@ -45,11 +46,17 @@ class ServiceLimits(ConfigBase):
         max_concurrency: Requests decoding/scoring at once (scoring itself is serialised per
             detector); the others wait.
         max_queue: Requests admitted to wait; beyond ``max_concurrency + max_queue`` 503.
-        max_pending_mb: Bodies of admitted requests (MiB, by Content-Length) beyond which new
-            requests get 503: bounds memory however many clients connect.
+        max_pending_mb: Bodies of admitted requests (MiB, counted as they are received, not by
+            their declared Content-Length) beyond which a request gets 503: bounds memory however
+            many clients connect.
         queue_timeout: Seconds a request may wait for a scoring slot before 503.
         body_timeout: Seconds to receive a whole request body before 408.
-        header_timeout: Seconds to receive a request's headers before the connection is closed.
+        min_body_rate_kib: After ``body_grace`` seconds a body must arrive at this average rate
+            (KiB/s, counted from the end of the grace period) or it is cut with 408; 0 disables.
+        body_grace: Seconds before ``min_body_rate_kib`` applies.
+        header_timeout: Seconds to receive a request's headers before the connection is closed
+            (separate from ``body_timeout``: kept short, so slow-header clients cannot hold the
+            connection slots).
         keepalive_timeout: Seconds an idle keep-alive connection is kept open.
         max_connections: Open connections beyond which a new one gets 503 and is closed.
         backlog: Listen backlog of the socket.
@@ -62,6 +69,8 @@ class ServiceLimits(ConfigBase):
     max_pending_mb: float = 256.0
     queue_timeout: float = 30.0
     body_timeout: float = 30.0
+    min_body_rate_kib: float = 64.0
+    body_grace: float = 5.0
     header_timeout: float = 10.0
     keepalive_timeout: float = 5.0
     max_connections: int = 1000
@@ -76,6 +85,11 @@ class ServiceLimits(ConfigBase):
             raise ValueError("max_concurrency and max_connections must be >= 1, max_queue >= 0")
         if self.backlog < 1:
             raise ValueError(f"backlog must be >= 1, got {self.backlog}")
+        if not (self.min_body_rate_kib >= 0 and self.body_grace >= 0):
+            raise ValueError(
+                f"min_body_rate_kib and body_grace must be >= 0, got {self.min_body_rate_kib} "
+                f"and {self.body_grace}"
+            )
 
     @property
     def max_body_bytes(self) -> int:
@@ -117,10 +131,12 @@ class ScoringService:
         self.limits = limits or ServiceLimits()
         self.store = store
         self.tracker: AlarmTracker | None = None
+        self.alarm_rule: AlarmRule | None = None
         if store is not None:
             from stetho.store import AlarmRule, AlarmTracker
 
-            self.tracker = AlarmTracker(store, alarm_rule or AlarmRule())
+            self.alarm_rule = alarm_rule or AlarmRule()
+            self.tracker = AlarmTracker(store, self.alarm_rule)
         self._write_lock = threading.Lock()
         self._last: dict[tuple[str, str], MachineGauge] = {}
         self._abnormal: dict[tuple[str, str], AbnormalWindow] = {}
@@ -194,8 +210,9 @@ class ScoringService:
                     f"{scorer.sample_rate} Hz): {err}",
                 ) from err
             thr = scorer.thresholds.get(key)
+            # the detector decides (its own rule), serving never compares with the threshold
+            decision = None if thr is None else int(scorer.decide([score], key)[0])
         threshold = None if thr is None else float(thr)
-        decision = None if threshold is None else int(decide([score], threshold)[0])
         now = datetime.now(UTC)
         alarm = self._record(
             (ident, version), key, now, seconds, score, threshold, decision, source
@@ -231,7 +248,7 @@ class ScoringService:
     ) -> str | None:
         event = None
         with self._write_lock:
-            if self.store is not None and self.tracker is not None:
+            if self.store is not None and self.alarm_rule is not None:
                 from stetho.store import ScoreRow
 
                 row = ScoreRow(
@@ -247,9 +264,8 @@ class ScoringService:
                     detector_id=identity[0],
                     detector_version=identity[1],
                 )
-                self.store.add_scores([row])
-                event = self.tracker.update(row)
-                if event:  # the tracker logs the event itself
+                _, (event,) = self.store.record([row], self.alarm_rule)
+                if event:  # the store logs the event itself
                     logger.info("alarm %s for %s/%s (score %.4f)", event, *key, score)
             prev = self._last.get(key)
             alarm_open = prev.alarm_open if prev else False
