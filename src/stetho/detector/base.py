@@ -36,7 +36,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 
@@ -388,7 +388,7 @@ class BaseDetector(ABC):
         ]
 
     # -- fitting, thresholds, calibration (shared) -------------------------------------------
-    def fit(self, clips: Iterable[Clip], *, progress: bool = False) -> BaseDetector:
+    def fit(self, clips: Iterable[Clip], *, progress: bool = False) -> Self:
         """Build every (machine, section) model from normal training clips, and the thresholds.
 
         Raises:
@@ -433,7 +433,7 @@ class BaseDetector(ABC):
         mode: CalibrationMode = "replace",
         note: str | None = None,
         progress: bool = False,
-    ) -> BaseDetector:
+    ) -> Self:
         """Re-fit the models and thresholds of the given keys on new normal recordings.
 
         The result is a new version of the same detector (id kept, version + 1). Checked first,

@@ -47,7 +47,12 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
-from stetho.backbones import Backbone, create_backbone, resolve_checkpoint
+from stetho.backbones import (
+    Backbone,
+    architecture_overrides,
+    create_backbone,
+    resolve_checkpoint,
+)
 from stetho.backbones.checkpoint import cache_dir
 from stetho.config import ExperimentConfig
 from stetho.data import Clip
@@ -454,26 +459,34 @@ class Detector(BaseDetector):
     ) -> Backbone:
         from stetho.backbones.checkpoint import CheckpointError
 
+        cfg_path = src / "config.json"
         try:
+            # dicts read from the folder hold architecture settings only: never trust
+            name = binfo["name"]
+            arch = architecture_overrides(
+                name, binfo.get("extra_config") or {}, source=f"{cfg_path} (backbone.extra_config)"
+            )
             if weights.get("backbone"):
-                backbone = create_backbone(binfo["name"], checkpoint=None, **binfo["extra_config"])
+                backbone = create_backbone(name, checkpoint=None, **arch)
                 load_state(backbone, src / weights["backbone"], strict=True)
             else:
                 path = cls._verified_checkpoint(binfo, cfg, checkpoint)
-                kwargs = dict(cfg.backbone.overrides)
-                if trust:
-                    kwargs["trust_checkpoint"] = True
-                backbone = create_backbone(binfo["name"], checkpoint=str(path), **kwargs)
+                overrides = architecture_overrides(
+                    name,
+                    cfg.backbone.overrides,
+                    source=f"{cfg_path} (experiment.backbone.overrides)",
+                )
+                backbone = create_backbone(
+                    name, checkpoint=str(path), trust_checkpoint=trust, **overrides
+                )
                 if weights.get("adapter"):
                     apply_finetuning(backbone, cfg.finetune)
                     load_lora_state_dict(backbone, read_safetensors(src / weights["adapter"]))
                     merge_lora(backbone)
         except CheckpointError as err:
             raise DetectorError(f"{src}: cannot load the backbone checkpoint: {err}") from err
-        except (KeyError, TypeError) as err:
-            raise DetectorError(
-                f"{src / 'config.json'}: invalid backbone settings ({err!r})"
-            ) from err
+        except (KeyError, TypeError, ValueError) as err:
+            raise DetectorError(f"{cfg_path}: invalid backbone settings ({err})") from err
         if backbone.extra_config() != binfo.get("extra_config"):
             logger.warning(
                 "%s: rebuilt backbone's architecture settings differ from the saved ones", src

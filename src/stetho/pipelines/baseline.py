@@ -20,6 +20,7 @@ from stetho.baselines.autoencoder import (
     train_ae_baseline,
 )
 from stetho.data import ClipTable, scan_dataset
+from stetho.detector.autoencoder import AutoencoderDetector
 from stetho.evaluation import EvaluationResult, evaluate, truth_from_clips
 from stetho.pipelines.common import infer_year, write_evaluation, write_scores
 
@@ -64,13 +65,14 @@ def run_ae_baseline(
     year = infer_year(list(table), year)
     out = Path(out_dir)
     model = train_ae_baseline(train, cfg)
-    model.save(out / "detector")
+    detector = AutoencoderDetector(model)
+    detector.save(out / "detector")
     lacking = sorted(set(test.sections()) - set(model.keys))
     if lacking:
         m, s = lacking[0]
         raise ValueError(f"{m} section {s}: test clips but no training clips")
-    scores = model.score_clips(test)
-    _, decisions = write_scores(model, scores, out / "scores", year, style)
+    scores = detector.score_clips(test)
+    _, decisions = write_scores(detector, scores, out / "scores", year, style)
     result = evaluate(
         scores, truth_from_clips(test), decisions, year=year, system=f"ae_baseline_{mode}"
     )

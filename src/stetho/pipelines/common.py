@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from stetho.config import ExperimentConfig
 from stetho.data import Clip, ClipTable
-from stetho.detector.scorer import Scorer
+from stetho.detector.base import BaseDetector as Scorer
 from stetho.evaluation import EvaluationResult, MetricError, Scores, evaluate, write_submission
 from stetho.evaluation.submission import Decisions
 from stetho.evaluation.truth import Truth
@@ -210,7 +210,7 @@ def knn_validator(
             device=model.device,
             waveform_loader=model.load_waveform,
         )
-        det.fit(train_clips, fit_thresholds=False)
+        det.fit(train_clips)
         keys = set(det.keys)
         usable = [c for c in val_clips if c.key in keys]
         if not usable:

@@ -11,6 +11,8 @@ import numpy as np
 
 from stetho.config import ExperimentConfig
 from stetho.data import Clip, ClipTable, scan_dataset
+from stetho.detector.artifact import DetectorError
+from stetho.detector.base import BaseDetector
 from stetho.detector.detector import Detector
 from stetho.training import build_backbone
 from stetho.utils.io import atomic_write
@@ -44,8 +46,13 @@ def embed_dataset(
             f"no clips of partitions {list(partitions)} / splits {list(splits)} under {root}"
         )
     dest = Path(out)
-    if isinstance(detector_or_cfg, Detector):
-        emb = detector_or_cfg.embed_clips(clips, progress=progress)
+    if isinstance(detector_or_cfg, BaseDetector):
+        emb = np.asarray(detector_or_cfg.embed_files([c.path for c in clips], progress=progress))
+        if emb.dtype == object or emb.ndim != 2:
+            raise DetectorError(
+                f"a {detector_or_cfg.kind} detector has no fixed-size embedding to write "
+                "(its features are per-clip frames); use a few-shot or k-NN detector"
+            )
     else:
         emb = _plain_embeddings(detector_or_cfg, clips, progress)
     with atomic_write(dest / "embeddings.npy", "wb") as fh:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from stetho.config import ExperimentConfig
 from stetho.data import scan_dataset
+from stetho.detector.base import BaseDetector
 from stetho.detector.detector import Detector
-from stetho.detector.ensemble import EnsembleDetector
 from stetho.evaluation import EvaluationResult, Scores, truth_from_clips
 from stetho.pipelines.common import (
     evaluate_partially,
@@ -53,7 +53,7 @@ class RunResult:
     """
 
     out_dir: Path
-    detector: Detector | EnsembleDetector
+    detector: BaseDetector
     train: TrainResult | None
     evaluation: EvaluationResult | None
     scores: Scores
