@@ -21,6 +21,7 @@ from tests.badinput import REFUSED, SCORED, TAMPERING, write_audio_corpus
 #: detector (the folder layout tampered with below) needs the fine-tuning config
 FINETUNE = ["--config", str(Path(__file__).resolve().parents[2] / "configs" / "default.yaml")]
 TRAIN_SET = [
+    "recipe=finetune",
     "backbone.name=logmel",
     "finetune.strategy=frozen",
     "train.epochs=1",
