@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+from fastapi import FastAPI
 
 import stetho
 from stetho.data import ClipTable, load_audio
@@ -33,8 +34,9 @@ from stetho.serving import (
 Running = tuple[httpx.Client, ScoringService]
 
 
-def _serve(service: ScoringService) -> Iterator[Running]:
-    with BackgroundServer(create_app(service), service.limits) as url:
+def _serve(service: ScoringService, app: FastAPI | None = None) -> Iterator[Running]:
+    app = create_app(service) if app is None else app
+    with BackgroundServer(app, service.limits) as url:
         assert url.startswith("http://127.0.0.1:")
         with httpx.Client(base_url=url, timeout=30) as client:
             yield client, service
@@ -250,9 +252,16 @@ def test_detector_specs() -> None:
 
 
 def _wait_in_progress(client: httpx.Client, n: int) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while f"stetho_scoring_in_progress {n:.1f}" not in client.get("/metrics").text:
         assert time.monotonic() < deadline, "the request never reached scoring"
+        time.sleep(0.05)
+
+
+def _wait(pred: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
 
 
@@ -264,7 +273,8 @@ def test_saturation_gives_503_json_and_recovers(
     _, table = serving_data
     body = next(iter(table.filter(split="test", machine="fan"))).path.read_bytes()
     params = {"machine": "fan", "section": "00"}
-    for client, _ in _serve(ScoringService(DetectorRegistry([entry]), limits)):
+    app = create_app(ScoringService(DetectorRegistry([entry]), limits))
+    for client, _ in _serve(app.state.service, app):
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(2) as pool:
@@ -273,7 +283,7 @@ def test_saturation_gives_503_json_and_recovers(
                 first = pool.submit(client.post, "/v1/score", params=params, content=body)
                 _wait_in_progress(client, 1)
                 queued = pool.submit(client.post, "/v1/score", params=params, content=body)
-                time.sleep(0.3)
+                _wait(lambda: app.state.admission.admitted == 2, "the second admission")
                 refused = client.post("/v1/score", params=params, content=body)  # 1 + 1 in
                 assert "server busy" in _json_error(refused, 503)
                 assert refused.headers["retry-after"] == "1"
@@ -351,7 +361,8 @@ def test_admission_is_bounded_by_pending_bytes(
     _, table = serving_data
     body = next(iter(table.filter(split="test", machine="fan"))).path.read_bytes()  # 32 KB
     params = {"machine": "fan", "section": "00"}
-    for client, _ in _serve(ScoringService(DetectorRegistry([entry]), limits)):
+    app = create_app(ScoringService(DetectorRegistry([entry]), limits))
+    for client, _ in _serve(app.state.service, app):
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(4) as pool:
@@ -359,10 +370,10 @@ def test_admission_is_bounded_by_pending_bytes(
             try:
                 held = [
                     pool.submit(client.post, "/v1/score", params=params, content=body)
-                    for _ in range(3)  # 3 × 32 KB reserved of the 100 KiB budget
+                    for _ in range(3)  # 3 × 32 KB received of the 100 KiB budget
                 ]
                 _wait_in_progress(client, 1)
-                time.sleep(1.0)
+                _wait(lambda: app.state.admission.pending == 3 * len(body), "3 bodies in")
                 refused = client.post("/v1/score", params=params, content=body)
                 assert "MiB" in _json_error(refused, 503)
             finally:
@@ -392,7 +403,8 @@ def test_connection_cap_and_malformed_requests_get_json(tmp_path: Path) -> None:
 
     limits = ServiceLimits(max_connections=2, header_timeout=30)
     service = ScoringService(DetectorRegistry(), limits)
-    with BackgroundServer(create_app(service), limits) as url:
+    server = BackgroundServer(create_app(service), limits)
+    with server as url:
         host, port = url.removeprefix("http://").split(":")
 
         def raw(data: bytes) -> bytes:
@@ -407,12 +419,13 @@ def test_connection_cap_and_malformed_requests_get_json(tmp_path: Path) -> None:
         assert reply.startswith(b"HTTP/1.1 400") and b"application/json" in reply
         assert b'"error": "invalid HTTP request' in reply
         idle = [socket.create_connection((host, int(port))) for _ in range(2)]
-        time.sleep(0.2)
+        state = server.server.server_state
+        _wait(lambda: len(state.connections) == 2, "the idle connections")
         got = httpx.get(url + "/healthz", timeout=10)
         assert got.status_code == 503 and "too many open connections" in got.json()["error"]
         for s in idle:
             s.close()
-        time.sleep(0.2)
+        _wait(lambda: not state.connections, "the idle connections to close")
         assert httpx.get(url + "/healthz", timeout=10).status_code == 200
 
 
