@@ -2,10 +2,11 @@
 
 * the socket is bound here with a real listen backlog (default 1024), so a bad port or an
   address in use is a clear :class:`OSError`/:class:`ValueError` before anything starts;
-* a connection must deliver each request's headers within ``header_timeout`` seconds (uvicorn
-  itself has no such limit: a client sending a byte now and then would hold a connection for
-  ever), idle keep-alive connections close after ``keepalive_timeout``, bodies must arrive within
-  ``body_timeout`` (enforced by the API);
+* a connection must deliver each request's headers within ``header_timeout`` seconds (default
+  10 s, separate from the body's deadline; uvicorn itself has no such limit: a client sending a
+  byte now and then would hold a connection for ever), idle keep-alive connections close after
+  ``keepalive_timeout``; bodies must arrive within ``body_timeout`` and, after ``body_grace``,
+  at ``min_body_rate_kib`` or faster (enforced by the API, see :mod:`stetho.serving.body`);
 * beyond ``max_connections`` open connections a new one gets a 503 and is closed;
 * uvicorn's plain-text replies to malformed requests are JSON here, like every other error.
 
