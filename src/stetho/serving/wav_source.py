@@ -15,8 +15,8 @@ from typing import IO
 import numpy as np
 
 from stetho.data import AudioError
-from stetho.serving.source_base import BaseSource, Sink, Window
-from stetho.serving.stream import PCM_DTYPES
+from stetho.serving.source_base import BaseSource, LoadedDetector, Sink, Window
+from stetho.serving.stream import PCM_DTYPES, StreamEvent, StreamScorer
 
 __all__ = ["WavFormat", "WavSource", "read_wav_header"]
 
@@ -100,7 +100,8 @@ class WavSource(BaseSource):
             if not path.is_file():
                 stop.wait(self.poll_seconds)
                 continue
-            with open(path, "rb") as fh:
+            # unbuffered: a buffered reader may answer a re-read of the header from its cache
+            with open(path, "rb", buffering=0) as fh:
                 fmt = read_wav_header(fh)
                 if fmt is None:
                     stop.wait(self.poll_seconds)
@@ -126,23 +127,24 @@ class WavSource(BaseSource):
         stop: threading.Event,
     ) -> bool:
         """Score the file from frame ``resume[0]`` on (windows never stamped before
-        ``resume[1]``); True when it must be reopened."""
-        start, last = resume
+        ``resume[1]``); True when it must be reopened.
+
+        When the header declares its final data size and all of it was read (the writer closed
+        the file), the stream is drained: with resampling, the last window is scored too. Should
+        the file grow again, a new stream starts where the next window starts.
+        """
         if self.cfg.channel >= fmt.channels:
             raise AudioError(
                 f"{path}: has {fmt.channels} channel(s); channel {self.cfg.channel} does not exist"
             )
-        np_dtype, scale = PCM_DTYPES[fmt.dtype]
-        stream = self.new_stream(fmt.rate)
-        t0 = start / fmt.rate  # stream time of the first frame read
-        pos = fmt.data_offset + start * fmt.frame_bytes
-        max_read = max(1, round(60 * fmt.rate)) * fmt.frame_bytes  # ≤ 1 min of audio per step
+        f = _Follow(fmt, resume[0], resume[1])
+        f.restart(self.new_stream(fmt.rate))
         while not stop.is_set():
             try:
                 st = os.stat(path)
             except OSError:
                 return True
-            if st.st_ino != ino or st.st_size < pos:
+            if st.st_ino != ino or st.st_size < f.pos:
                 logger.warning(
                     "source %s: %s was replaced or truncated; starting over", self.name, path
                 )
@@ -150,29 +152,72 @@ class WavSource(BaseSource):
             fh.seek(0)
             fmt_now = read_wav_header(fh) or fmt  # the writer may update the data size
             end = fmt_now.data_end(st.st_size)
-            if end <= pos:
+            if end <= f.pos:
+                complete = fmt_now.data_size not in (0, 0xFFFFFFFF) and end >= (
+                    fmt_now.data_offset + fmt_now.data_size - fmt.frame_bytes + 1
+                )
+                if complete and f.stream is not None and f.stream.resampling:
+                    det = self.sync_stream(f.stream)
+                    self._emit(sink, det, f, f.stream.flush(), end, ino)
+                    f.stream = None  # drained: a new stream starts if the file grows again
                 stop.wait(self.poll_seconds)
                 continue
-            fh.seek(pos)
-            data = fh.read(min(end - pos, max_read))
+            if f.stream is None:
+                f.restart(self.new_stream(fmt.rate))
+                continue
+            fh.seek(f.pos)
+            data = fh.read(min(end - f.pos, f.max_read))
             data = data[: len(data) - len(data) % fmt.frame_bytes]
-            pos += len(data)
+            f.pos += len(data)
+            np_dtype, scale = PCM_DTYPES[fmt.dtype]
             pcm = np.frombuffer(data, dtype=np_dtype).reshape(-1, fmt.channels)
             x = pcm[:, self.cfg.channel].astype(np.float32) * np.float32(scale)
-            det = self.sync_stream(stream)
-            events = stream.push(x)
-            if not events:
-                continue
-            # a window was recorded when its end was written: now, less the audio after it;
-            # never before an earlier window (a writer faster than real time)
-            now = datetime.now(UTC)
-            in_file = (end - fmt.data_offset) / fmt.frame_bytes / fmt.rate  # seconds
-            windows = []
-            for e in events:
-                t = now - timedelta(seconds=max(0.0, in_file - (t0 + e.t_end)))
-                last = t = max(t, last) if last is not None else t
-                windows.append(Window(t, t0 + e.t_start, t0 + e.t_end, e.score))
-            next_start = round((windows[-1].t_start + stream.hop_seconds) * fmt.rate)
-            position = {"frame": next_start, "ino": ino, "time": windows[-1].time.isoformat()}
-            sink(self, det, windows, json.dumps(position))
+            det = self.sync_stream(f.stream)
+            self._emit(sink, det, f, f.stream.push(x), end, ino)
         return False
+
+    def _emit(
+        self,
+        sink: Sink,
+        det: LoadedDetector,
+        f: _Follow,
+        events: list[StreamEvent],
+        end: int,
+        ino: int,
+    ) -> None:
+        """Stamp and store the windows of ``events`` with the resume position."""
+        if not events:
+            return
+        fmt = f.fmt
+        # a window was recorded when its end was written: now, less the audio after it;
+        # never before an earlier window (a writer faster than real time)
+        now = datetime.now(UTC)
+        in_file = (end - fmt.data_offset) / fmt.frame_bytes / fmt.rate  # seconds
+        windows = []
+        for e in events:
+            t = now - timedelta(seconds=max(0.0, in_file - (f.t0 + e.t_end)))
+            f.last = t = max(t, f.last) if f.last is not None else t
+            windows.append(Window(t, f.t0 + e.t_start, f.t0 + e.t_end, e.score))
+        hop = f.stream.hop_seconds if f.stream is not None else 0.0
+        f.next_start = round((windows[-1].t_start + hop) * fmt.rate)
+        position = {"frame": f.next_start, "ino": ino, "time": windows[-1].time.isoformat()}
+        sink(self, det, windows, json.dumps(position))
+
+
+class _Follow:
+    """Where :meth:`WavSource._follow` is in the file: stream, byte position, clock."""
+
+    def __init__(self, fmt: WavFormat, start: int, last: datetime | None) -> None:
+        self.fmt = fmt
+        self.stream: StreamScorer | None = None
+        self.next_start = start  # frame where the next window starts
+        self.last = last  # time of the last window stored
+        self.max_read = max(1, round(60 * fmt.rate)) * fmt.frame_bytes  # ≤ 1 min per step
+        self.t0 = 0.0
+        self.pos = 0
+
+    def restart(self, stream: StreamScorer) -> None:
+        """A new stream from the start of the next window."""
+        self.stream = stream
+        self.t0 = self.next_start / self.fmt.rate  # stream time of the first frame read
+        self.pos = self.fmt.data_offset + self.next_start * self.fmt.frame_bytes
