@@ -97,7 +97,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from stetho.detector import load_scorer
+    from stetho.detector import load_detector as load_scorer
     from stetho.serving import (
         DetectorEntry,
         DetectorRegistry,
