@@ -99,7 +99,7 @@ def test_old_detector_folder_without_clip_names_still_explains(
     det = Detector.load(old)
     test = next(c for c in scan_dataset(synth_root) if c.split == "test")
     ex = explain_file(det, test.path)
-    assert ex.nearest_name is None and ex.nearest_index is not None and ex.nearest_index >= 0
+    assert ex.nearest_name is None and ex.nearest_domain is not None
     assert ex.band_fill == "median"
     assert "does not record" in ex.summary()
     assert plot_explanation(ex).startswith(b"\x89PNG")

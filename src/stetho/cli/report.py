@@ -34,13 +34,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from stetho.detector import Detector
     from stetho.reporting import explain_file, plot_explanation
     from stetho.utils.io import atomic_write_bytes, atomic_write_text
 
-    detector = load_detector(args)
-    if not isinstance(detector, Detector):
-        raise ValueError(f"{args.detector} is not a k-NN detector: explanations need memory banks")
+    detector = load_detector(args)  # any kind (the detector contract)
     out = Path(args.out)
     for clip in args.clips:
         ex = explain_file(
@@ -62,14 +59,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_evaluate_noise(args: argparse.Namespace) -> int:
     """``stetho evaluate --noise FOLDER --snr …``: Ω per SNR (called by ``stetho.cli.evaluate``)."""
-    from stetho.detector import Detector
     from stetho.reporting import evaluate_under_noise
+    from stetho.utils.errors import InputError
 
     if args.detector is None or args.data is None:
-        raise ValueError("--noise needs --detector DIR and --data ROOT (the labelled test clips)")
-    detector = load_detector(args)
-    if not isinstance(detector, Detector):
-        raise ValueError(f"{args.detector} is not a k-NN detector")
+        raise InputError("--noise needs --detector DIR and --data ROOT (the labelled test clips)")
+    detector = load_detector(args)  # any kind (the detector contract)
     curve = evaluate_under_noise(
         detector,
         args.data,

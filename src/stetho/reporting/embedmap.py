@@ -1,4 +1,12 @@
-"""2-D maps of a machine/section's k-NN embeddings: test clips and the memory bank.
+"""2-D maps of a machine/section's clip features: test clips and the normal training clips.
+
+The features are the detector's own (:meth:`~stetho.detector.BaseDetector.embed_files`), so the
+map works for every kind whose features are one vector per clip (the few-shot ensemble: its
+members' features side by side; the k-NN detector: its embeddings). Each column is standardised
+by the training clips' mean and spread before the projection, so members of different scales
+weigh alike (not in the paper); the map shows how clips group, its distances are not the
+detector's scores. The autoencoder baseline keeps frames, not one vector per clip: it has no map
+(:class:`MapUnavailable` says so in plain words).
 
 PCA is computed with numpy (always available); t-SNE is added when scikit-learn is installed
 (an optional dependency at run time; ``pip install scikit-learn``).
@@ -13,14 +21,42 @@ from collections.abc import Sequence
 import numpy as np
 
 from stetho.data import Clip
-from stetho.detector import Detector
+from stetho.detector import BaseDetector
 from stetho.reporting.figures import plot_embedding_map
+from stetho.utils.errors import StethoError
 
-__all__ = ["embedding_maps", "pca_2d", "tsne_2d"]
+__all__ = [
+    "MAX_BANK_CLIPS",
+    "MapUnavailable",
+    "embedding_maps",
+    "feature_problem",
+    "pca_2d",
+    "tsne_2d",
+]
 
 logger = logging.getLogger(__name__)
 
 _MAX_ATTRIBUTES = 9  # attribute values shown by name; the rest are "other"
+#: Training clips drawn per machine/section at most (evenly spaced in name order).
+MAX_BANK_CLIPS = 200
+
+
+class MapUnavailable(StethoError, ValueError):
+    """The detector's features cannot be drawn as a map (the message says why in plain words)."""
+
+
+def feature_problem(feats: np.ndarray) -> str | None:
+    """Why ``feats`` is not one finite float vector per clip (None when it is)."""
+    arr = np.asarray(feats)
+    if arr.dtype == object or arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+        return (
+            "this detector has no single feature vector per clip (its features are "
+            f"{'per-clip arrays of frames' if arr.dtype == object else f'of shape {arr.shape}'}"
+            "), so its clips cannot be placed on a map"
+        )
+    if not np.isfinite(arr).all():
+        return "the detector's features contain NaN or infinite values"
+    return None
 
 
 def pca_2d(x: np.ndarray) -> np.ndarray:
@@ -54,24 +90,58 @@ def _attributes(clips: Sequence[Clip]) -> list[str]:
     return [a if a in common else "other" for a in raw]
 
 
-def embedding_maps(
-    detector: Detector, key: tuple[str, str], clips: Sequence[Clip], *, progress: bool = False
-) -> list[tuple[str, bytes]]:
-    """``[("pca", png), ("tsne", png)]`` maps of the test ``clips`` of ``key`` and its banks.
+def _spread(bank: Sequence[Clip], limit: int) -> list[Clip]:
+    """At most ``limit`` clips, evenly spaced in name order (deterministic)."""
+    ordered = sorted(bank, key=lambda c: c.name)
+    if len(ordered) <= limit:
+        return ordered
+    idx = np.linspace(0, len(ordered) - 1, limit).round().astype(int)
+    return [ordered[i] for i in idx]
 
-    Test embeddings are L2-normalised like the banks when the metric is cosine.
+
+def _features(detector: BaseDetector, clips: Sequence[Clip], progress: bool) -> np.ndarray:
+    if not clips:
+        return np.zeros((0, 0))
+    probe = detector.embed_files([clips[0].path])  # the kind's features, before decoding all
+    problem = feature_problem(probe)
+    if problem is not None:
+        raise MapUnavailable(problem)
+    if len(clips) == 1:
+        return np.asarray(probe, dtype=np.float64)
+    rest = detector.embed_files([c.path for c in clips[1:]], progress=progress)
+    return np.concatenate([probe, rest]).astype(np.float64)
+
+
+def embedding_maps(
+    detector: BaseDetector,
+    key: tuple[str, str],
+    clips: Sequence[Clip],
+    bank: Sequence[Clip] = (),
+    *,
+    max_bank: int = MAX_BANK_CLIPS,
+    progress: bool = False,
+) -> list[tuple[str, bytes]]:
+    """``[("pca", png), ("tsne", png)]`` maps of the test ``clips`` and the normal ``bank`` clips.
+
+    Args:
+        detector: Any detector kind whose features are one float vector per clip.
+        key: The (machine, section) drawn (titles only).
+        clips: Test clips (coloured by domain, marked by label and attribute).
+        bank: Normal training clips of the key (grey; at most ``max_bank``, evenly spaced).
+        max_bank: Cap on the training clips embedded.
+        progress: Progress bars while embedding.
+
+    Raises:
+        MapUnavailable: The detector's features are not one vector per clip (the autoencoder).
     """
-    test = detector.embed_clips(clips, progress=progress).astype(np.float64)  # (M, E)
-    if detector.cfg.backend.metric == "cosine":
-        test /= np.maximum(np.linalg.norm(test, axis=1, keepdims=True), 1e-12)
-    banks = detector.scorer.require_key(key)
-    bank_parts, bank_domains = [], []
-    for dom, mem in banks.items():
-        if len(mem):
-            bank_parts.append(mem.embeddings.double().numpy())
-            bank_domains += [dom] * len(mem)
-    bank_emb = np.concatenate(bank_parts) if bank_parts else np.zeros((0, test.shape[1]))
-    both = np.concatenate([test, bank_emb])
+    bank = _spread(bank, max_bank)
+    test = _features(detector, clips, progress)  # (M, E)
+    train = _features(detector, bank, progress) if bank else np.zeros((0, test.shape[1]))
+    ref = train if train.shape[0] >= 2 else test
+    mean, std = ref.mean(axis=0), ref.std(axis=0)
+    std[~(std > 1e-12)] = 1.0  # constant columns: centred only
+    both = (np.concatenate([test, train]) - mean) / std
+    bank_domains = [c.domain or "unknown" for c in bank]
     domains = [c.domain or "unknown" for c in clips]
     labels = [c.label or "unknown" for c in clips]
     attrs = _attributes(clips)
@@ -83,8 +153,8 @@ def embedding_maps(
         name = "PCA" if method == "pca" else "t-SNE"
         png = plot_embedding_map(
             xy[: len(clips)], domains, labels, attrs, xy[len(clips) :], bank_domains,
-            f"{name} of the k-NN embeddings — {m} section {s} ({len(clips)} test clips, "
-            f"{len(bank_domains)} bank entries)",
+            f"{name} of the {detector.kind} detector's features — {m} section {s} "
+            f"({len(clips)} test clips, {len(bank)} training normals)",
         )  # fmt: skip
         out.append((method, png))
     return out

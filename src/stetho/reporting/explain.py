@@ -2,33 +2,34 @@
 
 ::
 
-    from stetho.detector import Detector
-    from stetho.reporting import explain_file
+    import stetho
+    from stetho.reporting import explain_file, plot_explanation
 
-    det = Detector.load("runs/x/detector")
+    det = stetho.load_detector("runs/x/detector")     # any kind: few-shot, k-NN, autoencoder
     ex = explain_file(det, "fan/test/section_00_target_test_anomaly_0003.wav")
     ex.peak_seconds(), ex.peak_band_hz(), ex.nearest_name
     png = plot_explanation(ex)          # spectrogram with both curves, nearest normal beside it
 
 * **Time**: the clip is cut into sliding windows (``window_seconds``, default 1 s, hop half a
-  window). Each window is scored on its own against the machine/section's memory banks (the
-  banks hold whole-clip embeddings, so window scores compare windows with each other, not with
-  the clip's score), and each window is also *made normal* (its STFT frames replaced as for the
+  window). Each window is scored on its own by the detector (its models describe whole clips,
+  so window scores compare windows with each other, not with the clip's score), and each window is also *made normal* (its STFT frames replaced as for the
   bands below) and the whole clip re-scored: the window whose replacement lowers the score most
   is the reported peak (on synthetic bursts it localises about 3× better than the highest window
   score; not in the paper).
 * **Frequency**: the mel axis (Slaney scale, 0 Hz to Nyquist) is split into ``n_bands`` groups
   of equal mel width; for each group the clip's STFT bins in that group are replaced by the same
-  bins of its nearest normal clip (or, when that clip cannot be read, by their own median
-  magnitude over time), resynthesised and re-scored. Importance = score − replaced score:
+  bins of its nearest normal clip (or, when the detector has no bank clip — the autoencoder —
+  or that clip cannot be read, by their own median magnitude over time), resynthesised and
+  re-scored. Importance = score − replaced score:
   positive when making the band normal makes the clip look normal, i.e. the band carries what
   the detector objects to (occlusion with a normal infill; not in the paper). Zeroing a band
   instead would make every band look important to log-spectrum models.
-* **Nearest normal**: the training clip of the memory bank closest to the clip's embedding
-  (detectors saved since ``bank_clips.json`` exists know their clips' paths; older ones name the
-  bank row only).
+* **Nearest normal**: the bank clip closest to the clip's features, as the detector's
+  :meth:`~stetho.detector.BaseDetector.nearest` names it (its recording path; older folders know
+  the bank only, and kinds without a bank — the autoencoder — have none: "no bank clip").
 
-Every figure comes from the detector's own scoring path, so it works for any backbone.
+Everything goes through the detector contract (``embed_waveforms``, ``score_features``,
+``score_waveforms``, ``nearest``, ``thresholds``), so it works for every kind and backbone.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ import numpy as np
 import torch
 
 from stetho.data import load_audio, parse_clip_name
-from stetho.detector import Detector
+from stetho.detector import BaseDetector
 from stetho.frontend.librosa_mel import hz_to_mel, log_mel_spectrogram, mel_to_hz
+from stetho.utils.errors import InputError
 
 __all__ = [
     "Explanation",
@@ -84,7 +86,8 @@ class Explanation:
         spectrogram: (n_mels, T) log-mel in dB of the clip (128 Slaney bands, hop 512).
         nearest_name: File name of the nearest normal bank clip (None when unknown).
         nearest_path: Its recorded path (None when unknown).
-        nearest_domain, nearest_index, nearest_distance: The bank row it is.
+        nearest_domain, nearest_distance: The bank it is in and its distance (both None when
+            the detector has no bank clip to compare with, e.g. the autoencoder baseline).
         nearest_spectrogram: Its log-mel in dB when the file could be read, else None.
     """
 
@@ -107,7 +110,6 @@ class Explanation:
     nearest_name: str | None = None
     nearest_path: str | None = None
     nearest_domain: str | None = None
-    nearest_index: int | None = None
     nearest_distance: float | None = None
     nearest_spectrogram: np.ndarray | None = field(default=None, repr=False)
 
@@ -152,19 +154,27 @@ class Explanation:
         t0, t1 = self.peak_seconds()
         f0, f1 = self.peak_band_hz()
         thr = "" if self.threshold is None else f" (threshold {self.threshold:.4g})"
-        near = (
-            f"nearest normal clip: {self.nearest_name} ({self.nearest_domain} bank, distance "
-            f"{self.nearest_distance:.4g})"
-            if self.nearest_name
-            else f"nearest normal: {self.nearest_domain} bank row {self.nearest_index} "
-            "(this detector does not record its clips' names)"
-        )
         return (
             f"{self.name} [{self.machine}/{self.section}]: score {self.score:.4g}{thr}; most "
             f"anomalous {t0:.2f}-{t1:.2f} s (making it normal lowers the score by "
             f"{self.time_importance.max():.4g}; highest window score {self.window_scores.max():.4g}"
             f") and {f0:.0f}-{f1:.0f} Hz (making it normal lowers the score by "
-            f"{self.band_importance.max():.4g}); {near}"
+            f"{self.band_importance.max():.4g}); {self.nearest_text()}"
+        )
+
+    def nearest_text(self) -> str:
+        """The nearest normal clip in words (or why there is none)."""
+        if self.nearest_domain is None:
+            return (
+                "no bank clip: this detector keeps no normal recordings to compare with, so "
+                "bands and windows were made normal from the clip's own median spectrum"
+            )
+        dist = "" if self.nearest_distance is None else f", distance {self.nearest_distance:.4g}"
+        if self.nearest_name:
+            return f"nearest normal clip: {self.nearest_name} ({self.nearest_domain} bank{dist})"
+        return (
+            f"nearest normal: a clip of the {self.nearest_domain} bank{dist} (this detector "
+            "does not record its clips' names)"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -192,7 +202,6 @@ class Explanation:
                 "name": self.nearest_name,
                 "path": self.nearest_path,
                 "domain": self.nearest_domain,
-                "index": self.nearest_index,
                 "distance": self.nearest_distance,
             },
         }
@@ -283,7 +292,7 @@ def _spectrogram(wave: np.ndarray, sr: int) -> np.ndarray:
 
 
 def explain_waveform(
-    detector: Detector,
+    detector: BaseDetector,
     wave: np.ndarray,
     machine: str,
     section: str,
@@ -300,9 +309,9 @@ def explain_waveform(
     """Explain the anomaly score of one mono waveform (see the module docstring for the method).
 
     Args:
-        detector: A fitted detector with banks for ``(machine, section)``.
+        detector: A fitted detector of any kind with a model of ``(machine, section)``.
         wave: Mono waveform (N,) in [-1, 1].
-        machine, section: Banks to score against.
+        machine, section: The model to score against.
         sample_rate: Rate of ``wave`` (resampled to the detector's); None = already at it.
         name: Name shown in figures.
         window_seconds: Sliding-window length (default: the detector's scoring window, else
@@ -310,16 +319,18 @@ def explain_waveform(
         hop_seconds: Window hop (default: half a window).
         n_bands: Band groups of equal mel width.
         load_nearest: Read the nearest normal clip's audio (its spectrogram, and the band
-            infill unless ``reference`` is given); False fills bands from the clip's own median.
+            infill unless ``reference`` is given); False (or a detector without bank clips)
+            fills bands from the clip's own median.
         reference: Normal waveform at the detector's rate to fill bands from, instead of the
             nearest normal clip.
         max_windows: Cap on the number of windows (the hop grows for long recordings). Cost:
             one short scoring per window plus one whole-clip scoring per window and per band.
 
     Raises:
-        KeyError: The detector has no banks for ``(machine, section)``.
+        KeyError: The detector has no model of ``(machine, section)`` (a
+            :class:`~stetho.utils.errors.NotFoundError`).
     """
-    detector.scorer.require_key((machine, section))
+    key = detector.require_key((machine, section))
     sr = detector.sample_rate
     x = np.asarray(wave, dtype=np.float32)
     if x.ndim != 1 or x.size == 0:
@@ -338,12 +349,12 @@ def explain_waveform(
     starts = _windows(x.shape[0], sr, win_s, hop_s)
     w = max(1, round(win_s * sr))
     segments = np.stack([x[s : s + w] for s in starts])  # (W, w)
-    emb = detector.embed_waveforms(x)  # (1, E)
-    score = float(detector.score_embeddings(emb, machine, section)[0])
+    feats = detector.embed_waveforms(x)  # rows = 1 clip (kind-specific features)
+    score = float(detector.score_features(feats, key)[0])
     window_scores = detector.score_waveforms(segments, machine, section)  # (W,)
-    near = detector.scorer.nearest(emb, (machine, section))[0]
+    near = detector.nearest(feats, key)[0]  # None: the kind has no bank clips
     ref_wave = None
-    if near.ref and load_nearest:
+    if near is not None and near.ref and load_nearest:
         try:
             ref_wave = load_audio(near.ref, sr=sr)[0]
         except Exception as err:  # a moved clip: name it, fill bands from the clip itself
@@ -361,7 +372,7 @@ def explain_waveform(
         section=section,
         sample_rate=sr,
         score=score,
-        threshold=detector.thresholds.get((machine, section)),
+        threshold=detector.thresholds.get(key),
         window_seconds=win_s,
         hop_seconds=hop_s,
         window_starts=starts / sr,
@@ -372,17 +383,16 @@ def explain_waveform(
         spectrogram=_spectrogram(x, sr),
         duration=duration,
         band_fill="median" if fill_with is None else "nearest",
-        nearest_path=near.ref,
-        nearest_name=Path(near.ref).name if near.ref else None,
-        nearest_domain=near.domain,
-        nearest_index=near.index,
-        nearest_distance=near.distance,
+        nearest_path=near.ref if near is not None else None,
+        nearest_name=Path(near.ref).name if near is not None and near.ref else None,
+        nearest_domain=near.domain if near is not None else None,
+        nearest_distance=float(near.distance) if near is not None else None,
         nearest_spectrogram=None if ref_wave is None else _spectrogram(ref_wave, sr),
     )
 
 
 def resolve_key(
-    detector: Detector,
+    detector: BaseDetector,
     path: str | os.PathLike[str],
     machine: str | None = None,
     section: str | None = None,
@@ -391,7 +401,8 @@ def resolve_key(
     detector's only key.
 
     Raises:
-        ValueError: Not determinable, or the detector has no banks for it.
+        InputError: Not determinable, or the detector has no model of it (both are
+            ``ValueError``).
     """
     p = Path(path)
     keys = detector.keys
@@ -411,20 +422,21 @@ def resolve_key(
         sections = sorted({s for m, s in keys if m == machine})
         section = sections[0] if len(sections) == 1 else None
     if machine is None or section is None:
-        raise ValueError(
+        raise InputError(
             f"cannot tell the machine/section of {p}: pass --machine and --section (the detector "
-            f"has {', '.join(f'{m}/{s}' for m, s in keys) or 'no banks'})"
+            f"has {', '.join(f'{m}/{s}' for m, s in keys) or 'no model'})"
         )
     if (machine, section) not in keys:
-        raise ValueError(
-            f"the detector has no memory bank for {machine}/{section} ({p}); it has "
-            f"{', '.join(f'{m}/{s}' for m, s in keys)}"
+        raise InputError(
+            f"the detector has no model of {machine}/{section} ({p}); it has "
+            f"{', '.join(f'{m}/{s}' for m, s in keys)} (pass --machine/--section or a detector "
+            "fitted on that machine)"
         )
     return machine, section
 
 
 def explain_file(
-    detector: Detector,
+    detector: BaseDetector,
     path: str | os.PathLike[str],
     machine: str | None = None,
     section: str | None = None,

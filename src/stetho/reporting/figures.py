@@ -373,7 +373,14 @@ def plot_explanation(ex: Explanation) -> bytes:
         )
     else:
         ax_n.axis("off")
-        what = ex.nearest_name or f"{ex.nearest_domain} bank row {ex.nearest_index}"
-        ax_n.text(0.5, 0.5, f"nearest normal: {what}\n(audio not available)", ha="center",
-                  va="center", fontsize=8, transform=ax_n.transAxes)  # fmt: skip
+        if ex.nearest_domain is None:
+            what = (
+                "no bank clip\n(this detector keeps no normal recordings;\n"
+                "bands made normal from the clip's own median)"
+            )
+        else:
+            near = ex.nearest_name or f"a {ex.nearest_domain} bank clip"
+            what = f"nearest normal: {near}\n(audio not available)"
+        ax_n.text(0.5, 0.5, what, ha="center", va="center", fontsize=8,
+                  transform=ax_n.transAxes)  # fmt: skip
     return _png(fig)

@@ -7,13 +7,17 @@
     result.html                                                       # report/report.html
 
 Sections (every one is present; one that lacks its input says which input to pass):
-``summary``, ``official-table``, ``paper-table``, ``per-section`` (ROC with the pAUC region,
-score histograms with the threshold, confusion counts), ``embeddings`` (PCA, and t-SNE when
-scikit-learn is installed), ``explanations`` (the highest-scoring clips), ``training`` (loss, lr,
+``summary`` (in plain words first: what the detector learned from, how many of its own normal
+recordings it flags, how many known faulty test clips it catches), ``official-table``, ``paper-table``, ``per-section`` (ROC with the pAUC region,
+score histograms with the detector's own threshold, confusion counts), ``embeddings`` (PCA, and
+t-SNE when scikit-learn is installed; kinds with one feature vector per clip), ``explanations`` (the highest-scoring clips), ``training`` (loss, lr,
 validation Ω), ``robustness`` (Ω per SNR); a sweep folder gets ``summary``, ``sweep`` and
 ``training`` (one set of curves per config).
 
 All metrics come from :mod:`stetho.evaluation` (the official ones); nothing is re-implemented here.
+Every detector kind is read through the detector contract (:class:`~stetho.detector.BaseDetector`):
+thresholds are the detector's own (``detector.thresholds``, never re-derived when the detector is
+there) and decisions come from ``detector.decide``.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from stetho.data import Clip, ClipTable, scan_dataset
-from stetho.detector import Detector
+from stetho.detector import BaseDetector
 from stetho.evaluation import (
     EvaluationResult,
     MetricError,
@@ -41,9 +45,10 @@ from stetho.evaluation import (
     truth_from_clips,
 )
 from stetho.reporting import figures
-from stetho.reporting.embedmap import embedding_maps
+from stetho.reporting.embedmap import MapUnavailable, embedding_maps
 from stetho.reporting.explain import explain_file
 from stetho.reporting.html import HtmlPage, md_table_to_html, table_html
+from stetho.reporting.plain import plain_summary
 from stetho.reporting.robustness import RobustnessCurve
 from stetho.reporting.sources import ReportInputs, locate, read_csv_rows
 
@@ -82,6 +87,7 @@ class _SectionData:
     scores: np.ndarray  # (N,)
     decisions: np.ndarray | None  # (N,) 0/1
     threshold: float | None
+    decided_by: str = "decision files"  # or "the detector" (decisions not in the files)
 
 
 @dataclass
@@ -90,8 +96,9 @@ class _Context:
     page: HtmlPage
     evaluation: EvaluationResult | None = None
     sections: list[_SectionData] = field(default_factory=list)
-    detector: Detector | None = None
+    detector: BaseDetector | None = None
     clips: dict[tuple[Key, str], Clip] = field(default_factory=dict)  # (key, name) → clip
+    train: dict[Key, list[Clip]] = field(default_factory=dict)  # normal training clips per key
     notes: list[str] = field(default_factory=list)
     tables: dict[tuple[Path, int | None], ClipTable] = field(default_factory=dict)
 
@@ -169,18 +176,13 @@ def _load_detector(ctx: _Context, device: str, checkpoint: str | None) -> None:
     d = ctx.inputs.detector_dir
     if d is None:
         return
-    from stetho.detector import load_scorer
+    from stetho.detector import load_detector
 
     try:
-        scorer = load_scorer(d, device=device, checkpoint=checkpoint)
+        ctx.detector = load_detector(d, device=device, checkpoint=checkpoint)
     except Exception as err:  # a report without the detector parts beats no report
         ctx.notes.append(f"detector {d} not loaded: {err}")
         logger.warning("detector %s not loaded: %s", d, err)
-        return
-    if isinstance(scorer, Detector):
-        ctx.detector = scorer
-    else:
-        ctx.notes.append(f"{d} is not a k-NN detector: no embedding map or explanations")
 
 
 # -- sections ----------------------------------------------------------------------------------
@@ -198,7 +200,7 @@ def _summary(ctx: _Context) -> None:
         )
         if p is not None
     ]
-    body = []
+    body = [plain_summary(ctx.detector, ctx.sections)]
     if ev is not None:
         label = "Partial score" if ev.partial else "Official score"
         n_clips = sum(r.n_normal + r.n_anomaly for r in ev.sections)
@@ -240,12 +242,10 @@ def _num(cell: str) -> str:
         return cell
 
 
-def _confusion(sd: _SectionData, threshold: float | None) -> str:
+def _confusion(sd: _SectionData) -> str:
     dec = sd.decisions
-    if dec is None and threshold is not None:
-        dec = (sd.scores > threshold).astype(np.int64)
     if dec is None:
-        return '<p class="note">no decisions and no threshold: confusion counts unavailable</p>'
+        return '<p class="note">no decisions and no detector: confusion counts unavailable</p>'
     rows: list[list[object]] = [["domain", "TN", "FP", "FN", "TP"]]
     doms = [("source", 0), ("target", 1)] if sd.domains is not None else [("all", -1)]
     for name, d in doms:
@@ -254,8 +254,28 @@ def _confusion(sd: _SectionData, threshold: float | None) -> str:
         rows.append(
             [name, *(int(((y == a) & (p == b)).sum()) for a, b in ((0, 0), (0, 1), (1, 0), (1, 1)))]
         )
-    where = "decision files" if sd.decisions is not None else "score > threshold"
-    return f"<h3>Confusion counts at the threshold ({where})</h3>" + table_html(rows)
+    return f"<h3>Confusion counts ({sd.decided_by})</h3>" + table_html(rows)
+
+
+def _own_threshold(ctx: _Context, sd: _SectionData) -> tuple[float | None, str]:
+    """The threshold drawn for ``sd`` and where it comes from: the detector's own when it has
+    one for the key (its decisions fill in missing decision files), else the one the decision
+    files imply."""
+    det = ctx.detector
+    if det is None or sd.key not in det.thresholds:
+        thr = _threshold_from_decisions(sd)
+        return thr, "implied by the decision files" if thr is not None else "unknown"
+    own = det.decide(sd.scores, sd.key)
+    if sd.decisions is None:
+        sd.decisions, sd.decided_by = own, "the detector's decisions"
+    elif (sd.decisions != own).any():
+        m, s = sd.key
+        ctx.notes.append(
+            f"{m}/{s}: the decision files disagree with the detector's threshold on "
+            f"{int((sd.decisions != own).sum())} of {own.size} clips (scored by another detector "
+            "or version?); the figures show the detector's threshold, the counts the files'"
+        )
+    return float(det.thresholds[sd.key]), "the detector's own"
 
 
 def _per_section(ctx: _Context) -> None:
@@ -265,19 +285,22 @@ def _per_section(ctx: _Context) -> None:
     parts = []
     for sd in ctx.sections:
         m, s = sd.key
-        thr = ctx.detector.thresholds.get(sd.key) if ctx.detector is not None else None
-        thr = thr if thr is not None else _threshold_from_decisions(sd)
+        thr, origin = _own_threshold(ctx, sd)
         sd.threshold = thr
         title = f"{m} section {s}"
         roc = figures.plot_roc(sd.labels, sd.scores, sd.domains, f"ROC — {title}")
         hist = figures.plot_histograms(sd.labels, sd.scores, sd.domains, thr, f"scores — {title}")
-        thr_txt = "unknown" if thr is None else f"{thr:.6g}"
+        thr_txt = "unknown" if thr is None else f"{thr:.6g} ({origin})"
+        if thr is not None and not np.isfinite(thr):
+            thr_txt = "none: never anomalous (no threshold could be fitted, see the detector)"
+        data = "" if thr is None else f' data-threshold="{thr!r}"'
         parts.append(
-            f"<h3>{title}</h3><p>{len(sd.names)} test clips ({int(sd.labels.sum())} anomalous); "
-            f'decision threshold {thr_txt}.</p><div class="figs">'
+            f'<h3>{title}</h3><p class="threshold" data-key="{m}/{s}"{data}>'
+            f"{len(sd.names)} test clips ({int(sd.labels.sum())} anomalous); decision threshold "
+            f'{thr_txt}.</p><div class="figs">'
             f"{ctx.page.image(roc, f'roc_{m}_{s}.png', f'ROC {title}')}"
             f"{ctx.page.image(hist, f'hist_{m}_{s}.png', f'histogram {title}')}</div>"
-            f"{_confusion(sd, thr)}"
+            f"{_confusion(sd)}"
         )
     ctx.page.add("per-section", "Per machine and section", "\n".join(parts))
 
@@ -287,7 +310,22 @@ def _test_clips(ctx: _Context) -> dict[tuple[Key, str], Clip]:
         table = ctx.scan(ctx.inputs.data_root, ctx.evaluation.year if ctx.evaluation else None)
         keys = {sd.key for sd in ctx.sections}
         ctx.clips = {(c.key, c.name): c for c in table if c.split == "test" and c.key in keys}
+        for c in table:
+            if c.split == "train" and c.label != "anomaly" and c.key in keys:
+                ctx.train.setdefault(c.key, []).append(c)
     return ctx.clips
+
+
+def _needs(ctx: _Context) -> str | None:
+    """What the per-clip sections (map, explanations) miss, in words; None when nothing."""
+    missing = []
+    if ctx.detector is None:
+        missing.append("the detector (--detector DIR)")
+    if not ctx.sections:
+        missing.append("the test clips' labels (--truth ROOT)")
+    if ctx.inputs.data_root is None:
+        missing.append("their audio (--data ROOT)")
+    return "needs " + " and ".join(missing) if missing else None
 
 
 def _bar(items: list[_SectionData], desc: str, progress: bool) -> Any:
@@ -299,10 +337,9 @@ def _bar(items: list[_SectionData], desc: str, progress: bool) -> Any:
 
 
 def _embeddings(ctx: _Context, progress: bool) -> None:
-    if ctx.detector is None or not ctx.sections or ctx.inputs.data_root is None:
-        ctx.missing(
-            "embeddings", "Embedding map", "needs the detector, --truth and the audio (--data)"
-        )
+    why = _needs(ctx)
+    if why is not None or ctx.detector is None:
+        ctx.missing("embeddings", "Embedding map", why or "needs the detector")
         return
     clips = _test_clips(ctx)
     parts = []
@@ -310,25 +347,31 @@ def _embeddings(ctx: _Context, progress: bool) -> None:
         group = [clips[(sd.key, n)] for n in sd.names if (sd.key, n) in clips]
         if not group or sd.key not in ctx.detector.keys:
             continue
-        for method, png in embedding_maps(ctx.detector, sd.key, group):
+        try:
+            maps = embedding_maps(ctx.detector, sd.key, group, ctx.train.get(sd.key, []))
+        except MapUnavailable as err:
+            ctx.missing("embeddings", "Embedding map", str(err))
+            return
+        for method, png in maps:
             m, s = sd.key
             parts.append(ctx.page.image(png, f"map_{method}_{m}_{s}.png", f"{method} {m} {s}"))
     if not parts:
         ctx.missing("embeddings", "Embedding map", "no test clip audio found under --data")
         return
     body = (
-        '<p class="note">Test clips (dots) and the memory bank (grey: × source, ◆ target), k-NN '
-        "embeddings (L2-normalised for the cosine metric); t-SNE only when scikit-learn is "
-        f'installed.</p><div class="figs">{"".join(parts)}</div>'
+        f'<p class="note">Test clips (dots) and the normal training clips (grey: × source, ◆ '
+        f"target) in the {ctx.detector.kind} detector's own features, each column standardised "
+        "by the training clips (not in the paper): the map shows how clips group, its distances "
+        "are not the detector's scores. t-SNE only when scikit-learn is installed.</p>"
+        f'<div class="figs">{"".join(parts)}</div>'
     )
     ctx.page.add("embeddings", "Embedding map", body)
 
 
 def _explanations(ctx: _Context, top: int, progress: bool) -> None:
-    if ctx.detector is None or not ctx.sections or ctx.inputs.data_root is None or top < 1:
-        ctx.missing(
-            "explanations", "Explanations", "needs the detector, --truth and the audio (--data)"
-        )
+    why = _needs(ctx) if top >= 1 else "not asked for (--explain-top 0)"
+    if why is not None or ctx.detector is None:
+        ctx.missing("explanations", "Explanations", why or "needs the detector")
         return
     clips = _test_clips(ctx)
     parts = []
@@ -355,7 +398,12 @@ def _explanations(ctx: _Context, top: int, progress: bool) -> None:
 def _training(ctx: _Context) -> None:
     path = ctx.inputs.metrics_csv
     if path is None:
-        ctx.missing("training", "Training curves", "no train/metrics.csv (pass a run folder)")
+        ctx.missing(
+            "training",
+            "Training curves",
+            "no train/metrics.csv (pass a run folder; few-shot and autoencoder-baseline runs "
+            "have no training curves)",
+        )
         return
     png = figures.plot_training_curves(read_csv_rows(path), f"training — {path.parent.parent.name}")
     ctx.page.add("training", "Training curves", ctx.page.image(png, "training.png", "training"))

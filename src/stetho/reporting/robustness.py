@@ -33,9 +33,9 @@ from typing import Any, Literal
 import numpy as np
 
 from stetho.data import AUDIO_EXTENSIONS, Clip, group_by_key, load_audio, scan_dataset
-from stetho.detector import Detector
+from stetho.detector import BaseDetector
 from stetho.evaluation import EvaluationResult, MetricError, evaluate, truth_from_clips
-from stetho.utils.errors import StethoError
+from stetho.utils.errors import InputError, StethoError
 from stetho.utils.io import atomic_write_text
 
 __all__ = [
@@ -225,7 +225,7 @@ def _noise_id(clip: Clip) -> str:
 
 
 def _test_clips(
-    detector: Detector, data_root: str | os.PathLike[str], partition: str
+    detector: BaseDetector, data_root: str | os.PathLike[str], partition: str
 ) -> list[Clip]:
     table = scan_dataset(data_root)
     keys = set(detector.keys)
@@ -235,7 +235,7 @@ def _test_clips(
         if c.split == "test" and c.partition == partition and c.label is not None and c.key in keys
     ]
     if not clips:
-        raise ValueError(
+        raise InputError(
             f"no labelled {partition} test clips under {data_root} for the detector's "
             f"machine/sections ({', '.join(f'{m}/{s}' for m, s in sorted(keys))})"
         )
@@ -243,7 +243,7 @@ def _test_clips(
 
 
 def evaluate_under_noise(
-    detector: Detector,
+    detector: BaseDetector,
     data_root: str | os.PathLike[str],
     noise: str | os.PathLike[str],
     snrs: Sequence[float],
@@ -256,8 +256,9 @@ def evaluate_under_noise(
     """Evaluate ``detector`` on the labelled test clips, clean and mixed with noise at each SNR.
 
     Args:
-        detector: A fitted detector (its banks and thresholds are used unchanged: only the test
-            clips are noisy, as in a plant that got louder after training).
+        detector: A fitted detector of any kind (its models and thresholds are used unchanged:
+            only the test clips are noisy, as in a plant that got louder after training;
+            decisions are the detector's own, :meth:`~stetho.detector.BaseDetector.decisions`).
         data_root: Dataset root with labelled test clips of the detector's machine/sections.
         noise: Folder (searched recursively) or file of background recordings.
         snrs: SNRs in dB (see the module docstring for the definition).

@@ -24,7 +24,14 @@ from stetho.evaluation import is_ground_truth_dir
 from stetho.reporting.robustness import ROBUSTNESS_JSON
 from stetho.utils.errors import StethoError
 
-__all__ = ["ReportInputs", "ReportSourceError", "locate", "read_csv_rows"]
+__all__ = [
+    "RUN_JSON",
+    "ReportInputs",
+    "ReportSourceError",
+    "locate",
+    "read_csv_rows",
+    "run_data_root",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -106,19 +113,67 @@ def _classify(src: Path, inp: ReportInputs) -> Path | None:
     )
 
 
-def _root_from_detector(detector_dir: Path) -> Path | None:
-    """The dataset root the detector's banks were fitted from (``bank_clips.json`` paths whose
-    ancestors include ``dev_data``/``eval_data``), when it still exists; else None."""
-    path = detector_dir / "bank_clips.json"
+#: What a run folder records about itself (written by the training pipelines):
+#: ``{"data_root": "<dataset root the run was trained and tested on>"}``.
+RUN_JSON = "run.json"
+
+
+def run_data_root(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The dataset root a run records in ``RUN/run.json`` (``data_root``), when it still exists.
+
+    A relative ``data_root`` is taken relative to the run folder. Returns None when the file is
+    absent, unreadable or names a folder that is gone (the report then looks elsewhere).
+    """
+    path = Path(run_dir) / RUN_JSON
     try:
-        banks = json.loads(path.read_text(encoding="utf-8"))["banks"]
-        first = Path(next(iter(p for paths in banks.values() for p in paths)))
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        root = Path(str(doc["data_root"]))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    for parent in first.parents:
-        if parent.name in ("dev_data", "eval_data") and parent.parent.is_dir():
-            return parent.parent
+    if not root.is_absolute():
+        root = Path(run_dir) / root
+    if not root.is_dir():
+        logger.warning("%s: data_root %s no longer exists", path, root)
+        return None
+    return root
+
+
+def _bank_paths(detector_dir: Path) -> list[str]:
+    """Recording paths the detector folder lists for its banks (k-NN ``bank_clips.json``,
+    few-shot ``config.json`` ``keys.*.bank_clips``); empty when it lists none."""
+    try:
+        banks = json.loads((detector_dir / "bank_clips.json").read_text(encoding="utf-8"))
+        return [str(p) for paths in banks["banks"].values() for p in paths]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    try:
+        meta = json.loads((detector_dir / "config.json").read_text(encoding="utf-8"))
+        return [
+            str(p)
+            for info in meta["keys"].values()
+            for paths in dict(info.get("bank_clips", {})).values()
+            for p in paths
+        ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+
+
+def _root_from_detector(detector_dir: Path) -> Path | None:
+    """The dataset root the detector's banks were fitted from (bank clip paths whose ancestors
+    include ``dev_data``/``eval_data``), when it still exists; else None."""
+    for first in _bank_paths(detector_dir)[:1]:
+        for parent in Path(first).parents:
+            if parent.name in ("dev_data", "eval_data") and parent.parent.is_dir():
+                return parent.parent
     return None
+
+
+def _own_data_root(inp: ReportInputs) -> Path | None:
+    """Where a run's own test clips are: ``RUN/run.json``, else the detector's bank paths."""
+    root = run_data_root(inp.run_dir) if inp.run_dir is not None else None
+    if root is None and inp.detector_dir is not None:
+        root = _root_from_detector(inp.detector_dir)
+    return root
 
 
 def locate(
@@ -134,8 +189,8 @@ def locate(
     Args:
         source: Run, demo, sweep or submission folder.
         truth: Dataset root or official ground-truth folder (default: a demo's ``data/``, else
-            the dataset the detector's banks were fitted from, found through its
-            ``bank_clips.json``).
+            the run's own dataset: ``RUN/run.json``'s ``data_root``, else the dataset the
+            detector's bank clips come from).
         data: Dataset root with the audio (default: ``truth`` when it is a dataset root).
         detector: Detector folder (default: ``<run>/detector``).
         robustness: ``robustness.json`` or its folder (default: ``<run>/robustness/``).
@@ -160,11 +215,11 @@ def locate(
     if detector is not None:
         inp.detector_dir = Path(detector)
     own_scores = inp.run_dir is not None and inp.scores_dir == inp.run_dir / "scores"
-    if truth is None and default_truth is None and own_scores and inp.detector_dir is not None:
-        # the run's dev-test scores: their truth is the dataset the banks were fitted from
-        default_truth = _root_from_detector(inp.detector_dir)
+    if truth is None and default_truth is None and own_scores:
+        # the run's dev-test scores: their truth is the dataset the run was made from
+        default_truth = _own_data_root(inp)
         if default_truth is not None:
-            logger.info("truth: the dataset the detector was fitted on, %s", default_truth)
+            logger.info("truth: the dataset the run was made from, %s", default_truth)
     inp.truth = Path(truth) if truth is not None else default_truth
     if data is not None:
         inp.data_root = Path(data)
