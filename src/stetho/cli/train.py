@@ -12,9 +12,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from stetho.pipelines import run_training, training_config
 
     # the recipe (default: the few-shot ensemble) is chosen by the library, as in Python
-    cfg = training_config(args.config, args.set, args.pretrained)
+    sets = list(args.set)
+    if args.false_alarm is not None:
+        sets += [f"threshold.false_alarm={args.false_alarm}"]
+    cfg = training_config(args.config, sets, args.pretrained)
     result = run_training(cfg, args.data, args.out, resume=not args.no_resume)
+    print(result.summary)  # plain words first
     if result.evaluation is not None:
+        print("\nDCASE evaluation of the test clips:")
         print(result.evaluation.table())
     if result.train is None:  # the few-shot ensemble
         print(f"label-free member choice per machine: {args.out}/choice.md")
@@ -132,6 +137,14 @@ def register(sub: Any) -> None:
         metavar="CKPT",
         help="default recipe only: add the frozen EfficientAT mn04 member with these weights "
         "(e.g. efficientat_mn04_as_mAP_432.pt after `stetho backbones fetch efficientat-mn04`)",
+    )
+    p.add_argument(
+        "--false-alarm",
+        type=float,
+        default=None,
+        metavar="ALPHA",
+        help="false-alarm rate the thresholds are fitted for (default 0.1: about 10 of 100 "
+        "normal clips; see docs/thresholds.md)",
     )
     add_set_option(p)
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints in --out")

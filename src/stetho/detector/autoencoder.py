@@ -101,6 +101,9 @@ class AutoencoderDetector(BaseDetector):
         self.thresholds[key] = float(self.model.sections[key].thresholds[name])
         self.held_out[key] = _Held(np.asarray(held, dtype=np.float64), {"method": "gamma"})
 
+    def _forget(self, key: Key) -> None:
+        self.model.sections.pop(key, None)
+
     def _key_state(self, keys: list[Key]) -> Any:
         return {k: self.model.sections.get(k) for k in keys}
 

@@ -183,6 +183,10 @@ class BaseDetector(ABC):
     ) -> BaseDetector:
         """Rebuild a detector of this kind from its folder (files already hash-checked)."""
 
+    def _forget(self, key: Key) -> None:
+        """Drop the model of ``key`` (:meth:`fit` with ``replace``); kinds with models override."""
+        raise NotImplementedError(f"{type(self).__name__} cannot drop the model of {key}")
+
     def nearest(self, feats: Features, key: Key) -> list[Nearest | None]:
         """The bank clip nearest to each row of ``feats`` (``None`` where the kind has no bank)."""
         return [None] * len(feats)
@@ -388,8 +392,14 @@ class BaseDetector(ABC):
         ]
 
     # -- fitting, thresholds, calibration (shared) -------------------------------------------
-    def fit(self, clips: Iterable[Clip], *, progress: bool = False) -> Self:
-        """Build every (machine, section) model from normal training clips, and the thresholds.
+    def fit(self, clips: Iterable[Clip], *, replace: bool = True, progress: bool = False) -> Self:
+        """Build the (machine, section) models from normal training clips, and the thresholds.
+
+        Args:
+            clips: Normal training clips.
+            replace: Drop every model first (default); ``False`` keeps the models of keys that
+                ``clips`` do not cover (the keys they cover are rebuilt).
+            progress: Progress bars.
 
         Raises:
             InputError: no clips, or anomalous / test clips among them.
@@ -400,7 +410,13 @@ class BaseDetector(ABC):
         bad = [c.name for c in clips if c.label == "anomaly" or c.split == "test"]
         if bad:
             raise InputError(f"fit takes normal training clips only; got e.g. {bad[:3]}")
-        for key, group in group_by_key(clips).items():
+        groups = group_by_key(clips)
+        if replace:
+            for key in [k for k in self.keys if k not in groups]:
+                self._forget(key)
+                self.thresholds.pop(key, None)
+                self.held_out.pop(key, None)
+        for key, group in groups.items():
             held = self._fit_key(key, group, "replace", progress)
             self._set_threshold(key, held)
         return self

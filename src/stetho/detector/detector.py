@@ -300,6 +300,10 @@ class Detector(BaseDetector):
             Nearest(n.ref, float(n.distance), n.domain) for n in self.scorer.nearest(feats, key)
         ]
 
+    def _forget(self, key: Key) -> None:
+        self.scorer.banks.pop(key, None)
+        self.scorer.refs.pop(key, None)
+
     def _key_state(self, keys: list[Key]) -> Any:
         return {k: (self.scorer.banks.get(k), self.scorer.refs.get(k)) for k in keys}
 

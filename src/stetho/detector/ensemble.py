@@ -255,6 +255,9 @@ class EnsembleDetector(BaseDetector):
                 out[j][kind] = scores
         return out
 
+    def _forget(self, key: Key) -> None:
+        self.models.pop(key, None)
+
     def _key_state(self, keys: list[Key]) -> Any:
         return {k: self.models.get(k) for k in keys}
 

@@ -80,7 +80,7 @@ def score_dataset(
             len(missing),
             len(extra),
         )
-        detector.fit(extra, progress=progress)  # only these keys are (re)built
+        detector.fit(extra, replace=False, progress=progress)
     scores = detector.score_clips(test, progress=progress)
     write_scores(
         detector,

@@ -60,6 +60,13 @@ class RunResult:
     submission_files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
 
+    @property
+    def summary(self) -> str:
+        """Plain-words summary of the detector and its test clips (also in ``summary.txt``)."""
+        from stetho.pipelines.summary import plain_summary
+
+        return plain_summary(self.detector, self.scores)
+
 
 def run_training(
     cfg: ExperimentConfig,
@@ -120,7 +127,7 @@ def run_training(
             cfg, list(train_clips), list(test_clips), out, year, progress=progress
         )
         secs = round(time.monotonic() - t0, 3)
-        return RunResult(out, det, None, ev, fs_scores, fs_files, secs)
+        return _with_summary(RunResult(out, det, None, ev, fs_scores, fs_files, secs))
     result = train(
         cfg,
         train_clips,
@@ -146,6 +153,13 @@ def run_training(
         if evaluation is not None:
             write_evaluation(evaluation, out / "evaluation")
             logger.info("run %s: official score Ω = %.4f", cfg.name, evaluation.official_score)
-    return RunResult(
-        out, detector, result, evaluation, scores, files, round(time.monotonic() - t0, 3)
-    )
+    secs = round(time.monotonic() - t0, 3)
+    return _with_summary(RunResult(out, detector, result, evaluation, scores, files, secs))
+
+
+def _with_summary(run: RunResult) -> RunResult:
+    """Write ``summary.txt`` (the plain-words summary) into the run folder."""
+    from stetho.utils.io import atomic_write_text
+
+    atomic_write_text(run.out_dir / "summary.txt", run.summary + "\n")
+    return run

@@ -11,6 +11,7 @@ the latest abnormal window (for the dashboard's spectrogram) are also kept in me
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -212,7 +213,8 @@ class ScoringService:
             thr = scorer.thresholds.get(key)
             # the detector decides (its own rule), serving never compares with the threshold
             decision = None if thr is None else int(scorer.decide([score], key)[0])
-        threshold = None if thr is None else float(thr)
+        # a key without a fitted threshold (+inf: never anomalous) reports none
+        threshold = None if thr is None or not math.isfinite(thr) else float(thr)
         now = datetime.now(UTC)
         alarm = self._record(
             (ident, version), key, now, seconds, score, threshold, decision, source
