@@ -43,7 +43,7 @@ import numpy as np
 import stetho
 from stetho.data import AudioError, Clip, group_by_key
 from stetho.data.names import Key, as_key
-from stetho.detector.artifact import read_meta
+from stetho.detector.artifact import DetectorError, read_meta
 from stetho.scoring.threshold import ThresholdConfig, decide_for_key
 from stetho.utils.artifact import write_folder
 from stetho.utils.errors import InputError, NotFoundError
@@ -615,6 +615,7 @@ class BaseDetector(ABC):
 
     @classmethod
     def _from_meta(cls, src: Path, meta: dict[str, Any], options: dict[str, Any]) -> BaseDetector:
+        _require_listed(src)
         det = cls._read_parts(src, meta, options)
         det.detector_id = str(meta.get("id") or src.resolve().name)
         det.version = int(meta.get("version", 1))
@@ -698,3 +699,28 @@ def _restore_threshold(det: BaseDetector, key: Key, thr: float | None, held: Any
         det.held_out.pop(key, None)
     else:
         det.held_out[key] = held
+
+
+#: Files a detector reads: each must be listed (with its SHA-256) in the folder's manifest.
+_READ_SUFFIXES = (".onnx", ".safetensors", ".json", ".pt", ".bin")
+
+
+def _require_listed(src: Path) -> None:
+    """Refuse a folder holding a model, bank or settings file its manifest does not list."""
+    import json
+
+    from stetho.utils.io import MANIFEST_NAME, folder_files
+
+    path = src / MANIFEST_NAME
+    if not path.is_file():
+        return  # pre-manifest folders: read_meta already decided (warned or refused)
+    listed = set(json.loads(path.read_text(encoding="utf-8")).get("files", {}))
+    extra = [
+        f for f in folder_files(src)
+        if f != MANIFEST_NAME and f.endswith(_READ_SUFFIXES) and f not in listed
+    ]  # fmt: skip
+    if extra:
+        raise DetectorError(
+            f"{src / extra[0]}: not listed in {path}, so its integrity cannot be checked; the "
+            "folder was changed after it was saved (save or export the detector again)"
+        )
