@@ -199,22 +199,23 @@ def test_saved_baseline_is_a_scorer(tiny_run: tuple[Path, Path, object], tmp_pat
     """What ``stetho detect`` / ``watch`` / ``serve`` need: the Scorer protocol, by load_scorer."""
     root, out, _ = tiny_run
     model = load_scorer(out / "detector")
-    assert isinstance(model, AEBaseline) and isinstance(model, Scorer)
-    assert model.cfg.score_mode == "mahala"  # the run's mode is what the saved baseline scores
+    assert isinstance(model, Scorer) and isinstance(model.model, AEBaseline)
+    assert model.kind == "autoencoder"
+    assert model.model.cfg.score_mode == "mahala"  # the run's mode is what the saved baseline scores
     assert model.keys == [("fan", "00")] and model.sample_rate == 16000
     assert model.window_seconds() is None
     test = list(scan_dataset(root).filter(split="test"))[:4]
     waves = [load_audio(c.path, sr=16000)[0] for c in test]
-    explicit = model.score(waves, ("fan", "00"), "mahala", faithful=True)
+    explicit = model.model.score(waves, ("fan", "00"), "mahala", faithful=True)
     np.testing.assert_array_equal(model.score_waveforms(waves, "fan", "00"), explicit)
     grouped = model.score_clips(test)
     assert list(grouped) == [("fan", "00")]
     np.testing.assert_array_equal([grouped[("fan", "00")][c.name] for c in test], explicit)
     thr = model.thresholds[("fan", "00")]
-    assert thr == model.threshold(("fan", "00"), "mahala", faithful=True)
+    assert thr == model.model.threshold(("fan", "00"), "mahala", faithful=True)
     np.testing.assert_array_equal(model.decide(explicit, "fan/00"), (explicit > thr).astype(int))
     described = model.describe()
-    assert described["score_mode"] == "mahala" and described["thresholds"][0]["threshold"] == thr
+    assert described["score_mode"] == "mahala" and described["thresholds"]["fan/00"] == thr
     # saving replaces only another AE baseline folder, never foreign data
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -143,6 +143,8 @@ def test_watch_scores_a_pcm_stream(
             str(out / "detector"),
             "--machine",
             "fan",
+            "--dtype",
+            "int16",
             "--rate",
             str(sr),
             "--window",
@@ -236,6 +238,7 @@ def test_saved_baseline_serves_like_a_detector(
     stream = io.TextIOWrapper(io.BytesIO(np.concatenate([pcm, pcm]).tobytes()))
     monkeypatch.setattr("sys.stdin", stream)
     watch = ["watch", "--detector", str(ae_dir), "--machine", "fan", "--rate", str(sr)]
+    watch += ["--dtype", "int16"]
     assert main([*watch, "--window", "1", "--hop", "1"]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "score" in ln]
     assert len(lines) == 2

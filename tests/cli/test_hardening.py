@@ -241,7 +241,10 @@ def test_a_changed_weight_file_is_named(run_dir: tuple[Path, Path], tmp_path: Pa
 
 def _watch(run: Path, stream: bytes, monkeypatch: pytest.MonkeyPatch, *extra: str) -> int:
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stream)))
-    return main(["watch", "--detector", str(run / "detector"), "--machine", "fan", *extra])
+    # headerless PCM: its format is given (WAV/FLAC on stdin would carry it)
+    fmt = [] if "--dtype" in extra else ["--dtype", "int16"]
+    fmt += [] if "--rate" in extra else ["--rate", "16000"]
+    return main(["watch", "--detector", str(run / "detector"), "--machine", "fan", *fmt, *extra])
 
 
 def test_watch_skips_windows_with_nan_and_scores_the_rest(
