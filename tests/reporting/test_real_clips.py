@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,32 @@ def test_explanation_names_a_real_training_clip(mini_run: tuple[Path, Path]) -> 
     assert ex.nearest_name in train
     assert ex.window_scores.size >= 10  # 10 s clip, 1 s windows, 0.5 s hop
     assert ex.spectrogram.shape[0] == 128 and ex.nearest_spectrogram is not None
+
+
+def test_report_of_a_default_run_on_real_clips(
+    shared_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """``stetho train`` (default few-shot) then ``stetho report RUN`` with no --truth."""
+    import stetho
+    from stetho.cli import main
+
+    root = shared_dir / "data" / "dcase2023t2_mini"
+    run = tmp_path_factory.mktemp("default_run") / "run"
+    out = run.parent / "report"
+    assert main(["train", "--data", str(root), "--out", str(run)]) == 0
+    assert main(["report", str(run), "--out", str(out), "--explain-top", "1"]) == 0
+    html = (out / "report.html").read_text(encoding="utf-8")
+    names = {p.name for p in (out / "figures").glob("*.png")}
+    machines = {c.machine for c in scan_dataset(root)}
+    for m in machines:  # every figure of every section
+        assert {f"roc_{m}_00.png", f"hist_{m}_00.png", f"map_pca_{m}_00.png"} <= names
+    part = html.split('<section id="explanations">')[1].split("</section>")[0]
+    assert part.count("<img") == len(machines) == 7
+    train = {c.name for c in scan_dataset(root) if c.split == "train"}
+    named = re.findall(r"nearest normal clip: (\S+\.wav)", part)
+    assert len(named) == 7 and set(named) <= train
+    det = stetho.load_detector(run / "detector")
+    assert det.kind == "fewshot"
+    # 2 training clips per machine: no finite threshold, and the page says so in words
+    assert all(not math.isfinite(t) for t in det.thresholds.values())
+    assert "never called anomalous" in html.split('<section id="summary">')[1]

@@ -3,7 +3,7 @@
 The features are the detector's own (:meth:`~stetho.detector.BaseDetector.embed_files`), so the
 map works for every kind whose features are one vector per clip (the few-shot ensemble: its
 members' features side by side; the k-NN detector: its embeddings). Each column is standardised
-by the training clips' mean and spread before the projection, so members of different scales
+over the clips drawn (test and training) before the projection, so members of different scales
 weigh alike (not in the paper); the map shows how clips group, its distances are not the
 detector's scores. The autoencoder baseline keeps frames, not one vector per clip: it has no map
 (:class:`MapUnavailable` says so in plain words).
@@ -137,10 +137,10 @@ def embedding_maps(
     bank = _spread(bank, max_bank)
     test = _features(detector, clips, progress)  # (M, E)
     train = _features(detector, bank, progress) if bank else np.zeros((0, test.shape[1]))
-    ref = train if train.shape[0] >= 2 else test
-    mean, std = ref.mean(axis=0), ref.std(axis=0)
+    both = np.concatenate([test, train])
+    std = both.std(axis=0)
     std[~(std > 1e-12)] = 1.0  # constant columns: centred only
-    both = (np.concatenate([test, train]) - mean) / std
+    both = (both - both.mean(axis=0)) / std
     bank_domains = [c.domain or "unknown" for c in bank]
     domains = [c.domain or "unknown" for c in clips]
     labels = [c.label or "unknown" for c in clips]

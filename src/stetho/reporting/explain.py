@@ -154,6 +154,8 @@ class Explanation:
         t0, t1 = self.peak_seconds()
         f0, f1 = self.peak_band_hz()
         thr = "" if self.threshold is None else f" (threshold {self.threshold:.4g})"
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            thr = " (no threshold fitted: never called anomalous)"
         return (
             f"{self.name} [{self.machine}/{self.section}]: score {self.score:.4g}{thr}; most "
             f"anomalous {t0:.2f}-{t1:.2f} s (making it normal lowers the score by "

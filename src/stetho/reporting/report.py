@@ -361,7 +361,7 @@ def _embeddings(ctx: _Context, progress: bool) -> None:
     body = (
         f'<p class="note">Test clips (dots) and the normal training clips (grey: × source, ◆ '
         f"target) in the {ctx.detector.kind} detector's own features, each column standardised "
-        "by the training clips (not in the paper): the map shows how clips group, its distances "
+        "over the clips drawn (not in the paper): the map shows how clips group, its distances "
         "are not the detector's scores. t-SNE only when scikit-learn is installed.</p>"
         f'<div class="figs">{"".join(parts)}</div>'
     )
