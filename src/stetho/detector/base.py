@@ -136,13 +136,26 @@ class BaseDetector(ABC):
         version: int = 1,
         calibrations: list[dict[str, Any]] | None = None,
     ) -> None:
-        self.threshold_cfg = threshold_cfg or ThresholdConfig()
+        self._threshold_cfg = threshold_cfg or ThresholdConfig()
         self.thresholds: dict[Key, float] = {}
         self.held_out: dict[Key, _Held] = {}
         self.detector_id = detector_id or uuid.uuid4().hex
         self.version = int(version)
         self.calibrations: list[dict[str, Any]] = list(calibrations or [])
         self.source: Path | None = None  # the folder it was loaded from, if any
+
+    @property
+    def threshold_cfg(self) -> ThresholdConfig:
+        """The threshold rule (kinds with an experiment config read its ``threshold`` section)."""
+        cfg: Any = getattr(self, "cfg", None)
+        return cfg.threshold if hasattr(cfg, "threshold") else self._threshold_cfg
+
+    @threshold_cfg.setter
+    def threshold_cfg(self, value: ThresholdConfig) -> None:
+        cfg: Any = getattr(self, "cfg", None)
+        if hasattr(cfg, "threshold"):
+            cfg.threshold = value
+        self._threshold_cfg = value
 
     # -- what a kind implements --------------------------------------------------------------
     @property

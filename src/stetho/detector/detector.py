@@ -77,7 +77,6 @@ from stetho.model.adapt import (
 from stetho.model.heads import ProxyHead
 from stetho.model.labels import ClassMap
 from stetho.scoring.knn import DomainKNNScorer
-from stetho.scoring.threshold import ThresholdConfig
 from stetho.utils.io import sha256_file
 
 
@@ -170,16 +169,6 @@ class Detector(BaseDetector):
         self._waveform_loader = waveform_loader
         self.backbone.to(self.device)
         self.head.to(self.device)
-
-    @property
-    def threshold_cfg(self) -> ThresholdConfig:  # type: ignore[override]
-        """The threshold rule: the experiment config's ``threshold`` section."""
-        return self.cfg.threshold
-
-    @threshold_cfg.setter
-    def threshold_cfg(self, value: ThresholdConfig) -> None:
-        if getattr(self, "cfg", None) is not None:
-            self.cfg.threshold = value
 
     # -- construction ------------------------------------------------------------------------
     @classmethod

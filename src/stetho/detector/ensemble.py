@@ -4,7 +4,7 @@ Built for one machine and tens of normal clips, without training::
 
     det = EnsembleDetector(cfg).fit(train_clips)          # cfg.ensemble lists the members
     det.score_files(paths, "fan", "00")                   # (M,) higher = more anomalous
-    det.save("runs/x/detector"); load_scorer("runs/x/detector")   # identical scores
+    det.save("runs/x/detector"); stetho.load_detector("runs/x/detector")   # identical scores
 
 Per (machine, section) and member: one :class:`~stetho.scoring.bank.BankBackend` per domain bank
 (source / target; pooled when a domain has fewer than ``min_domain_bank`` clips). A member's
@@ -41,7 +41,6 @@ from stetho.detector.base import BaseDetector, CalibrationMode, Nearest
 from stetho.scoring.bank import BankBackend
 from stetho.scoring.ensemble import EnsembleConfig, MemberConfig, combine_scores
 from stetho.scoring.selection import choose_members, pseudo_anomaly
-from stetho.scoring.threshold import ThresholdConfig
 from stetho.utils.config import ConfigError
 from stetho.utils.io import sha256_file
 
@@ -106,16 +105,6 @@ class EnsembleDetector(BaseDetector):
         self.models: dict[Key, _KeyModel] = {}
         self._extractors: dict[tuple[str, str | None, str], FeatureExtractor] = {}
         self._dims: list[int] | None = None
-
-    @property
-    def threshold_cfg(self) -> ThresholdConfig:  # type: ignore[override]
-        """The threshold rule: the experiment config's ``threshold`` section."""
-        return self.cfg.threshold
-
-    @threshold_cfg.setter
-    def threshold_cfg(self, value: ThresholdConfig) -> None:
-        if getattr(self, "cfg", None) is not None:
-            self.cfg.threshold = value
 
     # -- features ----------------------------------------------------------------------------
     def _extractor(self, fc: FeatureConfig) -> FeatureExtractor:

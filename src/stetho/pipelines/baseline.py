@@ -22,7 +22,7 @@ from stetho.baselines.autoencoder import (
 from stetho.data import ClipTable, scan_dataset
 from stetho.detector.autoencoder import AutoencoderDetector
 from stetho.evaluation import EvaluationResult, evaluate, truth_from_clips
-from stetho.pipelines.common import infer_year, write_evaluation, write_scores
+from stetho.pipelines.common import infer_year, write_evaluation, write_run_info, write_scores
 
 __all__ = ["run_ae_baseline"]
 
@@ -67,6 +67,7 @@ def run_ae_baseline(
     model = train_ae_baseline(train, cfg)
     detector = AutoencoderDetector(model)
     detector.save(out / "detector")
+    write_run_info(out, data_root)
     lacking = sorted(set(test.sections()) - set(model.keys))
     if lacking:
         m, s = lacking[0]

@@ -4,7 +4,9 @@ evaluation, the per-epoch k-NN validator and the process rank.
 Output layout of a run folder (``run_training``; ``run_ae_baseline`` writes the last three)::
 
     train/        checkpoint.pt, metrics.csv, config.json, class_map.json, tensorboard/
-    detector/     the saved detector or AE baseline (a :class:`~stetho.detector.Scorer` folder)
+    detector/     the saved detector (any kind: stetho.load_detector opens it)
+    run.json      {"data_root": …}: where the clips are, for `stetho report RUN`
+    summary.txt   the plain-words summary printed by `stetho train`
     scores/       anomaly_score_<m>_section_<XX>_test.csv + decision_result_… (official format)
     evaluation/   results.json, results.csv, paper_table.csv, <system>_result.csv, table.md
 """
@@ -12,6 +14,7 @@ Output layout of a run folder (``run_training``; ``run_ae_baseline`` writes the 
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -231,3 +234,15 @@ def knn_validator(
         }
 
     return validate
+
+
+def write_run_info(out_dir: Path, data_root: str | os.PathLike[str]) -> Path:
+    """``run.json``: ``{"data_root": …}`` (absolute), read by ``stetho report RUN``."""
+    import json
+
+    from stetho.utils.io import atomic_write_text
+
+    path = Path(out_dir) / "run.json"
+    doc = {"data_root": str(Path(data_root).resolve())}
+    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    return path

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from stetho.config import ExperimentConfig
 from stetho.data import scan_dataset
 from stetho.detector.detector import Detector
 from stetho.evaluation import Scores
@@ -46,12 +47,13 @@ def score_dataset(
         ``{(machine, section): {clip name: score}}``.
     """
     table = scan_dataset(root, year=year)
-    data = detector.cfg.data
+    # kinds without an experiment config (the autoencoder baseline) select every machine
+    cfg = detector.cfg if isinstance(getattr(detector, "cfg", None), ExperimentConfig) else None
+    exp = cfg if cfg is not None else ExperimentConfig()
+    data = exp.data
     # data.machines names dev machine types: it does not restrict the eval partition
     restrict = partition == "dev"
-    test = select_clips(
-        table, detector.cfg, partition=partition, split="test", restrict_machines=restrict
-    )
+    test = select_clips(table, exp, partition=partition, split="test", restrict_machines=restrict)
     if not len(test):
         filters = [f"sections={data.sections}"] if data.sections is not None else []
         if restrict and data.machines is not None:
@@ -68,7 +70,7 @@ def score_dataset(
                 f"{[f'{m}/{s}' for m, s in detector.keys]} (use fit_missing=True)"
             )
         extra = select_clips(
-            table, detector.cfg, partition=partition, split="train", restrict_machines=restrict
+            table, exp, partition=partition, split="train", restrict_machines=restrict
         ).filter(key=set(missing))
         lacking = sorted(set(missing) - set(extra.sections()))
         if lacking:
@@ -86,7 +88,7 @@ def score_dataset(
         detector,
         scores,
         Path(out_dir),
-        infer_year(list(table), year or detector.cfg.data.year),
+        infer_year(list(table), year or exp.data.year),
         style,
     )
     return scores

@@ -127,7 +127,7 @@ def run_training(
             cfg, list(train_clips), list(test_clips), out, year, progress=progress
         )
         secs = round(time.monotonic() - t0, 3)
-        return _with_summary(RunResult(out, det, None, ev, fs_scores, fs_files, secs))
+        return _with_summary(RunResult(out, det, None, ev, fs_scores, fs_files, secs), data_root)
     result = train(
         cfg,
         train_clips,
@@ -154,12 +154,18 @@ def run_training(
             write_evaluation(evaluation, out / "evaluation")
             logger.info("run %s: official score Ω = %.4f", cfg.name, evaluation.official_score)
     secs = round(time.monotonic() - t0, 3)
-    return _with_summary(RunResult(out, detector, result, evaluation, scores, files, secs))
+    return _with_summary(
+        RunResult(out, detector, result, evaluation, scores, files, secs), data_root
+    )
 
 
-def _with_summary(run: RunResult) -> RunResult:
-    """Write ``summary.txt`` (the plain-words summary) into the run folder."""
+def _with_summary(run: RunResult, data_root: str | os.PathLike[str] | None = None) -> RunResult:
+    """Write ``summary.txt`` (the plain-words summary) and ``run.json`` (where the data is, so
+    that ``stetho report RUN`` finds the test clips' labels) into the run folder."""
+    from stetho.pipelines.common import write_run_info
     from stetho.utils.io import atomic_write_text
 
     atomic_write_text(run.out_dir / "summary.txt", run.summary + "\n")
+    if data_root is not None:
+        write_run_info(run.out_dir, data_root)
     return run
