@@ -96,7 +96,7 @@ class DetectorHandle:
 
     Args:
         path: The detector folder.
-        load: ``load(path) -> Scorer`` (e.g. :func:`stetho.detector.load_scorer` with a device).
+        load: ``load(path) -> Scorer`` (e.g. :func:`stetho.load_detector` with a device).
     """
 
     def __init__(self, path: str | os.PathLike[str], load: Callable[[Path], Scorer]) -> None:
