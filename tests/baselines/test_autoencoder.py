@@ -35,7 +35,7 @@ def test_config_defaults_follow_the_protocol() -> None:
     assert (cfg.epochs, cfg.batch_size, cfg.lr) == (100, 256, 1e-3)
     assert (cfg.validation_split, cfg.seed) == (0.1, 13711)
     assert (cfg.bn_momentum, cfg.bn_eps) == (0.01, 1e-3)
-    assert (cfg.threshold.method, cfg.threshold.quantile) == ("gamma", 0.9)
+    assert (cfg.threshold.method, cfg.threshold.quantile) == ("gamma-dcase", 0.9)
     assert AEBaselineConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError):
         AEBaselineConfig(validation_split=1.0)

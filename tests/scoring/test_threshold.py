@@ -251,3 +251,17 @@ def test_rate_band_matches_the_simulated_false_alarm_rate_of_the_order_statistic
     # a threshold somewhere in the gap [x_(k), x_(k+1)): the band widens on the low side
     gap_lo, gap_hi = rate_band(n, k)
     assert gap_hi == hi and gap_lo < lo
+
+
+def test_gamma_dcase_is_the_official_unclamped_fit() -> None:
+    """The autoencoder baseline's rule: scipy's 3-parameter gamma fit + ppf, as DCASE computes it."""
+    from scipy import stats
+
+    from stetho.baselines import AEBaselineConfig
+
+    rng = np.random.default_rng(3)
+    x = rng.gamma(2.0, 1.5, size=200)
+    want = stats.gamma.ppf(0.9, *stats.gamma.fit(np.sort(x)))
+    got = fit_threshold(x, ThresholdConfig(method="gamma-dcase", quantile=0.9))
+    assert got == pytest.approx(want, rel=1e-9)
+    assert AEBaselineConfig().threshold.method == "gamma-dcase"

@@ -87,7 +87,10 @@ class AEBaselineConfig(ConfigBase):
     seed: int = 13711
     faithful: bool = True
     threshold_samples: Literal["batches", "clips"] = "batches"
-    threshold: ThresholdConfig = field(default_factory=lambda: ThresholdConfig(method="gamma"))
+    # the official baseline's own rule, unclamped (protocol §3.4), to reproduce its figures
+    threshold: ThresholdConfig = field(
+        default_factory=lambda: ThresholdConfig(method="gamma-dcase")
+    )
     device: str = "cpu"
     score_mode: ScoreMode = "mse"
 

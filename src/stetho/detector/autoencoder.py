@@ -29,7 +29,6 @@ from stetho.data.names import Key
 from stetho.detector.artifact import DetectorError
 from stetho.detector.base import BaseDetector, CalibrationMode, _Held
 from stetho.frontend.librosa_mel import baseline_vectors
-from stetho.scoring.threshold import ThresholdConfig
 
 __all__ = ["AutoencoderDetector"]
 
@@ -46,7 +45,7 @@ class AutoencoderDetector(BaseDetector):
     format_version: ClassVar[int] = FORMAT_VERSION
 
     def __init__(self, model: AEBaseline, **identity: Any) -> None:
-        super().__init__(ThresholdConfig(method="gamma"), **identity)
+        super().__init__(model.cfg.threshold, **identity)
         self.model = model
         self.thresholds = dict(model.thresholds)
 
@@ -99,7 +98,8 @@ class AutoencoderDetector(BaseDetector):
         # the baseline's own gamma threshold (protocol §3.4), fitted while training the section
         name = score_name(self.model.cfg.score_mode, self.model.cfg.faithful)
         self.thresholds[key] = float(self.model.sections[key].thresholds[name])
-        self.held_out[key] = _Held(np.asarray(held, dtype=np.float64), {"method": "gamma"})
+        method = self.model.cfg.threshold.method
+        self.held_out[key] = _Held(np.asarray(held, dtype=np.float64), {"method": method})
 
     def _forget(self, key: Key) -> None:
         self.model.sections.pop(key, None)

@@ -13,6 +13,10 @@ A clip is declared anomalous iff ``score > threshold``. Three rules (``Threshold
   fitted value is clamped into ``[x_(k), x_(k+1))``, the gap of sorted scores at the conformal rank
   for ``alpha = 1 - quantile`` (``x_(n+1) = +inf``). The gamma tail only places the threshold
   inside that gap, or above the largest score when ``n`` is too small for ``alpha``.
+* ``"gamma-dcase"``: the DCASE baseline's gamma fit exactly as the official code computes it
+  (``gamma.ppf(quantile)``, unclamped; the empirical ``quantile`` when the fit is degenerate).
+  The autoencoder baseline uses it to reproduce the published baseline; it is *not* stable under
+  rounding-level changes of the scores (see below) and promises no false-alarm rate.
 * ``"percentile"``: the empirical ``quantile`` (linear interpolation, ``numpy.quantile``); no
   finite-sample promise.
 
@@ -61,7 +65,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ThresholdMethod = Literal["conformal", "gamma", "percentile"]
+ThresholdMethod = Literal["conformal", "gamma", "gamma-dcase", "percentile"]
 
 #: Lower and upper probability of the reported band of the actual false-alarm rate (a 90 % band).
 RATE_BAND_LEVELS = (0.05, 0.95)
@@ -343,6 +347,9 @@ def fit_threshold_info(
         value = float(s[min(k, n) - 1])
     elif cfg.method == "gamma":
         value = _gamma_in_gap(s, k, cfg.quantile)
+    elif cfg.method == "gamma-dcase":  # the official baseline's value, unclamped
+        fitted = gamma_fit_threshold(s, cfg.quantile)
+        value = float(np.quantile(s, cfg.quantile)) if fitted is None else float(fitted)
     else:
         value = float(np.quantile(s, cfg.quantile))
     rank = int(np.searchsorted(s, value, side="right"))
