@@ -229,14 +229,14 @@ def test_several_named_detectors_and_metrics(
             in text
         )
         machines = client.get("/v1/machines").json()["machines"]
-        assert [(m["machine"], m["score"]) for m in machines] == [("fan", got["score"])]
+        # every key a served detector knows is listed, valve/00 never scored
+        assert [(m["machine"], m["score"], m["state"]) for m in machines] == [
+            ("fan", got["score"], "normal" if got["decision"] == 0 else "anomalous"),
+            ("valve", None, "no scores yet"),
+        ]
+        assert [m["detector_name"] for m in machines] == ["fan-only", "both"]
         assert "no score history" in _json_error(client.get("/v1/alarms"), 503)
         assert client.get("/openapi.json").json()["paths"]["/v1/score"]["post"]
-        docs = client.get("/docs").text  # served here: a plant network has no CDN
-        assert "/v1/score" in docs and "<code>machine</code>" in docs and "audio/wav" in docs
-        assert (
-            "<script" not in docs and "http" not in docs.split("</style>")[1].split("/openapi")[0]
-        )
 
 
 def test_detector_specs() -> None:
@@ -346,10 +346,8 @@ def test_dashboard_only_server_shows_what_another_process_stored(store_url: str)
         metrics = client.get("/metrics").text
         assert 'stetho_last_score{machine="pump",section="01"} 0.1' in metrics
         assert 'stetho_alarm_open{machine="pump",section="01"} 0.0' in metrics
-        page = client.get("/").text
-        assert 'id="machines"' in page and ">pump<" in page and 'class="timeline"' in page
-        assert page.count('class="alarm-span"') == 1 and 'id="alarms"' in page
-        assert "7 scores" in page
+        page = client.get("/")  # its content is tested with the dashboard
+        assert page.status_code == 200 and "pump" in page.text
     service.close()
 
 

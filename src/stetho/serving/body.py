@@ -170,8 +170,10 @@ async def read_body(
     return b"".join(chunks)
 
 
-async def form_file(request: Request, body: bytes, limit: int) -> tuple[bytes, dict[str, str]]:
-    """The first file of a multipart body and its text fields."""
+async def form_file(
+    request: Request, body: bytes, limit: int
+) -> tuple[bytes, dict[str, str], str | None]:
+    """The first file of a multipart body, its text fields and the file's name (or None)."""
 
     async def replay() -> Message:
         return {"type": "http.request", "body": body, "more_body": False}
@@ -184,15 +186,17 @@ async def form_file(request: Request, body: bytes, limit: int) -> tuple[bytes, d
         raise RequestError(400, f"malformed multipart/form-data body: {err}") from err
     fields: dict[str, str] = {}
     data = None
+    filename = None
     for name, value in form.multi_items():
         if isinstance(value, str):
             fields[name] = value
         elif data is None:
             data = await value.read()
+            filename = value.filename or None
     await form.close()
     if data is None:
         raise RequestError(400, "multipart/form-data body without a file field (e.g. -F file=@x)")
-    return data, fields
+    return data, fields, filename
 
 
 def check_content_type(ctype: str, raw_pcm: bool) -> None:

@@ -4,8 +4,11 @@
   ``stetho_http_request_duration_seconds{route}`` (histogram) for every request;
 * ``stetho_scores_total{machine,section,detector}``, ``stetho_rejected_total{reason}`` and
   ``stetho_scoring_in_progress``;
-* per machine/section: ``stetho_last_score``, ``stetho_threshold``, ``stetho_last_decision``,
-  ``stetho_last_score_timestamp_seconds`` and ``stetho_alarm_open`` (1 while an alarm is open).
+* per machine/section: ``stetho_last_score`` (raw), ``stetho_last_normalised_score`` (0 = median
+  normal clip, 1 = threshold, one scale for every machine), ``stetho_threshold``,
+  ``stetho_last_decision``, ``stetho_last_score_timestamp_seconds``, ``stetho_alarm_open`` (1
+  while an alarm is open) and ``stetho_machine_state{state}`` (1 for the current state); every
+  machine/section a served detector knows is listed, scored or not.
   With a store these come from the store at scrape time, so scores written by ``stetho monitor``
   into the same database show up too; without one, from the scores this process computed;
 * ``stetho_build_info{version,python}`` (always 1) and prometheus_client's default collectors:
@@ -39,6 +42,7 @@ __all__ = ["MachineGauge", "ServiceMetrics"]
 
 logger = logging.getLogger(__name__)
 
+_STATES = ("alarm", "anomalous", "normal", "no threshold", "no scores yet")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -53,6 +57,19 @@ class MachineGauge:
     decision: int | None
     time: datetime | None
     alarm_open: bool
+    normalised: float | None = None
+    detector_name: str = ""
+
+    @property
+    def state(self) -> str:
+        """``"alarm"``, ``"anomalous"``, ``"normal"``, ``"no threshold"`` or ``"no scores yet"``."""
+        if self.alarm_open:
+            return "alarm"
+        if self.score is None:
+            return "no scores yet"
+        if self.decision is None:
+            return "no threshold"
+        return "anomalous" if self.decision == 1 else "normal"
 
 
 class _MachineCollector(Collector):
@@ -79,6 +96,17 @@ class _MachineCollector(Collector):
             "alarm": GaugeMetricFamily(
                 "stetho_alarm_open", "1 while an alarm is open for the machine", labels=labels
             ),
+            "normalised": GaugeMetricFamily(
+                "stetho_last_normalised_score",
+                "Latest normalised score (0 = median normal clip, 1 = threshold)",
+                labels=labels,
+            ),
+            "state": GaugeMetricFamily(
+                "stetho_machine_state",
+                "1 for the machine's current state (alarm, anomalous, normal, no threshold, "
+                "no scores yet), 0 for the others",
+                labels=[*labels, "state"],
+            ),
         }
         try:
             states = self._source()
@@ -96,6 +124,11 @@ class _MachineCollector(Collector):
             if s.time is not None:
                 fams["time"].add_metric(lv, s.time.timestamp())
             fams["alarm"].add_metric(lv, 1.0 if s.alarm_open else 0.0)
+            if s.normalised is not None:
+                fams["normalised"].add_metric(lv, s.normalised)
+            current = s.state
+            for state in _STATES:
+                fams["state"].add_metric([*lv, state], 1.0 if state == current else 0.0)
         yield from fams.values()
 
 

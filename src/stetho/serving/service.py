@@ -1,11 +1,16 @@
 """The scoring service behind the HTTP API: detectors, limits, the score store and alarms.
 
 Transport-free: :mod:`stetho.serving.api` turns requests into calls of :class:`ScoringService`
-and its results into JSON. Decisions are the detector's own (``scorer.decide``); scores go to the
-store (when one is configured) together with the alarm rule's update, in one transaction that
-reads the alarm state from the database (:meth:`~stetho.store.ScoreStore.record`), so a
-``stetho monitor`` writing the same store is seen. The last score of every machine/section and
-the latest abnormal window (for the dashboard's spectrogram) are also kept in memory.
+and its results into JSON. One window is scored through the detector contract: features once,
+the raw score, the detector's own decision (``decide``), its normalised score (``normalise``)
+and, for an anomalous window, the nearest normal bank clip (``nearest``). The window is one
+:class:`~stetho.store.ScoreRow`; it goes to the store (when one is configured) together with the
+alarm rule's update, in one transaction that reads the alarm state from the database
+(:meth:`~stetho.store.ScoreStore.record`), so a ``stetho monitor`` writing the same store is
+seen. The audio of anomalous windows (and a copy of their nearest bank clip) is kept in the
+store's audio folder (:class:`~stetho.store.audio.AudioKeeper`). The last window of every
+machine/section and the latest abnormal one (for the dashboard's spectrogram) are also kept in
+memory.
 """
 
 from __future__ import annotations
@@ -14,21 +19,23 @@ import logging
 import math
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stetho.serving.charts import TimelinePoint
+from stetho.data.names import normalize_section
 from stetho.serving.decode import RequestError
-from stetho.serving.files import normalize_section
 from stetho.serving.metrics import MachineGauge
+from stetho.store.rows import ScoreRow
 from stetho.utils.config import ConfigBase
 
 if TYPE_CHECKING:
     from stetho.serving.registry import DetectorEntry, DetectorRegistry
     from stetho.store import AlarmRule, AlarmTracker, ScoreStore
+    from stetho.store.audio import AudioKeeper
 
 __all__ = ["AbnormalWindow", "ScoringService", "ServiceLimits"]
 
@@ -100,15 +107,36 @@ class ServiceLimits(ConfigBase):
 
 @dataclass(frozen=True)
 class AbnormalWindow:
-    """The latest window of a machine that was scored anomalous (kept for the dashboard)."""
+    """The latest window of a machine that was scored anomalous, with its audio (for the
+    dashboard's spectrogram): the stored record plus the waveform."""
 
-    time: datetime
-    machine: str
-    section: str
+    row: ScoreRow
     wave: np.ndarray  # (N,) float32 at ``sample_rate``
     sample_rate: int
-    score: float
-    threshold: float | None
+
+    @property
+    def time(self) -> datetime:
+        return self.row.time
+
+    @property
+    def machine(self) -> str:
+        return self.row.machine
+
+    @property
+    def section(self) -> str:
+        return self.row.section
+
+    @property
+    def score(self) -> float:
+        return self.row.score
+
+    @property
+    def threshold(self) -> float | None:
+        return self.row.threshold
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 class ScoringService:
@@ -119,6 +147,9 @@ class ScoringService:
         limits: Request limits.
         store: Where scores and alarms are kept (None: memory only, no history).
         alarm_rule: The rule that opens/closes alarms (default ``AlarmRule()``); needs a store.
+        audio: Where the audio of anomalous windows is kept: an
+            :class:`~stetho.store.audio.AudioKeeper`, ``"auto"`` (default: the SQLite store's
+            ``<file>.audio`` folder, none for PostgreSQL or without a store) or None (no audio).
     """
 
     def __init__(
@@ -127,6 +158,7 @@ class ScoringService:
         limits: ServiceLimits | None = None,
         store: ScoreStore | None = None,
         alarm_rule: Any = None,
+        audio: AudioKeeper | str | None = "auto",
     ) -> None:
         self.registry = registry
         self.limits = limits or ServiceLimits()
@@ -138,11 +170,19 @@ class ScoringService:
 
             self.alarm_rule = alarm_rule or AlarmRule()
             self.tracker = AlarmTracker(store, self.alarm_rule)
+        if audio == "auto":
+            from stetho.store.audio import AudioKeeper
+
+            audio = None if store is None else AudioKeeper.for_store(store.database)
+        elif isinstance(audio, str):
+            raise ValueError(f"audio must be an AudioKeeper, 'auto' or None, got {audio!r}")
+        self.audio: AudioKeeper | None = audio
         self._write_lock = threading.Lock()
-        self._last: dict[tuple[str, str], MachineGauge] = {}
+        self._last: dict[tuple[str, str], ScoreRow] = {}
+        self._alarm_open: dict[tuple[str, str], bool] = {}
         self._abnormal: dict[tuple[str, str], AbnormalWindow] = {}
-        #: recent scores per key for the dashboard when there is no store
-        self.recent: dict[tuple[str, str], deque[TimelinePoint]] = {}
+        #: recent windows per key (the history when there is no store)
+        self.recent: dict[tuple[str, str], deque[ScoreRow]] = {}
 
     # -- keys --------------------------------------------------------------------------------
     def resolve(
@@ -180,6 +220,14 @@ class ScoringService:
             )
         return entry, key
 
+    def known_keys(self) -> dict[tuple[str, str], str]:
+        """Every (machine, section) a served detector scores → the name of the first one."""
+        out: dict[tuple[str, str], str] = {}
+        for entry in self.registry:
+            for key in entry.keys:
+                out.setdefault((str(key[0]), str(key[1])), entry.name)
+        return out
+
     # -- scoring -----------------------------------------------------------------------------
     def score(
         self,
@@ -191,9 +239,55 @@ class ScoringService:
     ) -> dict[str, Any]:
         """Score one waveform (at the detector's rate), record it and update alarms.
 
+        Args:
+            entry: The detector.
+            key: (machine, section).
+            wave: Mono float32 at the detector's rate.
+            seconds: Its duration.
+            source: Where it came from (an upload's file name, ``"http"`` when unnamed).
+
+        Returns:
+            The window as JSON-ready dict (the fields of :class:`~stetho.store.ScoreRow` that
+            the API shows, plus ``seconds``, ``detector``, ``alarm``, ``has_audio``).
+
         Raises:
             RequestError: 400 when the model cannot score the audio (e.g. too short).
         """
+        row, sample_rate, nearest_wave = self._score_window(entry, key, wave, source, seconds)
+        row = self._keep_audio(row, wave, sample_rate, nearest_wave)
+        row, alarm = self._record(row)
+        if row.decision == 1:
+            self._abnormal[key] = AbnormalWindow(row, wave, sample_rate)
+        return {
+            "id": row.id,
+            "score": row.score,
+            "normalised": row.normalised,
+            "decision": row.decision,
+            "threshold": row.threshold,
+            "machine": row.machine,
+            "section": row.section,
+            "seconds": seconds,
+            "source": row.source,
+            "detector": entry.name,
+            "detector_name": entry.name,
+            "detector_id": row.detector_id,
+            "detector_version": row.detector_version,
+            "time": row.time.isoformat(),
+            "alarm": alarm,
+            "nearest_ref": row.nearest_ref,
+            "has_audio": row.audio is not None and row.id is not None,
+        }
+
+    def _score_window(
+        self,
+        entry: DetectorEntry,
+        key: tuple[str, str],
+        wave: np.ndarray,
+        source: str,
+        seconds: float,
+    ) -> tuple[ScoreRow, int, np.ndarray | None]:
+        """The scored window (not stored yet), the detector's rate and, for an anomalous
+        window, the audio of its nearest normal bank clip (when the detector knows its path)."""
         machine, section = key
         entry.refresh()
         with entry.lock:  # scorer, threshold and identity of one version
@@ -202,8 +296,10 @@ class ScoringService:
                 raise RequestError(
                     404, f"detector {entry.name!r} no longer has {machine}/{section}"
                 )
+            sample_rate = int(scorer.sample_rate)
             try:
-                score = float(scorer.score_waveforms([wave], machine, section)[0])
+                feats = scorer.embed_waveforms([wave])
+                score = float(scorer.score_features(feats, key)[0])
             except ValueError as err:
                 raise RequestError(
                     400,
@@ -213,94 +309,77 @@ class ScoringService:
             thr = scorer.thresholds.get(key)
             # the detector decides (its own rule), serving never compares with the threshold
             decision = None if thr is None else int(scorer.decide([score], key)[0])
-        # a key without a fitted threshold (+inf: never anomalous) reports none
-        threshold = None if thr is None or not math.isfinite(thr) else float(thr)
-        now = datetime.now(UTC)
-        alarm = self._record(
-            (ident, version), key, now, seconds, score, threshold, decision, source
+            normalised = _finite(float(scorer.normalise([score], key)[0]))
+            nearest = scorer.nearest(feats, key)[0] if decision == 1 else None
+        ref = None if nearest is None else nearest.ref
+        nearest_wave = None
+        if ref is not None and self.audio is not None and self.audio.has_reference(ref) is None:
+            nearest_wave = _load_reference(ref, sample_rate)
+        row = ScoreRow(
+            time=datetime.now(UTC),
+            machine=machine,
+            section=section,
+            source=source,
+            window_start=0.0,
+            window_end=float(seconds),
+            score=score,
+            # a key without a fitted threshold (+inf: never anomalous) reports none
+            threshold=_finite(None if thr is None else float(thr)),
+            decision=decision,
+            detector_id=ident,
+            detector_version=version,
+            detector_name=entry.name,
+            normalised=normalised,
+            nearest_ref=ref,
         )
-        if decision == 1:
-            self._abnormal[key] = AbnormalWindow(
-                now, machine, section, wave, int(scorer.sample_rate), score, threshold
-            )
-        return {
-            "score": score,
-            "decision": decision,
-            "threshold": threshold,
-            "machine": machine,
-            "section": section,
-            "seconds": seconds,
-            "detector": entry.name,
-            "detector_id": ident,
-            "detector_version": version,
-            "time": now.isoformat(),
-            "alarm": alarm,
-        }
+        return row, sample_rate, nearest_wave
 
-    def _record(
-        self,
-        identity: tuple[str, int],
-        key: tuple[str, str],
-        now: datetime,
-        seconds: float,
-        score: float,
-        threshold: float | None,
-        decision: int | None,
-        source: str,
-    ) -> str | None:
+    def _keep_audio(
+        self, row: ScoreRow, wave: np.ndarray, sample_rate: int, nearest: np.ndarray | None
+    ) -> ScoreRow:
+        """``row`` with the names of its kept audio (anomalous windows, with a store)."""
+        return keep_window_audio(self.audio, row, wave, sample_rate, nearest)
+
+    def _record(self, row: ScoreRow) -> tuple[ScoreRow, str | None]:
+        """Store ``row`` and apply the alarm rule; return it with its id, and the event."""
+        key = (row.machine, row.section)
         event = None
         with self._write_lock:
             if self.store is not None and self.alarm_rule is not None:
-                from stetho.store import ScoreRow
-
-                row = ScoreRow(
-                    time=now,
-                    machine=key[0],
-                    section=key[1],
-                    source=source,
-                    window_start=0.0,
-                    window_end=float(seconds),
-                    score=score,
-                    threshold=threshold,
-                    decision=decision,
-                    detector_id=identity[0],
-                    detector_version=identity[1],
-                )
-                _, (event,) = self.store.record([row], self.alarm_rule)
+                (new_id,), (event,) = self.store.record([row], self.alarm_rule)
+                row = replace(row, id=new_id)
                 if event:  # the store logs the event itself
-                    logger.info("alarm %s for %s/%s (score %.4f)", event, *key, score)
-            prev = self._last.get(key)
-            alarm_open = prev.alarm_open if prev else False
+                    logger.info("alarm %s for %s/%s (score %.4f)", event, *key, row.score)
             if event is not None:
-                alarm_open = event == "opened"
-            self.recent.setdefault(key, deque(maxlen=_RECENT)).append(
-                TimelinePoint(now, score, threshold, decision)
-            )
-            self._last[key] = MachineGauge(
-                key[0], key[1], score, threshold, decision, now, alarm_open
-            )
-        return event
+                self._alarm_open[key] = event == "opened"
+            self.recent.setdefault(key, deque(maxlen=_RECENT)).append(row)
+            self._last[key] = row
+        return row, event
 
     # -- state -------------------------------------------------------------------------------
     def machine_states(self) -> list[MachineGauge]:
-        """Latest state per machine/section: from the store when there is one, else memory."""
+        """State per machine/section: every key a served detector knows (never scored: no
+        score) and every key in the store (or scored by this process without one)."""
+        known = self.known_keys()
+        out: dict[tuple[str, str], MachineGauge] = {}
         if self.store is None:
-            return [self._last[k] for k in sorted(self._last)]
-        out = []
-        for st in self.store.machines():
-            last = st.last
-            out.append(
-                MachineGauge(
-                    machine=st.machine,
-                    section=st.section,
-                    score=None if last is None else float(last.score),
-                    threshold=None if last is None or last.threshold is None else last.threshold,
-                    decision=None if last is None else last.decision,
-                    time=None if last is None else last.time,
-                    alarm_open=st.open_alarm is not None,
-                )
+            for key, last in self._last.items():
+                out[key] = _gauge(last, self._alarm_open.get(key, False), known.get(key, ""))
+        else:
+            for st in self.store.machines():
+                key = (st.machine, st.section)
+                name = known.get(key, "")
+                if st.last is None:
+                    out[key] = MachineGauge(
+                        st.machine, st.section, None, None, None, None, True, None, name
+                    )
+                else:
+                    out[key] = _gauge(st.last, st.open_alarm is not None, name)
+        for key, name in known.items():
+            out.setdefault(
+                key, MachineGauge(key[0], key[1], None, None, None, None, False, None, name)
             )
-        return out
+        return [out[k] for k in sorted(out)]
 
     def latest_abnormal(self, machine: str, section: str) -> AbnormalWindow | None:
         """The latest abnormal window scored by this process for (machine, section)."""
@@ -320,3 +399,54 @@ class ScoringService:
         """Close the store."""
         if self.store is not None:
             self.store.close()
+
+
+def _gauge(row: ScoreRow, alarm_open: bool, served: str) -> MachineGauge:
+    return MachineGauge(
+        machine=row.machine,
+        section=row.section,
+        score=float(row.score),
+        threshold=row.threshold,
+        decision=row.decision,
+        time=row.time,
+        alarm_open=alarm_open,
+        normalised=row.normalised,
+        detector_name=row.detector_name or served,
+    )
+
+
+def _load_reference(ref: str, sample_rate: int) -> np.ndarray | None:
+    """The bank clip ``ref`` at ``sample_rate`` (None, logged, when it cannot be read)."""
+    from stetho.data import load_audio
+
+    try:
+        wave, _ = load_audio(Path(ref), sample_rate)
+        return np.asarray(wave, dtype=np.float32)
+    except Exception as err:  # a bank recorded on another machine: the window is still kept
+        logger.info("nearest bank clip %s cannot be read here (%s); not kept", ref, err)
+        return None
+
+
+def keep_window_audio(
+    keeper: AudioKeeper | None,
+    row: ScoreRow,
+    wave: np.ndarray | None,
+    sample_rate: int,
+    nearest: np.ndarray | None = None,
+) -> ScoreRow:
+    """``row`` with the names of its kept audio: an anomalous window's audio and the copy of its
+    nearest bank clip go to ``keeper``'s folder (nothing without a keeper, audio or anomaly).
+    A failed write is logged and the window stored without audio."""
+    if keeper is None or wave is None or row.decision != 1:
+        return row
+    try:
+        audio = keeper.keep(wave, sample_rate, row.machine, row.section, row.time)
+        near = None
+        if row.nearest_ref is not None:
+            near = keeper.has_reference(row.nearest_ref)
+            if near is None and nearest is not None:
+                near = keeper.keep_reference(row.nearest_ref, nearest, sample_rate)
+    except OSError as err:
+        logger.error("cannot keep the audio of %s/%s: %s", row.machine, row.section, err)
+        return row
+    return replace(row, audio=audio, nearest_audio=near)

@@ -5,11 +5,20 @@
 >>> store.add_scores([row])                                                          # doctest: +SKIP
 >>> AlarmTracker(store, AlarmRule(k=3, n=5)).update(row)                              # doctest: +SKIP
 
-A data-layer package: it imports only the standard library, SQLAlchemy and ``stetho.utils``.
+A data-layer package: it imports only the standard library, SQLAlchemy, numpy/soundfile (the
+kept audio, :mod:`stetho.store.audio`) and ``stetho.utils``.
 """
 
 from stetho.store.alarms import AlarmRule, AlarmTracker
-from stetho.store.rows import AlarmRow, MachineState, ScoreRow, StoreError, utc_now
+from stetho.store.audio import AudioKeeper, audio_folder_for
+from stetho.store.rows import (
+    AlarmRow,
+    MachineState,
+    ScoredWindow,
+    ScoreRow,
+    StoreError,
+    utc_now,
+)
 from stetho.store.schema import SCHEMA_VERSION
 from stetho.store.store import ScoreStore, database_url
 
@@ -18,10 +27,13 @@ __all__ = [
     "AlarmRow",
     "AlarmRule",
     "AlarmTracker",
+    "AudioKeeper",
     "MachineState",
     "ScoreRow",
     "ScoreStore",
+    "ScoredWindow",
     "StoreError",
+    "audio_folder_for",
     "database_url",
     "utc_now",
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -72,21 +73,30 @@ def lock_keys(conn: Connection, keys: set[tuple[str, str]]) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
-def _history(conn: Connection, row: ScoreRow, n: int) -> list[tuple[bool, float]]:
-    """(anomalous, score) of the last ``n`` stored windows of the row's key up to the row
-    itself (by time, then id), oldest first."""
+def _history(conn: Connection, row: ScoreRow, n: int) -> list[tuple[bool, float, float | None]]:
+    """(anomalous, score, normalised) of the last ``n`` stored windows of the row's key up to
+    the row itself (by time, then id), oldest first."""
     t = as_utc(row.time, "ScoreRow.time")
     if row.id is None:
         upto = scores.c.time <= t
     else:
         upto = or_(scores.c.time < t, and_(scores.c.time == t, scores.c.id <= int(row.id)))
     q = (
-        select(scores.c.decision, scores.c.score)
+        select(scores.c.decision, scores.c.score, scores.c.normalised)
         .where(scores.c.machine == row.machine, scores.c.section == row.section, upto)
         .order_by(scores.c.time.desc(), scores.c.id.desc())
         .limit(n)
     )
-    return [(d == 1, float(s)) for d, s in reversed(conn.execute(q).all())]
+    return [
+        (d == 1, float(s), None if z is None else float(z))
+        for d, s, z in reversed(conn.execute(q).all())
+    ]
+
+
+def _peak(values: list[float | None], old: float | None = None) -> float | None:
+    """The largest known value (None when none is known)."""
+    known = [v for v in (*values, old) if v is not None]
+    return max(known) if known else None
 
 
 def _open_alarm(conn: Connection, machine: str, section: str) -> AlarmRow | None:
@@ -110,13 +120,13 @@ def apply_rule(conn: Connection, row: ScoreRow, rule: AlarmRule) -> str | None:
         ``"opened"`` when the row opens an alarm, ``"closed"`` when it closes one, else None.
     """
     history = _history(conn, row, rule.n)
-    n_above = sum(a for a, _ in history)
+    n_above = sum(a for a, _, _ in history)
     anomalous = row.decision == 1
     alarm = _open_alarm(conn, row.machine, row.section)
     if alarm is None:
         if n_above < rule.k:
             return None
-        above = [s for a, s in history if a]
+        above = [s for a, s, _ in history if a]
         conn.execute(
             alarms.insert().values(
                 machine=row.machine,
@@ -127,6 +137,8 @@ def apply_rule(conn: Connection, row: ScoreRow, rule: AlarmRule) -> str | None:
                 n_windows=len(above),
                 detector_id=str(row.detector_id),
                 detector_version=int(row.detector_version),
+                detector_name=str(row.detector_name) or None,
+                peak_normalised=_peak([z for a, _, z in history if a]),
             )
         )
         logger.warning(
@@ -138,10 +150,16 @@ def apply_rule(conn: Connection, row: ScoreRow, rule: AlarmRule) -> str | None:
             max(above),
         )
         return "opened"
-    peak, count = alarm.peak_score, alarm.n_windows
+    peak, count, peak_z = alarm.peak_score, alarm.n_windows, alarm.peak_normalised
     if anomalous:
         peak, count = max(peak, float(row.score)), count + 1
-    values: dict[str, object] = {"peak_score": peak, "n_windows": count}
+        z = row.normalised
+        peak_z = _peak([None if z is None or not math.isfinite(z) else float(z)], peak_z)
+    values: dict[str, object] = {
+        "peak_score": peak,
+        "n_windows": count,
+        "peak_normalised": peak_z,
+    }
     event = None
     if n_above <= rule.clear_k:
         values["closed"] = as_utc(row.time, "alarm close time")

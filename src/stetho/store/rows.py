@@ -13,6 +13,7 @@ __all__ = [
     "AlarmRow",
     "MachineState",
     "ScoreRow",
+    "ScoredWindow",
     "StoreError",
     "as_utc",
     "utc_now",
@@ -60,20 +61,31 @@ def as_utc(value: datetime, what: str = "time") -> datetime:
 
 @dataclass(frozen=True)
 class ScoreRow:
-    """One scored window.
+    """One scored window: the one record type of a score, from the detector to the store.
+
+    ``stetho serve`` (HTTP uploads), ``stetho monitor`` (every source) and ``stetho detect --db``
+    build these; the store writes and reads them; the API and the dashboard show them.
 
     Attributes:
         time: When the window was recorded/scored (aware; stored as UTC).
         machine, section: What was scored (section as ``"00"``).
-        source: Where the audio came from, e.g. ``"folder:/data/in"``, ``"http"``, ``"stdin"``,
-            ``"wav:/x.wav"``, ``"detect"``.
+        source: Where the audio came from: the upload's file name (multipart file name or
+            ``?name=``), the recording's path (monitor folder/WAV source, ``detect --db``) or the
+            stream's name (``stdin``, a sound card); ``"http"`` for an unnamed upload.
         window_start, window_end: Window bounds in seconds from the start of the source
             recording/stream.
-        score: Anomaly score (higher = more anomalous).
+        score: Raw anomaly score (higher = more anomalous).
         threshold: Decision threshold in force, or None.
         decision: 1 anomalous, 0 normal, None without a threshold.
         detector_id, detector_version: Which detector version produced the score.
         id: Database id (None before the row is stored).
+        detector_name: The name the detector is served under (``--detector NAME=DIR``).
+        normalised: ``detector.normalise(score)``: 0 = the median normal clip, 1.0 = the
+            threshold (docs/thresholds.md); None when the detector has none for the key.
+        nearest_ref: Path of the normal bank clip nearest to the window (as the detector
+            recorded it), or None.
+        audio: File name of the window's audio kept in the store's audio folder, or None.
+        nearest_audio: File name of the copy of ``nearest_ref`` kept there, or None.
     """
 
     time: datetime
@@ -88,6 +100,15 @@ class ScoreRow:
     detector_id: str
     detector_version: int
     id: int | None = None
+    detector_name: str = ""
+    normalised: float | None = None
+    nearest_ref: str | None = None
+    audio: str | None = None
+    nearest_audio: str | None = None
+
+
+#: The one record type of a scored window (the store's name for it is :class:`ScoreRow`).
+ScoredWindow = ScoreRow
 
 
 @dataclass(frozen=True)
@@ -103,6 +124,10 @@ class AlarmRow:
         n_windows: Anomalous windows counted: those in the opening history plus every anomalous
             window while open.
         detector_id, detector_version: Detector of the window that opened the alarm.
+        detector_name: The served name of that detector ("" when unknown).
+        peak_normalised: Highest normalised score of those windows (None when unknown).
+        ack_time: When the alarm was acknowledged (None: not yet).
+        ack_note: The note given with the acknowledgement.
     """
 
     id: int
@@ -114,6 +139,15 @@ class AlarmRow:
     n_windows: int
     detector_id: str
     detector_version: int
+    detector_name: str = ""
+    peak_normalised: float | None = None
+    ack_time: datetime | None = None
+    ack_note: str | None = None
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether someone acknowledged the alarm."""
+        return self.ack_time is not None
 
 
 @dataclass(frozen=True)

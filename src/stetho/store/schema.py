@@ -8,6 +8,7 @@ schema changes are new steps appended to the list.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +26,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -100,6 +103,12 @@ scores = Table(
     Column("decision", Integer, nullable=True),
     Column("detector_id", String(200), nullable=False),
     Column("detector_version", Integer, nullable=False),
+    # version 2: served name, normalised score, nearest bank clip and kept audio
+    Column("detector_name", String(200), nullable=True),
+    Column("normalised", Float, nullable=True),
+    Column("nearest_ref", Text, nullable=True),
+    Column("audio", Text, nullable=True),
+    Column("nearest_audio", Text, nullable=True),
     Index("ix_scores_key_time", "machine", "section", "time"),
     Index("ix_scores_time", "time"),
 )
@@ -116,6 +125,11 @@ alarms = Table(
     Column("n_windows", Integer, nullable=False),
     Column("detector_id", String(200), nullable=False),
     Column("detector_version", Integer, nullable=False),
+    # version 2: served name, peak normalised score, acknowledgement
+    Column("detector_name", String(200), nullable=True),
+    Column("peak_normalised", Float, nullable=True),
+    Column("ack_time", UTCDateTime, nullable=True),
+    Column("ack_note", Text, nullable=True),
     Index("ix_alarms_key_opened", "machine", "section", "opened"),
 )
 
@@ -129,13 +143,48 @@ positions = Table(
 
 
 def _v1(conn: Connection) -> None:
-    """Version 1: scores, alarms and source positions."""
+    """Version 1: scores, alarms and source positions.
+
+    Creates the tables as this code defines them (with the columns of later versions too);
+    later steps add only the columns a table lacks, so they are no-ops after this one.
+    """
     for table in (scores, alarms, positions):
         table.create(conn)
 
 
+#: Columns added by version 2 (all nullable: rows written before have none).
+_V2_COLUMNS: dict[str, tuple[str, ...]] = {
+    "scores": ("detector_name", "normalised", "nearest_ref", "audio", "nearest_audio"),
+    "alarms": ("detector_name", "peak_normalised", "ack_time", "ack_note"),
+}
+
+
+def _add_missing_columns(conn: Connection, table: Table, names: tuple[str, ...]) -> None:
+    have = {c["name"] for c in inspect(conn).get_columns(table.name)}
+    preparer = conn.dialect.identifier_preparer
+    for name in names:
+        if name in have:
+            continue
+        column = table.c[name]
+        kind = column.type.compile(dialect=conn.dialect)
+        conn.execute(
+            text(
+                f"ALTER TABLE {preparer.format_table(table)} "
+                f"ADD COLUMN {preparer.format_column(column)} {kind}"
+            )
+        )
+
+
+def _v2(conn: Connection) -> None:
+    """Version 2: windows keep the served detector name, the normalised score, the nearest
+    normal bank clip and their kept audio; alarms the peak normalised score, the served name
+    and an acknowledgement (time and note)."""
+    for table in (scores, alarms):
+        _add_missing_columns(conn, table, _V2_COLUMNS[table.name])
+
+
 #: Ordered migration steps; step ``i`` brings the schema to version ``i + 1``.
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1, _v2]
 #: The schema version this code reads and writes.
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -177,7 +226,16 @@ def score_from(row: Row[Any]) -> ScoreRow:
         detector_id=m["detector_id"],
         detector_version=int(m["detector_version"]),
         id=int(m["id"]),
+        detector_name=m["detector_name"] or "",
+        normalised=_float_or_none(m["normalised"]),
+        nearest_ref=m["nearest_ref"],
+        audio=m["audio"],
+        nearest_audio=m["nearest_audio"],
     )
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def alarm_from(row: Row[Any]) -> AlarmRow:
@@ -193,6 +251,10 @@ def alarm_from(row: Row[Any]) -> AlarmRow:
         n_windows=int(m["n_windows"]),
         detector_id=m["detector_id"],
         detector_version=int(m["detector_version"]),
+        detector_name=m["detector_name"] or "",
+        peak_normalised=_float_or_none(m["peak_normalised"]),
+        ack_time=m["ack_time"],
+        ack_note=m["ack_note"],
     )
 
 
@@ -212,4 +274,17 @@ def score_values(row: ScoreRow) -> dict[str, Any]:
         "decision": None if row.decision is None else int(row.decision),
         "detector_id": str(row.detector_id),
         "detector_version": int(row.detector_version),
+        "detector_name": str(row.detector_name) or None,
+        "normalised": _finite_or_none(row.normalised),
+        "nearest_ref": row.nearest_ref,
+        "audio": row.audio,
+        "nearest_audio": row.nearest_audio,
     }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """``value`` as float; None for None and NaN/inf (no normalised score for the key)."""
+    if value is None:
+        return None
+    v = float(value)
+    return v if math.isfinite(v) else None

@@ -111,6 +111,10 @@ class ScoreStore:
     def __init__(self, engine: Engine, where: str) -> None:
         self.engine = engine
         self.where = where
+        #: The SQLite file (its path) or the server URL (password hidden).
+        self.database = where
+        if engine.dialect.name == "sqlite" and engine.url.database:
+            self.database = str(engine.url.database)
         self._lock = threading.Lock()  # SQLite: one writer per process at a time
 
     # ----------------------------------------------------------------------------- opening
@@ -389,6 +393,8 @@ class ScoreStore:
             "n_windows": int(n_windows),
             "detector_id": str(first.detector_id),
             "detector_version": int(first.detector_version),
+            "detector_name": first.detector_name,
+            "peak_normalised": first.normalised,
         }
         with self._write() as conn:
             new_id = int(
@@ -444,6 +450,77 @@ class ScoreStore:
         q = q.order_by(scores.c.time, scores.c.id)
         with self._read() as conn:
             return [score_from(r) for r in conn.execute(q)]
+
+    def windows(
+        self,
+        machine: str | None = None,
+        section: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        limit: int = 1000,
+        *,
+        newest_first: bool = True,
+        source: str | None = None,
+    ) -> list[ScoreRow]:
+        """The latest ``limit`` windows with ``start <= time < end``, newest first (or oldest).
+
+        Args:
+            machine, section: Filters (None = all).
+            start, end: Time range (aware; None = open).
+            limit: Most rows returned (the latest of the range).
+            newest_first: Order of the returned rows.
+            source: Only windows of this source (exact match).
+        """
+        cond: list[Any] = []
+        if machine is not None:
+            cond.append(scores.c.machine == machine)
+        if section is not None:
+            cond.append(scores.c.section == section)
+        if source is not None:
+            cond.append(scores.c.source == str(source))
+        if start is not None:
+            cond.append(scores.c.time >= as_utc(start, "start"))
+        if end is not None:
+            cond.append(scores.c.time < as_utc(end, "end"))
+        q = (
+            select(scores)
+            .where(and_(True, *cond))
+            .order_by(scores.c.time.desc(), scores.c.id.desc())
+            .limit(max(0, int(limit)))
+        )
+        with self._read() as conn:
+            rows = [score_from(r) for r in conn.execute(q)]
+        return rows if newest_first else rows[::-1]
+
+    def window(self, window_id: int) -> ScoreRow | None:
+        """One stored window by id, or None."""
+        with self._read() as conn:
+            row = conn.execute(select(scores).where(scores.c.id == int(window_id))).first()
+        return None if row is None else score_from(row)
+
+    def alarm(self, alarm_id: int) -> AlarmRow | None:
+        """One alarm by id, or None."""
+        with self._read() as conn:
+            row = conn.execute(select(alarms).where(alarms.c.id == int(alarm_id))).first()
+        return None if row is None else alarm_from(row)
+
+    def acknowledge_alarm(
+        self, alarm_id: int, note: str = "", when: datetime | None = None
+    ) -> AlarmRow | None:
+        """Mark an alarm acknowledged with ``note`` (again: the latest note and time count).
+
+        Returns:
+            The updated alarm, or None when no alarm has this id.
+        """
+        values = {"ack_time": as_utc(when or utc_now(), "ack time"), "ack_note": str(note)}
+        with self._write() as conn:
+            n = conn.execute(
+                update(alarms).where(alarms.c.id == int(alarm_id)).values(**values)
+            ).rowcount
+            if not n:
+                return None
+            row = conn.execute(select(alarms).where(alarms.c.id == int(alarm_id))).one()
+        return alarm_from(row)
 
     def machines(self) -> list[MachineState]:
         """One state per (machine, section) that has scores or alarms, sorted by name."""

@@ -1,0 +1,1 @@
+"""The API's routers, one per resource (see :func:`stetho.serving.api.create_app`)."""
