@@ -56,6 +56,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "machine",
     "section",
     "score",
+    "normalised",
     "decision",
     "threshold",
     "error",
@@ -78,6 +79,8 @@ class ScoreRecord:
         decision: 1 = anomalous, 0 = normal; None on error or without a fitted threshold.
         threshold: The key's decision threshold (None when unknown).
         error: Why the file could not be scored (None on success).
+        normalised: The normalised score (0 = typical normal clip, 1 = the threshold; see
+            docs/thresholds.md), None without a fitted threshold.
     """
 
     path: Path
@@ -87,6 +90,7 @@ class ScoreRecord:
     decision: int | None
     threshold: float | None
     error: str | None = None
+    normalised: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -100,6 +104,7 @@ class ScoreRecord:
             "machine": self.machine or "",
             "section": self.section or "",
             "score": "" if self.score is None else repr(float(self.score)),
+            "normalised": "" if self.normalised is None else f"{self.normalised:.4f}",
             "decision": "" if self.decision is None else int(self.decision),
             "threshold": "" if self.threshold is None else repr(float(self.threshold)),
             "error": self.error or "",
@@ -255,12 +260,24 @@ def score_paths(
             thr = thresholds.get(key)
             scored = [(item, s) for item, s in zip(pending, scores) if s is not None]
             decisions: list[int | None] = [None] * len(scored)
+            norms: list[float | None] = [None] * len(scored)
             if thr is not None and scored:  # the detector decides, with its own rule
-                decisions = [int(d) for d in detector.decide([s for _, s in scored], key)]
-            for ((i_, path_, _), score), dec in zip(scored, decisions):
-                records[i_] = ScoreRecord(path_, key[0], key[1], score, dec, thr)
+                raw = [s for _, s in scored]
+                decisions = [int(d) for d in detector.decide(raw, key)]
+                norms = [_finite(v) for v in _normalise(detector, raw, key)]
+            for ((i_, path_, _), score), dec, nrm in zip(scored, decisions, norms):
+                records[i_] = ScoreRecord(path_, key[0], key[1], score, dec, thr, None, nrm)
             pending = []
     return [r for r in records if r is not None]
+
+
+def _normalise(detector: Scorer, raw: list[float], key: Key) -> list[float]:
+    norm = getattr(detector, "normalise", None)
+    return [float("nan")] * len(raw) if norm is None else [float(v) for v in norm(raw, key)]
+
+
+def _finite(v: float) -> float | None:
+    return v if np.isfinite(v) else None
 
 
 def _score_chunk(
@@ -305,14 +322,14 @@ def write_records_csv(records: Iterable[ScoreRecord], path: PathLike) -> Path:
 
 def format_records(records: Sequence[ScoreRecord]) -> str:
     """A readable table (file, key, score, decision, threshold) plus a summary line and errors."""
-    rows = [("file", "machine/section", "score", "decision", "threshold")]
+    rows = [("file", "machine/section", "score", "normalised (1 = threshold)", "decision")]
     errors = []
     for r in records:
         key = f"{r.machine}/{r.section}" if r.machine and r.section else "?"
         if r.ok:
             dec = "-" if r.decision is None else ("ANOMALY" if r.decision else "normal")
-            thr = "-" if r.threshold is None else f"{r.threshold:.6g}"
-            rows.append((str(r.path), key, f"{r.score:.6g}", dec, thr))
+            nrm = "-" if r.normalised is None else f"{r.normalised:.2f}"
+            rows.append((str(r.path), key, f"{r.score:.6g}", nrm, dec))
         else:
             rows.append((str(r.path), key, "-", "ERROR", "-"))
             errors.append(f"  {r.path}: {r.error}")
