@@ -644,7 +644,13 @@ def _fit_threshold(held: np.ndarray, cfg: ThresholdConfig) -> tuple[float, dict[
     info_fn = getattr(th, "fit_threshold_info", None)
     if info_fn is None:  # pragma: no cover - older scoring layer
         return float(th.fit_threshold(held, cfg)), {"method": cfg.method, "n": int(held.size)}
-    info = info_fn(held, cfg)
+    try:
+        info = info_fn(held, cfg)
+    except InputError as err:  # too few or identical held-out scores (e.g. a bank of 2 clips)
+        value = float(th.fit_threshold(held, cfg))  # the largest score; raises if none is finite
+        logger.warning("threshold: %s; using the largest held-out score %.6g", err, value)
+        n = int(np.isfinite(held).sum())
+        return value, {"method": cfg.method, "n": n, "achievable": False, "note": str(err)}
     record = info.to_dict() if hasattr(info, "to_dict") else dict(info.__dict__)
     if not getattr(info, "achievable", True):
         logger.warning(
@@ -691,11 +697,21 @@ def _calibration_clip(path: Path, key: Key, mode: CalibrationMode) -> Clip:
 
 
 def _check_held_out(key: Key, held: np.ndarray, paths: Sequence[Path]) -> None:
+    """Refuse calibration recordings that are silent or copies of each other.
+
+    Their held-out scores are then all equal (every clip is at the same distance from the
+    others). With two clips that holds for any recordings (one distance, both ways), so two are
+    accepted as they are.
+    """
     finite = np.asarray(held, dtype=np.float64)
     finite = finite[np.isfinite(finite)]
-    if finite.size < MIN_CALIBRATION_CLIPS or np.ptp(finite) <= 1e-12 * max(
-        1.0, float(np.abs(finite).max(initial=0.0))
-    ):
+    if finite.size < MIN_CALIBRATION_CLIPS:
+        raise InputError(
+            f"{key[0]}/{key[1]}: the {len(paths)} calibration recording(s) (e.g. {paths[0]}) "
+            "give no finite held-out score; record the machine running normally"
+        )
+    scale = max(1.0, float(np.abs(finite).max(initial=0.0)))
+    if finite.size >= 3 and np.ptp(finite) <= 1e-9 * scale:
         raise InputError(
             f"{key[0]}/{key[1]}: the {len(paths)} calibration recording(s) (e.g. {paths[0]}) "
             "are silent or identical to each other, so no false-alarm rate can be fitted on "
