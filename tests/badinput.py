@@ -127,7 +127,43 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
     "inf_threshold": (_threshold(float("inf")), "thresholds.json"),
     "negative_threshold": (_threshold(-1.0), "thresholds.json"),
     "missing_manifest": (lambda d: (d / "manifest.json").unlink(), "manifest.json"),
+    # rewritten with a fresh manifest, as an attacker with write access would: content checks
+    "trust_in_overrides": (lambda d: _trust_override(d), "config.json"),
+    "nan_bank_row": (lambda d: _edit_bank(d, nan=True), "backend.safetensors"),
+    "wrong_dim_bank": (lambda d: _edit_bank(d, nan=False), "backend.safetensors"),
 }
+
+
+def _trust_override(folder: Path) -> None:
+    """``trust_checkpoint`` smuggled into every dict the loader passes to the backbone."""
+    from stetho.utils.io import write_manifest
+
+    path = folder / "config.json"
+    meta = json.loads(path.read_text())
+    meta["experiment"]["backbone"]["overrides"] = {"trust_checkpoint": True}
+    meta["backbone"]["extra_config"] = {
+        **meta["backbone"]["extra_config"],
+        "trust_checkpoint": True,
+    }
+    path.write_text(json.dumps(meta))
+    write_manifest(folder)
+
+
+def _edit_bank(folder: Path, *, nan: bool) -> None:
+    """A NaN row, or a bank of another dimension, in ``backend.safetensors`` (manifest renewed)."""
+    from safetensors.numpy import load_file, save_file
+
+    from stetho.utils.io import write_manifest
+
+    path = folder / "backend.safetensors"
+    arrays = load_file(str(path))
+    name = next(k for k, v in arrays.items() if v.size)
+    if nan:
+        arrays[name][0, 0] = np.nan
+    else:
+        arrays[name] = np.zeros((arrays[name].shape[0], arrays[name].shape[1] + 3), np.float32)
+    save_file(arrays, str(path))
+    write_manifest(folder)
 
 
 def bomb_flac(path: Path, seconds: float, rate: int, channels: int) -> Path:
