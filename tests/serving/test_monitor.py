@@ -148,7 +148,7 @@ def test_folder_receiving_files_opens_and_closes_an_alarm(
     ident = loaded.describe()
     assert {(r.detector_id, r.detector_version) for r in rows} == {(ident["id"], 1)}
     assert all(r.window_start == 0.0 and r.window_end == pytest.approx(1.0) for r in rows)
-    assert {r.source for r in rows} == {f"folder:{inbox}"}
+    assert [r.source for r in rows] == [str(p) for p in paths]  # each window names its file
     (alarm,) = store.alarms(machine="fan")
     assert alarm.opened == rows[3].time  # 2 of the last 3 anomalous
     assert alarm.closed == rows[7].time  # none of the last 3 anomalous
@@ -384,7 +384,7 @@ def test_one_clip_scores_the_same_through_detect_monitor_and_watch(
         detect_score = float(next(csv.DictReader(fh))["score"])
     with ScoreStore.open(tmp_path / "detect.db") as store:
         (stored,) = store.scores("fan", "00")
-    assert stored.score == detect_score and stored.source == "detect"
+    assert stored.score == detect_score and stored.source == str(clip.absolute())
     assert stored.window_end == pytest.approx(wave.shape[0] / SR) and stored.detector_version == 1
 
     # watch (the library generator `stetho watch` prints)
@@ -432,7 +432,11 @@ def test_one_clip_scores_the_same_through_detect_monitor_and_watch(
             monitor.stop()
             t.join(60)
         by_source = {r.source: r.score for r in store.scores("fan")}
-    monitor_scores = [by_source[s.label] for s in cfg.sources]
+    # the folder's window names its file, the streams their source
+    monitor_scores = [
+        by_source[str(inbox / clip.name)],
+        *(by_source[s.label] for s in cfg.sources[1:]),
+    ]
     np.testing.assert_allclose(
         [detect_score, watch_score, *monitor_scores], detect_score, rtol=0, atol=1e-6
     )

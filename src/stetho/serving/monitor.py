@@ -17,6 +17,7 @@ Decisions are the detector's own (``scorer.decide``). The status line is written
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from stetho.serving.history import detector_name
 from stetho.serving.monitor_config import MonitorConfig, load_monitor_config
+from stetho.serving.service import keep_window_audio
 from stetho.serving.sources import (
     BaseSource,
     DetectorHandle,
@@ -32,7 +35,7 @@ from stetho.serving.sources import (
     Window,
     make_source,
 )
-from stetho.store import AlarmTracker, ScoreRow, ScoreStore, StoreError
+from stetho.store import AlarmTracker, AudioKeeper, ScoreRow, ScoreStore, StoreError
 
 __all__ = ["Monitor", "SourceStats", "load_monitor_config"]
 
@@ -102,6 +105,8 @@ class Monitor:
         self._threads: list[threading.Thread] = []
         self._stats_lock = threading.Lock()
         self._last_status: str | None = None
+        #: where the audio of anomalous windows is kept (default: the SQLite store's folder)
+        self.audio: AudioKeeper | None = None
 
     # ----------------------------------------------------------------------------- running
     def check(self) -> list[str]:
@@ -158,6 +163,8 @@ class Monitor:
             self.store = ScoreStore.open(self.cfg.db)
         store = self.store
         self.tracker = AlarmTracker(store, self.cfg.alarm)
+        if self.audio is None:  # anomalous windows' audio next to the store (SQLite)
+            self.audio = AudioKeeper.for_store(store.database)
         for path, handle in self.handles.items():
             try:
                 det = handle.current()
@@ -279,24 +286,34 @@ class Monitor:
         assert self.store is not None
         thr = det.thresholds.get(src.key)
         decisions: list[int | None] = [None] * len(windows)
+        normalised: list[float | None] = [None] * len(windows)
         if thr is not None and windows:  # the detector decides, with its own rule
             decided = det.scorer.decide([float(w.score) for w in windows], src.key)
             decisions = [int(d) for d in decided]
+            z = det.scorer.normalise([float(w.score) for w in windows], src.key)
+            normalised = [float(v) if math.isfinite(v) else None for v in z]
         rows = [
-            ScoreRow(
-                time=w.time,
-                machine=src.machine,
-                section=src.section,
-                source=src.name,
-                window_start=float(w.t_start),
-                window_end=float(w.t_end),
-                score=float(w.score),
-                threshold=thr,
-                decision=decision,
-                detector_id=det.id,
-                detector_version=det.version,
+            keep_window_audio(
+                self.audio,
+                ScoreRow(
+                    time=w.time,
+                    machine=src.machine,
+                    section=src.section,
+                    source=w.source or src.name,
+                    window_start=float(w.t_start),
+                    window_end=float(w.t_end),
+                    score=float(w.score),
+                    threshold=thr,
+                    decision=decision,
+                    detector_id=det.id,
+                    detector_version=det.version,
+                    detector_name=detector_name(src.handle.path),
+                    normalised=z_score,
+                ),
+                w.wave,
+                det.sample_rate,
             )
-            for w, decision in zip(windows, decisions)
+            for w, decision, z_score in zip(windows, decisions, normalised)
         ]
         positions = {src.name: position} if position is not None else None
         for attempt in range(1, WRITE_ATTEMPTS + 1):

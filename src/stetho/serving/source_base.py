@@ -9,7 +9,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,12 +44,16 @@ class SourceUnavailable(StethoError, RuntimeError):
 
 @dataclass(frozen=True)
 class Window:
-    """One scored window of a source: when it was recorded, its span and its score."""
+    """One scored window of a source: when it was recorded, its span and its score; the
+    recording it came from (None: the source's stream) and its audio when the source has it
+    (kept in the store's audio folder when the window is anomalous)."""
 
     time: datetime
     t_start: float
     t_end: float
     score: float
+    source: str | None = None
+    wave: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)

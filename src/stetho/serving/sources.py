@@ -243,11 +243,19 @@ class FolderSource(BaseSource):
         end = self._recording_end(path, mtime_ns)
         if self.cfg.mode == "file":
             score = float(det.score_waveforms([wave], self.machine, self.section)[0])
-            return [Window(end, 0.0, duration, score)]
+            return [Window(end, 0.0, duration, score, str(path), wave)]
         stream = self.new_stream(det.sample_rate)
         events = stream.push(wave) + stream.flush()
+        sr = det.sample_rate
         return [
-            Window(end - timedelta(seconds=duration - e.t_end), e.t_start, e.t_end, e.score)
+            Window(
+                end - timedelta(seconds=duration - e.t_end),
+                e.t_start,
+                e.t_end,
+                e.score,
+                str(path),
+                wave[round(e.t_start * sr) : round(e.t_end * sr)],
+            )
             for e in events
             if since is None or e.t_end > since + 1e-9
         ]
