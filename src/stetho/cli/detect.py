@@ -88,7 +88,10 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             name=name,
         ):
             flag = {1: "ANOMALY", 0: "normal", None: "-"}[event.decision]
-            print(f"{event.t_start:9.2f}s-{event.t_end:9.2f}s  score {event.score:.6f}  {flag}")
+            nrm = "" if event.normalised is None else f"  normalised {event.normalised:.2f}"
+            print(
+                f"{event.t_start:9.2f}s-{event.t_end:9.2f}s  score {event.score:.6f}{nrm}  {flag}"
+            )
             sys.stdout.flush()
     finally:
         if stream is not sys.stdin.buffer:

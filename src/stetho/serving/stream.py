@@ -81,12 +81,14 @@ class StreamEvent:
         t_start, t_end: Window bounds in seconds since the start of the stream.
         score: Anomaly score (higher = more anomalous).
         decision: 1 = anomalous, 0 = normal, None without a fitted threshold.
+        normalised: The normalised score (1.0 = the threshold), None without one.
     """
 
     t_start: float
     t_end: float
     score: float
     decision: int | None
+    normalised: float | None = None
 
 
 class _RingBuffer:
@@ -293,16 +295,22 @@ class StreamScorer:
             return []
         scores = self.detector.score_waveforms(windows, self.machine, self.section)  # (W,)
         decisions: list[int | None] = [None] * len(ends)
+        norms: list[float | None] = [None] * len(ends)
+        key = (self.machine, self.section)
         if self.threshold is not None:  # the detector decides, with its own rule
-            decisions = [int(d) for d in self.detector.decide(scores, (self.machine, self.section))]
+            decisions = [int(d) for d in self.detector.decide(scores, key)]
+            normalise = getattr(self.detector, "normalise", None)
+            if normalise is not None:
+                norms = [float(v) if np.isfinite(v) else None for v in normalise(scores, key)]
         return [
             StreamEvent(
                 t_start=(end - self.window) / self.sample_rate,
                 t_end=end / self.sample_rate,
                 score=float(score),
                 decision=dec,
+                normalised=nrm,
             )
-            for end, score, dec in zip(ends, scores, decisions)
+            for end, score, dec, nrm in zip(ends, scores, decisions, norms)
         ]
 
 
