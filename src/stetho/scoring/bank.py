@@ -1,15 +1,33 @@
-"""One normal bank, one back-end: standardise → k-NN / Gaussian / GMM → leave-one-out z-norm.
+"""One normal bank, one back-end: standardise → k-NN / Gaussian / GMM → held-out z-norm.
 
 The few-shot back-end for a single (machine, section, domain) bank of feature vectors::
 
     be = BankBackend(BackendConfig(kind="knn", k=1, standardise="std")).fit(bank)   # (N, D)
-    z = be.score(test)            # (M,) z-scores: (raw - mean_LOO) / sd_LOO of the bank
-    z_bank = be.loo_scores()      # (N,) each bank row scored without itself (z-scored)
+    z = be.score(test)            # (M,) z-scores: (raw - mean_held) / sd_held of the bank
+    z_bank = be.loo_scores()      # (N,) each bank row scored as a new clip would be (z-scored)
 
-Leave-one-out scores are computed with the row removed from the k-NN search, or with the density
-model refitted without it (banks up to ``loo_refit_max`` rows; larger banks use the in-sample
-score, which matters little there). The standardiser is fitted once on the whole bank (not in
-the paper; a refit per left-out row changes little and costs D² per row for whitening).
+**Held-out scores** (not in the paper; they carry the conformal threshold's promise). A new clip
+is scored by everything fitted on the bank: the standardiser (mean, per-dimension scale or
+Ledoit-Wolf whitening), the k-NN bank or density model. For the held-out score of a bank row to be
+exchangeable with the score of a new normal clip, *all* of that is refitted without the row:
+
+* banks of up to ``loo_refit_max`` rows: exact leave-one-out, each row scored by a standardiser
+  and back-end fitted on the other N − 1 rows;
+* larger banks: ``cv_folds``-fold cross-fitting (row i in fold ``i mod K``), each fold scored by
+  a standardiser and back-end fitted on the other folds (a bank ``(K − 1)/K`` as large: slightly
+  larger held-out scores, i.e. a slightly conservative threshold).
+
+The z-norm (mean and standard deviation) is fitted on these held-out raw scores and applied to
+held-out and new scores alike. Scores of new clips are those of the back-end fitted on all rows,
+unchanged by any of this.
+
+Cost: the diagonal standardiser's leave-one-out refit is vectorised (O(N² D), two matrix
+products); the whitened Euclidean k-NN uses the Woodbury form of the Ledoit-Wolf inverse on the
+Gram matrix (O(N² D) once, then O(N³) per left-out row, no D × D matrix); every other
+combination (cosine, density back-ends) refits per fold. ``docs/fewshot.md`` has the timings.
+Before this (stetho ≤ the 2026-12 ensemble), the standardiser and whitening were fitted on the
+whole bank including the left-out row, which made held-out scores far smaller than those of new
+normal clips in D ≫ N (whitened mn04: every normal clip flagged).
 """
 
 from __future__ import annotations
@@ -19,8 +37,8 @@ from typing import Literal
 
 import numpy as np
 
-from stetho.scoring.gaussian import DiagonalGMM, GaussianModel
-from stetho.scoring.normalise import Standardiser, ZNorm
+from stetho.scoring.gaussian import DiagonalGMM, GaussianModel, lw_shrinkage_gram
+from stetho.scoring.normalise import _STD_FLOOR, Standardiser, ZNorm
 from stetho.utils.config import ConfigBase, ConfigError
 from stetho.utils.errors import InputError
 
@@ -39,9 +57,11 @@ class BackendConfig(ConfigBase):
         metric: ``"euclidean"`` or ``"cosine"`` for ``knn``.
         standardise: Feature-space normalisation fitted on the bank: ``"none"``, ``"std"``
             (per dimension) or ``"whiten"`` (Ledoit-Wolf).
-        znorm: Divide scores by the statistics of the bank's leave-one-out scores.
+        znorm: Divide scores by the statistics of the bank's held-out scores.
         gmm_components: Mixture components for ``gmm``.
-        loo_refit_max: Largest bank whose density model is refitted per left-out row.
+        loo_refit_max: Largest bank whose held-out scores are exact leave-one-out refits;
+            larger banks are cross-fitted with ``cv_folds`` folds.
+        cv_folds: Folds of the cross-fitting of banks larger than ``loo_refit_max``.
     """
 
     kind: Literal["knn", "mahalanobis", "gmm"] = "knn"
@@ -51,8 +71,11 @@ class BackendConfig(ConfigBase):
     znorm: bool = True
     gmm_components: int = 2
     loo_refit_max: int = 200
+    cv_folds: int = 10
 
     def __post_init__(self) -> None:
+        if self.cv_folds < 2:
+            raise ConfigError(f"backend cv_folds must be >= 2, got {self.cv_folds}")
         if self.k < 1:
             raise ConfigError(f"backend k must be >= 1, got {self.k}")
         if self.gmm_components < 1:
@@ -96,44 +119,85 @@ class BankBackend:
     def __init__(self, cfg: BackendConfig | None = None) -> None:
         self.cfg = cfg or BackendConfig()
         self.std = Standardiser(self.cfg.standardise)
-        self.bank = np.zeros((0, 0))  # standardised bank rows (knn) or raw rows (density refits)
+        self.bank = np.zeros((0, 0))  # standardised bank rows
         self.model: GaussianModel | DiagonalGMM | None = None
         self.norm = ZNorm()
         self._loo_raw = np.zeros(0)
+        self._raw: np.ndarray | None = None  # the bank's features as given (for refits)
+        self._gram: _WhitenedGram | None = None
 
     def _new_model(self) -> GaussianModel | DiagonalGMM:
         if self.cfg.kind == "mahalanobis":
             return GaussianModel()
         return DiagonalGMM(components=self.cfg.gmm_components)
 
+    def _fit_core(self, a: np.ndarray) -> BankBackend:
+        """Standardiser and back-end on rows ``a`` (what scores new clips); no held-out scores."""
+        self.std = Standardiser(self.cfg.standardise).fit(a)
+        z = self.std(a)
+        self.bank = z
+        self.model = None if self.cfg.kind == "knn" else self._new_model().fit(z)
+        return self
+
     def fit(self, x: np.ndarray) -> BankBackend:
         """Fit on the bank's features ``x`` (N, D), N >= 1."""
         a = np.asarray(x, dtype=np.float64)
         if a.ndim != 2 or a.shape[0] < 1:
             raise ValueError(f"a bank needs a (N >= 1, D) feature array, got shape {a.shape}")
-        self.std = Standardiser(self.cfg.standardise).fit(a)
-        z = self.std(a)
-        self.bank = z
-        if self.cfg.kind == "knn":
-            self.model = None
-            self._loo_raw = knn_distances(z, z, self.cfg.k, self.cfg.metric, exclude_self=True)
-        else:
-            self.model = self._new_model().fit(z)
-            self._loo_raw = self._density_loo(z)
+        self._fit_core(a)
+        self._raw, self._gram = a, None
+        self._loo_raw = self._held_out_raw(a)
         self.norm = ZNorm.fit(self._loo_raw) if self.cfg.znorm else ZNorm()
         return self
 
-    def _density_loo(self, z: np.ndarray) -> np.ndarray:
-        n = z.shape[0]
-        assert self.model is not None
+    # -- held-out scores ---------------------------------------------------------------------
+    def folds(self, n: int | None = None) -> np.ndarray:
+        """Fold of each bank row (N,): ``arange(N)`` (leave-one-out) or ``i mod cv_folds``."""
+        n = self.bank.shape[0] if n is None else n
+        if n <= self.cfg.loo_refit_max:
+            return np.arange(n)
+        return np.arange(n) % self.cfg.cv_folds
+
+    def _raw_bank(self) -> np.ndarray:
+        """The bank's features as given to :meth:`fit` (rebuilt from the standardised rows)."""
+        if self._raw is None:
+            assert self.std.mean is not None and self.std.transform is not None
+            tr = self.std.transform
+            rows = self.bank / tr if tr.ndim == 1 else np.linalg.solve(tr, self.bank.T).T
+            self._raw = rows + self.std.mean
+        return self._raw
+
+    def _whitened(self) -> _WhitenedGram | None:
+        """The Gram-matrix shortcut, where it applies (whitened Euclidean k-NN)."""
+        cfg = self.cfg
+        if cfg.kind != "knn" or cfg.metric != "euclidean" or cfg.standardise != "whiten":
+            return None
+        if self._gram is None:
+            self._gram = _WhitenedGram(self._raw_bank())
+        return self._gram
+
+    def _refit_raw(self, rest: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """Raw scores of features ``q`` by a standardiser and back-end fitted on bank rows ``rest``."""
+        raw = self._raw_bank()
+        core = BankBackend(self.cfg.replace(znorm=False))._fit_core(raw[rest])
+        return core.raw_score(q)
+
+    def _held_out_raw(self, a: np.ndarray) -> np.ndarray:
+        n = a.shape[0]
         if n < 2:
             return np.full(n, np.inf)
-        if n > self.cfg.loo_refit_max:
-            return self.model.score(z)
+        fold = self.folds(n)
+        cfg = self.cfg
+        exact = cfg.kind == "knn" and cfg.metric == "euclidean"
+        if exact and cfg.standardise in ("none", "std") and n > 2 and fold.max() == n - 1:
+            return _loo_knn_diagonal(a, cfg.k, cfg.standardise)
         out = np.empty(n)
-        for i in range(n):
-            rest = np.delete(z, i, axis=0)
-            out[i] = self._new_model().fit(rest).score(z[i : i + 1])[0]
+        gram = self._whitened()
+        for f in np.unique(fold):
+            rows = np.flatnonzero(fold == f)
+            rest = np.flatnonzero(fold != f)
+            got = None if gram is None else gram.knn(rest, a[rows], self.cfg.k)
+            out[rows] = self._refit_raw(rest, a[rows]) if got is None else got
         return out
 
     def raw_score(self, q: np.ndarray) -> np.ndarray:
@@ -144,23 +208,28 @@ class BankBackend:
         return self.model.score(z)
 
     def score_without(self, q: np.ndarray, own: np.ndarray) -> np.ndarray:
-        """z-normalised scores (M,) of ``q`` (M, D), row j scored with bank row ``own[j]`` left out.
+        """z-normalised scores (M,) of ``q`` (M, D), row j scored without bank row ``own[j]``.
 
-        For copies of bank clips (e.g. pseudo-anomalies made from them), comparable with
-        :meth:`loo_scores`. ``own[j] < 0`` leaves nothing out.
+        For copies of bank clips (e.g. pseudo-anomalies made from them): row j is scored by the
+        same refitted standardiser and back-end that gave bank row ``own[j]`` its held-out score
+        (its leave-one-out or cross-fitting fold), so it compares with :meth:`loo_scores`.
+        ``own[j] < 0`` leaves nothing out (the back-end fitted on every row).
         """
         own = np.asarray(own, dtype=np.int64).reshape(-1)
-        z = self.std(q)
-        out = np.empty(z.shape[0])
-        for i in np.unique(own):
-            rows = np.flatnonzero(own == i)
-            keep = np.arange(self.bank.shape[0]) != i
-            if self.model is None:
-                out[rows] = knn_distances(z[rows], self.bank[keep], self.cfg.k, self.cfg.metric)
-            elif i < 0 or self.bank.shape[0] > self.cfg.loo_refit_max or keep.sum() < 1:
-                out[rows] = self.model.score(z[rows])
-            else:
-                out[rows] = self._new_model().fit(self.bank[keep]).score(z[rows])
+        q = np.asarray(q, dtype=np.float64)
+        out = np.empty(q.shape[0])
+        n = self.bank.shape[0]
+        fold = self.folds(n)
+        which = np.where(own >= 0, fold[np.clip(own, 0, max(n - 1, 0))], -1) if n else own
+        for f in np.unique(which):
+            rows = np.flatnonzero(which == f)
+            rest = np.flatnonzero(fold != f)
+            if f < 0 or rest.size == 0:
+                out[rows] = self.raw_score(q[rows]) if f < 0 else np.inf
+                continue
+            gram = self._whitened()
+            got = None if gram is None else gram.knn(rest, q[rows], self.cfg.k)
+            out[rows] = self._refit_raw(rest, q[rows]) if got is None else got
         return self.norm(out)
 
     def score(self, q: np.ndarray) -> np.ndarray:
@@ -168,7 +237,7 @@ class BankBackend:
         return self.norm(self.raw_score(q))
 
     def loo_scores(self) -> np.ndarray:
-        """z-normalised leave-one-out scores (N,) of the bank's own rows."""
+        """z-normalised held-out scores (N,) of the bank's own rows (see the module docstring)."""
         return self.norm(self._loo_raw)
 
     # -- persistence -------------------------------------------------------------------------
@@ -225,6 +294,82 @@ class BankBackend:
         elif cfg.kind == "gmm":
             be.model = DiagonalGMM.from_state(model_state)
         return be
+
+
+def _loo_knn_diagonal(a: np.ndarray, k: int, mode: str) -> np.ndarray:
+    """Exact leave-one-out Euclidean k-NN distances with the diagonal standardiser refitted.
+
+    Row i is scored with :class:`Standardiser` (``"none"`` or ``"std"``) fitted on the other rows,
+    against those rows: the same numbers as a refit per row, in two (N, D) × (D, N) products.
+    """
+    n, d = a.shape
+    c = a - a.mean(0)  # distances and standard deviations do not depend on the offset
+    if mode == "none":
+        w2 = np.ones((n, d))
+    else:
+        m = (c.sum(0)[None] - c) / (n - 1)  # (N, D) means without row i
+        var = ((c**2).sum(0)[None] - c**2) / (n - 1) - m**2
+        sd = np.sqrt(np.maximum(var, 0.0))
+        med = np.median(sd, axis=1)
+        floor = np.where((sd > 0).any(1), _STD_FLOOR * med, 1.0)
+        w2 = 1.0 / np.maximum(sd, np.maximum(floor, 1e-12)[:, None]) ** 2
+    c2 = c**2
+    sq = (w2 * c2).sum(1)[:, None] - 2.0 * (w2 * c) @ c.T + w2 @ c2.T  # row i's metric
+    np.fill_diagonal(sq, np.inf)
+    dist = np.sqrt(np.maximum(sq, 0.0))
+    kk = min(k, n - 1)
+    return np.sort(dist, axis=1)[:, :kk].mean(1)
+
+
+class _WhitenedGram:
+    """Whitened Euclidean k-NN of a bank subset, from the Gram matrix (no D × D matrix).
+
+    For rest rows R the Ledoit-Wolf covariance is ``Σ = a I + b Xcᵀ Xc`` (``Xc`` the rows of R
+    centred on their mean), and the whitened squared distance of q to row r is
+    ``(q − x_r)ᵀ Σ⁻¹ (q − x_r)`` with ``Σ⁻¹ = (I − Xcᵀ (a/b I + Xc Xcᵀ)⁻¹ Xc) / a`` (Woodbury).
+    Same numbers as :class:`Standardiser` ``"whiten"`` refitted on R, up to rounding.
+    """
+
+    def __init__(self, raw: np.ndarray) -> None:
+        self.offset = raw.mean(0)
+        self.c = raw - self.offset
+        self.gram = self.c @ self.c.T
+        self.d = raw.shape[1]
+
+    def knn(self, rest: np.ndarray, q: np.ndarray, k: int) -> np.ndarray | None:
+        """Mean whitened distance (M,) of queries ``q`` (M, D) to their k nearest rows of ``rest``.
+
+        ``None`` where the shortcut does not apply (no shrinkage: the covariance may be singular).
+        """
+        m = rest.size
+        g = self.gram[np.ix_(rest, rest)]
+        col = g.mean(0)  # x_r · μ_R
+        gc = g - col[:, None] - col[None, :] + col.mean()  # centred Gram of R
+        shrink, mu = lw_shrinkage_gram(gc, self.d)
+        if m < 2 or mu <= 0.0:
+            shrink, mu = 1.0, (mu if mu > 0 else 1.0)
+        if not shrink > 1e-6:
+            return None
+        a_, b_ = shrink * mu, (1.0 - shrink) / m
+        cq = np.asarray(q, dtype=np.float64) - self.offset
+        qg = cq @ self.c[rest].T  # (M, m) q · x_r
+        qq = (cq**2).sum(1)
+        sq = qq[:, None] - 2.0 * qg + np.diag(g)[None]  # plain squared distances
+        if b_ > 0:
+            yq = qg - qg.mean(1, keepdims=True)  # (M, m): rows Xc q
+            yr = g - col[None, :]  # (m, m): column r is Xc x_r
+            mat = (a_ / b_) * np.eye(m) + gc
+            sol_q = np.linalg.solve(mat, yq.T)  # (m, M)
+            sol_r = np.linalg.solve(mat, yr)  # (m, m)
+            quad = (
+                np.einsum("ij,ji->i", yq, sol_q)[:, None]
+                - 2.0 * yq @ sol_r
+                + np.einsum("ij,ij->j", yr, sol_r)[None]
+            )
+            sq = sq - quad
+        dist = np.sqrt(np.maximum(sq / a_, 0.0))
+        kk = min(k, m)
+        return np.sort(dist, axis=1)[:, :kk].mean(1)
 
 
 _REQUIRED = ("std_mean", "std_transform", "bank", "loo_raw", "norm")

@@ -8,11 +8,13 @@ ledoit_wolf`). Scores are plain float64 arrays, higher = more anomalous.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from stetho.scoring.normalise import ledoit_wolf
 
-__all__ = ["DiagonalGMM", "GaussianModel"]
+__all__ = ["DiagonalGMM", "GaussianModel", "lw_shrinkage_gram"]
 
 
 class GaussianModel:
@@ -83,16 +85,30 @@ class GaussianModel:
 
 def _lw_shrinkage(xc: np.ndarray) -> tuple[float, float]:
     """Ledoit-Wolf shrinkage and ``μ = tr(S)/D`` of a centred bank, without forming D × D."""
-    n, d = xc.shape
+    d = xc.shape[1]
     gram = xc @ xc.T  # (N, N); ||S||_F² = ||Xc Xcᵀ||_F² / N²
+    return lw_shrinkage_gram(gram, d, lambda: (xc**2).sum(1))
+
+
+def lw_shrinkage_gram(
+    gram: np.ndarray, d: int, row_norms: Callable[[], np.ndarray] | None = None
+) -> tuple[float, float]:
+    """Ledoit-Wolf shrinkage and ``μ = tr(S)/D`` from the centred Gram matrix ``Xc Xcᵀ`` (N, N).
+
+    Args:
+        gram: Gram matrix of the centred bank rows.
+        d: Feature dimension D.
+        row_norms: Squared norms of the centred rows (default: the Gram diagonal).
+    """
+    n = gram.shape[0]
     tr_s = float(np.trace(gram)) / n
     mu = tr_s / d
     if n < 2 or mu == 0.0:
         return 1.0, mu if mu > 0 else 1.0
     s_fro2 = float((gram**2).sum()) / n**2
     delta = (s_fro2 - 2 * mu * tr_s + d * mu**2) / d
-    x2 = xc**2
-    row = x2.sum(1)  # Σ_ij x_ki² x_kj² = Σ_k (Σ_i x_ki²)²
+    row = np.diag(gram).copy() if row_norms is None else row_norms()
+    # Σ_ij x_ki² x_kj² = Σ_k (Σ_i x_ki²)²
     beta_sum = float((row**2).sum()) / n - s_fro2
     beta = min(beta_sum / (n * d), delta)
     return (0.0 if delta == 0.0 else beta / delta), mu
