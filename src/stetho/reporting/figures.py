@@ -122,6 +122,8 @@ def plot_histograms(
 ) -> bytes:
     """Score histograms of normal vs anomalous clips, one panel per domain, with the threshold."""
     plt = _plt()
+    if domains is not None and not (domains == 1).any():  # one domain: no empty target panel
+        domains = None
     names = ["source", "target"] if domains is not None else ["all clips"]
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 2.8), squeeze=False)
     finite = scores[np.isfinite(scores)]

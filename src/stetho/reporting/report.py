@@ -247,7 +247,8 @@ def _confusion(sd: _SectionData) -> str:
     if dec is None:
         return '<p class="note">no decisions and no detector: confusion counts unavailable</p>'
     rows: list[list[object]] = [["domain", "TN", "FP", "FN", "TP"]]
-    doms = [("source", 0), ("target", 1)] if sd.domains is not None else [("all", -1)]
+    two = sd.domains is not None and bool((sd.domains == 1).any())  # one domain: one row
+    doms = [("source", 0), ("target", 1)] if two else [("all", -1)]
     for name, d in doms:
         m = np.ones_like(sd.labels, dtype=bool) if d < 0 else sd.domains == d
         y, p = sd.labels[m], dec[m]
