@@ -420,12 +420,12 @@ def _overview(browser: Browser, served: Served, tmp_path: Path) -> None:
     page.screenshot(shot)
     page.goto(alarm_url)
     page.screenshot(tmp_path / "alarm.png")
+    page.click("#alarm-windows tbody a")  # a window of the alarm, on its own page
+    assert page.eval("document.querySelectorAll('svg.spectrogram').length") == 2
+    page.screenshot(tmp_path / "window.png")
     if os.environ.get("STETHO_UPDATE_SCREENSHOT") == "1":
         (REPO_ROOT / "docs" / "images").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, REPO_ROOT / "docs" / "images" / "dashboard.png")
-        shutil.copyfile(
-            tmp_path / "alarm.png", REPO_ROOT / "docs" / "images" / "dashboard-alarm.png"
-        )
     from PIL import Image
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)

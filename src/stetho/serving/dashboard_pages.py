@@ -86,14 +86,12 @@ def spectrogram_pair(
 def _facts(w: WindowDetail) -> str:
     decision = {1: "anomalous", 0: "normal"}.get(w.decision, "no threshold")  # type: ignore[arg-type]
     version = "" if w.detector_version is None else f" (version {w.detector_version})"
+    full = w.source if recording_name(w.source) != w.source else ""
+    where = f" <span class='muted'>{_e(full)}</span>" if full else ""
     rows = [
         ("time", when(w.time)),
         ("machine", f"{_e(w.machine)}/{_e(w.section)}"),
-        (
-            "recording",
-            f"<span id='recording'>{_e(recording_name(w.source))}</span> "
-            f"<span class='muted'>{_e(w.source)}</span>",
-        ),
+        ("recording", f"<span id='recording'>{_e(recording_name(w.source))}</span>{where}"),
         ("normalised score", f"<b>{_num(w.normalised)}</b> (threshold 1.0) → {decision}"),
         ("raw score", f"{w.score:.4g} (threshold {_num(w.threshold)})"),
         ("detector", f"{_e(w.detector_name or '–')}{version}"),
@@ -129,8 +127,9 @@ def listen_and_look(source: DashboardSource, w: WindowDetail) -> str:
         f"<div class='card'><h3>Nearest normal clip of the bank: {_e(near_name)}</h3>"
         f"{right or kept if w.nearest_ref else '<p class=muted>no nearest clip recorded</p>'}"
         f"{player(w.nearest_audio_url, 'nearest-audio')}</div></div>"
-        "<p class='muted'>Both spectrograms share one colour scale (dBFS), so brighter means "
-        "louder on either side. What differs from the normal clip is what the detector heard.</p>"
+        "<p class='muted'>Both spectrograms share one colour scale (dBFS): brighter is louder on "
+        "either side. The detector scores how far this window lies from the normal clips of its "
+        "bank; the nearest of them is on the right, to compare by eye and by ear.</p>"
     )
 
 
