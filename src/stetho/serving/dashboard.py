@@ -175,7 +175,7 @@ def _range_control(period: Period) -> str:
         f"<div class='range card' id='range' data-start='{lo.isoformat()}' "
         f"data-end='{hi.isoformat()}'><b>Period:</b> {''.join(links)}{custom}"
         f"<div style='flex-basis:100%'>Showing <b id='period'>{when(lo)} – {when(hi)}</b> "
-        f"({_e(period.label)}){note}</div></div>"
+        f"· {_e(period.label)}{note}</div></div>"
     )
 
 

@@ -141,7 +141,7 @@ def coerce_all(cls: type[_T], objs: Iterable[Any]) -> list[_T]:
 # -- the period shown ----------------------------------------------------------------------------
 #: Range presets of the page: name → (label, length; None = fitted to the data).
 PRESETS: dict[str, tuple[str, timedelta | None]] = {
-    "fit": ("all data (fitted)", None),
+    "fit": ("all data", None),
     "1h": ("last hour", timedelta(hours=1)),
     "1d": ("last day", timedelta(days=1)),
     "7d": ("last week", timedelta(days=7)),
@@ -161,7 +161,7 @@ class Period:
 
     @property
     def label(self) -> str:
-        """Words for the period, e.g. ``last hour`` or ``all data (fitted)``."""
+        """Words for the period, e.g. ``last hour`` or ``all data``."""
         return PRESETS[self.preset][0] if self.preset in PRESETS else "custom"
 
 
