@@ -196,3 +196,31 @@ def test_real_2023_and_2020_names(shared_dir: Path) -> None:
         assert cn.style == "dcase2020"
         assert cn.label == p.name.split("_")[0]
         assert cn.section == p.name.split("_")[2]
+
+
+def test_place_file_is_one_rule_for_every_command(tmp_path: Path) -> None:
+    """detect, watch, serve, calibrate and explain place a file the same way."""
+    from stetho.data.names import PlacementError, place_file
+    from stetho.reporting.explain import resolve_key as explain_key
+    from stetho.serving.files import resolve_key as serving_key
+
+    keys = [("fan", "00"), ("fan", "01"), ("valve", "00")]
+    cases = [
+        (tmp_path / "fan" / "test" / "section_01_source_test_normal_0001_x.wav", None, None),
+        (tmp_path / "plant" / "valve" / "rec.wav", None, "0"),
+        (tmp_path / "rec.wav", "valve", None),  # the machine's only section
+        (tmp_path / "valve" / "rec.wav", None, None),
+    ]
+    want = [("fan", "01"), ("valve", "00"), ("valve", "00"), ("valve", "00")]
+
+    class _Det:
+        def __init__(self, k):
+            self.keys = k
+
+    for (path, m, s), w in zip(cases, want):
+        assert place_file(path, keys, m, s) == w
+        assert serving_key(path, keys, m, s) == w
+        assert explain_key(_Det(keys), path, m, s) == w  # type: ignore[arg-type]
+    with pytest.raises(PlacementError, match="knows: fan/00, fan/01, valve/00"):
+        place_file(tmp_path / "rec.wav", keys)
+    assert place_file(tmp_path / "x.wav", [("pump", "00")]) == ("pump", "00")

@@ -69,7 +69,7 @@ def test_explicit_key_and_single_key_detector(
     assert rec.score == pytest.approx(float(want), rel=1e-5, abs=SCORE_ATOL)
     # unknown machine → error naming the valid keys
     (bad,) = score_paths(detector, [loose], machine="pump", section="00")
-    assert "pump" in bad.error and "valid keys: fan/00, valve/00" in bad.error
+    assert "pump" in bad.error and "it knows: fan/00, valve/00" in bad.error
     # single-key detector: its only key is used
     (one,) = score_paths(single_key_detector, [loose])
     assert (one.machine, one.section) == ("fan", "00") and one.ok

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Literal, cast
 
 from stetho.utils.errors import StethoError
@@ -30,10 +31,12 @@ __all__ = [
     "ClipName",
     "ClipNameError",
     "Key",
+    "PlacementError",
     "as_key",
     "is_audio_file_name",
     "normalize_section",
     "parse_clip_name",
+    "place_file",
 ]
 
 #: (machine, section), e.g. ("fan", "00"): the key of every per-section model, score and threshold.
@@ -225,3 +228,64 @@ def parse_clip_name(name: str | os.PathLike[str]) -> ClipName:
             style="dcase2020",
         )
     raise _error(base, "the name matches no DCASE Task 2 clip-name form")
+
+
+class PlacementError(StethoError, ValueError):
+    """The (machine, section) of a file is unknown to the detector or cannot be inferred."""
+
+
+def _fmt_keys(keys: Sequence[Key]) -> str:
+    return ", ".join(f"{m}/{s}" for m, s in keys) or "none"
+
+
+def place_file(
+    path: str | os.PathLike[str],
+    keys: Sequence[Key],
+    machine: str | None = None,
+    section: str | None = None,
+) -> Key:
+    """The (machine, section) an audio file belongs to: the one rule of every command.
+
+    In order: the values given; the detector's only key; the machine from the nearest enclosing
+    folder named like one of the detector's machines (``<machine>/test/…``), else its only
+    machine; the section from a DCASE file name, else that machine's only section.
+
+    Args:
+        path: The audio file.
+        keys: The detector's (machine, section) keys.
+        machine, section: Given values (either may be None).
+
+    Raises:
+        PlacementError: the key cannot be inferred or the detector has no model for it; the
+            message names the file and lists the detector's keys.
+    """
+    p = Path(path)
+    keys = [(str(m), str(s)) for m, s in keys]
+    sec = normalize_section(section) if section is not None else None
+    if machine is None and sec is None and len(keys) == 1:
+        return keys[0]
+    machines = sorted({m for m, _ in keys})
+    if machine is None:
+        machine = next((part.name for part in p.parents if part.name in machines), None)
+        if machine is None and len(machines) == 1:
+            machine = machines[0]
+    if sec is None:
+        try:
+            sec = parse_clip_name(p.name).section
+        except ClipNameError:
+            sections = sorted({s for m, s in keys if m == machine})
+            sec = sections[0] if len(sections) == 1 else None
+    if machine is None or sec is None:
+        missing = " and ".join(w for w, v in (("machine", machine), ("section", sec)) if v is None)
+        raise PlacementError(
+            f"{p}: cannot infer the {missing} (expected a DCASE layout such as "
+            f"<machine>/test/section_XX_….wav); pass --machine and --section. The detector "
+            f"knows: {_fmt_keys(keys)}"
+        )
+    key = (str(machine), sec)
+    if key not in keys:
+        raise PlacementError(
+            f"{p}: the detector has no model for machine {key[0]!r} section {key[1]!r}; it "
+            f"knows: {_fmt_keys(keys)} (pass --machine/--section or a detector fitted on it)"
+        )
+    return key

@@ -45,10 +45,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from stetho.data import load_audio, parse_clip_name
+from stetho.data import load_audio
+from stetho.data.names import place_file
 from stetho.detector import BaseDetector
 from stetho.frontend.librosa_mel import hz_to_mel, log_mel_spectrogram, mel_to_hz
-from stetho.utils.errors import InputError
 
 __all__ = [
     "Explanation",
@@ -399,42 +399,13 @@ def resolve_key(
     machine: str | None = None,
     section: str | None = None,
 ) -> tuple[str, str]:
-    """(machine, section) for a clip: the arguments, else the DCASE name and folder, else the
-    detector's only key.
+    """(machine, section) for a clip, by the rule every command uses
+    (:func:`stetho.data.names.place_file`).
 
     Raises:
-        InputError: Not determinable, or the detector has no model of it (both are
-            ``ValueError``).
+        PlacementError: not determinable, or the detector has no model of it (a ``ValueError``).
     """
-    p = Path(path)
-    keys = detector.keys
-    if section is None:
-        try:
-            section = parse_clip_name(p.name).section
-        except ValueError:
-            section = None
-    if machine is None:
-        folder = p.parent.parent.name if p.parent.name in ("test", "train") else p.parent.name
-        machines = sorted({m for m, _ in keys})
-        if folder in machines:
-            machine = folder
-        elif len(machines) == 1:
-            machine = machines[0]
-    if section is None and machine is not None:
-        sections = sorted({s for m, s in keys if m == machine})
-        section = sections[0] if len(sections) == 1 else None
-    if machine is None or section is None:
-        raise InputError(
-            f"cannot tell the machine/section of {p}: pass --machine and --section (the detector "
-            f"has {', '.join(f'{m}/{s}' for m, s in keys) or 'no model'})"
-        )
-    if (machine, section) not in keys:
-        raise InputError(
-            f"the detector has no model of {machine}/{section} ({p}); it has "
-            f"{', '.join(f'{m}/{s}' for m, s in keys)} (pass --machine/--section or a detector "
-            "fitted on that machine)"
-        )
-    return machine, section
+    return place_file(path, detector.keys, machine, section)
 
 
 def explain_file(

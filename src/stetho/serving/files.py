@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from stetho.data import AudioError, ClipNameError, is_audio_file_name, parse_clip_name
-from stetho.data.names import Key, normalize_section
+from stetho.data import AudioError, is_audio_file_name
+from stetho.data.names import Key, PlacementError, normalize_section, place_file
 from stetho.data.prefetch import decode_files
-from stetho.utils.errors import StethoError
 from stetho.utils.io import atomic_write
 
 if TYPE_CHECKING:
@@ -64,8 +63,8 @@ CSV_COLUMNS: tuple[str, ...] = (
 _CHUNK = 32  # files decoded and scored at once
 
 
-class KeyResolutionError(StethoError, ValueError):
-    """The (machine, section) of a file is unknown to the detector or cannot be inferred."""
+#: The placement error of :func:`stetho.data.names.place_file` (kept name).
+KeyResolutionError = PlacementError
 
 
 @dataclass(frozen=True)
@@ -141,46 +140,8 @@ def _valid_keys(keys: Sequence[Key]) -> str:
 def resolve_key(
     path: Path, keys: Sequence[Key], machine: str | None = None, section: str | None = None
 ) -> Key:
-    """The (machine, section) a file belongs to (see the module docstring).
-
-    Args:
-        path: The audio file.
-        keys: The detector's (machine, section) keys.
-        machine, section: Given values (either may be None).
-
-    Raises:
-        KeyResolutionError: the key cannot be inferred or the detector has no model for it; the
-            message names the file and lists the detector's keys.
-    """
-    keys = list(keys)
-    sec = normalize_section(section) if section is not None else None
-    if machine is None or sec is None:
-        if len(keys) == 1 and (machine in (None, keys[0][0])) and (sec in (None, keys[0][1])):
-            return keys[0]
-        machines = {m for m, _ in keys}
-        if machine is None:
-            machine = next((part.name for part in path.parents if part.name in machines), None)
-        if sec is None:
-            try:
-                sec = parse_clip_name(path.name).section
-            except ClipNameError:
-                sec = None
-        if machine is None or sec is None:
-            missing = " and ".join(
-                w for w, v in (("machine", machine), ("section", sec)) if v is None
-            )
-            raise KeyResolutionError(
-                f"{path}: cannot infer the {missing} (expected a DCASE layout such as "
-                f"<machine>/test/section_XX_….wav); give machine and section explicitly. "
-                f"Scorer keys: {_valid_keys(keys)}"
-            )
-    key = (str(machine), sec)
-    if key not in keys:
-        raise KeyResolutionError(
-            f"{path}: the detector has no model for machine {key[0]!r} section {key[1]!r}; "
-            f"valid keys: {_valid_keys(keys)}"
-        )
-    return key
+    """The (machine, section) a file belongs to: :func:`stetho.data.names.place_file`."""
+    return place_file(path, keys, machine, section)
 
 
 def score_paths(
