@@ -99,6 +99,21 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audio_keeper(args: argparse.Namespace, store: Any) -> Any:
+    """``"auto"`` (the store's defaults), None (``--audio-mb 0``) or a keeper with the bounds."""
+    from stetho.store.audio import DEFAULT_AUDIO_DAYS, DEFAULT_AUDIO_MB, AudioKeeper
+
+    if args.audio_mb is None and args.audio_days is None:
+        return "auto"
+    if store is None or args.audio_mb == 0:
+        return None
+    return AudioKeeper.for_store(
+        store.database,
+        DEFAULT_AUDIO_MB if args.audio_mb is None else args.audio_mb,
+        DEFAULT_AUDIO_DAYS if args.audio_days is None else args.audio_days,
+    )
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from stetho.detector import load_detector as load_scorer
     from stetho.serving import (
@@ -147,7 +162,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         store = ScoreStore.open(args.db)
         rule = AlarmRule(k=args.alarm_k, n=args.alarm_n, clear_k=args.alarm_clear_k)
-    service = ScoringService(registry, limits, store=store, alarm_rule=rule)
+    service = ScoringService(
+        registry, limits, store=store, alarm_rule=rule, audio=_audio_keeper(args, store)
+    )
     url = socket_url(sock)
     names = ", ".join(registry.names) or "none (dashboard and history only)"
     print(f"serving detectors {names} on {url} (dashboard {url}/, API {url}/docs; Ctrl-C stops)")
@@ -279,4 +296,14 @@ def register(sub: Any) -> None:
     p.add_argument("--alarm-k", type=int, default=3, help="alarm opens at k of n anomalous")
     p.add_argument("--alarm-n", type=int, default=5, help="window count of the alarm rule")
     p.add_argument("--alarm-clear-k", type=int, default=0, help="closes at <= this many of n")
+    p.add_argument(
+        "--audio-mb",
+        type=float,
+        default=None,
+        help="keep the audio of anomalous windows beside the SQLite store (<db>.audio/) up to "
+        "this many MiB, oldest dropped first (default 500; 0: keep none)",
+    )
+    p.add_argument(
+        "--audio-days", type=float, default=None, help="drop kept audio older than this (30)"
+    )
     p.set_defaults(func=_cmd_serve)
