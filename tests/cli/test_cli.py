@@ -222,3 +222,17 @@ def test_train_set_recipe_finetune_fine_tunes(
     assert meta["format"] == "stetho-detector"
     assert meta["experiment"]["recipe"] == "finetune" and meta["experiment"]["ensemble"] is None
     assert meta["experiment"]["train"]["epochs"] == 1
+
+
+def test_serve_audio_bounds_reach_the_keeper(tmp_path: Path) -> None:
+    import argparse
+
+    from stetho.cli.detect import _audio_keeper
+    from stetho.store import ScoreStore
+
+    with ScoreStore.open(tmp_path / "plant.db") as store:
+        ns = argparse.Namespace
+        assert _audio_keeper(ns(audio_mb=None, audio_days=None), store) == "auto"
+        assert _audio_keeper(ns(audio_mb=0.0, audio_days=None), store) is None
+        keeper = _audio_keeper(ns(audio_mb=2.0, audio_days=7.0), store)
+        assert keeper.max_bytes == 2 * 2**20 and keeper.max_age_days == 7.0
