@@ -246,3 +246,16 @@ def test_pages_served_with_csp_and_clear_errors(detector: Detector, tmp_path: Pa
         assert client.get("/dashboard/windows/9999").status_code == 404
         assert client.get("/dashboard/alarms/9999").status_code == 404
     service.close()
+    memory = ScoringService(DetectorRegistry([entry]))  # no store: this process's scores only
+    with (
+        BackgroundServer(make_app(memory), memory.limits) as url,
+        httpx.Client(base_url=url, timeout=60) as client,
+    ):
+        files = {"file": ("memory_only.wav", _wav(), "audio/wav")}
+        r = client.post("/v1/score", params={"machine": "fan", "section": "00"}, files=files)
+        assert r.status_code == 200, r.text
+        home = client.get("/")
+        assert home.status_code == 200 and "memory_only.wav" in home.text
+        assert "no store" in home.text and "/dashboard/windows/None" not in home.text
+        missing = client.get("/dashboard/windows/1")
+        assert missing.status_code == 404 and "--db" in missing.text
