@@ -14,7 +14,6 @@ from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from stetho.evaluation import (
     EvaluationResult,
-    GroundTruthError,
     MetricError,
     SectionTruth,
     SubmissionError,
@@ -282,7 +281,7 @@ def test_one_class_domain_is_a_clear_error() -> None:
         evaluate(scores, truth, ci95=False)
 
 
-def test_decisions_must_be_binary_and_2023_needs_domains() -> None:
+def test_decisions_must_be_binary_and_names_without_domain_are_single_domain() -> None:
     truth, scores, decisions = make_case(seed=6)
     decisions[("bandsaw", "00")][truth[("bandsaw", "00")].names[0]] = 2
     with pytest.raises(SubmissionError, match=r"decision .* must be 0 or 1"):
@@ -290,8 +289,11 @@ def test_decisions_must_be_binary_and_2023_needs_domains() -> None:
     t2020 = truth_from_names(
         {("fan", "01"): ["normal_id_01_00000000.wav", "anomaly_id_01_00000001.wav"]}
     )
-    with pytest.raises(GroundTruthError, match="no source/target domains"):
-        evaluate({("fan", "01"): {n: 0.0 for n in t2020[("fan", "01")].names}}, t2020, year=2023)
+    # 2023 rules on names without a domain: evaluated single-domain, with a hint about 2020
+    res = evaluate({("fan", "01"): {n: float(i) for i, n in enumerate(t2020[("fan", "01")].names)}},
+                   t2020, year=2023, ci95=False)  # fmt: skip
+    assert res.single_domain and not res.partial and res.sections[0].auc_source is None
+    assert any("pass year=2020" in n for n in res.notes)
 
 
 def test_2021_variant_per_domain_auc_and_pauc(tmp_path: Path) -> None:

@@ -68,26 +68,37 @@ def sk(y: np.ndarray, s: np.ndarray, mask: np.ndarray, max_fpr: float | None = N
 
 
 def reference_2023(names: dict, scores: dict) -> dict:
-    """Per-section metrics (None = undefined) + Ω / a-mean / per-metric means over defined values."""
+    """Per-section metrics (None = undefined) + Ω / a-mean / per-metric means over defined values.
+
+    A section without any target clip is single-domain: AUC and pAUC over all its clips, no
+    source/target values; its AUC takes the AUC_source place in Ω's value order.
+    """
     per: dict = {}
+    single: set = set()
     for key in sorted(names):
         ordered = sorted(names[key])
         y = np.array([int("_anomaly_" in n) for n in ordered])
         t = np.array([int("_target_" in n) for n in ordered])
         s = np.array([scores[key][n] for n in ordered])
         every = np.ones_like(y, dtype=bool)
-        per[key] = {
-            "auc": sk(y, s, every),
-            "pauc": sk(y, s, every, 0.1),
-            "auc_source": sk(y, s, (t == 0) | (y == 1)),
-            "auc_target": sk(y, s, (t == 1) | (y == 1)),
-        }
+        per[key] = {"auc": sk(y, s, every), "pauc": sk(y, s, every, 0.1)}
+        if not t.any():
+            single.add(key)
+            continue
+        per[key]["auc_source"] = sk(y, s, (t == 0) | (y == 1))
+        per[key]["auc_target"] = sk(y, s, (t == 1) | (y == 1))
     keys = sorted(per)
-    slots = {m: [per[k][m] for k in keys] for m in ("auc_source", "auc_target", "pauc")}
-    flat = slots["auc_source"] + slots["auc_target"] + slots["pauc"]
+    two = [k for k in keys if k not in single]
+    slots = {m: [per[k][m] for k in two] for m in ("auc_source", "auc_target", "pauc")}
+    flat = (
+        [per[k]["auc"] if k in single else per[k]["auc_source"] for k in keys]
+        + slots["auc_target"]
+        + [per[k]["pauc"] for k in keys]
+    )
     defined = [v for v in flat if v is not None]
     return {
         "per": per,
+        "single": single,
         "slots": slots,
         "defined": defined,
         "n_undefined": sum(v is None for v in flat),
@@ -169,10 +180,15 @@ def test_partial_on_real_mini_dev_set_matches_sklearn(
     assert res.year == 2023 and res.partial
     assert 0 < ref["n_undefined"] < ref["n_values"]  # the mini set really is partial
     assert (res.n_undefined, res.n_values) == (ref["n_undefined"], ref["n_values"])
+    assert ref["single"] == {("ToyCar", "00")}  # 2 source normals, no target clip
+    assert {(r.machine, r.section) for r in res.sections if r.single_domain} == ref["single"]
     undefined_notes = [n for n in res.notes if " undefined: " in n]
     n_none = 0
     for r in res.sections:
         exp = ref["per"][(r.machine, r.section)]
+        if r.single_domain:  # no source/target values; decisions over all clips
+            assert r.auc_source is None and r.auc_target is None and r.f1_source is None
+            assert r.f1 is not None and r.f1_target is None
         for field, want in exp.items():
             got = getattr(r, field)
             if want is None:
@@ -184,7 +200,8 @@ def test_partial_on_real_mini_dev_set_matches_sklearn(
                 ), (r.machine, field, undefined_notes)
             else:
                 assert got == want, (r.machine, field, got, want)  # exact
-        assert r.f1_source is not None and r.f1_target is not None  # ε-guarded, always defined
+        if not r.single_domain:  # ε-guarded, always defined
+            assert r.f1_source is not None and r.f1_target is not None
     assert len(undefined_notes) == n_none
     assert any(n == "slider 00: AUC (source) undefined: no anomalies" for n in undefined_notes)
 
@@ -237,6 +254,11 @@ def test_partial_on_real_mini_dev_set_matches_sklearn(
     over_all = next(r for r in official if r and r[0].startswith("arithmetic mean over all"))
     assert over_all[2:4] == [repr(float(np.mean(aucs))), repr(float(np.mean(paucs + paucs)))]
     assert ["official score", "", repr(res.official_score)] in official
+    assert [
+        "single-domain sections",
+        "",
+        "ToyCar:00; not comparable to official scores",
+    ] in official
     with open(out / "paper_table.csv") as fh:
         paper = list(csv.DictReader(fh))
     assert paper[0]["metric"] == "AUC (source)" and paper[0]["slider"] == ""

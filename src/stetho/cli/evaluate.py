@@ -1,4 +1,5 @@
-"""``stetho evaluate``: the official DCASE evaluation of submission CSVs."""
+"""``stetho evaluate``: the official DCASE evaluation of submission CSVs (single-domain data,
+e.g. imported recordings without target-domain clips: AUC/pAUC/F1 over all clips)."""
 
 from __future__ import annotations
 

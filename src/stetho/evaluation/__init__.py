@@ -17,7 +17,9 @@ rows are joined by clip name and malformed submissions raise instead of being mi
 A subset with one class raises :class:`MetricError` like the official tool; on small dev sets
 ``evaluate(..., allow_undefined=True)`` instead returns a *partial* result (undefined metrics
 None, aggregates over the defined values, ``result.partial`` set; not comparable to official
-scores).
+scores). Sections without any target-domain clip (one operating condition, as ``stetho data
+import`` makes) are evaluated single-domain: AUC, pAUC and precision/recall/F1 over all their
+clips, ``result.single_domain`` / ``SectionResult.single_domain`` set (not in the DCASE protocol).
 """
 
 from stetho.evaluation.evaluator import (

@@ -45,7 +45,13 @@ from stetho.evaluation.truth import (
     truth_from_clips,
 )
 
-__all__ = ["evaluate", "evaluate_directory", "infer_evaluation_year", "jackknife_ci95"]
+__all__ = [
+    "evaluate",
+    "evaluate_directory",
+    "infer_evaluation_year",
+    "is_single_domain",
+    "jackknife_ci95",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +111,20 @@ def _counts(st: SectionTruth) -> dict[str, int | None]:
     }
 
 
+def is_single_domain(st: SectionTruth, year: int) -> bool:
+    """Whether a section is evaluated as single-domain (2021+; never for 2020).
+
+    True when its test clips hold no target-domain clip at all (neither normal nor anomalous),
+    or carry no domain: data of one operating condition, such as ``stetho data import`` makes.
+    AUC, pAUC and the decision metrics are then taken over all its clips (not in the DCASE
+    protocol, which needs both domains). A section with target clips but, say, no target
+    normals is a partial DCASE section instead.
+    """
+    if year == 2020:
+        return False
+    return st.domains is None or not bool(np.any(st.domains == 1))
+
+
 def _one_class_reason(y: np.ndarray, normals: str, anomalies: str) -> str | None:
     """Why an AUC on labels ``y`` (n,) is undefined (``"no <normals>"`` …), or None if it is not."""
     n_pos = int(np.sum(y == 1))
@@ -147,21 +167,23 @@ def _section_result(
             return auc_score(yy, ss, what=what)
         return pauc_score(yy, ss, max_fpr, what=what)
 
+    single = is_single_domain(st, year)
     res = SectionResult(
         machine=st.machine,
         section=st.section,
         auc=metric("AUC (all)", None),
+        single_domain=single,
         **_counts(st),  # type: ignore[arg-type]
     )
-    if year == 2020:
+    if year == 2020 or single:
         res.pauc = metric("pAUC", None, max_fpr=MAX_FPR)
+        if single and dec is not None:  # decisions over all the section's clips
+            res.precision, res.recall, res.f1 = precision_recall_f1(
+                y, dec.astype(np.int64), what=f"{where} (all clips)"
+            )
         return res
-    if st.domains is None:
-        raise GroundTruthError(
-            f"{where}: the truth has no source/target domains, which {year} evaluation needs "
-            "(2020-style names? pass year=2020)"
-        )
     dom = st.domains
+    assert dom is not None  # is_single_domain is True without domains
     if year >= 2022:
         res.pauc = metric("pAUC", None, max_fpr=MAX_FPR)
     for d, name in enumerate(DOMAINS):
@@ -186,6 +208,31 @@ def _section_result(
             setattr(res, f"recall_{name}", r)
             setattr(res, f"f1_{name}", f1)
     return res
+
+
+def _single_domain_notes(sections: list[SectionResult], truth: Truth) -> list[str]:
+    """How single-domain sections were scored (none when every section has both domains)."""
+    single = [r for r in sections if r.single_domain]
+    if not single:
+        return []
+    what = (
+        "AUC and pAUC (McClish, p = 0.1) over all test clips of each section, precision/recall/F1 "
+        "of the decisions over all its clips; Ω = ε-clipped harmonic mean of the AUC and pAUC "
+        "values"
+    )
+    no_domain = [r for r in single if truth[(r.machine, r.section)].domains is None]
+    hint = (
+        " (names without a domain: 2020-style names? pass year=2020 for the 2020 rules)"
+        if no_domain
+        else ""
+    )
+    if len(single) == len(sections):
+        return [f"single-domain data{hint}: {what} (not a DCASE score)"]
+    listed = ", ".join(f"{r.machine} {r.section}" for r in single)
+    return [
+        f"single-domain section(s) {listed}, without target-domain test clips{hint}: {what}; the "
+        "other sections follow the DCASE rules, so Ω is not comparable to official scores"
+    ]
 
 
 def jackknife_ci95(y: np.ndarray, s: np.ndarray) -> float:
@@ -222,6 +269,11 @@ def evaluate(
     the domain's clips; 2020 AUC and pAUC per machine id. Aggregates: see
     :mod:`stetho.evaluation.results`.
 
+    Single-domain sections (2021+; no target-domain clip at all, or no domain in the names,
+    see :func:`is_single_domain`): AUC and pAUC over all the section's clips, precision/recall/F1
+    over all of them, Ω over their AUC and pAUC values; ``SectionResult.single_domain`` is set
+    and a note says so. Sections with both domains follow the official rules unchanged.
+
     Args:
         scores: ``{(machine, section): {clip name: score}}``; names may be aliases.
         truth: ``{(machine, section): SectionTruth}``; defines the sections evaluated.
@@ -246,7 +298,7 @@ def evaluate(
             decisions other than 0/1.
         MetricError: A subset has one class only (strict mode; the message names section and
             metric), or, with ``allow_undefined``, no Ω value at all is defined.
-        GroundTruthError: The truth lacks domains needed for ``year``.
+        GroundTruthError: The truth is empty.
     """
     year = check_year(year)
     if not truth:
@@ -276,6 +328,7 @@ def evaluate(
         pooled_s.append(s)
 
     partial = bool(undefined)
+    notes.extend(_single_domain_notes(sections, truth))
     values = omega_values(year, sections, allow_undefined=partial)
     if not values:
         raise MetricError(

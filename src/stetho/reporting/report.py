@@ -202,7 +202,7 @@ def _summary(ctx: _Context) -> None:
     ]
     body = [plain_summary(ctx.detector, ctx.sections)]
     if ev is not None:
-        label = "Partial score" if ev.partial else "Official score"
+        label = ev.score_label  # official, partial, single-domain or mixed
         n_clips = sum(r.n_normal + r.n_anomaly for r in ev.sections)
         body.append(
             f'<p class="omega">{label} Ω = {ev.official_score:.4f}</p><p>{ev.official_score_name}; '
