@@ -139,3 +139,48 @@ def test_robust_weighting_favours_the_consistent_member() -> None:
     assert sum(w.values()) == pytest.approx(1.0) and "1/MAD" in str(out["reason"])
     with pytest.raises(ConfigError):
         SelectionConfig(weighting="vote")  # type: ignore[arg-type]
+
+
+def _pseudo_for_auc(n_normal: int, above: int, at: float) -> np.ndarray:
+    """Pseudo-anomaly scores: ``above`` of them above every normal 0..n-1, one at ``at``."""
+    return np.array([n_normal + 0.5] * above + [at])
+
+
+def test_saturated_proxy_keeps_every_member() -> None:
+    loo = [np.arange(20.0), np.arange(20.0)]
+    perfect = {"tone": np.full(8, 30.0)}
+    near = {"tone": _pseudo_for_auc(20, 7, 15.5)}  # (7 * 20 + 16) / 160 = 0.975
+    cfg = SelectionConfig(tolerance=0.01)
+    out = choose_members(["mn04", "logmel"], loo, [perfect, near], cfg)
+    proxy = out["proxy_auc"]
+    assert isinstance(proxy, dict) and proxy["logmel"]["mean"] == pytest.approx(0.975)
+    assert out["weights"] == {"mn04": 0.5, "logmel": 0.5}
+    assert "saturated" in str(out["reason"])
+    # below the saturation level the proxy rule applies again (here: within its noise)
+    out = choose_members(["mn04", "logmel"], loo, [perfect, near], cfg.replace(saturation=0.99))
+    assert "saturated" not in str(out["reason"]) and "2 standard errors" in str(out["reason"])
+
+
+def test_a_gap_within_the_proxy_noise_drops_nothing() -> None:
+    loo = [np.arange(5.0), np.arange(5.0)]
+    perfect = {"tone": np.full(4, 10.0)}
+    worse = {"tone": np.array([10.0, 10.0, 10.0, 2.5])}  # AUC 18 / 20 = 0.9: 0.1 below
+    out = choose_members(["a", "b"], loo, [perfect, worse], SelectionConfig())
+    assert out["weights"] == {"a": 0.5, "b": 0.5}, out["reason"]
+    # the same gap on many clips is beyond the noise: dropped
+    loo = [np.arange(200.0), np.arange(200.0)]
+    worse = {"tone": np.r_[np.full(90, 300.0), np.full(10, -1.0)]}  # AUC 0.9
+    out = choose_members(["a", "b"], loo, [{"tone": np.full(100, 300.0)}, worse],
+                         SelectionConfig())  # fmt: skip
+    assert out["weights"] == {"a": 1.0, "b": 0.0}
+    assert "dropped b" in str(out["reason"])
+
+
+def test_auc_standard_error_matches_hanley_mcneil_table() -> None:
+    from stetho.scoring.selection import auc_se
+
+    # Hanley & McNeil (1982), Table 1-style value computed from the formula: A = 0.8, 50 / 50
+    a, q1, q2 = 0.8, 0.8 / 1.2, 2 * 0.64 / 1.8
+    want = np.sqrt((a * (1 - a) + 49 * (q1 - a * a) + 49 * (q2 - a * a)) / 2500)
+    assert auc_se(0.8, 50, 50) == pytest.approx(want, rel=1e-12)
+    assert auc_se(0.8, 10, 10) > auc_se(0.8, 100, 100)

@@ -5,11 +5,16 @@ how well it separates the bank's own clips, each scored leave-one-out, from *pse
 copies of the same bank clips with a small synthetic fault (an added tone, clicks, a spectral
 notch, a speed/pitch shift). The proxy AUC of a member is the mean over the fault kinds.
 
-Rule (not in the paper): keep every member whose proxy AUC is within ``tolerance`` of the best
-member's, with equal weights. When the proxy task saturates (all members near 1.0, as reported in
-the literature) everything is kept and the ensemble falls back to plain fusion of normalised
-scores, the documented robust choice; a member is dropped only when it is clearly blind to faults
-the others see. Banks smaller than ``min_bank`` keep all members (too little evidence).
+Rule (not in the paper): a member is dropped only when it is clearly blind to faults the others
+see — its proxy AUC is more than ``tolerance`` *and* more than two standard errors (Hanley-McNeil,
+from the numbers of held-out normals and pseudo-anomalies) below the best member's. When the proxy
+saturates (every member at ``saturation`` or above, as the literature reports for pretrained
+embeddings) it cannot rank the members and all are kept. Kept members get equal weights (plain
+fusion of normalised scores, the documented robust choice). Banks smaller than ``min_bank`` keep
+all members (too little evidence). The normals are the bank's *held-out* scores (each clip scored
+with everything refitted without it, :mod:`stetho.scoring.bank`): with the standardiser fitted on
+the clip itself, whitened members' normals looked far closer than any new clip, and their proxy
+AUC saturated at 0.98-1.00 for that reason alone.
 
 ``weighting="robust"`` (not in the paper) needs no pseudo-anomalies: every member is kept and
 weighted by ``1 / MAD`` of its leave-one-out z-scores, i.e. the mean fusion of *robust* z-scores
@@ -31,6 +36,7 @@ from stetho.utils.config import ConfigBase, ConfigError
 __all__ = [
     "PSEUDO_KINDS",
     "SelectionConfig",
+    "auc_se",
     "choose_members",
     "pseudo_anomaly",
     "rank_auc",
@@ -44,7 +50,10 @@ class SelectionConfig(ConfigBase):
     Attributes:
         enabled: Choose members per machine/section (``False``: keep all, equal weights).
         kinds: Pseudo-anomaly kinds (see :data:`PSEUDO_KINDS`).
-        tolerance: Keep members whose proxy AUC is at least ``best - tolerance``.
+        tolerance: Keep members whose proxy AUC is at least ``best - tolerance`` (or within two
+            standard errors of the best).
+        saturation: When every member's proxy AUC is at least this, all are kept (the proxy
+            cannot rank them).
         min_bank: Smallest bank on which members are dropped.
         max_clips: At most this many bank clips are perturbed (evenly spread; bounds the cost).
         seed: Seed of the perturbations.
@@ -56,6 +65,7 @@ class SelectionConfig(ConfigBase):
     enabled: bool = True
     kinds: list[str] = field(default_factory=lambda: ["tone", "clicks", "notch", "speed"])
     tolerance: float = 0.05
+    saturation: float = 0.95
     min_bank: int = 4
     max_clips: int = 16
     seed: int = 0
@@ -71,6 +81,8 @@ class SelectionConfig(ConfigBase):
             raise ConfigError(
                 f"unknown pseudo-anomaly kinds {unknown}; known: {list(PSEUDO_KINDS)}"
             )
+        if not 0.5 <= self.saturation <= 1.0:
+            raise ConfigError(f"selection.saturation must be in [0.5, 1], got {self.saturation}")
         if not 0.0 <= self.tolerance <= 1.0:
             raise ConfigError(f"selection.tolerance must be in [0, 1], got {self.tolerance}")
 
@@ -182,17 +194,55 @@ def choose_members(
             f"no pseudo-anomaly scores for {missing} (bank of {n_bank} clip(s)): all members "
             "kept, equal weights"
         )
-    else:
-        best = max(float(m) for m in means.values() if m is not None)
-        kept = [n for n in names if float(means[n] or 0.0) >= best - cfg.tolerance]
-        dropped = [n for n in names if n not in kept]
+    elif min(float(m or 0.0) for m in means.values()) >= cfg.saturation:
+        low = min(float(m or 0.0) for m in means.values())
         reason = (
-            f"proxy AUC (leave-one-out normals vs pseudo-anomalies) best {best:.3f}; kept "
-            f"members within {cfg.tolerance}"
-            + (f"; dropped {', '.join(dropped)}" if dropped else "; none dropped")
+            f"proxy AUC saturated (every member >= {cfg.saturation}, lowest {low:.3f}): it cannot "
+            "rank the members; all kept, equal weights"
         )
+    else:
+        kept, reason = _kept_by_proxy(names, loo, pseudo, means, cfg)
     weights = {n: (1.0 / len(kept) if n in kept else 0.0) for n in names}
     return {"weights": weights, "proxy_auc": proxy, "reason": reason}
+
+
+def auc_se(auc: float, n_neg: int, n_pos: int) -> float:
+    """Hanley-McNeil (1982) standard error of an AUC on ``n_neg`` negatives, ``n_pos`` positives."""
+    a = min(max(float(auc), 1e-9), 1.0 - 1e-9)
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / max(
+        n_pos * n_neg, 1
+    )
+    return float(np.sqrt(max(var, 0.0)))
+
+
+def _kept_by_proxy(
+    names: Sequence[str],
+    loo: Sequence[np.ndarray],
+    pseudo: Sequence[dict[str, np.ndarray]],
+    means: dict[str, float | None],
+    cfg: SelectionConfig,
+) -> tuple[list[str], str]:
+    """Members not clearly below the best on the proxy (tolerance and two standard errors)."""
+    se: dict[str, float] = {}
+    for name, neg, by_kind in zip(names, loo, pseudo):
+        n_neg = int(np.isfinite(neg).sum())
+        n_pos = min((len(v) for v in by_kind.values()), default=1)
+        se[name] = auc_se(float(means[name] or 0.0), n_neg, n_pos)
+    best_name = max(names, key=lambda n: float(means[n] or 0.0))
+    best = float(means[best_name] or 0.0)
+
+    def gap_allowed(n: str) -> float:
+        return max(cfg.tolerance, 2.0 * float(np.hypot(se[n], se[best_name])))
+
+    kept = [n for n in names if float(means[n] or 0.0) >= best - gap_allowed(n)]
+    dropped = [n for n in names if n not in kept]
+    reason = (
+        f"proxy AUC (held-out normals vs pseudo-anomalies) best {best:.3f}; kept members within "
+        f"{cfg.tolerance} or 2 standard errors of it"
+        + (f"; dropped {', '.join(dropped)}" if dropped else "; none dropped")
+    )
+    return kept, reason
 
 
 _ROBUST_REASON = (
