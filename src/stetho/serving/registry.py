@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from stetho.detector.scorer import Scorer
 
-__all__ = ["DetectorEntry", "DetectorRegistry", "parse_detector_spec"]
+__all__ = [
+    "DetectorEntry",
+    "DetectorHandle",
+    "DetectorRegistry",
+    "LoadedDetector",
+    "parse_detector_spec",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -43,23 +49,68 @@ def parse_detector_spec(spec: str) -> tuple[str, Path]:
     return name, Path(folder)
 
 
+@dataclass(frozen=True)
+class LoadedDetector:
+    """One loaded version of a detector, with the lock that serialises its scoring.
+
+    It offers what :class:`~stetho.serving.stream.StreamScorer` needs from a detector, so a
+    stream scores through the lock.
+    """
+
+    scorer: Scorer
+    id: str
+    version: int
+    lock: threading.Lock
+
+    @property
+    def keys(self) -> list[tuple[str, str]]:
+        return list(self.scorer.keys)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.scorer.sample_rate)
+
+    @property
+    def thresholds(self) -> dict[tuple[str, str], float]:
+        return dict(self.scorer.thresholds)
+
+    def window_seconds(self) -> float | None:
+        return self.scorer.window_seconds()
+
+    def score_waveforms(
+        self, waves: Any, machine: str, section: str, sample_rate: int | None = None
+    ) -> Any:
+        with self.lock:
+            return self.scorer.score_waveforms(waves, machine, section, sample_rate)
+
+    def decide(self, scores: Any, key: tuple[str, str]) -> Any:
+        """The detector's own decisions (M,) int for ``scores`` of ``key``."""
+        return self.scorer.decide(scores, key)
+
+    def normalise(self, scores: Any, key: tuple[str, str]) -> Any:
+        """The detector's normalised scores (1.0 = the threshold)."""
+        return self.scorer.normalise(scores, key)
+
+
 @dataclass
 class DetectorEntry:
-    """A loaded detector with its name, identity and a lock serialising model access.
+    """The one holder of a served or monitored detector folder: name, identity, the loaded
+    version and the lock serialising model access; reloads the folder when ``stetho calibrate``
+    replaces it.
 
     Attributes:
         name: The name clients use (``?detector=NAME``).
-        scorer: The loaded detector.
+        scorer: The loaded detector (``None``: loaded on first use, see :meth:`current`).
         path: Its folder.
         detector_id: Stable identity from ``describe()["id"]`` (folder name when absent).
         version: ``describe()["version"]`` (1 when absent); +1 per ``stetho calibrate``.
-        loader: ``loader(path) -> Scorer``; with it :meth:`refresh` picks up a folder replaced
-            on disk (e.g. by ``stetho calibrate``) without a restart.
+        loader: ``loader(path) -> Scorer``; with it :meth:`refresh` / :meth:`reload` pick up a
+            folder replaced on disk (e.g. by ``stetho calibrate``) without a restart.
         reload_seconds: How often :meth:`refresh` looks at the folder.
     """
 
     name: str
-    scorer: Scorer
+    scorer: Scorer | None
     path: Path
     detector_id: str = ""
     version: int = 1
@@ -69,49 +120,84 @@ class DetectorEntry:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
-        self._set_identity()
-        self._signature = _signature(self.path)
+        self._signature = _signature(self.path) if self.scorer is not None else None
+        if self.scorer is not None:
+            self._set_identity()
         self._checked = time.monotonic()
 
     def _set_identity(self) -> None:
-        info = self.scorer.describe()
-        self.detector_id = str(info.get("id") or self.path.resolve().name or self.name)
-        self.version = int(info.get("version") or 1)
+        from stetho.detector import identity
+
+        assert self.scorer is not None
+        self.detector_id, self.version = identity(self.scorer, self.path)
+
+    def current(self) -> LoadedDetector:
+        """The loaded version (loading the folder on first use).
+
+        Raises:
+            DetectorError: the folder cannot be loaded (a monitor source using it fails and is
+                retried).
+        """
+        if self.scorer is None:
+            self.reload()
+        assert self.scorer is not None
+        return LoadedDetector(self.scorer, self.detector_id, self.version, self.lock)
+
+    def reload(self) -> bool:
+        """Load the folder again now if it changed since the last load; True when a new version
+        is used. Errors propagate (the caller decides whether to keep the loaded version)."""
+        if self.loader is None:
+            return False
+        sig = _signature(self.path)
+        if self.scorer is not None and sig == self._signature:
+            return False
+        scorer = self.loader(self.path)
+        old = None if self.scorer is None else self.version
+        with self.lock:
+            self.scorer = scorer
+            self._set_identity()
+        self._signature = sig
+        if old is not None:
+            logger.warning("detector %r reloaded: version %d -> %d", self.name, old, self.version)
+        return True
 
     def refresh(self) -> bool:
-        """Reload the folder if it was replaced since it was loaded (checked at most every
-        ``reload_seconds``); True when a new version is now used. A folder that cannot be
-        loaded is logged and the loaded version kept."""
+        """:meth:`reload` at most every ``reload_seconds``; a folder that cannot be loaded is
+        logged and the loaded version kept. True when a new version is now used."""
         now = time.monotonic()
         if self.loader is None or now - self._checked < self.reload_seconds:
             return False
         self._checked = now
-        sig = _signature(self.path)
-        if sig is None or sig == self._signature:
-            return False
-        self._signature = sig
-        old = self.version
         try:
-            scorer = self.loader(self.path)
+            return self.reload()
         except Exception as err:  # keep serving the loaded version
-            logger.error("cannot reload detector %s (keeping version %d): %s", self.path, old, err)
+            logger.error(
+                "cannot reload detector %s (keeping version %d): %s", self.path, self.version, err
+            )
             return False
-        with self.lock:
-            self.scorer = scorer
-            self._set_identity()
-        logger.warning("detector %r reloaded: version %d -> %d", self.name, old, self.version)
-        return True
 
     @property
     def keys(self) -> list[tuple[str, str]]:
         """(machine, section) pairs it scores."""
-        return list(self.scorer.keys)
+        return list(self.current().keys)
 
     def describe(self) -> dict[str, Any]:
         """The detector's own summary plus name, folder, id and version."""
-        out = dict(self.scorer.describe())
+        out = dict(self.current().scorer.describe())
         out.update(name=self.name, path=str(self.path), id=self.detector_id, version=self.version)
         return out
+
+
+class DetectorHandle(DetectorEntry):
+    """A monitor's :class:`DetectorEntry`: loaded on first use, reloaded whenever it changed.
+
+    Args:
+        path: The detector folder.
+        load: ``load(path) -> Scorer`` (e.g. :func:`stetho.load_detector` with a device).
+    """
+
+    def __init__(self, path: str | Path, load: Callable[[Path], Scorer]) -> None:
+        super().__init__(Path(path).name, None, Path(path), loader=load, reload_seconds=0.0)
 
 
 def _signature(folder: Path) -> tuple[int, int] | None:

@@ -290,8 +290,9 @@ class ScoringService:
         window, the audio of its nearest normal bank clip (when the detector knows its path)."""
         machine, section = key
         entry.refresh()
+        loaded = entry.current()
         with entry.lock:  # scorer, threshold and identity of one version
-            scorer, ident, version = entry.scorer, entry.detector_id, entry.version
+            scorer, ident, version = loaded.scorer, loaded.id, loaded.version
             if key not in list(scorer.keys):
                 raise RequestError(
                     404, f"detector {entry.name!r} no longer has {machine}/{section}"

@@ -6,22 +6,21 @@ See :mod:`stetho.serving.sources` for the sources themselves.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stetho.serving.monitor_config import SourceConfig
+from stetho.serving.registry import DetectorHandle, LoadedDetector
 from stetho.serving.stream import StreamScorer
 from stetho.utils.errors import StethoError
 
 if TYPE_CHECKING:
-    from stetho.detector.scorer import Scorer
+    pass
 
 __all__ = [
     "BaseSource",
@@ -54,97 +53,6 @@ class Window:
     score: float
     source: str | None = None
     wave: np.ndarray | None = field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class LoadedDetector:
-    """One loaded version of a detector, with the lock that serialises its scoring.
-
-    It offers what :class:`~stetho.serving.stream.StreamScorer` needs from a scorer, so a stream
-    scores through the lock.
-    """
-
-    scorer: Scorer
-    id: str
-    version: int
-    lock: threading.Lock
-
-    @property
-    def keys(self) -> list[tuple[str, str]]:
-        return list(self.scorer.keys)
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.scorer.sample_rate)
-
-    @property
-    def thresholds(self) -> dict[tuple[str, str], float]:
-        return dict(self.scorer.thresholds)
-
-    def window_seconds(self) -> float | None:
-        return self.scorer.window_seconds()
-
-    def score_waveforms(
-        self, waves: Any, machine: str, section: str, sample_rate: int | None = None
-    ) -> np.ndarray:
-        with self.lock:
-            return self.scorer.score_waveforms(waves, machine, section, sample_rate)
-
-    def decide(self, scores: Any, key: tuple[str, str]) -> np.ndarray:
-        """The detector's own decisions (M,) int for ``scores`` of ``key``."""
-        return self.scorer.decide(scores, key)
-
-
-class DetectorHandle:
-    """A detector folder shared by sources; reloaded when ``stetho calibrate`` replaces it.
-
-    Args:
-        path: The detector folder.
-        load: ``load(path) -> Scorer`` (e.g. :func:`stetho.load_detector` with a device).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], load: Callable[[Path], Scorer]) -> None:
-        self.path = Path(path)
-        self._load = load
-        self._lock = threading.Lock()  # scoring of every version of this detector
-        self._current: LoadedDetector | None = None
-        self._signature: tuple[int, int] | None = None
-
-    def _stat(self) -> tuple[int, int] | None:
-        try:
-            st = (self.path / "config.json").stat()
-        except OSError:
-            return None
-        return (st.st_ino, st.st_mtime_ns)
-
-    def current(self) -> LoadedDetector:
-        """The loaded detector (loading it on first use).
-
-        Raises:
-            DetectorError: the folder cannot be loaded (the source using it fails and is retried).
-        """
-        if self._current is None:
-            self.reload()
-        assert self._current is not None
-        return self._current
-
-    def reload(self) -> bool:
-        """Load the folder again if it changed since the last load; True when a new one is used."""
-        from stetho.detector import identity
-
-        sig = self._stat()
-        if self._current is not None and sig == self._signature:
-            return False
-        scorer = self._load(self.path)
-        ident, version = identity(scorer, self.path)
-        old = self._current
-        self._current = LoadedDetector(scorer, ident, version, self._lock)
-        self._signature = sig
-        if old is not None:
-            logger.warning(
-                "detector %s reloaded: %s version %d -> %d", self.path, ident, old.version, version
-            )
-        return True
 
 
 #: ``sink(source, detector, windows, position)`` stores the windows and the source's position.

@@ -38,6 +38,6 @@ def detector(name: str, registry: RegistryDep) -> DetectorInfo:
 @router.get("/info", include_in_schema=False)
 def info_legacy(registry: RegistryDep) -> dict[str, Any]:
     try:
-        return dict(registry.get(None).scorer.describe())
+        return dict(registry.get(None).current().scorer.describe())
     except LookupError as err:
         raise RequestError(404, str(err.args[0])) from None
