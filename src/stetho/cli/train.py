@@ -19,7 +19,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = run_training(cfg, args.data, args.out, resume=not args.no_resume)
     print(result.summary)  # plain words first
     if result.evaluation is not None:
-        print("\nDCASE evaluation of the test clips:")
+        what = "Evaluation" if result.evaluation.single_domain else "DCASE evaluation"
+        print(f"\n{what} of the test clips:")
         print(result.evaluation.table())
     if result.train is None:  # the few-shot ensemble
         print(f"label-free member choice per machine: {args.out}/choice.md")
