@@ -138,6 +138,7 @@ def test_run_without_truth_finds_its_dataset_or_falls_back_to_results(
     run = tmp_path / "run"
     shutil.copytree(demo_dir / "run", run)
     (run / "detector" / "bank_clips.json").unlink()
+    (run / "run.json").unlink(missing_ok=True)  # runs before run.json existed
     result = build_report(run, tmp_path / "b", explain_top=0, progress=False)
     assert result.evaluation is not None
     assert result.evaluation.official_score == found.evaluation.official_score
