@@ -204,9 +204,11 @@ def _summary(ctx: _Context) -> None:
     if ev is not None:
         label = ev.score_label  # official, partial, single-domain or mixed
         n_clips = sum(r.n_normal + r.n_anomaly for r in ev.sections)
+        single = all(getattr(r, "single_domain", False) for r in ev.sections)
+        rules = "one domain, no source/target split" if single else f"DCASE {ev.year} rules"
         body.append(
             f'<p class="omega">{label} Ω = {ev.official_score:.4f}</p><p>{ev.official_score_name}; '
-            f"DCASE {ev.year} rules; {len(ev.machines())} machine type(s), {len(ev.sections)} "
+            f"{rules}; {len(ev.machines())} machine type(s), {len(ev.sections)} "
             f"section(s), {n_clips} test clips.</p>"
         )
         if ev.partial:
