@@ -226,23 +226,27 @@ class MachineList(BaseModel):
     machines: list[Machine]
 
 
+#: The example window of every window model.
+_WINDOW: dict[str, Any] = {
+    "id": 42,
+    "time": _T,
+    "machine": "fan",
+    "section": "00",
+    "score": 1.31,
+    "normalised": 1.08,
+    "threshold": 1.19,
+    "decision": 1,
+    "source": "fan_line2_0930.wav",
+    "detector_name": "plant",
+    "detector_version": 1,
+    "has_audio": True,
+}
+
+
 class WindowSummary(BaseModel):
     """One scored window (a stored row)."""
 
-    model_config = _example(
-        id=42,
-        time=_T,
-        machine="fan",
-        section="00",
-        score=1.31,
-        normalised=1.08,
-        threshold=1.19,
-        decision=1,
-        source="fan_line2_0930.wav",
-        detector_name="plant",
-        detector_version=1,
-        has_audio=True,
-    )
+    model_config = _example(**_WINDOW)
     id: int | None
     time: datetime
     machine: str
@@ -261,18 +265,7 @@ class WindowDetail(WindowSummary):
     """One window with its nearest normal bank clip and the URLs of the kept audio."""
 
     model_config = _example(
-        id=42,
-        time=_T,
-        machine="fan",
-        section="00",
-        score=1.31,
-        normalised=1.08,
-        threshold=1.19,
-        decision=1,
-        source="fan_line2_0930.wav",
-        detector_name="plant",
-        detector_version=1,
-        has_audio=True,
+        **_WINDOW,
         detector_id="3f2c9a",
         window_start=0.0,
         window_end=10.0,
