@@ -661,3 +661,51 @@ def test_cli_check_fails_on_a_corrupted_store(
     assert main(["monitor", str(cfg_path), "--check"]) == 1
     out = capsys.readouterr().out
     assert "corrupted" in out and "1 problem(s)" in out and "NOT ok" in out
+
+
+def test_cli_monitor_json_logs_are_one_object_per_line(
+    tmp_path: Path, detector_dir: Path, normal_waves: list[np.ndarray]
+) -> None:
+    """``stetho --log-format json monitor``: every stderr line parses as JSON (journald, Loki)."""
+    import json
+    import os
+    import signal as sig
+    import subprocess
+    import sys
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    cfg_path = tmp_path / "monitor.yaml"
+    cfg_path.write_text(
+        f"detector: {detector_dir}\ndb: plant.db\npoll_seconds: 0.1\nstatus_seconds: 0.5\n"
+        "sources:\n  - {kind: folder, path: in, machine: fan, section: 00, settle_seconds: 0}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stetho", "--log-format", "json", "-v", "monitor", str(cfg_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        (tmp_path / "x.wav").write_bytes(wav_bytes(normal_waves[0]))
+        (tmp_path / "x.wav").rename(inbox / "x.wav")
+
+        def scored() -> bool:
+            if not (tmp_path / "plant.db").exists():
+                return False
+            with ScoreStore.open(tmp_path / "plant.db") as s:
+                return len(s.scores("fan")) == 1
+
+        wait_for(scored, what="a score from the CLI")
+    finally:
+        proc.send_signal(sig.SIGTERM)
+        _, err = proc.communicate(timeout=300)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines, "the monitor logged nothing"
+    docs = [json.loads(ln) for ln in lines]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= set(d) for d in docs)
+    assert any("watching" in d["message"] for d in docs)
+    assert any(d["logger"].startswith("stetho.") and d["level"] == "INFO" for d in docs)

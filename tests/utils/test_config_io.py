@@ -110,3 +110,22 @@ def test_atomic_write_respects_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     mode = stat.S_IMODE((tmp_path / "shared.csv").stat().st_mode)
     assert mode == 0o644  # readable by other users, like a plain open(); mkstemp alone gives 0o600
+
+
+def test_json_formatter_keeps_extras_and_exceptions() -> None:
+    import json
+    import logging
+
+    from stetho.utils.logs import JsonFormatter
+
+    try:
+        raise ValueError("bad clip")
+    except ValueError:
+        import sys
+
+        exc = sys.exc_info()
+    record = logging.LogRecord("stetho.x", logging.WARNING, __file__, 1, "alarm %s", ("on",), exc)
+    record.machine = "slider"
+    doc = json.loads(JsonFormatter().format(record))
+    assert doc["message"] == "alarm on" and doc["level"] == "WARNING" and doc["machine"] == "slider"
+    assert doc["time"].endswith("Z") and "ValueError: bad clip" in doc["exception"]

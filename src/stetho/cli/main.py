@@ -46,22 +46,30 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="json: one JSON object per log line on stderr (journald, Loki)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
-def _setup_logging(verbosity: int) -> None:
+def _setup_logging(verbosity: int, fmt: str = "text") -> None:
+    from stetho.utils.logs import setup_logging
+
     level = logging.WARNING if verbosity == 0 else logging.INFO if verbosity == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(level, "json" if fmt == "json" else "text")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``stetho`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.log_format)
     reuse_freed_memory()  # batches reuse their temporaries instead of page-faulting afresh
     if getattr(args, "channel", None) not in (None, "mix"):
         args.channel = int(args.channel)

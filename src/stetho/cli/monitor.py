@@ -32,19 +32,24 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
         )
         return 1 if problems else 0
 
+    as_json = getattr(args, "log_format", "text") == "json"
+
+    def status(line: str) -> None:  # state changes of the monitor (one JSON object with json)
+        from stetho.utils.logs import json_line
+
+        text = json_line(line, logger="stetho.monitor") if as_json else line
+        print(text, file=sys.stderr, flush=True)
+
     def stop(signum: int, _frame: Any) -> None:
-        print(f"stetho monitor: {signal.Signals(signum).name}, stopping", file=sys.stderr)
+        status(f"stetho monitor: {signal.Signals(signum).name}, stopping")
         monitor.stop()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
 
-    def status(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     names = ", ".join(s.label for s in cfg.sources)
-    print(f"stetho monitor: watching {names}; scores -> {cfg.db}", file=sys.stderr, flush=True)
+    status(f"stetho monitor: watching {names}; scores -> {cfg.db}")
     failures = monitor.run(status=status)
     return 1 if failures else 0
 
