@@ -116,6 +116,9 @@ def test_explain_localises_a_tone_burst(kind: str, make_run) -> None:  # type: i
     x = hum(np.random.default_rng(7)) + tone_burst(int(4.0 * SR), 2.2, 0.5, 3000.0)
     ex = explain_waveform(det, x, "fan", "00")
     assert ex.threshold is not None and ex.score > ex.threshold  # the burst is an anomaly
+    # the one normalised score: the detector's own, above 1 exactly when anomalous
+    assert ex.normalised == pytest.approx(float(det.normalise([ex.score], ("fan", "00"))[0]))
+    assert ex.normalised > 1.0 and "normalised" in ex.summary()
     t0, t1 = ex.peak_seconds()
     assert abs((t0 + t1) / 2 - 2.45) <= ex.window_seconds
     injected = int(np.searchsorted(ex.band_edges, 3000.0, side="right")) - 1

@@ -89,6 +89,7 @@ class Explanation:
         nearest_domain, nearest_distance: The bank it is in and its distance (both None when
             the detector has no bank clip to compare with, e.g. the autoencoder baseline).
         nearest_spectrogram: Its log-mel in dB when the file could be read, else None.
+        normalised: The clip's normalised score (1.0 = the threshold; None without one).
     """
 
     name: str
@@ -112,6 +113,7 @@ class Explanation:
     nearest_domain: str | None = None
     nearest_distance: float | None = None
     nearest_spectrogram: np.ndarray | None = field(default=None, repr=False)
+    normalised: float | None = None
 
     @property
     def band_importance(self) -> np.ndarray:
@@ -154,6 +156,8 @@ class Explanation:
         t0, t1 = self.peak_seconds()
         f0, f1 = self.peak_band_hz()
         thr = "" if self.threshold is None else f" (threshold {self.threshold:.4g})"
+        if self.normalised is not None:
+            thr = f" = {self.normalised:.2f} normalised (1 = threshold {self.threshold:.4g})"
         if self.threshold is not None and not math.isfinite(self.threshold):
             thr = " (no threshold fitted: never called anomalous)"
         return (
@@ -187,6 +191,7 @@ class Explanation:
             "section": self.section,
             "sample_rate": self.sample_rate,
             "score": self.score,
+            "normalised": self.normalised,
             "threshold": self.threshold,
             "window_seconds": self.window_seconds,
             "hop_seconds": self.hop_seconds,
@@ -390,7 +395,13 @@ def explain_waveform(
         nearest_domain=near.domain if near is not None else None,
         nearest_distance=float(near.distance) if near is not None else None,
         nearest_spectrogram=None if ref_wave is None else _spectrogram(ref_wave, sr),
+        normalised=_normalised(detector, score, key),
     )
+
+
+def _normalised(detector: BaseDetector, score: float, key: tuple[str, str]) -> float | None:
+    value = float(detector.normalise([score], key)[0])
+    return value if math.isfinite(value) else None
 
 
 def resolve_key(
