@@ -367,6 +367,196 @@ def _sum_of(*scorers: Scorer) -> Scorer:
 SYSTEMS["fusion mean: HTK + frame-level"] = (_sum_of(ensemble([HTK]), frame_knn(0.1)), None)
 
 
+# -- the real detector: `stetho train` and `stetho train --pretrained` ----------------------------
+def _wav_of(c: Clip) -> Path:
+    """A mono file of the clip (one channel of a multichannel file is written once to the cache)."""
+    if c.channel is None:
+        return c.path
+    out = CACHE / "wav8ch" / f"{c.path.stem}_ch{c.channel}.wav"
+    if not out.is_file():
+        import soundfile as sf
+
+        wave, sr = load_audio(c.path, sr=None, channel=c.channel)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(out, np.asarray(wave, np.float32), sr, subtype="PCM_16")
+    return out
+
+
+def _stetho_clips(clips: list[Clip], idx: list[int], unit: str) -> list[Any]:
+    from stetho.data import Clip as StethoClip
+
+    machine = re.sub(r"[^A-Za-z0-9]+", "-", unit).strip("-")
+    return [
+        StethoClip(path=_wav_of(clips[i]), name=_wav_of(clips[i]).name, machine=machine,
+                   section="00", domain=None, label="anomaly" if clips[i].label else "normal",
+                   split="train", partition="dev", year=None, attributes=None)
+        for i in idx
+    ]  # fmt: skip
+
+
+def _cached_detector_class() -> type:
+    """EnsembleDetector whose member features are cached on disk by waveform hash (the
+    detector's maths unchanged; pseudo-anomalies of each fold are new waveforms, computed)."""
+    import hashlib
+    import json
+
+    from stetho.detector.ensemble import EnsembleDetector
+
+    class CachedEnsemble(EnsembleDetector):
+        def _member_features(self, m: Any, waves: list[np.ndarray]) -> np.ndarray:
+            tag = hashlib.sha1(json.dumps(m.feature.to_dict(), sort_keys=True).encode()).hexdigest()
+            keys = [hashlib.sha1(np.ascontiguousarray(w, np.float32).tobytes()).hexdigest()
+                    for w in waves]  # fmt: skip
+            files = [CACHE / "detector" / tag[:12] / f"{k}.npy" for k in keys]
+            miss = [i for i, f in enumerate(files) if not f.is_file()]
+            if miss:
+                got = super()._member_features(m, [waves[i] for i in miss])
+                files[0].parent.mkdir(parents=True, exist_ok=True)
+                for i, row in zip(miss, got):
+                    np.save(files[i], row)
+            return np.stack([np.load(f) for f in files])
+
+    return CachedEnsemble
+
+
+def _detector_config(shared: Path, pretrained: bool) -> Any:
+    from stetho.pipelines.recipes import default_config
+
+    return default_config(pretrained=str(shared / MN04) if pretrained else None)
+
+
+def detector_scorer(pretrained: bool, **selection: Any) -> Scorer:
+    """The real detector (``EnsembleDetector(default_config(...)).fit(bank)``), raw scores;
+    ``selection`` overrides fields of ``cfg.ensemble.selection``."""
+
+    def score(src: Sources, clips: list[Clip], bank: list[int], query: list[int]) -> np.ndarray:
+        cfg = _detector_config(src.shared, pretrained)
+        assert cfg.ensemble is not None
+        cfg.ensemble.selection = cfg.ensemble.selection.replace(**selection)
+        det = _cached_detector_class()(cfg)
+        fitted = det.fit(_stetho_clips(clips, bank, "unit"))
+        machine, section = fitted.keys[0]
+        paths = [c.path for c in _stetho_clips(clips, query, "unit")]
+        return np.asarray(fitted.score_files(paths, machine, section), dtype=np.float64)
+
+    return score
+
+
+SYSTEMS["stetho `train` (EnsembleDetector, default_config())"] = (detector_scorer(False), None)
+SYSTEMS["stetho `train --pretrained mn04` (EnsembleDetector)"] = (detector_scorer(True), None)
+SYSTEMS["`--pretrained`, selection off (equal-weight mean of z)"] = (
+    detector_scorer(True, enabled=False),
+    None,
+)
+SYSTEMS["`--pretrained` with the pseudo-anomaly choice (weighting proxy)"] = (
+    detector_scorer(True, weighting="proxy"),
+    None,
+)
+
+
+# -- false alarms at alpha ------------------------------------------------------------------------
+#: Units need at least this many held-out normals for the false-alarm table.
+MIN_HELD_OUT = 5
+#: Folds of a unit with a training bank (slider id_00: 75 normals → banks of 50).
+BANK_FOLDS = 3
+
+
+def false_alarm_folds(u: Unit) -> list[tuple[list[int], list[int], list[int]]]:
+    """(bank, held-out normals, anomalies) of each fold of a unit; [] when too few normals.
+
+    A unit with training normals: ``BANK_FOLDS`` folds over them (fold f's training normals and
+    the unit's normal test clips held out, the rest is the bank). Otherwise one fold per normal
+    test clip (the others are the bank), as in the AUC protocol.
+    """
+    normals = [i for i, c in enumerate(u.clips) if c.role == "test" and c.label == 0]
+    anomalies = [i for i, c in enumerate(u.clips) if c.role == "test" and c.label == 1]
+    train = [i for i, c in enumerate(u.clips) if c.role == "bank"]
+    if u.has_bank:
+        if len(train) < 3 * BANK_FOLDS or len(train) // BANK_FOLDS + len(normals) < MIN_HELD_OUT:
+            return []
+        return [([i for i in train if i not in train[f::BANK_FOLDS]], train[f::BANK_FOLDS]
+                 + normals, anomalies) for f in range(BANK_FOLDS)]  # fmt: skip
+    if len(normals) < MIN_HELD_OUT:
+        return []
+    return [([n for n in normals if n != i], [i], anomalies) for i in normals]
+
+
+def false_alarms(shared: Path, pretrained: bool, alpha: float = 0.1) -> dict[str, dict[str, Any]]:
+    """Per unit: decisions of the real detector on held-out normals and anomalies at ``alpha``."""
+    from stetho.scoring.threshold import ThresholdConfig, fit_threshold_info
+
+    cfg = _detector_config(shared, pretrained)
+    cfg.threshold = ThresholdConfig(false_alarm=alpha)
+    out: dict[str, dict[str, Any]] = {}
+    for u in _units(shared / "data"):
+        folds = false_alarm_folds(u)
+        if not folds:
+            continue
+        r: dict[str, Any] = {"fa": 0, "normals": 0, "hits": 0, "anomalies": 0, "expected": [],
+                             "bank": sorted({len(b) for b, _, _ in folds})}  # fmt: skip
+        t0 = time.monotonic()
+        for bank, held, anom in folds:
+            det = _cached_detector_class()(cfg).fit(_stetho_clips(u.clips, bank, u.name))
+            key = det.keys[0]
+            paths = [c.path for c in _stetho_clips(u.clips, held + anom, u.name)]
+            dec = np.asarray(det.decide(det.score_files(paths, *key), key))
+            r["fa"] += int(dec[: len(held)].sum())
+            r["normals"] += len(held)
+            r["hits"] += int(dec[len(held) :].sum())
+            r["anomalies"] += len(anom)
+            fit = fit_threshold_info(det.held_out[key].scores, cfg.threshold)
+            r["expected"] += [fit.expected_rate] * len(held)
+        r["expected"] = float(np.mean(r["expected"]))
+        out[u.name] = r
+        log.info("%s %s: %d/%d false alarms, %d/%d anomalies (%.0f s)", "pretrained" if pretrained
+                 else "default", u.name, r["fa"], r["normals"], r["hits"], r["anomalies"],
+                 time.monotonic() - t0)  # fmt: skip
+    return out
+
+
+def _band(k: int, n: int) -> str:
+    """Clopper-Pearson 95 % interval of a binomial proportion k/n."""
+    from scipy.stats import beta
+
+    lo = 0.0 if k == 0 else float(beta.ppf(0.025, k, n - k + 1))
+    hi = 1.0 if k == n else float(beta.ppf(0.975, k + 1, n - k))
+    return f"[{lo:.2f}, {hi:.2f}]"
+
+
+def false_alarm_table(results: dict[str, dict[str, dict[str, Any]]], alpha: float) -> str:
+    """Markdown: per unit and pooled, false-alarm and detection rates of each system."""
+    names = list(results)
+    head = "| unit | bank | expected rate |" + "".join(
+        f" {n}: false alarms [95 %] | {n}: anomalies flagged [95 %] |" for n in names
+    )
+    lines = [head, "|---|---|---:|" + "---:|---:|" * len(names)]
+    units = list(next(iter(results.values())))
+
+    def cells(rows: list[dict[str, Any]]) -> str:
+        fa, nn = sum(r["fa"] for r in rows), sum(r["normals"] for r in rows)
+        hit, na = sum(r["hits"] for r in rows), sum(r["anomalies"] for r in rows)
+        return (f" {fa}/{nn} = {fa / nn:.3f} {_band(fa, nn)} |"
+                f" {hit}/{na} = {hit / na:.3f} {_band(hit, na)} |")  # fmt: skip
+
+    for u in units:
+        first = results[names[0]][u]
+        sizes = first["bank"]
+        bank = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}–{sizes[-1]}"
+        lines.append(f"| {u} | {bank} | {first['expected']:.3f} |"
+                     + "".join(cells([results[n][u]]) for n in names))  # fmt: skip
+    groups = {"pooled, all units": units,
+              f"pooled, banks large enough for α = {alpha} (≥ {int(np.ceil(1 / alpha - 1))})":
+              [u for u in units if min(results[names[0]][u]["bank"]) >= np.ceil(1 / alpha - 1)]}  # fmt: skip
+    for label, us in groups.items():
+        if not us:
+            continue
+        exp = np.average([results[names[0]][u]["expected"] for u in us],
+                         weights=[results[names[0]][u]["normals"] for u in us])  # fmt: skip
+        lines.append(f"| **{label}** | | {exp:.3f} |"
+                     + "".join(cells([results[n][u] for u in us]) for n in names))  # fmt: skip
+    return "\n".join(lines)
+
+
 # -- evaluation -----------------------------------------------------------------------------------
 def _pairs(s_anom: np.ndarray, s_norm: np.ndarray) -> np.ndarray:
     d = s_anom[None, :] - s_norm[:, None]  # (normal, anomaly)
@@ -533,6 +723,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true", help="list the systems and exit")
     ap.add_argument("--markdown", default=None, help="write the tables to this file")
     ap.add_argument("--boot", type=int, default=2000, help="bootstrap rounds (0: none)")
+    ap.add_argument(
+        "--false-alarms",
+        action="store_true",
+        help="false alarms and detections of the real detector at --alpha instead",
+    )
+    ap.add_argument("--alpha", type=float, default=0.1)
+    ap.add_argument("--no-pretrained", action="store_true", help="false alarms: default only")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = list(SYSTEMS)
@@ -542,6 +739,17 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    if args.false_alarms:
+        shared = Path(args.shared)
+        runs = (
+            {"default": False} if args.no_pretrained else {"default": False, "--pretrained": True}
+        )
+        fa = {n: false_alarms(shared, p, args.alpha) for n, p in runs.items()}
+        text = false_alarm_table(fa, args.alpha)
+        print(text)
+        if args.markdown:
+            Path(args.markdown).write_text(text + "\n", encoding="utf-8")
+        return 0
     if args.systems:
         names = [names[int(i) - 1] for i in args.systems.split(",")]
     unit_names, results, _ = run(Path(args.shared), names)
