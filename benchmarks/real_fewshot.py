@@ -27,6 +27,12 @@ Usage::
 
     python benchmarks/real_fewshot.py [--shared ../shared] [--markdown table.md] [--systems 1,3]
         [--list] [--boot 2000]
+    python benchmarks/real_fewshot.py --false-alarms [--alpha 0.1] [--no-pretrained]
+
+``--false-alarms`` fits the real detector of ``stetho train`` (and ``--pretrained``) on a bank of
+each unit with >= 5 held-out normals and reports, per unit and pooled, the false-alarm rate on
+the normals not in the bank and the fraction of anomalies flagged, with Clopper-Pearson 95 %
+intervals (protocol in :func:`false_alarm_folds`).
 """
 
 from __future__ import annotations
