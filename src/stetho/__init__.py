@@ -21,7 +21,7 @@ DCASE Task 2 protocol. One sub-package per pipeline stage:
 
 __version__ = "0.1.0"
 
-from stetho.utils.errors import StethoError  # noqa: E402  (one exception base, see utils.errors)
+from stetho.utils.errors import StethoError  # the one exception base (utils.errors)
 
 __all__ = ["StethoError", "__version__", "load_detector"]
 

@@ -201,7 +201,9 @@ def test_saved_baseline_is_a_scorer(tiny_run: tuple[Path, Path, object], tmp_pat
     model = load_scorer(out / "detector")
     assert isinstance(model, Scorer) and isinstance(model.model, AEBaseline)
     assert model.kind == "autoencoder"
-    assert model.model.cfg.score_mode == "mahala"  # the run's mode is what the saved baseline scores
+    assert (
+        model.model.cfg.score_mode == "mahala"
+    )  # the run's mode is what the saved baseline scores
     assert model.keys == [("fan", "00")] and model.sample_rate == 16000
     assert model.window_seconds() is None
     test = list(scan_dataset(root).filter(split="test"))[:4]

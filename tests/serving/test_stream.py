@@ -63,6 +63,11 @@ def test_events_at_the_right_times_and_scores_equal_clip_scores(detector: Detect
         want = float(detector.score_waveforms(x[a:b], "fan", "00")[0])
         assert e.score == pytest.approx(want, rel=1e-5, abs=SCORE_ATOL)
         assert e.decision == int(e.score > thr)
+        # anomalous windows carry their audio (the monitor keeps it for the alarm), others not
+        if e.decision == 1:
+            assert e.wave is not None and np.array_equal(e.wave, x[a:b])
+        else:
+            assert e.wave is None
     with pytest.raises(RuntimeError, match="flushed"):
         scorer.push(x[:10])
     scorer.reset()

@@ -24,7 +24,9 @@ from stetho.serving.stream import RawFormat, score_audio_stream
 from stetho.utils.errors import InputError
 
 WINDOW, HOP = 2.0, 1.0
-_LINE = re.compile(r"^\s*([\d.]+)s-\s*([\d.]+)s\s+score (-?[\d.]+)(?:\s+normalised -?[\d.]+)?\s+(\S+)$")
+_LINE = re.compile(
+    r"^\s*([\d.]+)s-\s*([\d.]+)s\s+score (-?[\d.]+)(?:\s+normalised -?[\d.]+)?\s+(\S+)$"
+)
 
 
 @pytest.fixture(scope="module")

@@ -301,7 +301,11 @@ class PcmSource(BaseSource):
     def _emit(self, sink: Sink, det: LoadedDetector, events: list[StreamEvent]) -> None:
         if events:
             now = datetime.now(UTC)
-            sink(self, det, [Window(now, e.t_start, e.t_end, e.score) for e in events], None)
+            windows = [  # a stream's anomalous windows carry their audio (kept for the alarm)
+                Window(now, e.t_start, e.t_end, e.score, source=self.name, wave=e.wave)
+                for e in events
+            ]
+            sink(self, det, windows, None)
 
 
 class SoundCardSource(BaseSource):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -82,6 +82,8 @@ class StreamEvent:
         score: Anomaly score (higher = more anomalous).
         decision: 1 = anomalous, 0 = normal, None without a fitted threshold.
         normalised: The normalised score (1.0 = the threshold), None without one.
+        wave: The window's samples at the detector's rate, kept for anomalous windows only (so
+            that a monitor can keep the audio of an alarm); None otherwise.
     """
 
     t_start: float
@@ -89,6 +91,7 @@ class StreamEvent:
     score: float
     decision: int | None
     normalised: float | None = None
+    wave: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 class _RingBuffer:
@@ -309,8 +312,9 @@ class StreamScorer:
                 score=float(score),
                 decision=dec,
                 normalised=nrm,
+                wave=win if dec == 1 else None,
             )
-            for end, score, dec, nrm in zip(ends, scores, decisions, norms)
+            for end, score, dec, nrm, win in zip(ends, scores, decisions, norms, windows)
         ]
 
 
