@@ -158,7 +158,12 @@ def test_calibrate_new_version_and_refusals(
         with pytest.raises(StethoError, match="silent or identical"):
             det.calibrate({key: silent})
     assert det.thresholds == before and det.version == 1
+    # the CLI: exit 2, and the folder still loads as the old version
+    one = [str(slider["calib"][0].path)]
+    assert main(["calibrate", str(work), *one, "--machine", "slider", "--section", "00"]) == 2
+    assert main(["calibrate", str(work), str(tmp_path), "--machine", "slider"]) == 2  # silence
     assert stetho.load_detector(work).thresholds == before
+    assert stetho.load_detector(work).version == 1
     if kind == "autoencoder":
         with pytest.raises(StethoError, match="mode replace"):
             det.calibrate({key: [c.path for c in slider["calib"]]}, mode="add")
