@@ -241,6 +241,7 @@ def test_watch_serve_monitor_explain_noise_on_every_kind(
         f"detector: {folder}\ndb: {tmp_path / 'plant.db'}\npoll_seconds: 0.1\nsources:\n"
         "  - {kind: folder, path: in, machine: slider, section: '00', settle_seconds: 0}\n"
     )
+    ScoreStore.open(tmp_path / "plant.db").close()  # schema first: no race with the reader below
     monitor = Monitor(load_monitor_config(cfg_path))
     import threading
 
