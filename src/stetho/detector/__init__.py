@@ -12,7 +12,7 @@ the first two (:mod:`stetho.detector.onnx`).
 """
 
 from stetho.detector.artifact import DetectorError
-from stetho.detector.base import BaseDetector, Nearest, Prediction
+from stetho.detector.base import BaseDetector, Nearest
 from stetho.detector.calibrate import calibrate, calibrate_folder, identity
 from stetho.detector.detector import DETECTOR_FORMAT, Detector, TrainedParts
 from stetho.detector.registry import KIND_NAMES, known_formats, load_detector, register_format
@@ -26,7 +26,6 @@ __all__ = [
     "DetectorError",
     "Key",
     "Nearest",
-    "Prediction",
     "Scorer",
     "TrainedParts",
     "calibrate",

@@ -54,7 +54,6 @@ __all__ = [
     "CalibrationMode",
     "Features",
     "Nearest",
-    "Prediction",
 ]
 
 logger = logging.getLogger(__name__)
@@ -79,27 +78,6 @@ class Nearest:
     ref: str | None
     distance: float
     domain: str = "source"
-
-
-@dataclass
-class Prediction:
-    """One clip's outcome: raw score, normalised score, decision and the threshold used.
-
-    ``normalised`` is 1.0 exactly at the threshold (see :meth:`BaseDetector.normalise`); the
-    decision is ``score > threshold`` and therefore ``normalised > 1``.
-    """
-
-    machine: str
-    section: str
-    score: float
-    threshold: float | None
-    decision: int | None
-    normalised: float | None
-    name: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (``None`` stays ``null``)."""
-        return dict(self.__dict__)
 
 
 @dataclass
@@ -363,47 +341,6 @@ class BaseDetector(ABC):
         except ValueError:  # no finite held-out score
             return np.full(raw.shape, np.nan)
 
-    def predict_files(
-        self,
-        paths: Sequence[str | os.PathLike[str]],
-        machine: str,
-        section: str,
-        *,
-        progress: bool = False,
-        num_workers: int = 0,
-    ) -> list[Prediction]:
-        """Score, normalise and decide audio files of one machine/section."""
-        scores = self.score_files(
-            paths, machine, section, progress=progress, num_workers=num_workers
-        )
-        return self.predictions(scores, (machine, section), [Path(p).name for p in paths])
-
-    def predictions(
-        self,
-        scores: np.ndarray | Sequence[float],
-        key: Key | str,
-        names: Sequence[str | None] | None = None,
-    ) -> list[Prediction]:
-        """:class:`Prediction` rows for raw scores of ``key`` (decision, threshold, normalised)."""
-        k = as_key(key)
-        raw = np.asarray(scores, dtype=np.float64).reshape(-1)
-        thr = self.thresholds.get(k)
-        dec = self.decide(raw, k) if thr is not None else None
-        norm = self.normalise(raw, k)
-        names = list(names) if names is not None else [None] * len(raw)
-        return [
-            Prediction(
-                k[0],
-                k[1],
-                float(raw[i]),
-                None if thr is None else float(thr),
-                None if dec is None else int(dec[i]),
-                None if not np.isfinite(norm[i]) else float(norm[i]),
-                names[i],
-            )
-            for i in range(len(raw))
-        ]
-
     # -- fitting, thresholds, calibration (shared) -------------------------------------------
     def fit(self, clips: Iterable[Clip], *, replace: bool = True, progress: bool = False) -> Self:
         """Build the (machine, section) models from normal training clips, and the thresholds.
@@ -639,28 +576,24 @@ class BaseDetector(ABC):
 
 def _fit_threshold(held: np.ndarray, cfg: ThresholdConfig) -> tuple[float, dict[str, Any]]:
     """Threshold of held-out normal scores and what it promises (α, n, rank, …)."""
-    from stetho.scoring import threshold as th
+    from stetho.scoring.threshold import fit_threshold, fit_threshold_info
 
-    info_fn = getattr(th, "fit_threshold_info", None)
-    if info_fn is None:  # pragma: no cover - older scoring layer
-        return float(th.fit_threshold(held, cfg)), {"method": cfg.method, "n": int(held.size)}
     try:
-        info = info_fn(held, cfg)
+        info = fit_threshold_info(held, cfg)
     except InputError as err:  # too few or identical held-out scores (e.g. a bank of 2 clips)
-        value = float(th.fit_threshold(held, cfg))  # the largest score; raises if none is finite
+        value = float(fit_threshold(held, cfg))  # the largest score; raises if none is finite
         logger.warning("threshold: %s; using the largest held-out score %.6g", err, value)
         n = int(np.isfinite(held).sum())
         return value, {"method": cfg.method, "n": n, "achievable": False, "note": str(err)}
-    record = info.to_dict() if hasattr(info, "to_dict") else dict(info.__dict__)
-    if not getattr(info, "achievable", True):
+    if not info.achievable:
         logger.warning(
             "threshold: %d held-out normal score(s) cannot promise a false-alarm rate of %s; "
             "about %s are needed",
             int(held.size),
-            getattr(info, "alpha", "?"),
-            getattr(info, "n_needed", "?"),
+            info.alpha,
+            info.n_needed,
         )
-    return float(info.value), _jsonable(record)
+    return float(info.value), _jsonable(info.to_dict())
 
 
 def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
