@@ -15,6 +15,7 @@ import textwrap
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,3 +173,31 @@ def test_unreadable_postgres_gives_a_store_error_without_sql(postgres_url: str) 
             store.scores("fan")
         assert "cannot be read" in str(info.value) and "SELECT" not in str(info.value)
         assert store.check() and "cannot be read" in store.check()[0]
+
+
+def _open_at_once(path: str, barrier: Any, out: Any) -> None:
+    barrier.wait()  # every process opens the fresh file at the same moment
+    try:
+        ScoreStore.open(path).close()
+        out.put(None)
+    except Exception as err:  # reported to the parent, which fails the test
+        out.put(repr(err)[:300])
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """serve and monitor started together on a new store: switching the new file to WAL must
+    wait for the other process (it failed with 'database is locked' about 1 round in 15)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    errors = []
+    for i in range(30):
+        path = str(tmp_path / f"s{i}.db")
+        barrier, out = ctx.Barrier(4), ctx.Queue()
+        procs = [ctx.Process(target=_open_at_once, args=(path, barrier, out)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=120)
+        errors += [e for e in (out.get(timeout=10) for _ in procs) if e]
+    assert not errors, errors[:3]

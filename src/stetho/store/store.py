@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -82,12 +83,32 @@ def database_url(target: str | os.PathLike[str]) -> str:
     return "sqlite:///" + str(Path(s).expanduser().absolute())
 
 
+def _retry_locked(run: Callable[[], Any], seconds: float) -> Any:
+    """``run()``, retried while SQLite says the database is locked or busy (up to ``seconds``)."""
+    import sqlite3
+
+    deadline = time.monotonic() + seconds
+    delay = 0.01
+    while True:
+        try:
+            return run()
+        except sqlite3.OperationalError as err:
+            text_ = str(err).lower()
+            if ("locked" not in text_ and "busy" not in text_) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     # Let SQLAlchemy's BEGIN events (below) control transactions, not the driver.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
-    cur.execute("PRAGMA journal_mode=WAL")
+    # switching a new file to WAL needs an exclusive lock and SQLite does not wait for it
+    # (busy_timeout does not apply): two processes opening a fresh store at once (serve and
+    # monitor started together) retry here instead of failing with "database is locked"
+    _retry_locked(lambda: cur.execute("PRAGMA journal_mode=WAL"), SQLITE_BUSY_TIMEOUT)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
