@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,7 @@ __all__ = [
     "kaldi_mel_scale",
     "mel_to_hz_slaney",
     "slaney_mel_bank",
+    "triangular_mel_bank",
 ]
 
 # Slaney's auditory-toolbox mel scale: linear below 1 kHz (3 mel per 200 Hz), logarithmic above
@@ -96,6 +98,33 @@ def slaney_mel_bank(
     Raises:
         ValueError: on band edges outside ``0 <= f_min < f_max <= sr/2``.
     """
+    bank = triangular_mel_bank(
+        n_mels, n_fft, sample_rate, f_min, f_max, hz_to_mel_slaney, mel_to_hz_slaney, True
+    )
+    return bank.to(dtype)
+
+
+def triangular_mel_bank(
+    n_mels: int,
+    n_fft: int,
+    sample_rate: float,
+    f_min: float,
+    f_max: float | None,
+    to_mel: Callable[[torch.Tensor], torch.Tensor],
+    to_hz: Callable[[torch.Tensor], torch.Tensor],
+    normalise: bool,
+) -> torch.Tensor:
+    """Triangular filters ``(n_mels, n_fft // 2 + 1)`` float64 on any mel scale, built in Hz.
+
+    ``n_mels + 2`` edges equally spaced on the scale (``to_mel`` / ``to_hz``) between ``f_min``
+    and ``f_max``; filter ``m`` rises from edge ``m`` to ``m + 1`` and falls to 0 at ``m + 2``
+    (librosa's construction); ``normalise`` scales each to unit area in Hz (``norm="slaney"``),
+    otherwise they peak at 1. The one construction behind :func:`slaney_mel_bank` and the HTK
+    bank of :func:`stetho.frontend.views.mel_bank`.
+
+    Raises:
+        ValueError: on band edges outside ``0 <= f_min < f_max <= sr/2``.
+    """
     nyquist = sample_rate / 2
     f_max = nyquist if f_max is None else f_max
     if not 0.0 <= f_min < f_max <= nyquist:
@@ -104,18 +133,17 @@ def slaney_mel_bank(
             f"got f_min={f_min}, f_max={f_max}"
         )
     f64 = torch.float64
-    mel_lo, mel_hi = hz_to_mel_slaney(
-        torch.tensor([f_min, f_max], dtype=f64, device="cpu")
-    ).tolist()
+    mel_lo, mel_hi = to_mel(torch.tensor([f_min, f_max], dtype=f64, device="cpu")).tolist()
     fft_hz = torch.linspace(0.0, nyquist, n_fft // 2 + 1, dtype=f64)  # (K,)
-    edges = mel_to_hz_slaney(torch.linspace(mel_lo, mel_hi, n_mels + 2, dtype=f64))  # (M + 2,)
+    edges = to_hz(torch.linspace(mel_lo, mel_hi, n_mels + 2, dtype=f64))  # (M + 2,)
     width = edges.diff()  # (M + 1,)
     dist = edges[:, None] - fft_hz[None, :]  # (M + 2, K): edge minus bin frequency
     rising = -dist[:-2] / width[:-1, None]  # (M, K)
     falling = dist[2:] / width[1:, None]  # (M, K)
     bank = torch.clamp(torch.minimum(rising, falling), min=0.0)  # (M, K)
-    bank = bank * (2.0 / (edges[2:] - edges[:-2]))[:, None]
-    return bank.to(dtype)
+    if normalise:
+        bank = bank * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return bank
 
 
 def kaldi_mel_scale(freq: float) -> float:

@@ -34,7 +34,12 @@ from typing import Literal
 
 import torch
 
-from stetho.frontend.mel import centred_stft, hz_to_mel_slaney, mel_to_hz_slaney
+from stetho.frontend.mel import (
+    centred_stft,
+    hz_to_mel_slaney,
+    mel_to_hz_slaney,
+    triangular_mel_bank,
+)
 
 __all__ = [
     "VIEWS",
@@ -90,27 +95,12 @@ def mel_bank(
     Raises:
         ValueError: band edges outside ``0 <= f_min < f_max <= sr/2`` or an unknown scale.
     """
-    nyquist = sample_rate / 2
-    f_max = nyquist if f_max is None else f_max
-    if not 0.0 <= f_min < f_max <= nyquist:
-        raise ValueError(
-            f"mel band edges must satisfy 0 <= f_min < f_max <= sr/2 = {nyquist} Hz, "
-            f"got f_min={f_min}, f_max={f_max}"
-        )
     if scale not in ("slaney", "htk"):
         raise ValueError(f"unknown mel scale {scale!r}; use 'slaney' or 'htk'")
     to_mel, to_hz = (
         (hz_to_mel_htk, mel_to_hz_htk) if scale == "htk" else (hz_to_mel_slaney, mel_to_hz_slaney)
     )
-    f64 = torch.float64
-    lo, hi = (float(to_mel(torch.tensor(v, dtype=f64, device="cpu"))) for v in (f_min, f_max))
-    edges = to_hz(torch.linspace(lo, hi, n_mels + 2, dtype=f64, device="cpu"))  # (M + 2,)
-    fft_hz = torch.linspace(0.0, nyquist, n_fft // 2 + 1, dtype=f64, device="cpu")
-    width = edges.diff()
-    dist = edges[:, None] - fft_hz[None, :]
-    bank = torch.clamp(torch.minimum(-dist[:-2] / width[:-1, None], dist[2:] / width[1:, None]), 0)
-    if normalise:
-        bank = bank * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    bank = triangular_mel_bank(n_mels, n_fft, sample_rate, f_min, f_max, to_mel, to_hz, normalise)
     return bank.to(torch.float32)
 
 
