@@ -487,9 +487,11 @@ def test_calibrating_while_monitoring_records_the_new_version(
     assert second.score < first.score  # the same sound, closer to the recalibrated bank
 
 
-def test_cli_monitor_runs_until_sigterm(
-    tmp_path: Path, detector_dir: Path, normal_waves: list[np.ndarray]
-) -> None:
+def _monitor_one_clip(
+    tmp_path: Path, detector_dir: Path, wave: np.ndarray, *stetho_args: str
+) -> tuple[int, str]:
+    """``stetho [ARGS] monitor`` on a folder until one clip is scored, then SIGTERM; returns
+    (exit code, stderr)."""
     import os
     import signal as sig
     import subprocess
@@ -504,14 +506,14 @@ def test_cli_monitor_runs_until_sigterm(
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stetho", "monitor", str(cfg_path)],
+        [sys.executable, "-m", "stetho", *stetho_args, "monitor", str(cfg_path)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        (tmp_path / "x.wav").write_bytes(wav_bytes(normal_waves[0]))
+        (tmp_path / "x.wav").write_bytes(wav_bytes(wave))
         (tmp_path / "x.wav").rename(inbox / "x.wav")  # arrives whole
 
         def scored() -> bool:
@@ -528,7 +530,14 @@ def test_cli_monitor_runs_until_sigterm(
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
-    assert proc.returncode == 0, err
+    return proc.returncode, err
+
+
+def test_cli_monitor_runs_until_sigterm(
+    tmp_path: Path, detector_dir: Path, normal_waves: list[np.ndarray]
+) -> None:
+    code, err = _monitor_one_clip(tmp_path, detector_dir, normal_waves[0])
+    assert code == 0, err
     # the last status line is written after the sources stopped, so it counts the window even
     # when SIGTERM arrived between the store write and the source's counters (#22 item 11)
     assert "SIGTERM, stopping" in err
@@ -668,41 +677,10 @@ def test_cli_monitor_json_logs_are_one_object_per_line(
 ) -> None:
     """``stetho --log-format json monitor``: every stderr line parses as JSON (journald, Loki)."""
     import json
-    import os
-    import signal as sig
-    import subprocess
-    import sys
 
-    inbox = tmp_path / "in"
-    inbox.mkdir()
-    cfg_path = tmp_path / "monitor.yaml"
-    cfg_path.write_text(
-        f"detector: {detector_dir}\ndb: plant.db\npoll_seconds: 0.1\nstatus_seconds: 0.5\n"
-        "sources:\n  - {kind: folder, path: in, machine: fan, section: 00, settle_seconds: 0}\n"
+    _, err = _monitor_one_clip(
+        tmp_path, detector_dir, normal_waves[0], "--log-format", "json", "-v"
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stetho", "--log-format", "json", "-v", "monitor", str(cfg_path)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
-    try:
-        (tmp_path / "x.wav").write_bytes(wav_bytes(normal_waves[0]))
-        (tmp_path / "x.wav").rename(inbox / "x.wav")
-
-        def scored() -> bool:
-            if not (tmp_path / "plant.db").exists():
-                return False
-            with ScoreStore.open(tmp_path / "plant.db") as s:
-                return len(s.scores("fan")) == 1
-
-        wait_for(scored, what="a score from the CLI")
-    finally:
-        proc.send_signal(sig.SIGTERM)
-        _, err = proc.communicate(timeout=300)
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert lines, "the monitor logged nothing"
     docs = [json.loads(ln) for ln in lines]  # every line is one JSON object
