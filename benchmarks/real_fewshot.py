@@ -191,11 +191,17 @@ class Sources:
 
 
 def _stats(arr: np.ndarray, which: str) -> np.ndarray:
-    """Slice ``[mean | std | max]`` pooled view features: ``mean+max``, ``mean+std``, ``all``."""
+    """Slice ``[mean | std | max]`` pooled view features: ``mean+max``, ``mean+std``, ``all``;
+    ``dct20``: the first 20 orthonormal DCT-II coefficients of the mean and of the max."""
     d = arr.shape[-1] // 3
     parts = {"mean": arr[..., :d], "std": arr[..., d : 2 * d], "max": arr[..., 2 * d :]}
     if which == "all":
         return arr
+    if which == "dct20":
+        from scipy.fft import dct
+
+        return np.concatenate([dct(parts[p], norm="ortho", axis=-1)[..., :20]
+                               for p in ("mean", "max")], axis=-1)  # fmt: skip
     return np.concatenate([parts[p] for p in which.split("+")], axis=-1)
 
 
@@ -330,15 +336,20 @@ def _peer_audio_anomaly() -> Scorer:
     return score
 
 
-DEFAULT = [Member("slaney")]
+SLANEY = Member("slaney")
 HTK = Member("htk")
 CEP = Member("cep", "mean+std")
+#: The default's members (stetho.pipelines.fewshot.DEFAULT_MEMBERS), Fisher-combined.
+DEFAULT = [SLANEY, HTK, CEP]
 SHAPE = Member("shape", "mean+std")
 MOD = Member("mod", "mean+max")
 VIEWS5 = [Member("slaney"), HTK, CEP, SHAPE, MOD]
 SYSTEMS: dict[str, tuple[Scorer, str | None]] = {
     # name: (scorer, package needed)
-    "stetho default: log-mel (Slaney) mean+max, std, 1-NN, LOO z-norm": (ensemble(DEFAULT), None),
+    "stetho default: Fisher(log-mel Slaney mean+max, log-mel HTK mean+max, cepstrum mean+std), "
+    "each std, 1-NN, held-out z-norm": (ensemble(DEFAULT, "fisher"), None),
+    "log-mel (Slaney) mean+max, std, 1-NN, LOO z-norm (the default before #23)": (
+        ensemble([SLANEY]), None),
     "log-mel HTK mean+max (issue #23 anchor)": (ensemble([HTK]), None),
     "cepstrum (DCT of HTK log-mel, 20) mean+std": (ensemble([CEP]), None),
     "cepstrum mean+max": (ensemble([Member("cep")]), None),
@@ -352,6 +363,12 @@ SYSTEMS: dict[str, tuple[Scorer, str | None]] = {
     "fusion mean: 5 views": (ensemble(VIEWS5), None),
     "fusion max: 5 views": (ensemble(VIEWS5, "max"), None),
     "fusion robust-z (1/MAD of LOO): 5 views": (ensemble(VIEWS5, weighting="robust"), None),
+    "fusion mean: Slaney + HTK + cepstrum": (ensemble(DEFAULT), None),
+    "fusion Fisher: Slaney + cepstrum": (ensemble([SLANEY, CEP], "fisher"), None),
+    "fusion Fisher: Slaney + HTK + DCT(20) of the Slaney mean and max": (
+        ensemble([SLANEY, HTK, Member("slaney", "dct20")], "fisher"), None),
+    "fusion Fisher: Slaney + HTK + cepstrum + shape": (
+        ensemble([SLANEY, HTK, CEP, SHAPE], "fisher"), None),
     "frozen mn04, whitened 1-NN (`--pretrained` member)": (
         ensemble([Member("mn04", backend=_bk(std="whiten"))]), None),
     "pyod EmbeddingOD.for_audio('balanced') (MFCC/chroma/spectral → KNN)": (_peer_embed("balanced"), "pyod"),

@@ -15,8 +15,23 @@ def test_pretrained_keeps_both_members_with_robust_weights() -> None:
     assert cfg.ensemble.selection.weighting == "robust" and cfg.ensemble.combine == "mean"
 
 
-def test_default_is_one_weight_free_member() -> None:
+def test_default_is_three_weight_free_views_fisher_combined() -> None:
     cfg = fewshot_config()
-    assert cfg.ensemble is not None and len(cfg.ensemble.members) == 1
-    assert cfg.ensemble.members[0].feature.backbone == "logmel"
-    assert cfg.ensemble.selection.weighting == "proxy"
+    assert cfg.ensemble is not None
+    members = cfg.ensemble.members
+    assert [m.feature.backbone for m in members] == ["logmel"] * 3
+    assert [m.feature.checkpoint for m in members] == [None] * 3  # no weights needed
+    assert [(m.feature.overrides.get("mel_scale", "slaney"), m.feature.overrides.get("view",
+            "logmel"), m.feature.pool) for m in members] == [
+        ("slaney", "logmel", "mean+max"), ("htk", "logmel", "mean+max"),
+        ("htk", "cepstrum", "mean+std")]  # fmt: skip
+    assert all(m.backend.label() == "knn1-euclidean/std" for m in members)
+    # every member kept with equal weight, combined by Fisher's method
+    assert cfg.ensemble.combine == "fisher" and not cfg.ensemble.selection.enabled
+
+
+def test_default_config_round_trips_through_its_saved_form() -> None:
+    cfg = fewshot_config()
+    again = type(cfg).from_dict(cfg.to_dict())
+    assert again.to_dict() == cfg.to_dict()
+    assert again.ensemble is not None and again.ensemble.combine == "fisher"

@@ -101,7 +101,30 @@ def test_combine_scores() -> None:
         combine_scores(s, np.zeros(3))
 
 
+def test_fisher_combination_is_the_mean_of_minus_log_gaussian_tails() -> None:
+    from scipy.stats import norm
+
+    s = np.array([[0.3, -1.0, 8.0, 40.0], [1.2, 0.5, 0.0, -3.0], [9.0, 9.0, 9.0, 9.0]])
+    w = np.array([0.25, 0.75, 0.0])  # weight 0: ignored
+    ref = (w[:2, None] * -norm.logsf(s[:2])).sum(0) / w[:2].sum()  # scipy's own tail
+    np.testing.assert_allclose(combine_scores(s, w, "fisher"), ref, rtol=1e-12)
+    assert np.isfinite(combine_scores(s, w, "fisher")).all()  # z = 40: no log(0)
+
+
+def test_fisher_keeps_one_views_evidence_that_the_mean_dilutes() -> None:
+    # normals: both views in their usual range; fault: far out in one view, unseen in the other
+    normal = np.array([[2.0, 1.0], [1.0, 2.0]])  # two normals (columns), a little high in turn
+    fault = np.array([[3.2], [-0.5]])  # one fault: view 1 sees it, view 2 not at all
+    w = np.ones(2)
+    mean_n, mean_f = combine_scores(normal, w, "mean"), combine_scores(fault, w, "mean")
+    fis_n, fis_f = combine_scores(normal, w, "fisher"), combine_scores(fault, w, "fisher")
+    assert mean_f[0] <= mean_n.max()  # the mean ranks the fault with the normals
+    assert fis_f[0] > fis_n.max()  # Fisher ranks it above both
+
+
 def test_config_validation() -> None:
+    with pytest.raises(ConfigError):
+        EnsembleConfig(members=[MemberConfig(name="a")], combine="median")  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         SelectionConfig(kinds=["thunder"])
     with pytest.raises(ConfigError):

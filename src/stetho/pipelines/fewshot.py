@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stetho.backbones.features import FeatureConfig
 from stetho.config import ExperimentConfig
 from stetho.data import Clip
 from stetho.detector.ensemble import EnsembleDetector
@@ -30,48 +31,78 @@ from stetho.scoring.ensemble import EnsembleConfig, MemberConfig
 from stetho.scoring.selection import SelectionConfig
 from stetho.utils.io import atomic_write_text
 
-__all__ = ["choice_summary", "fewshot_config", "fit_and_evaluate"]
+__all__ = ["DEFAULT_MEMBERS", "choice_summary", "fewshot_config", "fit_and_evaluate"]
 
 logger = logging.getLogger(__name__)
+
+
+#: The default's members (``stetho train``): one clip seen three ways, each weight-free.
+DEFAULT_MEMBERS: tuple[tuple[str, dict[str, str], str], ...] = (
+    ("logmel-stats-knn", {}, "mean+max"),  # Slaney log-mel: narrow-band levels and peaks
+    ("logmel-htk-knn", {"mel_scale": "htk"}, "mean+max"),  # finer bands below 1 kHz
+    ("cepstrum-htk-knn", {"mel_scale": "htk", "view": "cepstrum"}, "mean+std"),  # envelope
+)
 
 
 def fewshot_config(pretrained: str | None = None) -> ExperimentConfig:
     """The default few-shot recipe (``stetho train`` without ``--config``).
 
-    Args:
-        pretrained: ``None`` (default): weight-free — log-mel mean + max per band, standardised
-            per dimension on the bank, Euclidean 1-NN, leave-one-out z-norm (the best single
-            system of the real few-shot benchmark, ``docs/benchmarks.md``). A checkpoint spec of
-            EfficientAT mn04 adds the frozen mn04 embedding with a Ledoit-Wolf-whitened 1-NN as
-            a second member; both are kept and mean-fused with weights ∝ 1 / MAD of each
-            member's held-out z-scores (``selection.weighting: robust``, robust-z fusion; not in
-            the paper). On the real benchmark it was the best of the fusions measured (the
-            pseudo-anomaly choice, which also embeds 64 perturbed clips per key, kept both
-            members and scored lower); ``docs/benchmarks.md``, "False alarms at α".
-    """
-    members = [MemberConfig(name="logmel-stats-knn")]
-    if pretrained is not None:
-        from stetho.backbones.features import FeatureConfig
+    Weight-free, three views of a clip (:data:`DEFAULT_MEMBERS`): per-band log-mel mean + max
+    on the Slaney and on the HTK mel scale, and the mean + std of 20 cepstral coefficients of
+    the HTK log-mel frames (a decorrelated spectral envelope and its fluctuation). Each is
+    standardised per dimension on the bank, scored by Euclidean 1-NN and z-normalised by the
+    bank's held-out scores; the three are combined by Fisher's method (``combine: fisher``),
+    all kept with equal weights. Why: on the project's real machines the log-mel views see
+    faults that change a few bands (valves), the cepstrum sees envelope changes under level
+    variation (fans), and no label-free signal tells which applies; Fisher's combination keeps
+    the evidence of whichever view sees a fault instead of averaging it away
+    (``docs/benchmarks.md``; not in the paper).
 
-        members.append(
-            MemberConfig(
-                name="mn04-whitened-knn",
-                feature=FeatureConfig(
-                    backbone="efficientat-mn04", checkpoint=pretrained, pool="mean"
-                ),
-                backend=BackendConfig(standardise="whiten"),
-            )
+    Args:
+        pretrained: ``None`` (default): the weight-free members only. A checkpoint spec of
+            EfficientAT mn04 (``stetho train --pretrained``) gives the weight-free log-mel
+            member and the frozen mn04 embedding with a Ledoit-Wolf-whitened 1-NN, mean-fused
+            with weights ∝ 1 / MAD of each member's held-out z-scores (``selection.weighting:
+            robust``; ``docs/benchmarks.md``).
+    """
+    if pretrained is None:
+        members = [
+            MemberConfig(name=name, feature=FeatureConfig(overrides=dict(over), pool=pool))  # type: ignore[arg-type]
+            for name, over, pool in DEFAULT_MEMBERS
+        ]
+        ens = EnsembleConfig(
+            members=members, combine="fisher", selection=SelectionConfig(enabled=False)
         )
-    ens = EnsembleConfig(members=members)
-    if pretrained is not None:
-        ens.selection = SelectionConfig(weighting="robust")
+        return ExperimentConfig(name="fewshot", ensemble=ens)
+    mn04 = MemberConfig(
+        name="mn04-whitened-knn",
+        feature=FeatureConfig(backbone="efficientat-mn04", checkpoint=pretrained, pool="mean"),
+        backend=BackendConfig(standardise="whiten"),
+    )
+    ens = EnsembleConfig(
+        members=[MemberConfig(name="logmel-stats-knn"), mn04],
+        selection=SelectionConfig(weighting="robust"),
+    )
     return ExperimentConfig(name="fewshot", ensemble=ens)
 
 
+_COMBINE_WORDS = {
+    "mean": "the weighted mean of the members' z-scores.",
+    "fisher": "Fisher's method: the weighted mean of -log p, p the Gaussian upper tail of each "
+    "member's z-score, so a fault far out in one view keeps a high score although the other "
+    "views do not see it.",
+    "max": "the highest member z-score.",
+    "min": "the lowest member z-score.",
+}
+
+
 def choice_summary(det: EnsembleDetector) -> str:
-    """Markdown table of the label-free choice per machine/section."""
+    """Markdown: how members are combined, then the label-free choice per machine/section."""
     names = [m.name for m in det.ens.members]
     lines = [
+        f"Members: {', '.join(f'{m.name} ({m.feature.label()}, {m.backend.label()})' for m in det.ens.members)}.",
+        f"Combined by: {det.ens.combine} — {_COMBINE_WORDS[det.ens.combine]}",
+        "",
         "| machine/section | bank | "
         + " | ".join(f"{n} (weight, proxy AUC)" for n in names)
         + " | why |",

@@ -67,7 +67,7 @@ def training_config(
     if config is not None:
         if pretrained is not None:
             raise ConfigError(
-                f"--pretrained adds the mn04 member to the default few-shot recipe and does not "
+                f"--pretrained builds the few-shot recipe with the mn04 member and does not "
                 f"apply with --config {config}: set the member's feature.checkpoint in the "
                 "config's ensemble section (see configs/fewshot_mn04.yaml), or drop --config"
             )
@@ -75,7 +75,7 @@ def training_config(
     if _stated_recipe(overrides) == "finetune":
         if pretrained is not None:
             raise ConfigError(
-                "--pretrained adds the mn04 member to the default few-shot recipe and does not "
+                "--pretrained builds the few-shot recipe with the mn04 member and does not "
                 "apply with recipe=finetune: set backbone.name and backbone.checkpoint instead"
             )
         base = ExperimentConfig(recipe="finetune")

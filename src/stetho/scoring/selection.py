@@ -183,7 +183,7 @@ def choose_members(
                 "reason": _ROBUST_REASON.format(n=n_bank)}  # fmt: skip
     kept = list(names)
     if not cfg.enabled:
-        reason = "selection disabled: all members, equal weights"
+        reason = "no label-free choice (selection disabled): every member kept with equal weight"
     elif len(names) < 2:
         reason = f"one member on a bank of {n_bank} clip(s): nothing to choose"
     elif n_bank < cfg.min_bank:
