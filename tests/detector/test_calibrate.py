@@ -173,5 +173,6 @@ def test_cli_calibrates_in_place(
     )
     out = capsys.readouterr().out
     assert "fan/00: 5 normal recording(s)" in out and "version 1 -> 2" in out
+    assert "learnt from 5 normal recording(s)" in out and "about 9 are needed" in out
     det = Detector.load(folder)
     assert det.version == 2 and det.detector_id == Detector.load(saved).detector_id

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from stetho.pipelines.fewshot import fewshot_config
 
 
@@ -35,3 +37,14 @@ def test_default_config_round_trips_through_its_saved_form() -> None:
     again = type(cfg).from_dict(cfg.to_dict())
     assert again.to_dict() == cfg.to_dict()
     assert again.ensemble is not None and again.ensemble.combine == "fisher"
+
+
+def test_the_default_written_out_in_docs_fewshot_md_is_the_default(tmp_path: Path) -> None:
+    from stetho.config import load_experiment_config
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "fewshot.md").read_text("utf-8")
+    block = doc.split("## Configuration", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "default.yaml").write_text("name: fewshot\n" + block, encoding="utf-8")
+    written = load_experiment_config(tmp_path / "default.yaml")
+    assert written.ensemble is not None and fewshot_config().ensemble is not None
+    assert written.ensemble.to_dict() == fewshot_config().ensemble.to_dict()

@@ -55,7 +55,7 @@ def plant(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         shutil.copy(p, dirs["held"] / f"{p.parent.parent.name}_{p.name}")
     for p in [*sorted(mini.glob("test/anomaly_id_00_*.wav")), *extra.glob("test/anomaly_id_00_*")]:
         shutil.copy(p, dirs["faulty"] / f"{p.parent.parent.parent.name}_{p.name}")
-    for p in normals[40:48]:
+    for p in normals[40:52]:  # 12: enough for α = 0.1, too few for a threshold below the top
         shutil.copy(p, dirs["after_repair"] / p.name)
     return {"root": root, **dirs}
 
@@ -165,9 +165,13 @@ def test_plant_path_on_the_default_detector(plant: dict[str, Path], capsys) -> N
         srv.send_signal(signal.SIGTERM)
         srv.communicate(timeout=60)
 
-    # 7. calibrate after a repair: version 2, same id
+    # 7. calibrate after a repair: version 2, same id; plain words on what 12 recordings give
+    capsys.readouterr()
     assert main(["calibrate", str(det_dir), str(plant["after_repair"]), "--machine", "slider",
                  "--section", "00"]) == 0  # fmt: skip
+    said = capsys.readouterr().out
+    assert "learnt from 12 normal recording(s)" in said
+    assert "threshold is the highest of their own scores" in said and "19 or more" in said
     new = stetho.load_detector(det_dir)
     assert new.version == 2 and new.detector_id == det.detector_id
 

@@ -16,6 +16,7 @@ from stetho.scoring.threshold import (
     conformal_rank,
     fit_threshold_info,
     gamma_fit_threshold,
+    min_clips_below_maximum,
     min_clips_for,
     rate_band,
 )
@@ -53,6 +54,18 @@ def test_conformal_rank_and_clips_needed_are_exact_for_decimal_rates() -> None:
         need = min_clips_for(alpha)
         assert conformal_rank(need, alpha) <= need  # enough clips ...
         assert conformal_rank(need - 1, alpha) > need - 1  # ... and not one fewer
+
+
+def test_fewest_clips_whose_threshold_lies_below_their_largest_score() -> None:
+    assert (min_clips_below_maximum(0.1), min_clips_below_maximum(0.05)) == (19, 39)
+    for alpha in (0.3, 0.25, 0.2, 0.1, 0.07, 0.05, 0.02):
+        m = min_clips_below_maximum(alpha)
+        assert all(conformal_rank(n, alpha) < n for n in range(m, m + 50))  # below the maximum
+        assert conformal_rank(m - 1, alpha) >= m - 1  # one fewer: the maximum (or none)
+        # and the threshold really is the largest score one clip short of it
+        x = np.arange(1.0, m)  # m - 1 scores
+        if conformal_rank(m - 1, alpha) == m - 1:
+            assert fit_threshold_info(x, ThresholdConfig(false_alarm=alpha)).value == x.max()
 
 
 # -- conformal ----------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
     from stetho.detector import DetectorError, calibrate
     from stetho.detector.calibrate import load_for_calibration, save_verified
+    from stetho.pipelines.summary import plain_summary
     from stetho.serving.files import KeyResolutionError, expand_paths, resolve_key
 
     trust = bool(getattr(args, "trust_checkpoint", False))
@@ -98,6 +99,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             f"{det.thresholds[(m, s)]:.6g}"
         )
     print(f"detector {det.detector_id}: version {before} -> {det.version}, written to {dest}")
+    print(plain_summary(det, keys=sorted(files)))
     return 0
 
 

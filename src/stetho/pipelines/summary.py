@@ -8,12 +8,13 @@ clips — how many known-faulty clips it catches and how many unseen normal clip
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from stetho.data.names import ClipNameError, Key, parse_clip_name
 from stetho.detector.base import BaseDetector
+from stetho.scoring.threshold import min_clips_below_maximum
 
 __all__ = ["plain_summary"]
 
@@ -54,6 +55,13 @@ def _key_lines(
                 f"  With {n} recordings that rate cannot be promised; about "
                 f"{fit.get('n_needed')} are needed."
             )
+        elif fit.get("method") == "conformal" and fit.get("rank") == n:
+            more = min_clips_below_maximum(float(alpha))
+            lines.append(
+                f"  With {n} recordings the threshold is the highest of their own scores: only a "
+                f"clip beyond all of them raises an alarm. {more} or more recordings let it sit "
+                "lower and catch more faults."
+            )
     if held is not None and n:
         flagged = int(det.decide(held.scores[np.isfinite(held.scores)], key).sum())
         lines.append(
@@ -77,6 +85,7 @@ def plain_summary(
     scores: Mapping[Key, Mapping[str, float]] | None = None,
     *,
     windows_per_hour: float = WINDOWS_PER_HOUR,
+    keys: Sequence[Key] | None = None,
 ) -> str:
     """The summary text (one paragraph per machine/section).
 
@@ -84,8 +93,9 @@ def plain_summary(
         det: A fitted detector of any kind.
         scores: Optional test scores ``{key: {clip name: score}}``; labels come from the names.
         windows_per_hour: Monitoring rate for the "per day" figure.
+        keys: Only these machine/sections (default: all).
     """
     out = [f"Detector {det.describe()['id'][:8]} (version {det.version}, {det.kind}):"]
-    for key in det.keys:
+    for key in det.keys if keys is None else keys:
         out += _key_lines(det, key, (scores or {}).get(key), windows_per_hour)
     return "\n".join(out)

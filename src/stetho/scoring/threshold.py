@@ -59,6 +59,7 @@ __all__ = [
     "fit_threshold",
     "fit_threshold_info",
     "gamma_fit_threshold",
+    "min_clips_below_maximum",
     "min_clips_for",
     "rate_band",
 ]
@@ -216,6 +217,20 @@ def conformal_rank(n: int, alpha: float) -> int:
 
 def _min_clips(alpha: Fraction) -> int:
     return max(1, math.ceil(1 / alpha - 1))
+
+
+def min_clips_below_maximum(alpha: float) -> int:
+    """Fewest held-out normal clips whose conformal threshold lies *below* the largest of them.
+
+    With fewer, the rank ``ceil((n + 1)(1 - alpha))`` is ``n``: the threshold is the largest
+    held-out score and only clips beyond every normal recording so far raise an alarm (fewer
+    faults caught). ``ceil(2/alpha - 1)``: 19 for 0.1, 39 for 0.05.
+    """
+    a = _exact(alpha)
+    n = _min_clips(a)
+    while _rank_for(n, a) > n - 1:
+        n += 1
+    return n
 
 
 def min_clips_for(alpha: float) -> int:
