@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -26,6 +27,7 @@ from stetho.serving import (
     ScoringService,
     create_app,
 )
+from stetho.serving.dashboard_source import DashboardSource
 from stetho.store import SCHEMA_VERSION, AlarmRule, AudioKeeper, ScoreRow, ScoreStore
 from stetho.utils.errors import NotFoundError
 
@@ -134,6 +136,40 @@ def test_named_windows_keep_audio_nearest_clip_and_alarms_can_be_acknowledged(
     machines = {m["machine"]: m for m in client.get("/v1/machines").json()["machines"]}
     assert machines["fan"]["state"] == "alarm" and machines["valve"]["state"] == "normal"
     assert machines["fan"]["open_alarm"]["acknowledged"] is True
+
+
+def test_the_dashboard_shows_the_records_the_api_returns(
+    served: tuple[httpx.Client, ScoringService, Detector, list[Path]],
+) -> None:
+    """One record type per concept: what the dashboard reads for every machine, window and alarm
+    has the fields and values of the API's JSON for it."""
+    client, service, _, fan = served
+    for i, path in enumerate(fan[:2]):  # both anomalous: an alarm opens (k=2 of n=3)
+        params = {"machine": "fan", "section": "00", "name": f"fan_{i}.wav"}
+        assert client.post("/v1/score", params=params, content=path.read_bytes()).is_success
+    (alarm,) = client.get("/v1/alarms").json()["alarms"]
+    assert client.post(f"/v1/alarms/{alarm['id']}/ack", json={"note": "seen"}).is_success
+    source = DashboardSource(service)
+
+    def key(m: dict[str, Any]) -> tuple[str, str]:
+        return m["machine"], m["section"]
+
+    machines = sorted(client.get("/v1/machines").json()["machines"], key=key)
+    assert {m["machine"] for m in machines} >= {"fan", "valve"}
+    assert [m.model_dump(mode="json") for m in source.machines()] == machines
+    query = {"machine": "fan", "section": "00", "order": "oldest"}
+    windows = client.get("/v1/windows", params=query).json()["windows"]
+    assert len(windows) == 2
+    assert [w.model_dump(mode="json") for w in source.windows("fan", "00", None, None)] == windows
+    for w in windows:
+        detail = source.window(w["id"])
+        assert detail is not None
+        assert detail.model_dump(mode="json") == client.get(f"/v1/windows/{w['id']}").json()
+    alarms = client.get("/v1/alarms").json()["alarms"]
+    assert alarms[0]["ack_note"] == "seen"
+    assert [a.model_dump(mode="json") for a in source.alarms()] == alarms
+    one = source.alarm(alarm["id"])
+    assert one is not None and one.model_dump(mode="json") == alarms[0]
 
 
 def _tmp(data: bytes, service: ScoringService) -> Path:

@@ -17,6 +17,7 @@ import soundfile as sf
 from stetho.detector import Detector
 from stetho.serving import BackgroundServer, DetectorEntry, DetectorRegistry, ScoringService
 from stetho.serving import create_app as make_app
+from stetho.serving.api.models import Alarm, Machine, MachineState, WindowSummary
 from stetho.serving.charts import (
     ChartAlarm,
     ChartSeries,
@@ -29,12 +30,7 @@ from stetho.serving.charts import (
     timeline_svg,
 )
 from stetho.serving.dashboard import CSP, page, render_overview
-from stetho.serving.dashboard_data import (
-    AlarmInfo,
-    MachineInfo,
-    WindowInfo,
-    choose_period,
-)
+from stetho.serving.dashboard_data import choose_period
 from stetho.serving.dashboard_pages import spectrogram_pair
 from stetho.store import ScoreStore
 from stetho.utils.errors import InputError
@@ -173,19 +169,30 @@ def test_spectrogram_levels_in_dbfs_on_one_colour_scale() -> None:
 
 
 # -- the overview ----------------------------------------------------------------------------------
-def _window(i: int, t: datetime, machine: str, normalised: float, source: str) -> WindowInfo:
-    return WindowInfo(
-        i, t, machine, "00", normalised * 2, normalised, 2.0, int(normalised > 1), source,
-        "plant", 3, normalised > 1,
+def _window(i: int, t: datetime, machine: str, normalised: float, source: str) -> WindowSummary:
+    return WindowSummary(
+        id=i, time=t, machine=machine, section="00", score=normalised * 2, normalised=normalised,
+        threshold=2.0, decision=int(normalised > 1), source=source, detector_name="plant",
+        detector_version=3, has_audio=normalised > 1,
+    )  # fmt: skip
+
+
+def _machine(
+    machine: str, section: str, state: MachineState, z: float | None, name: str, t: datetime | None
+) -> Machine:
+    return Machine(
+        machine=machine, section=section, state=state, detector_name=name, last_normalised=z,
+        score=None, threshold=None, decision=None, time=t, alarm_open=state == "alarm",
+        n_scores=None, source=None, detector_id=None, detector_version=None, open_alarm=None,
     )  # fmt: skip
 
 
 def test_overview_lists_every_machine_recording_and_alarm() -> None:
     times = [T0 + timedelta(seconds=10 * i) for i in range(12)]
     machines = [
-        MachineInfo("fan", "00", "alarm", 1.4, "plant", times[-1]),
-        MachineInfo("pump", "01", "no scores yet", None, "plant"),
-        MachineInfo("<b>x</b>", "00", "normal", 0.1, "other", times[0]),
+        _machine("fan", "00", "alarm", 1.4, "plant", times[-1]),
+        _machine("pump", "01", "no scores yet", None, "plant", None),
+        _machine("<b>x</b>", "00", "normal", 0.1, "other", times[0]),
     ]
     windows = {
         ("fan", "00"): [
@@ -195,8 +202,13 @@ def test_overview_lists_every_machine_recording_and_alarm() -> None:
         ("pump", "01"): [],
     }
     alarms = [
-        AlarmInfo(5, "fan", "00", times[9], None, 3, 1.4, "plant", True, "valve <loose>", times[11])
-    ]
+        Alarm(
+            id=5, machine="fan", section="00", opened=times[9], closed=None, windows=3,
+            peak_normalised=1.4, detector_name="plant", acknowledged=True,
+            ack_note="valve <loose>", ack_time=times[11], peak_score=2.8, n_windows=3,
+            detector_id="3f2c9a", detector_version=3,
+        )
+    ]  # fmt: skip
     period = choose_period(None, None, None, times[-1], times)
     html = page("overview", render_overview(machines, windows, alarms, period, times[-1]), None)
     assert "no scores yet" in html and ">pump<" in html

@@ -26,17 +26,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 import stetho
+from stetho.serving.api.models import Alarm, Machine, WindowSummary
 from stetho.serving.charts import ChartAlarm, ChartSeries, ChartWindow, series_colour, timeline_svg
 from stetho.serving.dashboard_assets import CSS, SCRIPT
-from stetho.serving.dashboard_data import (
-    PRESETS,
-    AlarmInfo,
-    MachineInfo,
-    Period,
-    WindowInfo,
-    choose_period,
-    parse_time,
-)
+from stetho.serving.dashboard_data import PRESETS, Period, choose_period, parse_time
 from stetho.serving.dashboard_source import DashboardSource
 from stetho.utils.errors import InputError
 
@@ -179,17 +172,17 @@ def _range_control(period: Period) -> str:
     )
 
 
-def _machines_table(machines: list[MachineInfo], alarms: list[AlarmInfo], now: datetime) -> str:
+def _machines_table(machines: list[Machine], alarms: list[Alarm], now: datetime) -> str:
     open_alarm = {(a.machine, a.section): a for a in alarms if a.closed is None}
     rows = []
     for m in machines:
         a = open_alarm.get((m.machine, m.section))
         alarm = f"<a href='{alarm_href(a.id)}'>open alarm #{a.id}</a>" if a else ""
-        last = f"{when(m.last_time)} <span class='muted'>{ago(m.last_time, now)}</span>"
+        last = f"{when(m.time)} <span class='muted'>{ago(m.time, now)}</span>"
         rows.append(
             f"<tr><td>{_e(m.machine)}</td><td>{_e(m.section)}</td><td>{_state_badge(m.state)}"
             f"</td><td class='num'>{_num(m.last_normalised)}</td>"
-            f"<td>{last if m.last_time else '–'}</td><td>{_e(m.detector_name or '–')}</td>"
+            f"<td>{last if m.time else '–'}</td><td>{_e(m.detector_name or '–')}</td>"
             f"<td>{alarm}</td></tr>"
         )
     if not rows:
@@ -201,7 +194,7 @@ def _machines_table(machines: list[MachineInfo], alarms: list[AlarmInfo], now: d
     )
 
 
-def _thin(windows: list[WindowInfo]) -> list[WindowInfo]:
+def _thin(windows: list[WindowSummary]) -> list[WindowSummary]:
     if len(windows) <= _MAX_POINTS:
         return windows
     step = len(windows) / _MAX_POINTS
@@ -210,12 +203,12 @@ def _thin(windows: list[WindowInfo]) -> list[WindowInfo]:
 
 
 def chart_series(
-    machines: list[MachineInfo], windows: dict[tuple[str, str], list[WindowInfo]]
+    keys: list[tuple[str, str]], windows: dict[tuple[str, str], list[WindowSummary]]
 ) -> list[ChartSeries]:
-    """One chart series per machine/section (colours by position in ``machines``)."""
+    """One chart series per (machine, section) of ``keys`` (colours by position in ``keys``)."""
     out = []
-    for i, m in enumerate(machines):
-        ws = [w for w in windows.get((m.machine, m.section), []) if w.normalised is not None]
+    for i, (machine, section) in enumerate(keys):
+        ws = [w for w in windows.get((machine, section), []) if w.normalised is not None]
         points = [
             ChartWindow(
                 w.time,
@@ -226,11 +219,11 @@ def chart_series(
             )
             for w in _thin(ws)
         ]
-        out.append(ChartSeries(_key(m.machine, m.section), series_colour(i), points))
+        out.append(ChartSeries(_key(machine, section), series_colour(i), points))
     return out
 
 
-def chart_alarms(alarms: list[AlarmInfo], series: list[ChartSeries]) -> list[ChartAlarm]:
+def chart_alarms(alarms: list[Alarm], series: list[ChartSeries]) -> list[ChartAlarm]:
     """The alarms as chart spans, in the colour of their machine's series."""
     colour = {s.name: s.colour for s in series}
     return [
@@ -247,7 +240,7 @@ def chart_alarms(alarms: list[AlarmInfo], series: list[ChartSeries]) -> list[Cha
     ]
 
 
-def _legend(series: list[ChartSeries], windows: dict[tuple[str, str], list[WindowInfo]]) -> str:
+def _legend(series: list[ChartSeries], windows: dict[tuple[str, str], list[WindowSummary]]) -> str:
     items = []
     for s in series:
         n = len(windows.get(tuple(s.name.split("/", 1)), []))  # type: ignore[arg-type]
@@ -266,7 +259,7 @@ def _legend(series: list[ChartSeries], windows: dict[tuple[str, str], list[Windo
     return "<div class='legend'>" + "".join(items) + "</div>"
 
 
-def _alarms_table(alarms: list[AlarmInfo], now: datetime) -> str:
+def _alarms_table(alarms: list[Alarm], now: datetime) -> str:
     rows = []
     for a in alarms:
         status = "open" if a.closed is None else f"closed {when(a.closed)}"
@@ -291,7 +284,7 @@ def _alarms_table(alarms: list[AlarmInfo], now: datetime) -> str:
     )
 
 
-def windows_table(windows: list[WindowInfo], table_id: str = "windows") -> str:
+def windows_table(windows: list[WindowSummary], table_id: str = "windows") -> str:
     """Windows (as given) with time, machine, recording name, scores and links."""
     rows = []
     for w in windows:
@@ -303,14 +296,13 @@ def windows_table(windows: list[WindowInfo], table_id: str = "windows") -> str:
             else "no threshold"
         )
         audio = " <span class='muted'>(audio)</span>" if w.has_audio else ""
-        version = "" if w.detector_version is None else f" v{w.detector_version}"
         link = when(w.time) if w.id is None else f"<a href='{window_href(w.id)}'>{when(w.time)}</a>"
         rows.append(
             f"<tr><td>{link}</td>"
             f"<td>{_e(w.machine)}/{_e(w.section)}</td><td class='recording' "
             f"title='{_e(w.source)}'>{_e(recording_name(w.source))}{audio}</td>"
             f"<td class='num'>{_num(w.normalised)}</td><td>{verdict}</td>"
-            f"<td>{_e(w.detector_name or '–')}{version}</td></tr>"
+            f"<td>{_e(w.detector_name or '–')} v{w.detector_version}</td></tr>"
         )
     if not rows:
         rows.append("<tr><td colspan='6' class='muted'>no windows in this period</td></tr>")
@@ -323,9 +315,9 @@ def windows_table(windows: list[WindowInfo], table_id: str = "windows") -> str:
 
 
 def render_overview(
-    machines: list[MachineInfo],
-    windows: dict[tuple[str, str], list[WindowInfo]],
-    alarms: list[AlarmInfo],
+    machines: list[Machine],
+    windows: dict[tuple[str, str], list[WindowSummary]],
+    alarms: list[Alarm],
     period: Period,
     now: datetime,
 ) -> str:
@@ -338,7 +330,7 @@ def render_overview(
         period: What is shown.
         now: The current time (for ages).
     """
-    series = chart_series(machines, windows)
+    series = chart_series([(m.machine, m.section) for m in machines], windows)
     chart = timeline_svg(
         series,
         chart_alarms(alarms, series),

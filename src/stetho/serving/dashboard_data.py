@@ -1,8 +1,8 @@
-"""What the dashboard shows, as plain records, and how it picks the period it shows.
+"""The period the dashboard shows, and how it picks it.
 
-The dashboard reads through the service's views (:mod:`stetho.serving.views`: machines, windows,
-alarms), the same data the JSON API returns; :func:`coerce` turns their models (or JSON dicts) into
-the records here, so that the page rendering is plain functions of plain data.
+The dashboard's records are the JSON API's own models (:mod:`stetho.serving.api.models`:
+``Machine``, ``WindowSummary``, ``WindowDetail``, ``Alarm``), read through the service's views
+(:mod:`stetho.serving.views`), so that the page and the API never disagree.
 
 The default period is fitted to the data: from the first to the last window scored in the week
 before the latest one (to now while scores are still coming in; at least 20 s; 3 % margins), so that
@@ -11,86 +11,19 @@ a few minutes of scores fill the chart instead of being squeezed into one line o
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from stetho.utils.errors import InputError
 
 __all__ = [
     "PRESETS",
-    "AlarmInfo",
-    "MachineInfo",
     "Period",
-    "WindowDetail",
-    "WindowInfo",
     "choose_period",
-    "coerce",
     "parse_time",
 ]
-
-
-@dataclass(frozen=True)
-class MachineInfo:
-    """A machine/section the service knows (scored or not) and where it stands."""
-
-    machine: str
-    section: str
-    state: str  # "alarm", "anomalous", "normal", "no threshold", "no scores yet"
-    last_normalised: float | None = None
-    detector_name: str = ""
-    last_time: datetime | None = None
-    last_score: float | None = None
-    n_scores: int | None = None
-
-
-@dataclass(frozen=True)
-class WindowInfo:
-    """One stored, scored window."""
-
-    id: int | None
-    time: datetime
-    machine: str
-    section: str
-    score: float
-    normalised: float | None
-    threshold: float | None
-    decision: int | None
-    source: str = ""
-    detector_name: str = ""
-    detector_version: int | None = None
-    has_audio: bool = False
-
-
-@dataclass(frozen=True)
-class WindowDetail(WindowInfo):
-    """A window with its nearest normal bank clip and the URLs of both recordings."""
-
-    nearest_ref: str | None = None
-    audio_url: str | None = None
-    nearest_audio_url: str | None = None
-
-
-@dataclass(frozen=True)
-class AlarmInfo:
-    """One alarm of a machine/section (``closed=None``: still open)."""
-
-    id: int
-    machine: str
-    section: str
-    opened: datetime
-    closed: datetime | None
-    windows: int = 0
-    peak_normalised: float | None = None
-    detector_name: str = ""
-    acknowledged: bool = False
-    ack_note: str | None = None
-    ack_time: datetime | None = None
-
-
-_T = TypeVar("_T")
 
 
 def parse_time(value: Any, name: str = "time") -> datetime:
@@ -109,33 +42,6 @@ def parse_time(value: Any, name: str = "time") -> datetime:
                 f"{name}={value!r} is not a time: use ISO 8601, e.g. 2026-01-31T12:00 (UTC)"
             ) from None
     return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
-
-
-def coerce(cls: type[_T], obj: Any) -> _T:
-    """A record of ``cls`` from a Pydantic model, a dataclass or a dict with the same field
-    names (extra fields ignored, missing ones defaulted; times parsed)."""
-    if isinstance(obj, cls):
-        return obj
-    if isinstance(obj, Mapping):
-        data: Mapping[str, Any] = obj
-    elif hasattr(obj, "model_dump"):
-        data = obj.model_dump()
-    else:
-        data = {f.name: getattr(obj, f.name) for f in fields(cls) if hasattr(obj, f.name)}  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        if f.name not in data:
-            continue
-        v = data[f.name]
-        if v is not None and f.name in ("time", "opened", "closed", "ack_time", "last_time"):
-            v = parse_time(v, f.name)
-        kwargs[f.name] = v
-    return cls(**kwargs)
-
-
-def coerce_all(cls: type[_T], objs: Iterable[Any]) -> list[_T]:
-    """:func:`coerce` of every item."""
-    return [coerce(cls, o) for o in objs]
 
 
 # -- the period shown ----------------------------------------------------------------------------
@@ -212,8 +118,3 @@ def choose_period(
     margin = span * 0.03
     note = "older scores exist: pick a custom range to see them" if first > times[0] else ""
     return Period(last - span - margin, last + margin, "fit", note)
-
-
-def finite_or_none(v: float | None) -> float | None:
-    """``v`` when it is a finite number, else None."""
-    return v if v is not None and math.isfinite(v) else None

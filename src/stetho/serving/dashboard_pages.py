@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from stetho.serving.api.models import Alarm, WindowDetail, WindowSummary
 from stetho.serving.charts import db_range, log_spectrogram, spectrogram_svg, timeline_svg
 from stetho.serving.dashboard import (
     alarm_href,
@@ -21,7 +22,6 @@ from stetho.serving.dashboard import (
     window_href,
     windows_table,
 )
-from stetho.serving.dashboard_data import AlarmInfo, MachineInfo, WindowDetail, WindowInfo
 from stetho.serving.dashboard_source import DashboardSource
 
 __all__ = [
@@ -41,7 +41,7 @@ def _num(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}"
 
 
-def ack_form(alarm: AlarmInfo) -> str:
+def ack_form(alarm: Alarm) -> str:
     """The acknowledgement status and form (``POST /v1/alarms/{id}/ack`` with ``{"note": …}``)."""
     if alarm.acknowledged or alarm.ack_time:
         status = (
@@ -85,7 +85,6 @@ def spectrogram_pair(
 
 def _facts(w: WindowDetail) -> str:
     decision = {1: "anomalous", 0: "normal"}.get(w.decision, "no threshold")  # type: ignore[arg-type]
-    version = "" if w.detector_version is None else f" (version {w.detector_version})"
     full = w.source if recording_name(w.source) != w.source else ""
     where = f" <span class='muted'>{_e(full)}</span>" if full else ""
     rows = [
@@ -94,7 +93,7 @@ def _facts(w: WindowDetail) -> str:
         ("recording", f"<span id='recording'>{_e(recording_name(w.source))}</span>{where}"),
         ("normalised score", f"<b>{_num(w.normalised)}</b> (threshold 1.0) → {decision}"),
         ("raw score", f"{w.score:.4g} (threshold {_num(w.threshold)})"),
-        ("detector", f"{_e(w.detector_name or '–')}{version}"),
+        ("detector", f"{_e(w.detector_name or '–')} (version {w.detector_version})"),
         ("nearest normal clip", _e(w.nearest_ref or "–")),
     ]
     return "<dl class='facts'>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
@@ -133,7 +132,7 @@ def listen_and_look(source: DashboardSource, w: WindowDetail) -> str:
     )
 
 
-def _alarm_of(alarms: list[AlarmInfo], w: WindowInfo) -> AlarmInfo | None:
+def _alarm_of(alarms: list[Alarm], w: WindowSummary) -> Alarm | None:
     key = (w.machine, w.section)
     for a in alarms:
         if (a.machine, a.section) == key and a.opened <= w.time <= (a.closed or w.time):
@@ -166,7 +165,7 @@ def render_window_page(source: DashboardSource, window_id: int) -> tuple[str, in
     return page(f"window {w.id}", body, source), 200
 
 
-def _alarm_facts(a: AlarmInfo) -> str:
+def _alarm_facts(a: Alarm) -> str:
     closed = "still open" if a.closed is None else when(a.closed)
     end = a.closed
     length = "" if end is None else f" ({(end - a.opened).total_seconds() / 60:.1f} min)"
@@ -192,8 +191,7 @@ def render_alarm_page(source: DashboardSource, alarm_id: int) -> tuple[str, int]
     span = max(last - first, timedelta(minutes=1))
     start, end = first - span * 0.3, last + span * 0.3
     windows = source.windows(a.machine, a.section, start, end + _EPS)
-    machine = MachineInfo(a.machine, a.section, "alarm")
-    series = chart_series([machine], {(a.machine, a.section): windows})
+    series = chart_series([(a.machine, a.section)], {(a.machine, a.section): windows})
     chart = timeline_svg(
         series,
         chart_alarms([a], series),
@@ -229,7 +227,7 @@ def render_alarm_page(source: DashboardSource, alarm_id: int) -> tuple[str, int]
     return page(f"alarm {a.id}", body, source), 200
 
 
-def alarm_windows(source: DashboardSource, a: AlarmInfo) -> tuple[list[WindowInfo], datetime]:
+def alarm_windows(source: DashboardSource, a: Alarm) -> tuple[list[WindowSummary], datetime]:
     """The anomalous windows an alarm counted and the time it ends (closed, else the latest
     window): the latest ``a.windows`` anomalous windows up to then, the opening history that
     precedes ``opened`` included (the alarm rule counts those too)."""

@@ -9,14 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stetho.serving.dashboard_data import (
-    AlarmInfo,
-    MachineInfo,
-    WindowDetail,
-    WindowInfo,
-    coerce,
-    coerce_all,
-)
+from stetho.serving.api.models import Alarm, Machine, WindowDetail, WindowSummary
 from stetho.utils.errors import StethoError
 
 if TYPE_CHECKING:
@@ -45,32 +38,26 @@ class DashboardSource:
         """The served detectors' names."""
         return list(self.service.registry.names)
 
-    def machines(self) -> list[MachineInfo]:
+    def machines(self) -> list[Machine]:
         """Every known machine/section (detectors' keys and stored ones), sorted."""
         from stetho.serving.views import machines_view
 
-        out = []
-        for m in machines_view(self.service):
-            d = m.model_dump()
-            d.setdefault("last_time", d.get("time"))
-            d.setdefault("last_score", d.get("score"))
-            out.append(coerce(MachineInfo, d))
-        return sorted(out, key=lambda m: (m.machine, m.section))
+        return sorted(machines_view(self.service), key=lambda m: (m.machine, m.section))
 
     def windows(
         self, machine: str, section: str, start: datetime | None, end: datetime | None
-    ) -> list[WindowInfo]:
+    ) -> list[WindowSummary]:
         """A machine/section's windows in ``[start, end)``, oldest first."""
         from stetho.serving.views import windows_view
 
         rows = windows_view(
             self.service, machine, section, start, end, _MAX_WINDOWS, newest_first=False
         )
-        return [w for w in coerce_all(WindowInfo, rows) if w.id is not None or not self.has_store]
+        return [w for w in rows if w.id is not None or not self.has_store]
 
     def windows_in(
-        self, machines: list[MachineInfo], start: datetime, end: datetime
-    ) -> dict[tuple[str, str], list[WindowInfo]]:
+        self, machines: list[Machine], start: datetime, end: datetime
+    ) -> dict[tuple[str, str], list[WindowSummary]]:
         """Windows of every machine in ``[start, end]``."""
         return {
             (m.machine, m.section): self.windows(m.machine, m.section, start, end + _EPS)
@@ -78,24 +65,24 @@ class DashboardSource:
         }
 
     def recent_windows(
-        self, machines: list[MachineInfo], now: datetime
-    ) -> dict[tuple[str, str], list[WindowInfo]]:
+        self, machines: list[Machine], now: datetime
+    ) -> dict[tuple[str, str], list[WindowSummary]]:
         """Windows of the week before the latest window of all machines (for a fitted range)."""
-        last = [m.last_time for m in machines if m.last_time is not None]
+        last = [m.time for m in machines if m.time is not None]
         if not last:
             return {(m.machine, m.section): [] for m in machines}
         latest = max(last)
         return self.windows_in(machines, latest - _FIT_LOOKBACK, latest)
 
-    def alarms(self, machine: str | None = None) -> list[AlarmInfo]:
+    def alarms(self, machine: str | None = None) -> list[Alarm]:
         """Alarms, newest first (none without a store)."""
         if not self.has_store:
             return []
         from stetho.serving.views import alarms_view
 
-        return coerce_all(AlarmInfo, alarms_view(self.service, machine=machine))
+        return alarms_view(self.service, machine=machine)
 
-    def alarm(self, alarm_id: int) -> AlarmInfo | None:
+    def alarm(self, alarm_id: int) -> Alarm | None:
         """One alarm, or None."""
         return next((a for a in self.alarms() if a.id == alarm_id), None)
 
@@ -106,7 +93,7 @@ class DashboardSource:
         from stetho.serving.views import window_view
 
         try:
-            return coerce(WindowDetail, window_view(self.service, window_id))
+            return window_view(self.service, window_id)
         except StethoError as err:
             if getattr(err, "http_status", 0) == 404:
                 return None
