@@ -152,3 +152,27 @@ def test_long_recordings_get_a_bounded_number_of_windows(fitted_detector: Path) 
     assert ex.window_starts.size == 6 and ex.time_scores.size == 6
     assert ex.window_starts[0] == 0 and ex.window_starts[-1] + ex.window_seconds == 12.0
     assert ex.band_scores.size == 4
+
+
+def test_summary_says_when_no_window_or_band_stands_out(fitted_detector: Path) -> None:
+    import dataclasses
+
+    det = Detector.load(fitted_detector)
+    ex = explain_waveform(det, hum(np.random.default_rng(1)), "fan", "00")
+    # a fault that spans the clip: making any one window or band normal raises the score
+    spread = dataclasses.replace(
+        ex, time_scores=np.full_like(ex.time_scores, ex.score + 1.0),
+        band_scores=np.full_like(ex.band_scores, ex.score + 0.5))  # fmt: skip
+    text = spread.summary()
+    assert "no single 1 s stretch stands out" in text and "spans the clip" in text
+    assert "no single band stands out" in text and "lowers the score by -" not in text
+    # a localised one: the window and band are named with a positive effect
+    local = dataclasses.replace(
+        ex, time_scores=np.r_[ex.score - 2.0, np.full(ex.time_scores.size - 1, ex.score)],
+        band_scores=np.r_[np.full(ex.band_scores.size - 1, ex.score), ex.score - 1.0])  # fmt: skip
+    t0, t1 = local.peak_seconds()
+    assert f"most anomalous {t0:.2f}-{t1:.2f} s (making it normal lowers the score by 2" in (
+        local.summary()
+    )
+    f0, f1 = local.peak_band_hz()
+    assert f"{f0:.0f}-{f1:.0f} Hz (making it normal lowers the score by 1" in local.summary()

@@ -136,6 +136,16 @@ class Explanation:
         return int(np.argmax(self.time_importance))
 
     @property
+    def time_localised(self) -> bool:
+        """Whether making some window normal lowers the score (else it spans the clip)."""
+        return bool(self.time_importance.max() > 0)
+
+    @property
+    def band_localised(self) -> bool:
+        """Whether making some band group normal lowers the score."""
+        return bool(self.band_importance.max() > 0)
+
+    @property
     def peak_band(self) -> int:
         """Index of the most important band group."""
         return int(np.argmax(self.band_importance))
@@ -161,12 +171,33 @@ class Explanation:
         if self.threshold is not None and not math.isfinite(self.threshold):
             thr = " (no threshold fitted: never called anomalous)"
         return (
-            f"{self.name} [{self.machine}/{self.section}]: score {self.score:.4g}{thr}; most "
-            f"anomalous {t0:.2f}-{t1:.2f} s (making it normal lowers the score by "
-            f"{self.time_importance.max():.4g}; highest window score {self.window_scores.max():.4g}"
-            f") and {f0:.0f}-{f1:.0f} Hz (making it normal lowers the score by "
-            f"{self.band_importance.max():.4g}); {self.nearest_text()}"
+            f"{self.name} [{self.machine}/{self.section}]: score {self.score:.4g}{thr}; "
+            f"{self._time_text(t0, t1)} and {self._band_text(f0, f1)}; {self.nearest_text()}"
         )
+
+    def _time_text(self, t0: float, t1: float) -> str:
+        """Where in time, or that no single window stands out (the anomaly spans the clip)."""
+        w0 = float(self.window_starts[self.peak_window])
+        w1 = min(w0 + self.window_seconds, self.duration)
+        highest = f"highest window score {self.window_scores.max():.4g} at {w0:.2f}-{w1:.2f} s"
+        if self.time_localised:
+            return (
+                f"most anomalous {t0:.2f}-{t1:.2f} s (making it normal lowers the score by "
+                f"{self.time_importance.max():.4g}; {highest})"
+            )
+        return (
+            f"no single {self.window_seconds:g} s stretch stands out (making any one of them "
+            f"normal does not lower the score: what is unusual spans the clip; {highest})"
+        )
+
+    def _band_text(self, f0: float, f1: float) -> str:
+        """Which band, or that no single band stands out."""
+        if self.band_localised:
+            return (
+                f"{f0:.0f}-{f1:.0f} Hz (making it normal lowers the score by "
+                f"{self.band_importance.max():.4g})"
+            )
+        return "no single band stands out (making any one band normal does not lower the score)"
 
     def nearest_text(self) -> str:
         """The nearest normal clip in words (or why there is none)."""
@@ -205,6 +236,8 @@ class Explanation:
             "band_fill": self.band_fill,
             "peak_seconds": list(self.peak_seconds()),
             "peak_band_hz": list(self.peak_band_hz()),
+            "time_localised": self.time_localised,
+            "band_localised": self.band_localised,
             "nearest": {
                 "name": self.nearest_name,
                 "path": self.nearest_path,

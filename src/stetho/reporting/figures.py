@@ -316,11 +316,32 @@ def _mel_axis(ax: Any, spec: np.ndarray, sr: int, duration: float, title: str) -
     ax.set_title(title, fontsize=9)
 
 
+def _outline_peak(ax_s: Any, ax_t: Any, ex: Explanation) -> np.ndarray:
+    """Outline the peak window and band on the spectrogram, only where making them normal
+    lowers the score; returns the band edges in mel bins."""
+    from stetho.frontend.librosa_mel import hz_to_mel
+
+    plt = _plt()
+    t0, t1 = ex.peak_seconds() if ex.time_localised else (0.0, ex.duration)
+    n_mels = ex.spectrogram.shape[0]
+    top_mel = float(hz_to_mel(ex.sample_rate / 2.0))
+    mel_pos = np.asarray(hz_to_mel(ex.band_edges)) / top_mel * n_mels  # band edges in bins
+    g = ex.peak_band
+    m0, m1 = (mel_pos[g], mel_pos[g + 1]) if ex.band_localised else (mel_pos[0], mel_pos[-1])
+    if ex.time_localised or ex.band_localised:
+        ax_s.add_patch(plt.Rectangle((t0, m0), t1 - t0, m1 - m0, fill=False, ec="cyan", lw=1.5))
+    if ex.time_localised:
+        ax_s.axvspan(t0, t1, color="cyan", alpha=0.12)
+    else:
+        ax_t.text(0.01, 0.08, "no single window stands out: what is unusual spans the clip",
+                  transform=ax_t.transAxes, fontsize=7)  # fmt: skip
+    return mel_pos
+
+
 def plot_explanation(ex: Explanation) -> bytes:
     """The clip's log-mel spectrogram with, above it, the window scores (threshold dashed) and the
     score drop when each window is made normal, beside it the drop per band group (the peak
     window and band outlined), and the nearest normal clip's spectrogram on the right."""
-    from stetho.frontend.librosa_mel import hz_to_mel
 
     plt = _plt()
     fig = plt.figure(figsize=(11.5, 5.2))
@@ -347,17 +368,7 @@ def plot_explanation(ex: Explanation) -> bytes:
     ax_t.set_ylabel("drop when\nmade normal", fontsize=7)
     ax_t.tick_params(labelbottom=False, labelsize=7)
     _mel_axis(ax_s, ex.spectrogram, ex.sample_rate, ex.duration, "")
-    t0, t1 = ex.peak_seconds()
-    n_mels = ex.spectrogram.shape[0]
-    top_mel = float(hz_to_mel(ex.sample_rate / 2.0))
-    mel_pos = np.asarray(hz_to_mel(ex.band_edges)) / top_mel * n_mels  # band edges in bins
-    g = ex.peak_band
-    ax_s.add_patch(
-        plt.Rectangle(
-            (t0, mel_pos[g]), t1 - t0, mel_pos[g + 1] - mel_pos[g], fill=False, ec="cyan", lw=1.5
-        )
-    )
-    ax_s.axvspan(t0, t1, color="cyan", alpha=0.12)
+    mel_pos = _outline_peak(ax_s, ax_t, ex)
     imp = ex.band_importance
     colours = ["tab:red" if v > 0 else "tab:blue" for v in imp]
     ax_f.barh((mel_pos[:-1] + mel_pos[1:]) / 2, imp, height=np.diff(mel_pos) * 0.9, color=colours)
