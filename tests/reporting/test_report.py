@@ -180,3 +180,22 @@ def test_sweep_report_compares_configs(demo_dir: Path, tmp_path: Path) -> None:
     for row in sweep.rows:
         assert f"<td>{row['name']}</td>" in html
         assert f"{row['official_score']:.4f}" in html
+
+
+def test_log_score_axis_labels_plain_numbers_without_crowded_minor_labels() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from stetho.reporting.figures import _log_axis
+
+    fig, ax = plt.subplots()
+    ax.hist(np.geomspace(0.2, 6.0, 50), bins=np.geomspace(0.2, 6.0, 21))  # < 1.5 decades
+    _log_axis(ax)
+    fig.canvas.draw()
+    major = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    minor = [t.get_text() for t in ax.get_xticklabels(minor=True) if t.get_text()]
+    plt.close(fig)
+    assert minor == []  # matplotlib's default labels every minor tick on a short log range
+    assert {"0.2", "0.5", "1", "2", "5"} <= set(major) and not any("times" in m for m in major)

@@ -113,6 +113,16 @@ def plot_roc(
     return _png(fig)
 
 
+def _log_axis(ax: Any) -> None:
+    """Log x axis with plain-number labels at 1-2-5 steps and no crowded minor labels."""
+    from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+    ax.xaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def plot_histograms(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -142,7 +152,7 @@ def plot_histograms(
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("anomaly score" + (" (log scale)" if log else ""))
         if log:
-            ax.set_xscale("log")
+            _log_axis(ax)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("clips")
     fig.suptitle(title, fontsize=10, y=1.02)
