@@ -288,6 +288,39 @@ def frame_knn(top: float = 0.1) -> Scorer:
     return score
 
 
+def frame_gmm(components: int = 8, top: float = 0.1) -> Scorer:
+    """Frame-level density: a diagonal GMM (``components``) on the bank's ≈128 ms HTK log-mel
+    windows (standardised on them); a clip's score is the mean negative log-likelihood of its
+    top ``top`` fraction of windows; z-normalised by the bank's leave-one-clip-out scores."""
+    from stetho.scoring.gaussian import DiagonalGMM
+
+    def fitted(frames: list[np.ndarray]) -> tuple[DiagonalGMM, np.ndarray, np.ndarray]:
+        b = np.concatenate(frames)
+        mu, sd = b.mean(0), b.std(0) + 1e-6
+        return DiagonalGMM(components=components).fit((b - mu) / sd), mu, sd
+
+    def pooled(model: tuple[DiagonalGMM, np.ndarray, np.ndarray], q: np.ndarray) -> float:
+        gmm, mu, sd = model
+        nll = gmm.score((q - mu) / sd)
+        k = max(1, round(top * nll.size))
+        return float(np.sort(nll)[-k:].mean())
+
+    def score(src: Sources, clips: list[Clip], bank: list[int], query: list[int]) -> np.ndarray:
+        frames = [src.get("frames", clips[i]).astype(np.float64) for i in bank]
+        model = fitted(frames)
+        if len(frames) > 1:
+            loo = np.array([pooled(fitted(frames[:j] + frames[j + 1 :]), f)
+                            for j, f in enumerate(frames)])  # fmt: skip
+            mean, scale = loo.mean(), (loo.std() if len(loo) >= 3 else abs(loo.mean())) + 1e-12
+        else:
+            mean, scale = 0.0, 1.0
+        raw = np.array([pooled(model, src.get("frames", clips[i]).astype(np.float64))
+                        for i in query])  # fmt: skip
+        return (raw - mean) / scale
+
+    return score
+
+
 def _peer_embed(quality: str) -> Scorer:
     def score(src: Sources, clips: list[Clip], bank: list[int], query: list[int]) -> np.ndarray:
         from pyod.models.embedding import EmbeddingOD
@@ -451,6 +484,8 @@ def eq_proxy_fisher(members: list[Member]) -> Scorer:
 
 SYSTEMS["fusion Fisher: Slaney + HTK + cepstrum, weights from EQ-bump pseudo-anomalies"] = (
     eq_proxy_fisher(DEFAULT), None)  # fmt: skip
+SYSTEMS["frame-level GMM (8 diagonal components, HTK log-mel 128 ms windows), top-10 % NLL"] = (
+    frame_gmm(), None)  # fmt: skip
 SYSTEMS["log-mel Slaney mean+max, Ledoit-Wolf whitened, 1-NN"] = (
     ensemble([Member("slaney", backend=_bk(std="whiten"))]), None)  # fmt: skip
 SYSTEMS["log-mel Slaney mean+max, Mahalanobis (Ledoit-Wolf Gaussian)"] = (
