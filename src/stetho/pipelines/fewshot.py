@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from stetho.backbones.features import FeatureConfig
 from stetho.config import ExperimentConfig
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 
 #: The default's members (``stetho train``): one clip seen three ways, each weight-free.
-DEFAULT_MEMBERS: tuple[tuple[str, dict[str, str], str], ...] = (
+DEFAULT_MEMBERS: tuple[tuple[str, dict[str, str], Literal["mean+max", "mean+std"]], ...] = (
     ("logmel-stats-knn", {}, "mean+max"),  # Slaney log-mel: narrow-band levels and peaks
     ("logmel-htk-knn", {"mel_scale": "htk"}, "mean+max"),  # finer bands below 1 kHz
     ("cepstrum-htk-knn", {"mel_scale": "htk", "view": "cepstrum"}, "mean+std"),  # envelope
@@ -67,7 +67,7 @@ def fewshot_config(pretrained: str | None = None) -> ExperimentConfig:
     """
     if pretrained is None:
         members = [
-            MemberConfig(name=name, feature=FeatureConfig(overrides=dict(over), pool=pool))  # type: ignore[arg-type]
+            MemberConfig(name=name, feature=FeatureConfig(overrides=dict(over), pool=pool))
             for name, over, pool in DEFAULT_MEMBERS
         ]
         ens = EnsembleConfig(
