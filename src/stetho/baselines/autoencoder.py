@@ -284,9 +284,9 @@ class AEBaseline:
         sec = self._section(key)
         paths = list(paths)
         if progress:
-            from tqdm.auto import tqdm
+            from stetho.utils.progress import progress_bar
 
-            paths = list(tqdm(paths, desc=f"{machine}/{section}", leave=False))
+            paths = list(progress_bar(paths, desc=f"{machine}/{section}"))
         waves = [load_audio(p, sr=sec.sample_rate)[0] for p in paths]
         return self.score(waves, key, mode, faithful=faithful)
 

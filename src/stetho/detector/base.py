@@ -608,9 +608,9 @@ def _jsonable(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _progress(total: int, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    from stetho.utils.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return progress_bar(total=total, desc=desc)
 
 
 def _calibration_clip(path: Path, key: Key, mode: CalibrationMode) -> Clip:

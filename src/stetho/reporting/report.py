@@ -334,9 +334,9 @@ def _needs(ctx: _Context) -> str | None:
 def _bar(items: list[_SectionData], desc: str, progress: bool) -> Any:
     if not progress:
         return items
-    from tqdm.auto import tqdm
+    from stetho.utils.progress import progress_bar
 
-    return tqdm(items, desc=desc, leave=False, dynamic_ncols=True)
+    return progress_bar(items, desc=desc)
 
 
 def _embeddings(ctx: _Context, progress: bool) -> None:

@@ -294,9 +294,9 @@ def evaluate_under_noise(
     rows, results = [], []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from stetho.utils.progress import progress_bar
 
-        bar = tqdm(levels, desc="SNR", leave=False, dynamic_ncols=True)
+        bar = progress_bar(levels, desc="SNR")
     for snr in bar if bar is not None else levels:
         scores: dict[tuple[str, str], dict[str, float]] = {}
         for key, group in by_key.items():

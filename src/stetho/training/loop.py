@@ -503,6 +503,6 @@ def _result(state: TrainState) -> TrainResult:
 def _progress(enabled: bool, total: int, initial: int, desc: str) -> Any:
     if not enabled:
         return None
-    from tqdm.auto import tqdm
+    from stetho.utils.progress import progress_bar
 
-    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True)
+    return progress_bar(total=total, initial=initial, desc=desc)

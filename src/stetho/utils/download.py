@@ -15,9 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from stetho.utils.errors import StethoError
+from stetho.utils.progress import progress_bar
 
 __all__ = ["DownloadError", "OfflineError", "download_file", "file_hash", "is_offline"]
 
@@ -151,14 +150,13 @@ def _receive(
     mode = "ab" if offset else "wb"
     with (
         open(part, mode) as fh,
-        tqdm(
+        progress_bar(
             total=total,
             initial=offset,
+            desc=name,
             unit="B",
             unit_scale=True,
-            desc=name,
-            disable=not progress,
-            leave=False,
+            disable=None if progress else True,
         ) as bar,
     ):
         try:
