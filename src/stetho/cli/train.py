@@ -136,8 +136,9 @@ def register(sub: Any) -> None:
         "--pretrained",
         default=None,
         metavar="CKPT",
-        help="default recipe only: add the frozen EfficientAT mn04 member with these weights "
-        "(e.g. efficientat_mn04_as_mAP_432.pt after `stetho backbones fetch efficientat-mn04`)",
+        help="default recipe only: log-mel statistics + the frozen EfficientAT mn04 embedding "
+        "with these weights, robust-z fused, instead of the three weight-free views (e.g. "
+        "efficientat_mn04_as_mAP_432.pt after `stetho backbones fetch efficientat-mn04`)",
     )
     p.add_argument(
         "--false-alarm",
