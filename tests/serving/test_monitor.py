@@ -687,3 +687,40 @@ def test_cli_monitor_json_logs_are_one_object_per_line(
     assert all({"time", "level", "logger", "message"} <= set(d) for d in docs)
     assert any("watching" in d["message"] for d in docs)
     assert any(d["logger"].startswith("stetho.") and d["level"] == "INFO" for d in docs)
+
+
+def test_monitor_waits_for_its_database_and_then_watches(
+    tmp_path: Path, detector_dir: Path, normal_waves: list[np.ndarray],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from stetho.store import StoreUnreachableError
+
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    sources = [{"kind": "folder", "path": str(inbox), "machine": "fan", "section": 0}]
+    cfg = config(tmp_path, detector_dir, sources, store_wait_seconds=30)
+    real = ScoreStore._open_once.__func__  # type: ignore[attr-defined]
+    tries: list[float] = []
+
+    def starting(cls: type[ScoreStore], target: str, **kw: object) -> ScoreStore:
+        tries.append(time.monotonic())
+        if len(tries) < 2:  # the database server answers from the second try on
+            raise StoreUnreachableError(f"{target}: connection refused")
+        return real(cls, target, **kw)
+
+    monkeypatch.setattr(ScoreStore, "_open_once", classmethod(starting))
+    monitor = Monitor(cfg)  # opens its own store in run()
+    with running(monitor):
+        (inbox / "a.wav").write_bytes(wav_bytes(normal_waves[0]))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if Path(cfg.db).exists() and len(tries) >= 2:
+                with ScoreStore.open(cfg.db) as store:
+                    if store.scores("fan"):
+                        break
+            time.sleep(0.2)
+    assert len(tries) >= 2 and tries[1] - tries[0] >= 0.9
+    with ScoreStore.open(cfg.db) as store:
+        assert len(store.scores("fan", "00")) == 1
+    with pytest.raises(ConfigError, match="store_wait_seconds"):
+        config(tmp_path, detector_dir, sources, store_wait_seconds=-1)

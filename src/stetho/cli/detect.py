@@ -160,7 +160,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.db:
         from stetho.store import AlarmRule, ScoreStore
 
-        store = ScoreStore.open(args.db)
+        store = ScoreStore.open(args.db, wait_seconds=args.db_wait)
         rule = AlarmRule(k=args.alarm_k, n=args.alarm_n, clear_k=args.alarm_clear_k)
     service = ScoringService(
         registry, limits, store=store, alarm_rule=rule, audio=_audio_keeper(args, store)
@@ -267,6 +267,14 @@ def register(sub: Any) -> None:
         metavar="PATH_OR_URL",
         help="score store: a SQLite file (e.g. runs/plant.db) or postgresql://… "
         "(default: none, scores are not kept and there are no alarms)",
+    )
+    p.add_argument(
+        "--db-wait",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="at start-up, keep retrying a database server that does not answer yet for this "
+        "long (default 60; 0: fail at once)",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface (default: this machine only)")
     p.add_argument("--port", type=_port, default=8000, help="TCP port (0: any free port)")

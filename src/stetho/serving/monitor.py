@@ -160,7 +160,9 @@ class Monitor:
             status: Called with the status line every ``status_seconds`` (default: logged).
         """
         if self.store is None:
-            self.store = ScoreStore.open(self.cfg.db)
+            self.store = ScoreStore.open(
+                self.cfg.db, wait_seconds=self.cfg.store_wait_seconds, stop=self.stop_event
+            )
         store = self.store
         self.tracker = AlarmTracker(store, self.cfg.alarm)
         if self.audio is None:  # anomalous windows' audio next to the store (SQLite)

@@ -118,6 +118,8 @@ class MonitorConfig(ConfigBase):
         status_seconds: How often the status line is written (0: never).
         retention_days: Delete scores older than this (checked hourly); None keeps everything.
         retry_seconds: First wait before a failed source is restarted (doubles up to 5 min).
+        store_wait_seconds: How long the monitor waits at start-up for a database server that
+            does not answer yet (PostgreSQL starting beside it), retrying with logged waits.
         device: Where the detectors run (``cpu``, ``cuda``).
         reload_detectors: Pick up a detector folder replaced by ``stetho calibrate`` while running.
     """
@@ -132,6 +134,7 @@ class MonitorConfig(ConfigBase):
     status_seconds: float = 10.0
     retention_days: float | None = None
     retry_seconds: float = 5.0
+    store_wait_seconds: float = 60.0
     device: str = "cpu"
     reload_detectors: bool = True
 
@@ -149,6 +152,8 @@ class MonitorConfig(ConfigBase):
             raise ConfigError(f"no detector for source(s) {missing}: set `detector:`")
         if self.poll_seconds <= 0 or self.retry_seconds <= 0 or self.status_seconds < 0:
             raise ConfigError("poll_seconds and retry_seconds must be > 0, status_seconds >= 0")
+        if self.store_wait_seconds < 0:
+            raise ConfigError(f"store_wait_seconds must be >= 0, got {self.store_wait_seconds}")
         if self.retention_days is not None and self.retention_days <= 0:
             raise ConfigError(f"retention_days must be > 0 (or null), got {self.retention_days}")
 

@@ -17,6 +17,7 @@ from stetho.store.rows import (
     ScoredWindow,
     ScoreRow,
     StoreError,
+    StoreUnreachableError,
     utc_now,
 )
 from stetho.store.schema import SCHEMA_VERSION
@@ -33,6 +34,7 @@ __all__ = [
     "ScoreStore",
     "ScoredWindow",
     "StoreError",
+    "StoreUnreachableError",
     "audio_folder_for",
     "database_url",
     "utc_now",

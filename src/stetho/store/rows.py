@@ -27,6 +27,10 @@ class StoreError(StethoError, RuntimeError):
     http_status = 503
 
 
+class StoreUnreachableError(StoreError):
+    """The database server did not answer (it may still be starting): worth waiting for."""
+
+
 def utc_now() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)

@@ -44,10 +44,18 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from stetho.store.alarms import AlarmRule, apply_rule, lock_keys
-from stetho.store.rows import AlarmRow, MachineState, ScoreRow, StoreError, as_utc, utc_now
+from stetho.store.rows import (
+    AlarmRow,
+    MachineState,
+    ScoreRow,
+    StoreError,
+    StoreUnreachableError,
+    as_utc,
+    utc_now,
+)
 from stetho.store.schema import (
     SCHEMA_VERSION,
     alarm_from,
@@ -140,16 +148,48 @@ class ScoreStore:
 
     # ----------------------------------------------------------------------------- opening
     @classmethod
-    def open(cls, target: str | os.PathLike[str], **engine_kwargs: Any) -> ScoreStore:
+    def open(
+        cls,
+        target: str | os.PathLike[str],
+        *,
+        wait_seconds: float = 0.0,
+        stop: threading.Event | None = None,
+        **engine_kwargs: Any,
+    ) -> ScoreStore:
         """Open (creating and migrating when needed) the store at ``target``.
 
         Args:
             target: A file path (SQLite), ``sqlite:///path``, or ``postgresql://user@host/db``.
+            wait_seconds: How long to keep retrying a database server that does not answer
+                (:class:`StoreUnreachableError`: e.g. PostgreSQL still starting beside the
+                monitor), with waits of 1, 2, 4 … 30 s, each logged; 0 tries once.
+            stop: Set to give up waiting at once.
             **engine_kwargs: Extra :func:`sqlalchemy.create_engine` arguments.
 
         Raises:
-            StoreError: the database cannot be reached or was written by a newer stetho.
+            StoreError: the database cannot be reached (after ``wait_seconds``) or was written
+                by a newer stetho.
         """
+        deadline = time.monotonic() + max(0.0, wait_seconds)
+        delay = 1.0
+        while True:
+            try:
+                return cls._open_once(target, **engine_kwargs)
+            except StoreUnreachableError as err:
+                left = deadline - time.monotonic()
+                if left <= 0 or (stop is not None and stop.is_set()):
+                    raise
+                pause = min(delay, left)
+                logger.warning("%s; trying again in %.0f s", err, pause)
+                if stop is not None and stop.wait(pause):
+                    raise
+                if stop is None:
+                    time.sleep(pause)
+                delay = min(2 * delay, 30.0)
+
+    @classmethod
+    def _open_once(cls, target: str | os.PathLike[str], **engine_kwargs: Any) -> ScoreStore:
+        """One attempt of :meth:`open`."""
         url = database_url(target)
         try:
             parsed = make_url(url)
@@ -186,7 +226,7 @@ class ScoreStore:
                 before = migrate(conn, where)
         except StoreError as err:  # the driver's error, without SQL
             engine.dispose()
-            raise StoreError(str(err).replace("cannot be read", "cannot be opened")) from err
+            raise type(err)(str(err).replace("cannot be read", "cannot be opened")) from err
         except SQLAlchemyError as err:
             engine.dispose()
             raise StoreError(f"{where}: cannot open the score store ({err})") from err
@@ -230,7 +270,9 @@ class ScoreStore:
             )
         else:
             advice = "check that the database server is running and reachable"
-        return StoreError(f"{self.where}: the score store cannot be {doing} ({reason}); {advice}")
+        unreachable = self.dialect != "sqlite" and isinstance(err, OperationalError)
+        cls = StoreUnreachableError if unreachable else StoreError
+        return cls(f"{self.where}: the score store cannot be {doing} ({reason}); {advice}")
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
