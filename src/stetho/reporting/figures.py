@@ -344,7 +344,8 @@ def _outline_peak(ax_s: Any, ax_t: Any, ex: Explanation) -> np.ndarray:
         ax_s.axvspan(t0, t1, color="cyan", alpha=0.12)
     else:
         ax_t.text(0.01, 0.08, "no single window stands out: what is unusual spans the clip",
-                  transform=ax_t.transAxes, fontsize=7)  # fmt: skip
+                  transform=ax_t.transAxes, fontsize=7,
+                  bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none"})  # fmt: skip
     return mel_pos
 
 
@@ -389,6 +390,8 @@ def plot_explanation(ex: Explanation) -> bytes:
     if ex.nearest_spectrogram is not None:
         dur = ex.nearest_spectrogram.shape[1] * 512 / ex.sample_rate
         _mel_axis(ax_n, ex.nearest_spectrogram, ex.sample_rate, dur, "")
+        ax_n.yaxis.tick_right()  # clear of the band panel on its left
+        ax_n.yaxis.set_label_position("right")
         ax_n.set_title(
             f"nearest normal: {ex.nearest_name}\n({ex.nearest_domain} bank, distance "
             f"{ex.nearest_distance:.4g})",
