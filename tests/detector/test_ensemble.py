@@ -111,6 +111,11 @@ def test_default_recipe_runs_end_to_end(tiny: Path, tmp_path: Path) -> None:
     )
     run = run_training(cfg, tiny, tmp_path / "run", progress=False)
     assert run.evaluation is not None and run.train is None
-    assert (tmp_path / "run" / "choice.md").read_text().count("fan/00") == 1
+    choice = (tmp_path / "run" / "choice.md").read_text()
+    assert choice.count("fan/00") == 1
+    # true reasons: the members, how they are combined, and why nothing was chosen per machine
+    assert "logmel-htk-knn (logmel:mean+max" in choice and "cepstrum-htk-knn" in choice
+    assert "Combined by: fisher — Fisher's method" in choice
+    assert "no label-free choice (selection disabled)" in choice
     assert isinstance(load_scorer(tmp_path / "run" / "detector"), EnsembleDetector)
     assert run.submission_files

@@ -27,7 +27,7 @@ from stetho.evaluation import (
     write_submission,
 )
 from stetho.scoring.bank import BackendConfig
-from stetho.scoring.ensemble import EnsembleConfig, MemberConfig
+from stetho.scoring.ensemble import COMBINATIONS, EnsembleConfig, MemberConfig
 from stetho.scoring.selection import SelectionConfig
 from stetho.utils.io import atomic_write_text
 
@@ -86,22 +86,12 @@ def fewshot_config(pretrained: str | None = None) -> ExperimentConfig:
     return ExperimentConfig(name="fewshot", ensemble=ens)
 
 
-_COMBINE_WORDS = {
-    "mean": "the weighted mean of the members' z-scores.",
-    "fisher": "Fisher's method: the weighted mean of -log p, p the Gaussian upper tail of each "
-    "member's z-score, so a fault far out in one view keeps a high score although the other "
-    "views do not see it.",
-    "max": "the highest member z-score.",
-    "min": "the lowest member z-score.",
-}
-
-
 def choice_summary(det: EnsembleDetector) -> str:
     """Markdown: how members are combined, then the label-free choice per machine/section."""
     names = [m.name for m in det.ens.members]
     lines = [
         f"Members: {', '.join(f'{m.name} ({m.feature.label()}, {m.backend.label()})' for m in det.ens.members)}.",
-        f"Combined by: {det.ens.combine} — {_COMBINE_WORDS[det.ens.combine]}",
+        f"Combined by: {det.ens.combine} — {COMBINATIONS[det.ens.combine]}",
         "",
         "| machine/section | bank | "
         + " | ".join(f"{n} (weight, proxy AUC)" for n in names)

@@ -22,8 +22,15 @@ from stetho.utils.config import ConfigBase, ConfigError
 __all__ = ["COMBINATIONS", "EnsembleConfig", "MemberConfig", "combine_scores"]
 
 
-#: Known ways to combine member scores (:func:`combine_scores`).
-COMBINATIONS = ("mean", "fisher", "max", "min")
+#: Known ways to combine member scores (:func:`combine_scores`), each in plain words.
+COMBINATIONS: dict[str, str] = {
+    "mean": "the weighted mean of the members' z-scores.",
+    "fisher": "Fisher's method: the weighted mean of -log p, p the Gaussian upper tail of each "
+    "member's z-score, so a fault far out in one view keeps a high score although the other "
+    "views do not see it.",
+    "max": "the highest member z-score.",
+    "min": "the lowest member z-score.",
+}
 
 
 @dataclass

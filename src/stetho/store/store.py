@@ -181,10 +181,8 @@ class ScoreStore:
                     raise
                 pause = min(delay, left)
                 logger.warning("%s; trying again in %.0f s", err, pause)
-                if stop is not None and stop.wait(pause):
+                if (stop or threading.Event()).wait(pause):  # True: stopped while waiting
                     raise
-                if stop is None:
-                    time.sleep(pause)
                 delay = min(2 * delay, 30.0)
 
     @classmethod
