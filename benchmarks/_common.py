@@ -19,6 +19,10 @@ from typing import Any
 
 import torch
 
+# best wall time of each function, round-robin so load changes hit all alike: the same timing
+# the library uses to choose its k-NN path (one implementation)
+from stetho.scoring.knn_auto import time_paths as interleaved  # noqa: F401  (re-exported)
+
 
 def best_of(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> float:
     """Smallest wall time (s) of ``repeats`` calls after ``warmup`` calls."""
@@ -30,19 +34,6 @@ def best_of(fn: Callable[[], Any], repeats: int = 3, warmup: int = 1) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
-
-
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 3) -> dict[str, float]:
-    """Best wall time (s) of each function, timed round-robin so load changes hit all alike."""
-    for fn in fns.values():
-        fn()
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:

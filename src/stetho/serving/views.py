@@ -83,23 +83,8 @@ def window_detail(service: ScoringService, row: ScoreRow) -> WindowDetail:
 
 
 def stored_score(row: ScoreRow) -> StoredScore:
-    """A window as the score history lists it."""
-    return StoredScore(
-        id=row.id,
-        time=row.time,
-        machine=row.machine,
-        section=row.section,
-        source=row.source,
-        window_start=row.window_start,
-        window_end=row.window_end,
-        score=row.score,
-        normalised=row.normalised,
-        threshold=row.threshold,
-        decision=row.decision,
-        detector_id=row.detector_id,
-        detector_version=row.detector_version,
-        detector_name=row.detector_name,
-    )
+    """A window as the score history lists it (the row's fields of the same names)."""
+    return StoredScore.model_validate(row, from_attributes=True)
 
 
 def alarm_model(row: AlarmRow, served: str = "") -> Alarm:

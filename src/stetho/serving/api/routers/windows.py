@@ -76,14 +76,7 @@ def window(window_id: WindowId, service: ServiceDep) -> WindowDetail:
 )
 def window_audio(window_id: WindowId, service: ServiceDep) -> FileResponse:
     """The kept audio of an anomalous window (WAV); 404 when none was kept or it was dropped."""
-    row = window_view(service, window_id)
-    if service.audio is None or row.audio_url is None:
-        raise NotFoundError(f"no audio is kept for window {window_id}")
-    stored = service.require_store().window(window_id)
-    assert stored is not None
-    return FileResponse(
-        service.audio.path(stored.audio), media_type="audio/wav", filename=f"window_{window_id}.wav"
-    )
+    return _kept_wav(service, window_id, nearest=False)
 
 
 @router.get(
@@ -95,13 +88,20 @@ def window_audio(window_id: WindowId, service: ServiceDep) -> FileResponse:
 def window_nearest(window_id: WindowId, service: ServiceDep) -> FileResponse:
     """The copy of the normal bank clip nearest to the window, as the detector recorded it
     when it scored the window (never a path from the request); 404 when none was kept."""
+    return _kept_wav(service, window_id, nearest=True)
+
+
+def _kept_wav(service: ServiceDep, window_id: int, *, nearest: bool) -> FileResponse:
+    """The window's kept audio, or the kept copy of its nearest normal clip (404: none kept)."""
     row = window_view(service, window_id)
-    if service.audio is None or row.nearest_audio_url is None:
-        raise NotFoundError(f"no nearest normal clip is kept for window {window_id}")
+    url = row.nearest_audio_url if nearest else row.audio_url
+    if service.audio is None or url is None:
+        what = "nearest normal clip" if nearest else "audio"
+        raise NotFoundError(f"no {what} is kept for window {window_id}")
     stored = service.require_store().window(window_id)
     assert stored is not None
+    name = stored.nearest_audio if nearest else stored.audio
+    suffix = "_nearest" if nearest else ""
     return FileResponse(
-        service.audio.path(stored.nearest_audio),
-        media_type="audio/wav",
-        filename=f"window_{window_id}_nearest.wav",
+        service.audio.path(name), media_type="audio/wav", filename=f"window_{window_id}{suffix}.wav"
     )
