@@ -582,21 +582,23 @@ def test_folder_windows_mode_scores_rolling_windows_stamped_by_the_file_time(
     np.testing.assert_allclose([r.score for r in rows], ref, rtol=0, atol=1e-6)
 
 
+def _check_config(tmp_path: Path, detector_dir: Path, sources: str) -> Path:
+    """``monitor.yaml`` for ``stetho monitor --check``: the detector, ``plant.db``, ``sources``
+    (YAML list items) and the folder ``in``."""
+    (tmp_path / "in").mkdir(exist_ok=True)
+    cfg_path = tmp_path / "monitor.yaml"
+    cfg_path.write_text(f"detector: {detector_dir}\ndb: plant.db\nsources:\n{sources}")
+    return cfg_path
+
+
 def test_cli_check_reports_problems_without_running(
     tmp_path: Path, detector_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "in").mkdir()
-    cfg_path = tmp_path / "monitor.yaml"
-    cfg_path.write_text(
-        f"detector: {detector_dir}\ndb: plant.db\nsources:\n"
-        "  - {kind: folder, path: in, machine: fan}\n"
-    )
+    cfg_path = _check_config(tmp_path, detector_dir, "  - {kind: folder, path: in, machine: fan}\n")
     assert main(["monitor", str(cfg_path), "--check"]) == 0
     assert "1 source(s), 0 problem(s)" in capsys.readouterr().out
-    cfg_path.write_text(
-        f"detector: {detector_dir}\ndb: plant.db\nsources:\n"
-        "  - {kind: folder, path: in, machine: pump}\n  - {kind: folder, path: nope, machine: fan}\n"
-    )
+    _check_config(tmp_path, detector_dir, "  - {kind: folder, path: in, machine: pump}\n"
+                  "  - {kind: folder, path: nope, machine: fan}\n")  # fmt: skip
     assert main(["monitor", str(cfg_path), "--check"]) == 1
     out = capsys.readouterr().out
     assert "no model for pump/00" in out and "no such folder" in out
@@ -650,12 +652,7 @@ def test_cli_check_fails_on_a_corrupted_store(
     from stetho.store import ScoreRow
     from tests.badinput import corrupt_sqlite
 
-    (tmp_path / "in").mkdir()
-    cfg_path = tmp_path / "monitor.yaml"
-    cfg_path.write_text(
-        f"detector: {detector_dir}\ndb: plant.db\nsources:\n"
-        "  - {kind: folder, path: in, machine: fan}\n"
-    )
+    cfg_path = _check_config(tmp_path, detector_dir, "  - {kind: folder, path: in, machine: fan}\n")
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     with ScoreStore.open(tmp_path / "plant.db") as store:
         store.add_scores(
@@ -693,22 +690,13 @@ def test_monitor_waits_for_its_database_and_then_watches(
     tmp_path: Path, detector_dir: Path, normal_waves: list[np.ndarray],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
-    from stetho.store import StoreUnreachableError
+    from tests.store.conftest import server_starting
 
     inbox = tmp_path / "in"
     inbox.mkdir()
     sources = [{"kind": "folder", "path": str(inbox), "machine": "fan", "section": 0}]
     cfg = config(tmp_path, detector_dir, sources, store_wait_seconds=30)
-    real = ScoreStore._open_once.__func__  # type: ignore[attr-defined]
-    tries: list[float] = []
-
-    def starting(cls: type[ScoreStore], target: str, **kw: object) -> ScoreStore:
-        tries.append(time.monotonic())
-        if len(tries) < 2:  # the database server answers from the second try on
-            raise StoreUnreachableError(f"{target}: connection refused")
-        return real(cls, target, **kw)
-
-    monkeypatch.setattr(ScoreStore, "_open_once", classmethod(starting))
+    tries = server_starting(monkeypatch, answers_from=2)
     monitor = Monitor(cfg)  # opens its own store in run()
     with running(monitor):
         (inbox / "a.wav").write_bytes(wav_bytes(normal_waves[0]))

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -185,3 +186,21 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return str(tmp_path / "scores.db")
     return str(request.getfixturevalue("postgres_url"))
+
+
+def server_starting(monkeypatch: pytest.MonkeyPatch, answers_from: int) -> list[float]:
+    """Make every ``ScoreStore`` open attempt before the ``answers_from``-th fail as a database
+    server that is still starting (:class:`StoreUnreachableError`); returns the attempt times."""
+    from stetho.store import ScoreStore, StoreUnreachableError
+
+    real = ScoreStore._open_once.__func__  # type: ignore[attr-defined]
+    tries: list[float] = []
+
+    def starting(cls: type[ScoreStore], target: str, **kw: object) -> ScoreStore:
+        tries.append(time.monotonic())
+        if len(tries) < answers_from:
+            raise StoreUnreachableError(f"{target}: connection refused")
+        return real(cls, target, **kw)
+
+    monkeypatch.setattr(ScoreStore, "_open_once", classmethod(starting))
+    return tries

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from stetho.store import ScoreStore, StoreError, StoreUnreachableError
-from tests.store.conftest import _free_port
+from tests.store.conftest import _free_port, server_starting
 
 
 def _closed_url() -> str:
@@ -51,16 +51,7 @@ def test_a_stop_event_ends_the_wait_early() -> None:
 def test_the_store_opens_once_the_server_answers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = ScoreStore._open_once.__func__  # type: ignore[attr-defined]
-    calls = []
-
-    def flaky(cls: type[ScoreStore], target: str, **kw: object) -> ScoreStore:
-        calls.append(time.monotonic())
-        if len(calls) < 3:  # the server answers from the third try on
-            raise StoreUnreachableError(f"{target}: connection refused")
-        return real(cls, target, **kw)
-
-    monkeypatch.setattr(ScoreStore, "_open_once", classmethod(flaky))
+    calls = server_starting(monkeypatch, answers_from=3)
     store = ScoreStore.open(tmp_path / "s.db", wait_seconds=30.0)
     store.close()
     assert len(calls) == 3 and calls[2] - calls[0] >= 2.9  # waited 1 s, then 2 s
