@@ -53,6 +53,7 @@ import numpy as np
 from stetho.backbones.features import FeatureConfig, FeatureExtractor
 from stetho.data import load_audio
 from stetho.evaluation.metrics import pauc_score
+from stetho.pipelines.fewshot import DEFAULT_MEMBERS
 from stetho.scoring.bank import BackendConfig, BankBackend
 from stetho.scoring.ensemble import combine_scores
 from stetho.scoring.selection import SelectionConfig, choose_members, rank_auc
@@ -373,8 +374,10 @@ def _peer_audio_anomaly() -> Scorer:
 SLANEY = Member("slaney")
 HTK = Member("htk")
 CEP = Member("cep", "mean+std")
-#: The default's members (stetho.pipelines.fewshot.DEFAULT_MEMBERS), Fisher-combined.
-DEFAULT = [SLANEY, HTK, CEP]
+#: The default's members, read from the library (stetho.pipelines.fewshot.DEFAULT_MEMBERS) so
+#: the benchmark cannot drift from what `stetho train` fits; Fisher-combined below.
+DEFAULT = [Member(next(k for k, v in VIEWS.items() if v == over), pool)
+           for _, over, pool in DEFAULT_MEMBERS]  # fmt: skip
 SHAPE = Member("shape", "mean+std")
 MOD = Member("mod", "mean+max")
 VIEWS5 = [Member("slaney"), HTK, CEP, SHAPE, MOD]

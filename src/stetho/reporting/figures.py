@@ -353,7 +353,6 @@ def plot_explanation(ex: Explanation) -> bytes:
     """The clip's log-mel spectrogram with, above it, the window scores (threshold dashed) and the
     score drop when each window is made normal, beside it the drop per band group (the peak
     window and band outlined), and the nearest normal clip's spectrogram on the right."""
-
     plt = _plt()
     fig = plt.figure(figsize=(11.5, 5.2))
     grid = fig.add_gridspec(
