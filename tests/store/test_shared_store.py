@@ -76,6 +76,31 @@ def test_an_alarm_closed_by_one_writer_is_reopened_by_the_other(store_url: str, 
         serve.close()
 
 
+@pytest.mark.parametrize("write", [_write_with_tracker, _write_with_record])
+def test_a_late_window_older_than_the_last_close_opens_no_overlapping_alarm(
+    store_url: str, write
+) -> None:
+    """Two writers stamp windows before they store them, so one can arrive after the other has
+    closed an alarm that its time falls into; alarms of a machine stay disjoint in time."""
+    store = ScoreStore.open(store_url)
+    try:
+        tracker = AlarmTracker(store, RULE)
+        events = [write(store, tracker, _row(i, True, "monitor")) for i in (0, 1)]
+        events += [write(store, tracker, _row(i, False, "http")) for i in (3, 4, 5)]
+        assert events == [None, "opened", None, None, "closed"]
+        # stamped at 2 s (inside the closed alarm), stored only now: its last 3 are 1, 1, 1
+        assert write(store, tracker, _row(2, True, "monitor")) is None
+        (alarm,) = store.alarms(machine="fan")
+        assert alarm.closed == T0 + timedelta(seconds=5)
+        # a window after the close still opens a new alarm
+        events = [write(store, tracker, _row(i, True, "monitor")) for i in (6, 7)]
+        assert events == [None, "opened"]
+        first, second = store.alarms(machine="fan")
+        assert first.closed is not None and first.closed <= second.opened
+    finally:
+        store.close()
+
+
 WRITER = textwrap.dedent(
     """
     import sys

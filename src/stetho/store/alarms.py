@@ -99,6 +99,27 @@ def _peak(values: list[float | None], old: float | None = None) -> float | None:
     return max(known) if known else None
 
 
+def _before_last_close(conn: Connection, row: ScoreRow) -> bool:
+    """Whether ``row`` is older than the close of its key's latest closed alarm.
+
+    Writers stamp a window before they store it, so with two writers (``serve`` and ``monitor``)
+    a window can arrive after the other has closed an alarm its time falls into. Opening a new
+    alarm from it would overlap the closed one; alarms of a key stay disjoint and in time order
+    instead (the window itself is stored with its decision). Not in the paper.
+    """
+    closed = conn.execute(
+        select(alarms.c.closed)
+        .where(
+            alarms.c.machine == row.machine,
+            alarms.c.section == row.section,
+            alarms.c.closed.is_not(None),
+        )
+        .order_by(alarms.c.closed.desc())
+        .limit(1)
+    ).scalar()
+    return closed is not None and as_utc(row.time, "ScoreRow.time") < closed
+
+
 def _open_alarm(conn: Connection, machine: str, section: str) -> AlarmRow | None:
     row = conn.execute(
         select(alarms)
@@ -116,6 +137,9 @@ def apply_rule(conn: Connection, row: ScoreRow, rule: AlarmRule) -> str | None:
     (so the row must be stored first, in this transaction or before); the open alarm is the
     store's. Call :func:`lock_keys` first on PostgreSQL.
 
+    A window older than the key's last alarm close opens no new alarm (see
+    :func:`_before_last_close`).
+
     Returns:
         ``"opened"`` when the row opens an alarm, ``"closed"`` when it closes one, else None.
     """
@@ -124,7 +148,7 @@ def apply_rule(conn: Connection, row: ScoreRow, rule: AlarmRule) -> str | None:
     anomalous = row.decision == 1
     alarm = _open_alarm(conn, row.machine, row.section)
     if alarm is None:
-        if n_above < rule.k:
+        if n_above < rule.k or _before_last_close(conn, row):
             return None
         above = [s for a, s, _ in history if a]
         conn.execute(
