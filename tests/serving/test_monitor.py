@@ -712,3 +712,32 @@ def test_monitor_waits_for_its_database_and_then_watches(
         assert len(store.scores("fan", "00")) == 1
     with pytest.raises(ConfigError, match="store_wait_seconds"):
         config(tmp_path, detector_dir, sources, store_wait_seconds=-1)
+
+
+def test_monitored_anomalous_windows_keep_their_nearest_normal_clip(
+    tmp_path: Path, detector_dir: Path, loaded: Detector, normal_waves: list[np.ndarray],
+    serving_data: tuple[Path, ClipTable],
+) -> None:  # fmt: skip
+    """As for uploads: an anomalous monitored window names its nearest bank clip, and a copy of
+    that clip is kept beside its own audio (the alarm page plays both)."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    cfg = config(tmp_path, detector_dir,
+                 [{"kind": "folder", "path": str(inbox), "machine": "fan", "section": 0}])  # fmt: skip
+    store = ScoreStore.open(cfg.db)
+    with running(Monitor(cfg, store)):
+        for i, w in enumerate([normal_waves[0], noise(11), noise(12)]):
+            (inbox / f"rec_{i}.wav").write_bytes(wav_bytes(w))
+        wait_for(lambda: len(store.scores("fan", "00")) == 3, what="3 windows")
+    rows = store.scores("fan", "00")
+    _, table = serving_data
+    bank = {str(Path(c.path).absolute()) for c in table.filter(split="train", machine="fan")}
+    anomalous = [r for r in rows if r.decision == 1]
+    assert anomalous, [r.score for r in rows]
+    for r in rows:
+        if r.decision == 1:
+            assert r.nearest_ref in bank and r.audio is not None and r.nearest_audio is not None
+            assert (Path(f"{cfg.db}.audio") / r.nearest_audio).is_file()
+        else:
+            assert r.nearest_ref is None and r.nearest_audio is None
+    store.close()

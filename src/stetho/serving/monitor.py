@@ -27,7 +27,7 @@ from typing import IO, Any
 
 from stetho.serving.history import detector_name
 from stetho.serving.monitor_config import MonitorConfig, load_monitor_config
-from stetho.serving.service import keep_window_audio
+from stetho.serving.service import keep_window_audio, reference_to_keep
 from stetho.serving.sources import (
     BaseSource,
     DetectorHandle,
@@ -294,29 +294,28 @@ class Monitor:
             decisions = [int(d) for d in decided]
             z = det.scorer.normalise([float(w.score) for w in windows], src.key)
             normalised = [float(v) if math.isfinite(v) else None for v in z]
-        rows = [
-            keep_window_audio(
-                self.audio,
-                ScoreRow(
-                    time=w.time,
-                    machine=src.machine,
-                    section=src.section,
-                    source=w.source or src.name,
-                    window_start=float(w.t_start),
-                    window_end=float(w.t_end),
-                    score=float(w.score),
-                    threshold=thr,
-                    decision=decision,
-                    detector_id=det.id,
-                    detector_version=det.version,
-                    detector_name=detector_name(src.handle.path),
-                    normalised=z_score,
-                ),
-                w.wave,
-                det.sample_rate,
+        rows = []
+        for w, decision, z_score in zip(windows, decisions, normalised):
+            anomalous = decision == 1 and w.wave is not None
+            ref = det.nearest_ref(w.wave, src.key) if anomalous else None
+            row = ScoreRow(
+                time=w.time,
+                machine=src.machine,
+                section=src.section,
+                source=w.source or src.name,
+                window_start=float(w.t_start),
+                window_end=float(w.t_end),
+                score=float(w.score),
+                threshold=thr,
+                decision=decision,
+                detector_id=det.id,
+                detector_version=det.version,
+                detector_name=detector_name(src.handle.path),
+                normalised=z_score,
+                nearest_ref=ref,
             )
-            for w, decision, z_score in zip(windows, decisions, normalised)
-        ]
+            near = reference_to_keep(self.audio, ref, det.sample_rate)
+            rows.append(keep_window_audio(self.audio, row, w.wave, det.sample_rate, near))
         positions = {src.name: position} if position is not None else None
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:

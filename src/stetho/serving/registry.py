@@ -83,6 +83,17 @@ class LoadedDetector:
         with self.lock:
             return self.scorer.score_waveforms(waves, machine, section, sample_rate)
 
+    def nearest_ref(self, wave: Any, key: tuple[str, str]) -> str | None:
+        """Path of the normal bank clip nearest to ``wave`` (at :attr:`sample_rate`) as the
+        detector recorded it; None when it keeps none (or the window cannot be embedded)."""
+        try:
+            with self.lock:
+                nearest = self.scorer.nearest(self.scorer.embed_waveforms([wave]), key)[0]
+        except Exception as err:  # a nicety: the window is stored without it
+            logger.warning("nearest bank clip of a %s/%s window: %s", *key, err)
+            return None
+        return None if nearest is None else nearest.ref
+
     def decide(self, scores: Any, key: tuple[str, str]) -> Any:
         """The detector's own decisions (M,) int for ``scores`` of ``key``."""
         return self.scorer.decide(scores, key)

@@ -313,9 +313,7 @@ class ScoringService:
             normalised = _finite(float(scorer.normalise([score], key)[0]))
             nearest = scorer.nearest(feats, key)[0] if decision == 1 else None
         ref = None if nearest is None else nearest.ref
-        nearest_wave = None
-        if ref is not None and self.audio is not None and self.audio.has_reference(ref) is None:
-            nearest_wave = _load_reference(ref, sample_rate)
+        nearest_wave = reference_to_keep(self.audio, ref, sample_rate)
         row = ScoreRow(
             time=datetime.now(UTC),
             machine=machine,
@@ -414,6 +412,15 @@ def _gauge(row: ScoreRow, alarm_open: bool, served: str) -> MachineGauge:
         normalised=row.normalised,
         detector_name=row.detector_name or served,
     )
+
+
+def reference_to_keep(
+    keeper: AudioKeeper | None, ref: str | None, sample_rate: int
+) -> np.ndarray | None:
+    """The audio of bank clip ``ref`` when ``keeper`` has no copy of it yet (else None)."""
+    if ref is None or keeper is None or keeper.has_reference(ref) is not None:
+        return None
+    return _load_reference(ref, sample_rate)
 
 
 def _load_reference(ref: str, sample_rate: int) -> np.ndarray | None:
